@@ -1,0 +1,54 @@
+# Two commands: `make run` serves the portal on SQLite, `make test` runs the suite with coverage.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .tools
+VENV := .venv
+# uv from PATH when the machine has it, else installed into the project's own tools env.
+UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PORTAL_PLUGIN_DIRS ?= $(CURDIR)/examples/plugins
+export PORTAL_PLUGIN_DIRS
+
+.PHONY: run test env lint requirements check-requirements clean
+
+$(TOOLS)/bin/uv:
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen
+	touch $@
+
+env: $(VENV)/.synced
+
+run: env
+	$(VENV)/bin/python manage.py migrate --noinput
+	@# loadplugins arrives with the plugin pipeline; skip it until the command exists.
+	$(VENV)/bin/python manage.py help loadplugins >/dev/null 2>&1 && $(VENV)/bin/python manage.py loadplugins || true
+	$(VENV)/bin/python manage.py ensureadmin
+	@echo "Portal: http://$(HOST):$(PORT)/admin/  health: http://$(HOST):$(PORT)/v1/plugins"
+	$(VENV)/bin/python manage.py runserver --noreload $(HOST):$(PORT)
+
+test: env
+	$(VENV)/bin/pytest --cov --cov-report=term --cov-report=xml $(PYTEST_ARGS)
+
+lint: env
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+requirements: | $(UV)
+	$(UV) export --frozen --no-dev --no-emit-project --format requirements-txt -o requirements.txt --quiet
+	$(UV) export --frozen --only-dev --no-emit-project --format requirements-txt -o requirements-dev.txt --quiet
+
+check-requirements: | $(UV)
+	@diff <($(UV) export --frozen --no-dev --no-emit-project --format requirements-txt --quiet --no-header) \
+	      <(grep -v '^#' requirements.txt) \
+	  && diff <($(UV) export --frozen --only-dev --no-emit-project --format requirements-txt --quiet --no-header) \
+	      <(grep -v '^#' requirements-dev.txt) \
+	  || { echo "requirements*.txt drifted from uv.lock: run 'make requirements' and commit"; exit 1; }
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .coverage coverage.xml htmlcov

@@ -1,0 +1,35 @@
+"""Domain errors raised by the services; each has a label an interface can show or map."""
+
+
+class PluginError(Exception):
+    """Base of the registry's domain errors; `str(error)` is an actionable sentence."""
+
+    label = "plugin error"
+
+
+class PluginNotFound(PluginError):
+    label = "not found"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Plugin '{name}' not found")
+        self.name = name
+
+
+class RunNotFound(PluginError):
+    label = "not found"
+
+    def __init__(self, run_id: object) -> None:
+        super().__init__(f"Run {run_id} not found")
+        self.run_id = run_id
+
+
+class IllegalTransition(PluginError):
+    """A state change the transition table does not allow; nothing was written."""
+
+    label = "illegal transition"
+
+
+class PluginRefused(PluginError):
+    """The plugin cannot take runs now (disabled or unavailable); no run was counted."""
+
+    label = "refused"

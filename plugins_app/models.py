@@ -1,0 +1,258 @@
+"""The registry of record: plugins, their state-change history and their runs.
+
+Nothing here changes state: every write goes through `plugins_app.services`.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+
+class PluginState(models.TextChoices):
+    LOADED = "LOADED", "Loaded"
+    INITIALIZED = "INITIALIZED", "Initialized"
+    RUNNING = "RUNNING", "Running"
+    FAILED = "FAILED", "Failed"
+    UNAVAILABLE = "UNAVAILABLE", "Unavailable"
+
+
+# States in which the plugin can serve calls; uptime counts from entering one of them.
+AVAILABLE_STATES = frozenset({PluginState.LOADED, PluginState.INITIALIZED, PluginState.RUNNING})
+
+
+class Plugin(models.Model):
+    name = models.CharField(
+        "name", max_length=200, unique=True, help_text="Plugin name, unique across the portal."
+    )
+    state = models.CharField(
+        "state",
+        max_length=16,
+        choices=PluginState.choices,
+        default=PluginState.LOADED,
+        help_text="Registry state; changed only by the service functions.",
+    )
+    reason = models.TextField(
+        "reason",
+        blank=True,
+        default="",
+        help_text="Why the plugin is in this state: what failed, why, and what to do next.",
+    )
+    description = models.TextField("description", blank=True, default="")
+    version = models.CharField("version", max_length=100, blank=True, default="")
+    source = models.CharField(
+        "source",
+        max_length=1000,
+        blank=True,
+        default="",
+        help_text="File path of the plugin module, or 'entry point: NAME = module'.",
+    )
+    requirements = models.JSONField(
+        "declared requirements",
+        default=dict,
+        blank=True,
+        help_text="The plugin's `requires`: modules, gpu, files, env.",
+    )
+    limits = models.JSONField(
+        "declared limits",
+        default=dict,
+        blank=True,
+        help_text="The plugin's `limits`, overriding the sandbox defaults.",
+    )
+    enabled = models.BooleanField(
+        "enabled", default=True, help_text="A disabled plugin is refused for runs."
+    )
+    disabled_by = models.CharField("disabled by", max_length=200, blank=True, default="")
+    disabled_at = models.DateTimeField("disabled at", null=True, blank=True)
+    disabled_note = models.TextField("why disabled", blank=True, default="")
+    state_changed_at = models.DateTimeField("state changed at", default=timezone.now)
+    available_since = models.DateTimeField(
+        "available since",
+        null=True,
+        blank=True,
+        help_text="When the plugin last became available; null while FAILED or UNAVAILABLE.",
+    )
+    running_count = models.PositiveIntegerField(
+        "runs in progress", default=0, help_text="RUNNING holds while this is above zero."
+    )
+    success_count = models.PositiveBigIntegerField("successful runs", default=0)
+    error_count = models.PositiveBigIntegerField("failed runs", default=0)
+    consecutive_failures = models.PositiveIntegerField("consecutive failures", default=0)
+    last_run_at = models.DateTimeField("last run at", null=True, blank=True)
+    last_success_at = models.DateTimeField("last success at", null=True, blank=True)
+    last_error_at = models.DateTimeField("last error at", null=True, blank=True)
+    last_duration_ms = models.FloatField("last run duration (ms)", null=True, blank=True)
+    avg_duration_ms = models.FloatField(
+        "average run duration (ms)",
+        null=True,
+        blank=True,
+        help_text="Running mean over the finished runs since the counters were last reset.",
+    )
+    created_at = models.DateTimeField("registered at", auto_now_add=True)
+    updated_at = models.DateTimeField("updated at", auto_now=True)
+
+    class Meta:
+        verbose_name = "plugin"
+        verbose_name_plural = "plugins"
+        ordering = ["name"]
+        permissions = [
+            ("run_plugin", "Can run, rerun and reload plugins"),
+            ("operate_plugin", "Can disable, enable and reset counters of plugins"),
+        ]
+        indexes = [
+            models.Index(fields=["state", "name"], name="plugin_state_name_idx"),
+            models.Index(fields=["enabled", "state"], name="plugin_enabled_state_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_available(self) -> bool:
+        return self.state in AVAILABLE_STATES
+
+    def uptime_seconds(self, now=None) -> float | None:
+        if not self.is_available or self.available_since is None:
+            return None
+        return max(0.0, ((now or timezone.now()) - self.available_since).total_seconds())
+
+
+class EventKind(models.TextChoices):
+    STATE_CHANGED = "state_changed", "State changed"
+    DISABLED = "disabled", "Disabled"
+    ENABLED = "enabled", "Enabled"
+    COUNTERS_RESET = "counters_reset", "Counters reset"
+
+
+class PluginEvent(models.Model):
+    """Append-only: one row per state change or operator action."""
+
+    plugin = models.ForeignKey(
+        Plugin, on_delete=models.CASCADE, related_name="events", verbose_name="plugin"
+    )
+    kind = models.CharField(
+        "kind", max_length=20, choices=EventKind.choices, default=EventKind.STATE_CHANGED
+    )
+    from_state = models.CharField(
+        "from state", max_length=16, choices=PluginState.choices, blank=True, default=""
+    )
+    to_state = models.CharField(
+        "to state", max_length=16, choices=PluginState.choices, blank=True, default=""
+    )
+    reason = models.TextField("reason", blank=True, default="")
+    actor = models.CharField(
+        "actor",
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="Who or what caused it: user:NAME, command:NAME, api:NAME, schedule, system.",
+    )
+    run = models.ForeignKey(
+        "PluginRun",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name="run",
+        help_text="The run whose outcome caused this change, if any.",
+    )
+    created_at = models.DateTimeField("at", default=timezone.now)
+
+    class Meta:
+        verbose_name = "plugin event"
+        verbose_name_plural = "plugin events"
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["plugin", "-created_at"], name="event_plugin_time_idx"),
+            models.Index(fields=["-created_at"], name="event_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        if self.kind == EventKind.STATE_CHANGED:
+            return f"{self.plugin_id}: {self.from_state or '∅'} → {self.to_state}"
+        return f"{self.plugin_id}: {self.get_kind_display()}"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    TIMED_OUT = "timed_out", "Timed out"
+    CRASHED = "crashed", "Crashed"
+    INTERRUPTED = "interrupted", "Interrupted"
+
+
+FINISHED_RUN_STATUSES = frozenset(
+    {
+        RunStatus.SUCCEEDED,
+        RunStatus.FAILED,
+        RunStatus.TIMED_OUT,
+        RunStatus.CRASHED,
+        RunStatus.INTERRUPTED,
+    }
+)
+
+
+class PluginRun(models.Model):
+    plugin = models.ForeignKey(
+        Plugin, on_delete=models.CASCADE, related_name="runs", verbose_name="plugin"
+    )
+    status = models.CharField(
+        "status", max_length=12, choices=RunStatus.choices, default=RunStatus.QUEUED
+    )
+    outcome = models.CharField(
+        "sandbox outcome",
+        max_length=20,
+        blank=True,
+        default="",
+        help_text="What the sandbox saw: ok, error, timeout, memory, crashed, exited, ...",
+    )
+    params = models.JSONField("params", default=dict, blank=True)
+    result = models.JSONField("result", null=True, blank=True, help_text="Size-capped.")
+    result_truncated = models.BooleanField("result truncated", default=False)
+    error_type = models.CharField("error type", max_length=200, blank=True, default="")
+    reason = models.TextField("reason", blank=True, default="")
+    traceback = models.TextField("traceback", blank=True, default="")
+    exit_code = models.IntegerField("exit code", null=True, blank=True)
+    signal = models.CharField("signal", max_length=20, blank=True, default="")
+    peak_rss_kb = models.PositiveBigIntegerField("peak memory (KiB)", null=True, blank=True)
+    duration_ms = models.FloatField("duration (ms)", null=True, blank=True)
+    stdout_tail = models.TextField("stdout (tail)", blank=True, default="")
+    stderr_tail = models.TextField("stderr (tail)", blank=True, default="")
+    actor = models.CharField(
+        "triggered by",
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="user:NAME, command:NAME, api:NAME, schedule, system.",
+    )
+    worker = models.CharField(
+        "worker", max_length=200, blank=True, default="", help_text="host:pid that ran it."
+    )
+    queued_at = models.DateTimeField("queued at", default=timezone.now)
+    started_at = models.DateTimeField("started at", null=True, blank=True)
+    finished_at = models.DateTimeField("finished at", null=True, blank=True)
+    heartbeat_at = models.DateTimeField(
+        "heartbeat at",
+        null=True,
+        blank=True,
+        help_text="Refreshed while running; a stale heartbeat means the worker died.",
+    )
+
+    class Meta:
+        verbose_name = "plugin run"
+        verbose_name_plural = "plugin runs"
+        ordering = ["-queued_at", "-id"]
+        indexes = [
+            models.Index(fields=["plugin", "-queued_at"], name="run_plugin_time_idx"),
+            models.Index(fields=["-queued_at"], name="run_time_idx"),
+            models.Index(fields=["status", "heartbeat_at"], name="run_status_heartbeat_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} of {self.plugin_id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_RUN_STATUSES

@@ -1,0 +1,10 @@
+"""ASGI entry point: a production start, so SECRET_KEY must come from the environment."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+os.environ.setdefault("PORTAL_REQUIRE_SECRET_KEY", "1")
+
+application = get_asgi_application()

@@ -1,0 +1,44 @@
+"""Shared fixtures: factories that build registry rows through the services."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import pytest
+
+from plugins_app import services
+from plugins_app.models import Plugin, PluginRun, RunStatus
+
+_names = itertools.count(1)
+
+
+@pytest.fixture
+def make_plugin() -> Callable[..., Plugin]:
+    """Register a plugin (LOADED) and, by default, initialise it."""
+
+    def factory(name: str | None = None, *, initialized: bool = True, **metadata) -> Plugin:
+        name = name or f"plugin-{next(_names)}"
+        meta = services.PluginMetadata(source=f"/plugins/{name}.py", **metadata)
+        plugin = services.plugin_register(name=name, metadata=meta, actor="test")
+        if initialized:
+            plugin = services.plugin_mark_initialized(name=name, actor="test")
+        return plugin
+
+    return factory
+
+
+@pytest.fixture
+def finish_run() -> Callable[..., PluginRun]:
+    """Queue, start and finish one run of a plugin with the given status."""
+
+    def factory(name: str, status: RunStatus = RunStatus.SUCCEEDED, **fields) -> PluginRun:
+        run = services.run_queue(name=name, params={}, actor="test")
+        services.run_start(run_id=run.pk, worker="test:1")
+        fields.setdefault("duration_ms", 10.0)
+        if status != RunStatus.SUCCEEDED:
+            fields.setdefault("reason", f"Run of plugin '{name}' failed in the test on purpose")
+        outcome = services.RunOutcome(status=status, **fields)
+        return services.run_finish(run_id=run.pk, outcome=outcome)
+
+    return factory

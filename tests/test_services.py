@@ -1,0 +1,249 @@
+"""The services: transitions, counters and history, written together or not at all."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from plugins_app import services
+from plugins_app.errors import IllegalTransition, PluginNotFound, PluginRefused
+from plugins_app.models import EventKind, Plugin, PluginEvent, PluginRun, PluginState, RunStatus
+from plugins_app.transitions import ALLOWED_TRANSITIONS, check_transition
+
+pytestmark = pytest.mark.django_db
+
+
+def states_of(plugin: Plugin) -> list[tuple[str, str]]:
+    events = PluginEvent.objects.filter(plugin=plugin, kind=EventKind.STATE_CHANGED)
+    return [(e.from_state, e.to_state) for e in events.order_by("created_at", "id")]
+
+
+class TestRegister:
+    def test_register__new_plugin_is_loaded_with_one_event(self, make_plugin):
+        """A newly imported plugin is LOADED, and its first event says so."""
+        plugin = make_plugin("ocr", initialized=False, version="1.2")
+        assert plugin.state == PluginState.LOADED
+        assert plugin.version == "1.2"
+        assert states_of(plugin) == [("", "LOADED")]
+
+    def test_mark_initialized__sets_uptime_from_first_availability(self, make_plugin):
+        """INITIALIZED keeps the uptime clock that started when the plugin became available."""
+        plugin = make_plugin("ocr", initialized=False)
+        started = plugin.available_since
+        plugin = services.plugin_mark_initialized(name="ocr", actor="test")
+        assert plugin.state == PluginState.INITIALIZED
+        assert plugin.available_since == started
+        assert plugin.uptime_seconds() is not None
+
+    def test_mark_unavailable__new_plugin_has_no_uptime(self):
+        """A plugin whose environment check fails is registered UNAVAILABLE with no uptime."""
+        plugin = services.plugin_mark_unavailable(
+            name="yolo",
+            reason="Missing Python module 'torch' required by plugin 'yolo'",
+            actor="test",
+        )
+        assert plugin.state == PluginState.UNAVAILABLE
+        assert plugin.uptime_seconds() is None
+        assert states_of(plugin) == [("", "UNAVAILABLE")]
+
+    def test_reload_failing_again__records_each_recheck(self, make_plugin):
+        """Two failed reloads in a row are both in the history, each with its reason."""
+        services.plugin_mark_failed(name="bad", reason="first reason for the test", actor="t")
+        services.plugin_mark_failed(name="bad", reason="second reason for the test", actor="t")
+        events = PluginEvent.objects.filter(plugin__name="bad").order_by("id")
+        assert [e.reason for e in events] == [
+            "first reason for the test",
+            "second reason for the test",
+        ]
+
+    def test_unknown_plugin__raises_not_found(self):
+        """Services name the unknown plugin instead of failing obscurely."""
+        with pytest.raises(PluginNotFound, match="Plugin 'ghost' not found"):
+            services.plugin_mark_initialized(name="ghost", actor="test")
+
+
+class TestTransitions:
+    def test_unavailable_cannot_start_running(self):
+        """The table refuses UNAVAILABLE → RUNNING: only a reload leaves UNAVAILABLE."""
+        with pytest.raises(IllegalTransition, match="cannot go from UNAVAILABLE to RUNNING"):
+            check_transition("x", PluginState.UNAVAILABLE, PluginState.RUNNING)
+
+    def test_illegal_transition__writes_nothing(self, make_plugin):
+        """An illegal transition leaves state and history as they were."""
+        make_plugin("p")
+        services.plugin_mark_unavailable(name="p", reason="gone for the test run", actor="t")
+        before = PluginEvent.objects.count()
+        with pytest.raises(IllegalTransition):
+            services.plugin_mark_initialized(name="p", actor="t")
+        assert Plugin.objects.get(name="p").state == PluginState.UNAVAILABLE
+        assert PluginEvent.objects.count() == before
+
+    def test_table__covers_every_state(self):
+        """Every state has an entry, so no state is a dead end by omission."""
+        assert set(ALLOWED_TRANSITIONS) == {None, *PluginState}
+
+
+class TestRuns:
+    def test_success__counts_once_and_returns_to_initialized(self, make_plugin, finish_run):
+        """A successful run counts one success and leaves the plugin INITIALIZED."""
+        make_plugin("p")
+        run = finish_run("p", RunStatus.SUCCEEDED, duration_ms=20.0, result={"ok": 1})
+        plugin = Plugin.objects.get(name="p")
+        assert run.status == RunStatus.SUCCEEDED
+        assert run.result == {"ok": 1}
+        assert (plugin.success_count, plugin.error_count) == (1, 0)
+        assert plugin.state == PluginState.INITIALIZED
+        assert plugin.last_duration_ms == 20.0
+        assert states_of(plugin)[-2:] == [("INITIALIZED", "RUNNING"), ("RUNNING", "INITIALIZED")]
+
+    def test_failure__counts_once_and_sets_failed_with_reason(self, make_plugin, finish_run):
+        """A failed run counts one error, FAILED carries the run's reason, uptime stops."""
+        make_plugin("p")
+        finish_run("p", RunStatus.CRASHED, reason="Plugin 'p' crashed with SIGSEGV in the test")
+        plugin = Plugin.objects.get(name="p")
+        assert (plugin.success_count, plugin.error_count) == (0, 1)
+        assert plugin.consecutive_failures == 1
+        assert plugin.state == PluginState.FAILED
+        assert plugin.reason == "Plugin 'p' crashed with SIGSEGV in the test"
+        assert plugin.uptime_seconds() is None
+
+    def test_success_after_failures__recovers_and_resets_streak(self, make_plugin, finish_run):
+        """A successful run brings a FAILED plugin back to INITIALIZED and clears its reason."""
+        make_plugin("p")
+        finish_run("p", RunStatus.FAILED)
+        finish_run("p", RunStatus.TIMED_OUT)
+        assert Plugin.objects.get(name="p").consecutive_failures == 2
+        finish_run("p", RunStatus.SUCCEEDED)
+        plugin = Plugin.objects.get(name="p")
+        assert plugin.state == PluginState.INITIALIZED
+        assert plugin.reason == ""
+        assert plugin.consecutive_failures == 0
+        assert (plugin.success_count, plugin.error_count) == (1, 2)
+
+    def test_finish_twice__counts_once(self, make_plugin):
+        """Finishing a run that already finished changes nothing: no double count."""
+        make_plugin("p")
+        run = services.run_queue(name="p", params={}, actor="t")
+        services.run_start(run_id=run.pk, worker="w")
+        failed = services.RunOutcome(status=RunStatus.FAILED, reason="broke in the test run")
+        services.run_finish(run_id=run.pk, outcome=failed)
+        services.run_finish(run_id=run.pk, outcome=failed)
+        assert Plugin.objects.get(name="p").error_count == 1
+
+    def test_concurrent_runs__running_holds_until_last_finishes(self, make_plugin):
+        """RUNNING holds while at least one run is in progress; the last one decides."""
+        make_plugin("p")
+        first = services.run_queue(name="p", params={}, actor="t")
+        second = services.run_queue(name="p", params={}, actor="t")
+        services.run_start(run_id=first.pk, worker="w")
+        services.run_start(run_id=second.pk, worker="w")
+        assert Plugin.objects.get(name="p").running_count == 2
+        ok = services.RunOutcome(status=RunStatus.SUCCEEDED, duration_ms=1.0)
+        services.run_finish(run_id=first.pk, outcome=ok)
+        assert Plugin.objects.get(name="p").state == PluginState.RUNNING
+        services.run_finish(run_id=second.pk, outcome=ok)
+        plugin = Plugin.objects.get(name="p")
+        assert (plugin.state, plugin.running_count, plugin.success_count) == (
+            PluginState.INITIALIZED,
+            0,
+            2,
+        )
+
+    def test_average_duration__is_running_mean(self, make_plugin, finish_run):
+        """The average duration is the mean of the finished runs' durations."""
+        make_plugin("p")
+        for duration in (10.0, 20.0, 60.0):
+            finish_run("p", duration_ms=duration)
+        assert Plugin.objects.get(name="p").avg_duration_ms == pytest.approx(30.0)
+
+    def test_disabled__refused_without_counting(self, make_plugin):
+        """A disabled plugin is refused with who disabled it and why; nothing is counted."""
+        make_plugin("p")
+        services.plugin_disable(name="p", note="maintenance window", actor="user:ann")
+        with pytest.raises(PluginRefused, match="disabled by user:ann: maintenance window"):
+            services.run_queue(name="p", params={}, actor="t")
+        assert PluginRun.objects.count() == 0
+        assert Plugin.objects.get(name="p").error_count == 0
+
+    def test_unavailable__refused_with_reason(self):
+        """An UNAVAILABLE plugin is refused with its reason and the fix."""
+        services.plugin_mark_unavailable(
+            name="gpu", reason="Plugin 'gpu' requires a CUDA GPU but none was found", actor="t"
+        )
+        with pytest.raises(PluginRefused, match="requires a CUDA GPU"):
+            services.run_queue(name="gpu", params={}, actor="t")
+
+    def test_disabled_while_queued__run_closed_uncounted(self, make_plugin):
+        """A run whose plugin was disabled while it waited is closed, not run, not counted."""
+        make_plugin("p")
+        run = services.run_queue(name="p", params={}, actor="t")
+        services.plugin_disable(name="p", note="", actor="user:ann")
+        run = services.run_start(run_id=run.pk, worker="w")
+        plugin = Plugin.objects.get(name="p")
+        assert run.status == RunStatus.FAILED
+        assert "disabled" in run.reason
+        assert (plugin.error_count, plugin.running_count) == (0, 0)
+
+    def test_reload_while_running__refused(self, make_plugin):
+        """A reload cannot pull a plugin out from under its runs in progress."""
+        make_plugin("p")
+        run = services.run_queue(name="p", params={}, actor="t")
+        services.run_start(run_id=run.pk, worker="w")
+        with pytest.raises(IllegalTransition, match="1 run\\(s\\) in progress"):
+            services.plugin_register(name="p", metadata=services.PluginMetadata(), actor="t")
+
+
+class TestReconcile:
+    def test_stale_heartbeat__interrupted_once(self, make_plugin):
+        """A run whose worker died is marked interrupted, counted once, with when and where."""
+        make_plugin("p")
+        run = services.run_queue(name="p", params={}, actor="t")
+        services.run_start(run_id=run.pk, worker="host:4242")
+        PluginRun.objects.filter(pk=run.pk).update(
+            heartbeat_at=timezone.now() - timedelta(minutes=5)
+        )
+        done = services.runs_reconcile_interrupted(stale_after=timedelta(seconds=60))
+        again = services.runs_reconcile_interrupted(stale_after=timedelta(seconds=60))
+        plugin = Plugin.objects.get(name="p")
+        assert [r.status for r in done] == [RunStatus.INTERRUPTED]
+        assert again == []
+        assert plugin.error_count == 1
+        assert plugin.state == PluginState.FAILED
+        assert "interrupted" in plugin.reason and "host:4242" in plugin.reason
+
+    def test_fresh_heartbeat__left_running(self, make_plugin):
+        """A run with a fresh heartbeat is not touched."""
+        make_plugin("p")
+        run = services.run_queue(name="p", params={}, actor="t")
+        services.run_start(run_id=run.pk, worker="host:1")
+        assert services.runs_reconcile_interrupted(stale_after=timedelta(seconds=60)) == []
+        assert PluginRun.objects.get(pk=run.pk).status == RunStatus.RUNNING
+
+
+class TestOperatorActions:
+    def test_disable_enable__recorded_with_actor(self, make_plugin):
+        """Disable and enable are events with who did it and why."""
+        make_plugin("p")
+        services.plugin_disable(name="p", note="noisy", actor="user:ann")
+        services.plugin_enable(name="p", note="fixed", actor="user:bob")
+        kinds = list(
+            PluginEvent.objects.filter(plugin__name="p")
+            .exclude(kind=EventKind.STATE_CHANGED)
+            .order_by("id")
+            .values_list("kind", "actor", "reason")
+        )
+        assert kinds == [("disabled", "user:ann", "noisy"), ("enabled", "user:bob", "fixed")]
+        assert Plugin.objects.get(name="p").enabled
+
+    def test_reset_counters__zeroes_and_records_previous_values(self, make_plugin, finish_run):
+        """Reset zeroes the counters and the event keeps what they were."""
+        make_plugin("p")
+        finish_run("p")
+        finish_run("p", RunStatus.FAILED)
+        services.plugin_reset_counters(name="p", note="after fix", actor="user:ann")
+        plugin = Plugin.objects.get(name="p")
+        assert (plugin.success_count, plugin.error_count, plugin.consecutive_failures) == (0, 0, 0)
+        event = PluginEvent.objects.get(kind=EventKind.COUNTERS_RESET)
+        assert event.reason.startswith("Counters reset from 1 successes, 1 errors")

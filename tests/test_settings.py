@@ -1,0 +1,54 @@
+"""Settings from the environment: secrets, debug, production refusal."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def python_in_portal(code: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG"}}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**clean, "DJANGO_SETTINGS_MODULE": "portal.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+class TestSettings:
+    def test_production_start_without_secret_key__refuses_clearly(self):
+        """The WSGI entry point refuses to start without SECRET_KEY and says how to fix it."""
+        result = python_in_portal("import portal.wsgi")
+        assert result.returncode != 0
+        assert "SECRET_KEY is not set" in result.stderr
+        assert "secrets.token_urlsafe" in result.stderr
+
+    def test_production_start_with_secret_key__starts(self):
+        """With SECRET_KEY set, the WSGI application loads."""
+        result = python_in_portal("import portal.wsgi; print('up')", SECRET_KEY="x" * 50)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "up"
+
+    def test_debug__off_unless_asked(self):
+        """DEBUG is off by default and on only when asked for."""
+        code = "from django.conf import settings; print(settings.DEBUG)"
+        setup = "import django; django.setup(); "
+        assert python_in_portal(setup + code).stdout.strip() == "False"
+        assert python_in_portal(setup + code, DEBUG="1").stdout.strip() == "True"
+
+    def test_sqlite__wal_mode_and_busy_timeout(self):
+        """The embedded SQLite database runs in WAL mode with a busy timeout."""
+        code = (
+            "import django; django.setup(); from django.db import connection; "
+            "c = connection.cursor(); c.execute('PRAGMA journal_mode'); print(c.fetchone()[0]); "
+            "c.execute('PRAGMA busy_timeout'); print(c.fetchone()[0])"
+        )
+        result = python_in_portal(code, DATABASE_URL=f"sqlite:///{ROOT / 'var' / 'wal.sqlite3'}")
+        assert result.stdout.split() == ["wal", "30000"], result.stderr
