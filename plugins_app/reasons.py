@@ -43,6 +43,15 @@ def run_interrupted(name: str, run_id: int, worker: str, last_seen: datetime | N
     )
 
 
+def counters_reset(successes: int, errors: int, consecutive: int, note: str) -> str:
+    why = f": {note}" if note else ""
+    return (
+        f"Counters reset from {successes} successes, {errors} errors, "
+        f"{consecutive} consecutive failures{why} "
+        "(run history is kept; the counters start again from zero)"
+    )
+
+
 def is_actionable(reason: str) -> bool:
     """A reason is actionable when it is a sentence, not a bare word, and names a next step."""
     text = reason.strip()

@@ -388,9 +388,11 @@ def plugin_reset_counters(*, name: str, note: str, actor: str) -> Plugin:
     """Zero the run counters (history rows stay); recorded as an event with who and why."""
     plugin = _locked_plugin(name)
     now = timezone.now()
-    summary = (
-        f"Counters reset from {plugin.success_count} successes, {plugin.error_count} errors, "
-        f"{plugin.consecutive_failures} consecutive failures"
+    reason = reasons.counters_reset(
+        successes=plugin.success_count,
+        errors=plugin.error_count,
+        consecutive=plugin.consecutive_failures,
+        note=note,
     )
     Plugin.objects.filter(pk=plugin.pk).update(
         success_count=0,
@@ -402,7 +404,7 @@ def plugin_reset_counters(*, name: str, note: str, actor: str) -> Plugin:
     PluginEvent.objects.create(
         plugin=plugin,
         kind=EventKind.COUNTERS_RESET,
-        reason=f"{summary}: {note}" if note else summary,
+        reason=reason,
         actor=actor,
         created_at=now,
     )

@@ -1,0 +1,464 @@
+"""The house-rule audit (tools/audit.py): each rule fires on a broken snippet, not on good code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tools import audit
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGINS = frozenset({"ocr_plugin", "crashy"})
+
+
+def found(source: str, path: str = "plugins_app/views.py") -> list[tuple[int, str]]:
+    """(line, rule) for every violation the audit reports in `source` at `path`."""
+    violations = audit.audit_source(textwrap.dedent(source), path, plugin_names=PLUGINS)
+    return [(violation.line, violation.rule) for violation in violations]
+
+
+class TestDynamicImportRule:
+    @pytest.mark.parametrize(
+        "call",
+        [
+            "importlib.import_module(name)",
+            "import_module(name)",
+            "__import__(name)",
+            "importlib.util.spec_from_file_location(name, path)",
+            "spec_from_file_location(name, path)",
+            "runpy.run_path(path)",
+            "runpy.run_module(name)",
+            "import_string(dotted)",
+            "SourceFileLoader(name, path)",
+            "spec.loader.exec_module(module)",
+            "exec(compile(source, path, 'exec'))",
+        ],
+    )
+    def test_loading_code_by_name_or_path__flagged(self, call):
+        """Every way of importing or executing code by a runtime name or path is reported."""
+        source = f"""\
+            import importlib
+            import importlib.util
+            import runpy
+            from importlib import import_module
+            from importlib.util import spec_from_file_location
+            from importlib.machinery import SourceFileLoader
+            from django.utils.module_loading import import_string
+
+            def load(name, path, dotted, spec, module, source):
+                return {call}
+            """
+        assert found(source) == [(10, "PORTAL001")]
+
+    def test_import_under_an_alias__flagged(self):
+        """Renaming importlib does not hide the import."""
+        source = """\
+            import importlib as il
+            from importlib import import_module as grab
+
+            def load(name):
+                il.import_module(name)
+                return grab(name)
+            """
+        assert found(source) == [(5, "PORTAL001"), (6, "PORTAL001")]
+
+    def test_literal_plugin_name__flagged(self):
+        """A literal name of a module in a plugin directory is plugin code too."""
+        source = """\
+            import importlib
+            importlib.import_module("ocr_plugin.models")
+            """
+        assert found(source) == [(2, "PORTAL001")]
+
+    def test_static_import_of_plugin_module__flagged(self):
+        """`import ocr_plugin` and `from crashy import run` import plugin code into the portal."""
+        source = """\
+            import ocr_plugin
+            from crashy import run
+            """
+        assert found(source, "tests/test_x.py") == [(1, "PORTAL001"), (2, "PORTAL001")]
+
+    def test_entry_point_load__flagged(self):
+        """Loading an installed plugin's entry point imports it; its string value is the way."""
+        source = """\
+            from importlib.metadata import entry_points
+
+            def discover():
+                for ep in entry_points(group="portal.plugins"):
+                    yield ep.load()
+                yield entry_points(group="portal.plugins")["x"].load()
+            """
+        assert found(source) == [(5, "PORTAL001"), (6, "PORTAL001")]
+
+    def test_legitimate_imports__clean(self):
+        """Literal non-plugin names, find_spec, reload, json.load and entry-point values pass."""
+        source = """\
+            import importlib
+            import importlib.util
+            import json
+            from importlib.metadata import entry_points
+
+            def check(path, requirement):
+                importlib.import_module("portal.settings")
+                importlib.util.find_spec(requirement)
+                importlib.reload(json)
+                exec("x = 1")
+                targets = [ep.value for ep in entry_points(group="portal.plugins")]
+                with open(path) as handle:
+                    return json.load(handle), targets
+            """
+        assert found(source) == []
+
+    def test_sandbox_and_plugin_dirs__exempt(self):
+        """The sandbox imports plugins by design; plugin code and migrations are not audited."""
+        source = """\
+            import importlib
+            module = importlib.import_module(target)
+            module.setup()
+            """
+        assert found(source, "sandbox/child.py") == []
+        assert found(source, "examples/plugins/ocr_plugin.py") == []
+        assert found(source, "plugins_app/migrations/0002_data.py") == []
+        assert found(source, "plugins_app/pipeline.py") == [(2, "PORTAL001"), (3, "PORTAL002")]
+
+
+class TestPluginEntryPointRule:
+    @pytest.mark.parametrize(
+        "code",
+        [
+            "plugin.run(params)",
+            "module.setup()",
+            "plugins[name].run()",
+            "self.module.setup()",
+            "getattr(module, 'setup')()",
+            "run()",
+        ],
+    )
+    def test_direct_plugin_call__flagged(self, code):
+        """run/setup on an object of unknown origin (a parameter, a lookup) is reported."""
+        source = f"""\
+            class Loader:
+                def go(self, plugin, module, plugins, name, run):
+                    return {code}
+            """
+        assert (3, "PORTAL002") in found(source)
+
+    def test_dynamically_imported_module__flagged_twice(self):
+        """The import and the call are both reported: two broken rules."""
+        source = """\
+            import importlib
+            importlib.import_module(name).run()
+            """
+        assert found(source) == [(2, "PORTAL001"), (2, "PORTAL002")]
+
+    def test_library_run_and_setup__clean(self):
+        """subprocess.run, asyncio.run, django.setup, own methods and library objects pass."""
+        source = """\
+            import asyncio
+            import subprocess
+            import threading
+
+            import django
+            import schemathesis
+            from subprocess import run
+
+            from plugins_app import services
+
+            schema = schemathesis.openapi.from_dict({})
+
+
+            def main(coro):
+                django.setup()
+                subprocess.run(["true"], check=True)
+                run(["true"], check=True)
+                asyncio.run(coro)
+                schema.as_state_machine().run()
+                services.run_queue(name="x", params={}, actor="system")
+                threading.Thread(target=main).run()
+
+
+            class Worker(threading.Thread):
+                def run(self):
+                    super().run()
+                    self.setup()
+
+                def setup(self):
+                    return None
+            """
+        assert found(source) == []
+
+
+class TestRegistryWriteRule:
+    @pytest.mark.parametrize(
+        "code",
+        [
+            "plugin.state = 'FAILED'",
+            "plugin.reason = text",
+            "plugin.success_count += 1",
+            "run.reason = text",
+            "plugin.error_count, plugin.running_count = 0, 0",
+            "setattr(plugin, 'consecutive_failures', 0)",
+            "Plugin.objects.filter(name=name).update(state='FAILED')",
+            "queryset.update(success_count=0)",
+            "Plugin.objects.create(name=name, reason=text)",
+            "PluginEvent.objects.create(plugin=plugin, reason=text)",
+            "Plugin.objects.update_or_create(name=name, defaults={'state': 'LOADED'})",
+            "Plugin(name=name, state='FAILED').save()",
+        ],
+    )
+    def test_write_outside_services__flagged(self, code):
+        """Each way of writing state, a counter or a reason outside the services is reported."""
+        source = f"""\
+            from plugins_app.models import Plugin, PluginEvent
+
+            def meddle(plugin, run, queryset, name, text):
+                {code}
+            """
+        assert set(found(source, "plugins_app/admin.py")) == {(4, "PORTAL003")}
+
+    def test_tests__not_exempt(self):
+        """Tests set up rows through the services too: a test assigning state is reported."""
+        source = """\
+            def test_x(make_plugin):
+                plugin = make_plugin()
+                plugin.state = "FAILED"
+                plugin.save()
+            """
+        assert found(source, "tests/test_x.py") == [(3, "PORTAL003")]
+
+    def test_model_method__flagged(self):
+        """`self.state = ...` inside a model class is a registry write."""
+        source = """\
+            from django.db import models
+
+            class Plugin(models.Model):
+                def fail(self):
+                    self.state = "FAILED"
+            """
+        assert found(source, "plugins_app/models.py") == [(5, "PORTAL003")]
+
+    def test_services_module__exempt(self):
+        """The service module is the one place that writes the registry."""
+        source = """\
+            def run_finish(plugin):
+                Plugin.objects.filter(pk=plugin.pk).update(state="FAILED", error_count=1)
+            """
+        assert found(source, "plugins_app/services.py") == []
+
+    def test_legitimate_code__clean(self):
+        """Dicts, other fields, reads and non-model objects are not registry writes."""
+        source = """\
+            from dataclasses import dataclass
+            from typing import Any
+
+            from plugins_app.models import PluginRun
+
+
+            class SandboxGone(Exception):
+                def __init__(self, reason):
+                    self.reason = reason
+                    self.state = "gone"
+
+
+            def heartbeat_setup(run_id, old, record):
+                PluginRun.objects.filter(pk=run_id).update(heartbeat_at=old)
+                payload = {"state": "FAILED"}
+                payload.update(state="UNKNOWN", reason="the database is down")
+                record_copy: dict[str, Any] = dict(record)
+                record_copy.update(stale=True, state="FAILED")
+                dict(record).update(reason="x")
+                assert record["state"] == "FAILED"
+                return payload
+            """
+        assert found(source, "plugins_app/api/views.py") == []
+
+    def test_sandbox_without_django__exempt_with_django__not(self):
+        """The sandbox's own objects may have a state; once it imports Django the rule applies."""
+        source = "def mark(host):\n    host.state = 'warm'\n"
+        assert found(source, "sandbox/hosts.py") == []
+        assert found("import django\n" + source, "sandbox/hosts.py") == [(3, "PORTAL003")]
+
+
+class TestReasonRule:
+    @pytest.mark.parametrize(
+        "value",
+        [
+            '"Plugin crashed"',
+            'f"Plugin {name} crashed"',
+            '"Plugin %s crashed" % name',
+            '"Plugin {} crashed".format(name)',
+            'text or "unknown"',
+            'text if text else f"{name} failed"',
+            '"Plugin " + name + " failed"',
+        ],
+    )
+    def test_hard_coded_reason__flagged(self, value):
+        """A literal or f-string reason= in plugins_app is reported."""
+        source = f"""\
+            from plugins_app import services
+
+            def fail(name, text):
+                services.plugin_mark_failed(name=name, reason={value}, actor="system")
+            """
+        assert found(source, "plugins_app/pipeline.py") == [(4, "PORTAL004")]
+
+    def test_reason_from_builder_or_variable__clean(self):
+        """A reason built in reasons.py, carried in a variable, or cleared with "" passes."""
+        source = """\
+            from django.http import HttpResponse
+            from plugins_app import reasons, services
+
+            def fail(name, result):
+                why = reasons.plugin_disabled(name, "user:ann", "")
+                services.plugin_mark_failed(name=name, reason=why, actor="system")
+                services.RunOutcome(status="failed", reason=result.error)
+                built = services.plugin_mark_failed(
+                    name=name, reason=reasons.run_interrupted(name, 1, "w", None), actor="s"
+                )
+                services.RunOutcome(status="succeeded", reason="")
+                return built, HttpResponse(status=503, reason="Service Unavailable")
+            """
+        assert found(source, "plugins_app/pipeline.py") == []
+
+    def test_outside_plugins_app_and_in_reasons__not_checked(self):
+        """reasons.py builds literals by design; tests pass literal reasons to fixtures."""
+        source = 'services.plugin_mark_failed(name="x", reason="Plugin crashed", actor="t")\n'
+        assert found(source, "plugins_app/reasons.py") == []
+        assert found(source, "tests/test_x.py") == []
+
+
+class TestSuppressions:
+    def test_explained_suppression__silences_that_rule_on_that_line(self):
+        """A suppression with a why silences its rule on its statement only."""
+        source = """\
+            import importlib
+
+            def load(name):
+                a = importlib.import_module(name)  # audit: allow PORTAL001 a backend, not a plugin
+                b = importlib.import_module(name)
+                return a, b
+            """
+        assert found(source) == [(5, "PORTAL001")]
+
+    def test_suppression_inside_multiline_call__counts(self):
+        """The comment may sit on any line of the flagged call."""
+        source = """\
+            import importlib
+            module = importlib.import_module(
+                name,  # audit: allow PORTAL001 loads a Django storage backend by dotted path
+            )
+            """
+        assert found(source) == []
+
+    @pytest.mark.parametrize(
+        "comment",
+        [
+            "# audit: allow PORTAL001",
+            "# audit: allow PORTAL001 because",
+            "# audit: allow PORTAL777 made up rule id here",
+            "# audit: allow everything please",
+        ],
+    )
+    def test_suppression_without_why_or_rule__reported_and_ignored(self, comment):
+        """A bare or unknown suppression silences nothing and is itself reported."""
+        source = f"import importlib\nimportlib.import_module(name)  {comment}\n"
+        assert found(source) == [(2, "PORTAL001"), (2, "PORTAL009")]
+
+    def test_suppression_for_another_rule__silences_nothing(self):
+        """A suppression names its rule: it does not hide a different one."""
+        source = (
+            "import importlib\n"
+            "importlib.import_module(n)  # audit: allow PORTAL003 wrong rule named on purpose\n"
+        )
+        assert found(source) == [(2, "PORTAL001"), (2, "PORTAL009")]
+
+    def test_stale_suppression__reported(self):
+        """A suppression on a line that breaks no rule is reported, so none goes stale."""
+        source = "x = 1  # audit: allow PORTAL002 this used to call plugin.run directly\n"
+        assert found(source) == [(1, "PORTAL009")]
+
+    def test_suppression_text_in_a_string__not_a_suppression(self):
+        """Only real comments suppress; the same words in a string do not."""
+        source = (
+            "import importlib\n"
+            'importlib.import_module(n); s = "# audit: allow PORTAL001 in a string literal"\n'
+        )
+        assert found(source) == [(2, "PORTAL001")]
+
+
+class TestCommandLine:
+    def run(self, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "tools.audit", *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        )
+
+    def test_tree_with_violations__exit_1_with_file_line_rule(self, tmp_path):
+        """Each violation is one `file:line: RULE message` line; the exit status is 1."""
+        (tmp_path / "plugins_app").mkdir()
+        (tmp_path / "plugins_app" / "views.py").write_text(
+            "import importlib\n\n\ndef view(name):\n    importlib.import_module(name).run()\n"
+        )
+        (tmp_path / "tests").mkdir()
+        (tmp_path / "tests" / "test_x.py").write_text("def test(p):\n    p.state = 'FAILED'\n")
+        (tmp_path / "examples" / "plugins").mkdir(parents=True)
+        (tmp_path / "examples" / "plugins" / "broken.py").write_text("def (:\n")
+        result = self.run("--root", str(tmp_path))
+        assert result.returncode == 1, result.stderr
+        lines = result.stdout.splitlines()
+        assert [line.split(" ")[0:2] for line in lines] == [
+            ["plugins_app/views.py:5:", "PORTAL001"],
+            ["plugins_app/views.py:5:", "PORTAL002"],
+            ["tests/test_x.py:2:", "PORTAL003"],
+        ]
+        assert "3 house-rule violation(s)" in result.stderr
+
+    def test_plugin_directory_names__drive_static_import_rule(self, tmp_path):
+        """A module in examples/plugins/ may not be imported statically by portal code."""
+        (tmp_path / "examples" / "plugins").mkdir(parents=True)
+        (tmp_path / "examples" / "plugins" / "yolo.py").write_text("def run():\n    pass\n")
+        (tmp_path / "portal").mkdir()
+        (tmp_path / "portal" / "urls.py").write_text("from yolo import run\n")
+        result = self.run("--root", str(tmp_path))
+        assert result.stdout.startswith("portal/urls.py:1: PORTAL001 static import of plugin")
+
+    def test_syntax_error__reported_not_a_traceback(self, tmp_path):
+        """A file that does not parse is a violation with its line, not a crash."""
+        (tmp_path / "bad.py").write_text("x = 1\ndef broken(:\n")
+        result = self.run("--root", str(tmp_path))
+        assert result.returncode == 1
+        assert result.stdout.startswith("bad.py:2: PORTAL000 cannot parse")
+        assert "Traceback" not in result.stderr
+
+    def test_clean_tree__exit_0_and_silent(self, tmp_path):
+        """Clean code passes with no output."""
+        (tmp_path / "ok.py").write_text("import subprocess\nsubprocess.run(['true'])\n")
+        result = self.run("--root", str(tmp_path))
+        assert (result.returncode, result.stdout) == (0, "")
+
+    def test_missing_path__exit_2_with_message(self):
+        """Misuse is exit 2 with a message, never a traceback."""
+        result = self.run("no/such/file.py")
+        assert result.returncode == 2
+        assert "no such file or directory: no/such/file.py" in result.stderr
+        assert "Traceback" not in result.stderr
+
+    def test_list_rules__names_every_rule(self):
+        """--list-rules prints every rule id with its meaning."""
+        result = self.run("--list-rules")
+        assert result.returncode == 0
+        assert [line.split(" ")[0] for line in result.stdout.splitlines()] == list(audit.RULES)
+
+
+class TestRepository:
+    def test_this_repository__clean(self):
+        """The code on this branch keeps every house rule the audit checks."""
+        assert [str(v) for v in audit.audit_paths([ROOT], ROOT)] == []
