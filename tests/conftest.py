@@ -1,16 +1,52 @@
-"""Shared fixtures: factories that build registry rows through the services."""
+"""Shared fixtures: factories that build registry rows through the services; the plugin guard."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
+from django.conf import settings
 
 from plugins_app import services
 from plugins_app.models import Plugin, PluginRun, RunStatus
+from tools.plugin_guard import PluginCodeGuard
 
 _names = itertools.count(1)
+_guard_key = pytest.StashKey[PluginCodeGuard]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Installed before collection, so a test module importing plugin code is caught too.
+    config.stash[_guard_key] = PluginCodeGuard.for_repository().install()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    # Inside the call the test's own PORTAL_PLUGIN_DIRS (env or settings) is in force.
+    guard = item.config.stash[_guard_key]
+    guard.add_roots_from_env()
+    guard.add_roots(getattr(settings, "PORTAL_PLUGIN_DIRS", []))
+    try:
+        return (yield)
+    finally:
+        guard.add_roots_from_env()
+        guard.add_roots(getattr(settings, "PORTAL_PLUGIN_DIRS", []))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_plugin_code_in_portal_process(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PluginCodeGuard]:
+    """After the whole suite, no plugin code has run in this process (house rule 1)."""
+    guard = request.config.stash[_guard_key]
+    guard.add_roots([tmp_path_factory.getbasetemp()])  # tmp plugin dirs tests make live here
+    yield guard
+    problems = guard.violations()
+    assert not problems, (
+        "Plugin code ran in the portal (test) process instead of the sandbox:\n  "
+        + "\n  ".join(problems)
+    )
 
 
 @pytest.fixture
