@@ -34,14 +34,21 @@ SAMPLES: dict[Any, list[Any]] = {
 MAX_CALLS_PER_BUILDER = 64
 
 
+# Public functions of reasons.py that return something other than a whole reason.
+NOT_REASONS = {
+    "is_actionable": "the checker itself",
+    "pip_name": "a pip package name, one part of the missing-module reason",
+}
+
+
 def builders() -> list[Callable[..., str]]:
-    """Every public function reasons.py defines, except the checker itself."""
+    """Every public function reasons.py defines, except the helpers named in NOT_REASONS."""
     return [
         function
         for name, function in inspect.getmembers(reasons, inspect.isfunction)
         if function.__module__ == reasons.__name__
         and not name.startswith("_")
-        and function is not reasons.is_actionable
+        and name not in NOT_REASONS
     ]
 
 
