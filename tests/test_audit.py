@@ -276,6 +276,12 @@ class TestRegistryWriteRule:
             """
         assert found(source, "plugins_app/api/views.py") == []
 
+    def test_benchmark_seed_data__exempt(self):
+        """Benchmarks seed rows in bulk to time reads; they are not portal code."""
+        source = "Plugin.objects.bulk_create([Plugin(name='p1', state='FAILED', reason=r)])\n"
+        assert found(source, "benchmarks/admin_bench.py") == []
+        assert found(source, "plugins_app/admin.py") == [(1, "PORTAL003")]
+
     def test_sandbox_without_django__exempt_with_django__not(self):
         """The sandbox's own objects may have a state; once it imports Django the rule applies."""
         source = "def mark(host):\n    host.state = 'warm'\n"
