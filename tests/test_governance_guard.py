@@ -104,9 +104,14 @@ class TestPluginCodeGuard:
     def test_portal_code_only__clean(self, tmp_path):
         """Importing the portal and libraries, and reading plugin source, is clean."""
         body = """\
-            import ast, json
+            import ast, json, weakref
             import plugins_app.reasons
             ast.parse(open(f"{plugins}/yolo.py").read())
+            class Thing:
+                pass
+            thing = Thing()
+            dead = [weakref.proxy(thing)]  # a dead proxy in gc must not break the sweep
+            del thing
             """
         assert guarded(tmp_path, body) == []
 

@@ -86,13 +86,16 @@ class PluginCodeGuard:
             if self._under_a_root(filename)
         }
         modules = {id(module): module for module in sys.modules.values() if module is not None}
+        # type(), not isinstance(): isinstance on a dead weakref.proxy raises ReferenceError.
         modules.update(
-            (id(obj), obj) for obj in gc.get_objects() if isinstance(obj, types.ModuleType)
+            (id(obj), obj) for obj in gc.get_objects() if issubclass(type(obj), types.ModuleType)
         )
         for module in modules.values():
-            name = getattr(module, "__name__", "?")
-            files = [getattr(module, "__file__", None) or ""]
-            files += list(getattr(module, "__path__", None) or [])
+            # The module's own dict: a lazy module's __getattr__ must not run (or raise) here.
+            namespace = vars(module)
+            name = namespace.get("__name__", "?")
+            files = [namespace.get("__file__") or ""]
+            files += list(namespace.get("__path__") or [])
             for filename in files:
                 if self._under_a_root(filename):
                     found.add(f"module {name!r} from {filename} is loaded")
