@@ -36,6 +36,7 @@ class TestDynamicImportRule:
             "SourceFileLoader(name, path)",
             "spec.loader.exec_module(module)",
             "exec(compile(source, path, 'exec'))",
+            "pkgutil.walk_packages([path])",
         ],
     )
     def test_loading_code_by_name_or_path__flagged(self, call):
@@ -43,6 +44,7 @@ class TestDynamicImportRule:
         source = f"""\
             import importlib
             import importlib.util
+            import pkgutil
             import runpy
             from importlib import import_module
             from importlib.util import spec_from_file_location
@@ -52,7 +54,7 @@ class TestDynamicImportRule:
             def load(name, path, dotted, spec, module, source):
                 return {call}
             """
-        assert found(source) == [(10, "PORTAL001")]
+        assert found(source) == [(11, "PORTAL001")]
 
     def test_import_under_an_alias__flagged(self):
         """Renaming importlib does not hide the import."""
@@ -100,16 +102,18 @@ class TestDynamicImportRule:
             import importlib
             import importlib.util
             import json
+            import pkgutil
             from importlib.metadata import entry_points
 
             def check(path, requirement):
                 importlib.import_module("portal.settings")
                 importlib.util.find_spec(requirement)
                 importlib.reload(json)
+                names = [module.name for module in pkgutil.iter_modules([path])]
                 exec("x = 1")
                 targets = [ep.value for ep in entry_points(group="portal.plugins")]
                 with open(path) as handle:
-                    return json.load(handle), targets
+                    return json.load(handle), targets, names
             """
         assert found(source) == []
 

@@ -102,6 +102,7 @@ LOAD_BY_PATH = frozenset(
         "imp.load_compiled",
         "imp.load_package",
         "zipimport.zipimporter",
+        "pkgutil.walk_packages",  # imports every package it finds, to look inside
         "builtins.exec",
     }
 )
