@@ -6,6 +6,14 @@
 See docs/sandbox.md. This package imports nothing from Django.
 """
 
+from sandbox._client import (
+    configure_sandbox,
+    discard_preload,
+    run_plugin_sandboxed,
+    sandbox_config,
+    sandbox_status,
+    shutdown_sandbox,
+)
 from sandbox.config import SandboxConfig
 from sandbox.limits import Limits
 from sandbox.result import Outcome, SandboxResult
@@ -17,4 +25,10 @@ __all__ = [
     "Preload",
     "SandboxConfig",
     "SandboxResult",
+    "configure_sandbox",
+    "discard_preload",
+    "run_plugin_sandboxed",
+    "sandbox_config",
+    "sandbox_status",
+    "shutdown_sandbox",
 ]
