@@ -38,7 +38,7 @@ class PluginLoadError(Exception):
     """A plugin could not be imported or set up for a call (carries the load report)."""
 
     def __init__(self, report: dict[str, Any]) -> None:
-        super().__init__(report.get("message") or report.get("status"))
+        super().__init__(_describe(report))
         self.report = report
 
 
@@ -67,8 +67,11 @@ def load_plugin(spec: Any) -> dict[str, Any]:
     return report
 
 
-def warm_plugin(spec: Any) -> None:
-    """Preload target: import the plugin and run setup() once, so calls fork warm."""
+def warm_plugin(spec: Any, version: str | None = None) -> None:
+    """Preload target: import the plugin and run setup() once, so calls fork warm.
+
+    `version` is not used here: it tells the portal's warm hosts for edited code apart.
+    """
     spec = _spec_dict(spec)
     _plugin_for_call(spec)
 
@@ -444,6 +447,20 @@ def _where(exc: BaseException, spec: dict[str, Any]) -> str | None:
     own = [f for f in frames if root and os.path.abspath(f.filename).startswith(root)]
     frame = (own or frames)[-1]
     return f"{frame.filename}:{frame.lineno} in {frame.name}"
+
+
+def _describe(report: dict[str, Any]) -> str:
+    """A load report in one line, for a call whose plugin could not be loaded."""
+    if report.get("missing"):
+        return "; ".join(
+            f"missing {m['kind']} {m.get('path') or m['item']}" for m in report["missing"]
+        )
+    stage = {"setup": "setup() raised", "declarations": "invalid declaration:"}.get(
+        report.get("stage"), "import raised"
+    )
+    where = f" at {report['where']}" if report.get("where") else ""
+    error = ": ".join(filter(None, [report.get("error_type"), report.get("message")]))
+    return f"{stage} {error}{where}"
 
 
 def _item(kind: str, item: str, **details: Any) -> dict[str, Any]:

@@ -71,3 +71,14 @@ def plugin_dir(tmp_path: Path) -> PluginDir:
     directory = tmp_path / "plugins"
     directory.mkdir()
     return PluginDir(directory)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_background_work():
+    """Stop the run executor, the heartbeat thread and warm plugin hosts after the suite."""
+    yield
+    from plugins_app import pipeline
+    from plugins_app.executor import shutdown_executor
+
+    shutdown_executor()
+    pipeline.discard_warm_hosts()

@@ -349,7 +349,10 @@ class TestCall:
         """A call of a plugin that cannot import raises PluginLoadError with the reason."""
         path = plugin_dir.add("p", "raise OSError('disk gone')\n")
         (call,) = host(("call_plugin", [spec_of(path), {}]))
-        assert call == {"raised": "PluginLoadError", "message": "disk gone"}
+        assert call == {
+            "raised": "PluginLoadError",
+            "message": f"import raised OSError: disk gone at {path}:1 in <module>",
+        }
 
 
 class TestEntryPoint:
