@@ -387,7 +387,11 @@ def wait_for_run(*, run_id: int, timeout_s: float) -> PluginRun:
 
 def execute_run(run_id: int, *, timeout_s: float | None = None) -> PluginRun:
     """Start a queued run, call the plugin in the sandbox and record the outcome."""
-    run = services.run_start(run_id=run_id, worker=worker_id())
+    try:
+        run = services.run_start(run_id=run_id, worker=worker_id())
+    except IllegalTransition:
+        # Another process started it first (an adopted orphan): nothing to do here.
+        return PluginRun.objects.select_related("plugin").get(pk=run_id)
     if run.status != RunStatus.RUNNING:
         return run  # disabled or made UNAVAILABLE while it waited: closed, uncounted
     plugin = Plugin.objects.get(pk=run.plugin_id)
