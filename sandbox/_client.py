@@ -502,7 +502,10 @@ class _Host:
             if self._lost is None:
                 self._lost = reason
         log.error("sandbox: killing host %s: %s", self.pid, reason)
-        self._kill_process()
+        # SIGKILL at once: a wedged (or stopped) host would not act on SIGTERM. Its call
+        # children die with it (parent-death signal).
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
         self._shutdown_socket()
 
     def drain(self) -> None:
