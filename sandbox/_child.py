@@ -1,0 +1,352 @@
+"""The per-call child: forked from a host, becomes a fresh limited process, runs one call.
+
+Everything here runs *after* ``os.fork()`` in the host. ``run_call`` never returns: a child
+that fell back into the host's event loop would be a second host.
+
+Imports are kept to what every call needs (they are inherited from the host for free);
+``traceback`` is imported only when something failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import math
+import os
+import pickle
+import resource
+import signal
+import stat
+import sys
+
+from sandbox import _linux
+from sandbox._protocol import RESULT_FD, RESULT_FILE, RESULT_LOST_EXIT, encode_result
+
+MiB = 1024 * 1024
+INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE: the sandbox's own code failed in the child
+TRACEBACK_LIMIT = 32 * 1024
+MESSAGE_LIMIT = 2000
+
+
+class ChildSpec:
+    """What the host tells a freshly forked child (inherited in memory, not sent).
+
+    payload: pickle of (target, args, kwargs) made by the portal; run_as: (uid, gid) to
+    drop to, or None.
+    """
+
+    __slots__ = (
+        "calldir",
+        "host_pid",
+        "limits",
+        "payload",
+        "result_w",
+        "rlimits",
+        "run_as",
+        "stderr_w",
+        "stdout_w",
+        "target_name",
+    )
+
+    def __init__(self, **fields: object) -> None:
+        for name in self.__slots__:
+            setattr(self, name, fields.get(name))
+
+
+def resolve_target(target: object) -> object:
+    """Import and return the callable a target names (in the child or a warm host)."""
+    if not isinstance(target, str):
+        return target
+    module_name, _, attr_path = target.partition(":")
+    obj = importlib.import_module(module_name)
+    for part in attr_path.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"{target!r} is a {type(obj).__name__}, not a callable")
+    return obj
+
+
+def run_call(spec: ChildSpec) -> None:  # never returns: ends in os._exit
+    code = INTERNAL_ERROR_EXIT
+    try:
+        code = _run(spec)
+    except BaseException:  # last resort: say something, then exit
+        _last_words()
+    finally:
+        os._exit(code)
+
+
+def _run(spec: ChildSpec) -> int:
+    try:
+        _become_call_process(spec)
+        channel = _ResultChannel(RESULT_FD, os.path.join(spec.calldir, RESULT_FILE))
+    except BaseException as exc:  # setup failed: report it as ours
+        _last_words()
+        return _emergency_deliver(spec, exc)
+    envelope, value = _invoke(spec.payload, spec.limits["result_bytes"])
+    _flush_stdio()
+    return channel.deliver(envelope, value)
+
+
+# --- becoming a fresh, limited process -------------------------------------------------
+
+
+def _become_call_process(spec: ChildSpec) -> None:
+    # Own process group: one killpg() reaches everything it spawns. The host does the
+    # same from its side (whoever is first wins the race), so failure here is fine.
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+    # Signals and sys.stdout/sys.stderr are deliberately left as the host set them up:
+    # Python defaults, streams reconfigured once in the host. Touching them here costs
+    # copy-on-write page faults on every call.
+    _install_fds(spec)
+    for which, pair in spec.rlimits:
+        resource.setrlimit(which, pair)
+    if spec.run_as is not None:
+        _drop_privileges(*spec.run_as)
+    # After any uid change: the kernel clears the death signal when credentials change.
+    _linux.set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != spec.host_pid:
+        os._exit(INTERNAL_ERROR_EXIT)  # host died before the death signal was armed
+    os.chdir(spec.calldir)
+    os.environ["TMPDIR"] = spec.calldir  # tempfile, if the plugin imports it, uses this
+    tempfile = sys.modules.get("tempfile")
+    if tempfile is not None:  # imported by a Preload warm-up: drop its cached default
+        tempfile.tempdir = spec.calldir
+    sys.argv = [spec.target_name]
+
+
+def _install_fds(spec: ChildSpec) -> None:
+    # fd 0 stays the host's: /dev/null, by construction of the host process.
+    os.dup2(spec.stdout_w, 1)
+    os.dup2(spec.stderr_w, 2)
+    os.dup2(spec.result_w, RESULT_FD, inheritable=False)
+    # Drop the host's fds (control socket, epoll, other calls' pipes): a child holding
+    # another call's pipe would delay that call's end-of-output.
+    os.closerange(RESULT_FD + 1, 1 << 20)
+
+
+def host_hard_limits() -> dict[int, int]:
+    """The host's hard rlimits, read once in the host (children cannot raise them)."""
+    which = (
+        resource.RLIMIT_CORE,
+        resource.RLIMIT_CPU,
+        resource.RLIMIT_AS,
+        resource.RLIMIT_NOFILE,
+        resource.RLIMIT_FSIZE,
+    )
+    return {w: resource.getrlimit(w)[1] for w in which}
+
+
+def rlimits_for(limits: dict[str, object], hard_limits: dict[int, int]) -> list[tuple]:
+    """(resource, (soft, hard)) pairs for a call, computed in the host before the fork."""
+    pairs = []
+
+    def limit(which: int, soft: int, hard: int | None = None) -> None:
+        hard = soft if hard is None else hard
+        current_hard = hard_limits[which]
+        if current_hard != resource.RLIM_INFINITY:
+            hard = min(hard, current_hard)  # cannot raise a hard limit we do not own
+            soft = min(soft, hard)
+        pairs.append((which, (soft, hard)))
+
+    limit(resource.RLIMIT_CORE, 0)  # no core files from crashing plugins
+    if limits.get("cpu_s"):
+        seconds = max(1, math.ceil(limits["cpu_s"]))
+        # SIGXCPU at the soft limit; the hard limit one second later SIGKILLs a plugin
+        # that ignores SIGXCPU.
+        limit(resource.RLIMIT_CPU, seconds, seconds + 1)
+    if limits.get("memory_mb"):
+        limit(resource.RLIMIT_AS, int(limits["memory_mb"] * MiB))
+    if limits.get("open_files"):
+        limit(resource.RLIMIT_NOFILE, int(limits["open_files"]))
+    if limits.get("file_size_mb"):
+        limit(resource.RLIMIT_FSIZE, int(limits["file_size_mb"] * MiB))
+    return pairs
+
+
+def _drop_privileges(uid: int, gid: int) -> None:
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+
+
+# --- running the call --------------------------------------------------------------------
+
+
+def _invoke(payload: bytes, result_bytes: int) -> tuple[dict[str, object] | None, object]:
+    try:
+        target, args, kwargs = pickle.loads(payload)
+        func = resolve_target(target)
+    except BaseException as exc:  # everything the plugin's import can raise
+        return _exception_envelope(exc, phase="import"), b""
+    try:
+        value = func(*args, **kwargs)
+    except SystemExit as exc:
+        return _exit_envelope(exc), b""
+    except BaseException as exc:  # KeyboardInterrupt included, by contract
+        return _exception_envelope(exc, phase="call"), b""
+    del func, args, kwargs
+    return _serialise(value, result_bytes)
+
+
+def _exit_envelope(exc: SystemExit) -> dict[str, object]:
+    code = exc.code
+    message = None
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        message = _safe_str(code)  # Python prints a non-int exit "code" and exits 1
+        code = 1
+    envelope = _exception_envelope(exc, phase="call")
+    envelope.update(outcome="exited", exit_code=code, message=message)
+    return envelope
+
+
+def _exception_envelope(exc: BaseException, phase: str) -> dict[str, object]:
+    import traceback
+
+    tb = exc.__traceback__
+    frames = traceback.extract_tb(tb)
+    # Free the plugin's locals first: after a MemoryError they hold the memory we need.
+    traceback.clear_frames(tb)
+    location = None
+    if frames:
+        last = frames[-1]
+        location = f"{last.filename}:{last.lineno} in {last.name}"
+    try:
+        text = "".join(traceback.format_exception(exc))
+    except BaseException:  # a broken __str__ must not lose the outcome
+        text = f"{type(exc).__name__} (traceback unavailable)\n"
+    outcome = "memory" if isinstance(exc, MemoryError) else "error"
+    return {
+        "outcome": outcome,
+        "phase": phase,
+        "error_type": type(exc).__name__,
+        "message": _safe_str(exc),
+        "location": location,
+        "traceback": text[-TRACEBACK_LIMIT:],
+    }
+
+
+def _safe_str(obj: object) -> str:
+    try:
+        text = str(obj)
+    except BaseException:
+        text = f"<unprintable {type(obj).__name__}>"
+    return text if len(text) <= MESSAGE_LIMIT else text[:MESSAGE_LIMIT] + "..."
+
+
+class _ResultTooLarge(Exception):
+    pass
+
+
+class _CappedWriter(io.BytesIO):
+    """Pickle target that stops as soon as the value exceeds its cap (bounded memory)."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__()
+        self._cap = cap
+
+    def write(self, data: bytes) -> int:
+        if self.tell() + memoryview(data).nbytes > self._cap:
+            raise _ResultTooLarge
+        return super().write(data)
+
+
+def _serialise(value: object, cap: int) -> tuple[dict[str, object] | None, object]:
+    writer = _CappedWriter(cap)
+    try:
+        pickle.Pickler(writer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    except _ResultTooLarge:
+        return {
+            "outcome": "output_limit",
+            "phase": "serialise",
+            "value_type": _type_name(value),
+        }, b""
+    except MemoryError as exc:
+        return _exception_envelope(exc, phase="serialise"), b""
+    except BaseException as exc:  # whatever __reduce__ of plugin objects raises
+        envelope = _exception_envelope(exc, phase="serialise")
+        envelope.update(outcome="unserialisable", value_type=_type_name(value))
+        return envelope, b""
+    return None, writer.getbuffer()  # None: the "ok" envelope
+
+
+def _type_name(value: object) -> str:
+    cls = type(value)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# --- delivering the result ---------------------------------------------------------------
+
+
+def _flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        with contextlib.suppress(BaseException):  # closed or replaced by the plugin
+            stream.flush()
+
+
+class _ResultChannel:
+    """The result pipe on fd 3, with a file fallback if the plugin closed or reused fd 3."""
+
+    def __init__(self, fd: int, fallback_path: str) -> None:
+        self.fd = fd
+        self.fallback_path = fallback_path
+        self.identity = self._identify(fd)
+
+    @staticmethod
+    def _identify(fd: int) -> tuple[int, int] | None:
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino) if stat.S_ISFIFO(st.st_mode) else None
+
+    def deliver(self, envelope: dict[str, object] | None, value: object) -> int:
+        buffers = encode_result(envelope, value)
+        if self.identity is not None and self._identify(self.fd) == self.identity:
+            try:
+                _write_all(self.fd, buffers)
+                return 0
+            except OSError:
+                pass  # a partial record fails to parse in the host, which then reads the file
+        try:
+            fd = os.open(self.fallback_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                _write_all(fd, buffers)
+            finally:
+                os.close(fd)
+            return 0
+        except OSError:
+            return RESULT_LOST_EXIT
+
+
+def _write_all(fd: int, buffers: list) -> None:
+    for buffer in buffers:
+        view = memoryview(buffer).cast("B")
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+
+
+def _emergency_deliver(spec: ChildSpec, exc: BaseException) -> int:
+    envelope = _exception_envelope(exc, phase="setup")
+    envelope["outcome"] = "sandbox_failure"
+    # The original pipe fd is valid until closerange(); after it, the pipe is on RESULT_FD
+    # (dup2'd before closerange). Never guess fd 3 while the host's fds may still be open.
+    for fd in (spec.result_w, RESULT_FD):
+        try:
+            _write_all(fd, encode_result(envelope))
+            return 0
+        except OSError:
+            continue
+    return INTERNAL_ERROR_EXIT
+
+
+def _last_words() -> None:
+    import traceback
+
+    with contextlib.suppress(BaseException):  # stderr may be gone; nothing else to try
+        os.write(2, ("sandbox call child failed:\n" + traceback.format_exc()).encode())
