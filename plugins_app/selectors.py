@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
-from plugins_app.errors import PluginNotFound
-from plugins_app.models import Plugin, PluginRun
+from plugins_app.errors import PluginNotFound, RunNotFound
+from plugins_app.models import FINISHED_RUN_STATUSES, Plugin, PluginRun
 
 HEALTH_FIELDS = (
     "name",
@@ -110,3 +110,70 @@ def health_records(
 def plugin_runs(*, name: str) -> QuerySet[PluginRun]:
     plugin = plugin_get(name=name)
     return PluginRun.objects.filter(plugin=plugin).order_by("-queued_at", "-id")
+
+
+# Columns a run list leaves out: they can be large (result up to MiBs, output tails).
+_RUN_HEAVY_COLUMNS = ("params", "result", "traceback", "stdout_tail", "stderr_tail")
+_MAX_ID = 2**63 - 1
+
+
+def plugin_run_summaries(*, name: str) -> QuerySet[PluginRun]:
+    """The plugin's runs, newest first, without their heavy columns."""
+    return plugin_runs(name=name).select_related("plugin").defer(*_RUN_HEAVY_COLUMNS)
+
+
+def run_get(*, run_id: int) -> PluginRun:
+    if not 0 < run_id <= _MAX_ID:  # beyond the id column's range: cannot exist
+        raise RunNotFound(run_id)
+    try:
+        return PluginRun.objects.select_related("plugin").get(pk=run_id)
+    except PluginRun.DoesNotExist:
+        raise RunNotFound(run_id) from None
+
+
+# What /metrics reports per plugin, read in one query.
+METRIC_COLUMNS = (
+    "id",
+    "name",
+    "state",
+    "enabled",
+    "success_count",
+    "error_count",
+    "consecutive_failures",
+    "running_count",
+)
+
+
+def plugin_metric_rows() -> list[dict[str, Any]]:
+    return list(Plugin.objects.order_by("name").values(*METRIC_COLUMNS))
+
+
+def run_duration_buckets(
+    *, since: datetime, bounds_ms: tuple[float, ...]
+) -> dict[int, dict[str, Any]]:
+    """Finished runs queued since `since`, by plugin id: cumulative bucket counts, count, sum.
+
+    One aggregate query, bounded by the time window (indexed on queued_at).
+    """
+    buckets = {
+        f"le_{index}": Count("id", filter=Q(duration_ms__lte=bound))
+        for index, bound in enumerate(bounds_ms)
+    }
+    rows = (
+        PluginRun.objects.filter(
+            queued_at__gte=since,
+            status__in=FINISHED_RUN_STATUSES,
+            duration_ms__isnull=False,
+        )
+        .order_by()
+        .values("plugin_id")
+        .annotate(count=Count("id"), sum_ms=Sum("duration_ms"), **buckets)
+    )
+    return {
+        row["plugin_id"]: {
+            "buckets": [row[f"le_{index}"] for index in range(len(bounds_ms))],
+            "count": row["count"],
+            "sum_ms": row["sum_ms"] or 0.0,
+        }
+        for row in rows
+    }
