@@ -14,8 +14,9 @@ from datetime import timedelta
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -136,6 +137,8 @@ registry = CollectorRegistry(auto_describe=False)
 registry.register(PluginCollector())
 
 
+@csrf_exempt  # read-only: a POST is a 405, not a CSRF 403
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    # The classic text format (0.0.4): what every Prometheus version scrapes.
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_PLAIN_0_0_4)

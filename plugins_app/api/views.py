@@ -103,19 +103,20 @@ class ApiView(APIView):
     parser_classes = [CappedJSONParser]
     renderer_classes = [JSONRenderer]
 
+    def is_write(self) -> bool:
+        """A write this view serves; a method it does not serve is a 405 whoever asks."""
+        method = self.request.method
+        return method not in SAFE_METHODS and hasattr(self, method.lower())
+
     def get_permissions(self):
-        if self.request.method in SAFE_METHODS:
-            return read_permissions()
-        return write_permissions()
+        return write_permissions() if self.is_write() else read_permissions()
 
     def get_throttles(self):
-        if self.request.method in SAFE_METHODS:
-            return []
-        return [PluginWriteThrottle()]
+        return [PluginWriteThrottle()] if self.is_write() else []
 
     def perform_authentication(self, request: Request) -> None:
         # Public reads skip the session and token tables, so they answer while the database is down.
-        if request.method not in SAFE_METHODS or settings.PORTAL_API_READS_REQUIRE_AUTH:
+        if self.is_write() or settings.PORTAL_API_READS_REQUIRE_AUTH:
             request.user  # noqa: B018 - evaluating it authenticates
 
     def body(self, request: Request) -> dict[str, Any]:
