@@ -73,11 +73,26 @@ class TestPluginRuns:
         body = api_client.get("/v1/plugins/idle/runs").json()
         assert (body["results"], body["next"], body["previous"]) == ([], None, None)
 
-    def test_runs__bad_cursor_is_400(self, api_client, runs):
-        """A cursor the API did not issue is a 400 that says to follow the links."""
+    def test_runs__bad_cursor_is_404(self, api_client, runs):
+        """A cursor the API did not issue points to no page: 404 saying to follow the links."""
         response = api_client.get("/v1/plugins/ocr/runs?cursor=garbage")
+        assert response.status_code == 404
+        assert "follow the next/previous links" in response.json()["detail"]
+
+    @pytest.mark.parametrize("query", ["page_size=0", "page_size=201", "page_size=", "page_size=x"])
+    def test_runs__bad_page_size_is_400(self, api_client, runs, query):
+        """A page size that is not a whole number from 1 to 200 is a 400 naming it."""
+        response = api_client.get(f"/v1/plugins/ocr/runs?{query}")
         assert response.status_code == 400
-        assert "cursor" in response.json()["detail"]
+        assert response.json()["detail"].startswith("Invalid query parameter: page_size: ")
+
+    def test_runs__repeated_parameter_is_400(self, api_client, runs):
+        """A parameter given twice is ambiguous: 400 naming it."""
+        response = api_client.get("/v1/plugins/ocr/runs?page_size=2&page_size=3")
+        assert response.status_code == 400
+        assert response.json()["detail"] == (
+            "Invalid query parameter: page_size: Given 2 times; give it once."
+        )
 
 
 class TestRunDetail:

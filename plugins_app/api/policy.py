@@ -7,7 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from rest_framework import permissions
-from rest_framework.exceptions import NotFound, ParseError
+from rest_framework.exceptions import ParseError
 from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
@@ -99,11 +99,7 @@ class RunCursorPagination(CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 200
 
-    def decode_cursor(self, request: Request):
-        try:
-            return super().decode_cursor(request)
-        except NotFound:
-            raise InvalidInput(
-                "query parameter",
-                {"cursor": ["Not a cursor this API issued (follow the next/previous links)."]},
-            ) from None
+    invalid_cursor_message = (
+        "This cursor does not point to a page of runs (follow the next/previous links "
+        "from a previous page)"
+    )

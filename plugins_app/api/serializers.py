@@ -20,6 +20,22 @@ def validated(serializer_class: type[serializers.Serializer], data: Any, *, wher
     return dict(serializer.validated_data)
 
 
+def validated_query(serializer_class: type[serializers.Serializer], params: Any) -> dict:
+    """Query parameters the serializer defines, each given once; others are ignored.
+
+    An empty value is a value (`?page_size=` is a 400), except where a field allows blank.
+    """
+    known = serializer_class().fields
+    repeated = {key: len(params.getlist(key)) for key in known if len(params.getlist(key)) > 1}
+    if repeated:
+        raise InvalidInput(
+            "query parameter",
+            {key: [f"Given {count} times; give it once."] for key, count in repeated.items()},
+        )
+    given = {key: params[key] for key in known if key in params}
+    return validated(serializer_class, given, where="query parameter")
+
+
 class StrictSerializer(serializers.Serializer):
     """Refuses keys it does not define, so a typo is a 400 instead of silently ignored."""
 
@@ -47,11 +63,25 @@ class PluginListQuery(serializers.Serializer):
         allow_blank=True,
         help_text="Only plugins in this state.",
     )
-    enabled = serializers.BooleanField(
+    enabled = serializers.ChoiceField(
+        choices=["true", "false"],
         required=False,
-        allow_null=True,
-        default=None,
+        allow_blank=True,
         help_text="Only enabled (true) or disabled (false) plugins.",
+    )
+
+    def validate_enabled(self, value: str) -> bool | None:
+        return {"true": True, "false": False}.get(value)
+
+
+class RunListQuery(serializers.Serializer):
+    cursor = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        help_text="Where a page starts: from a response's next/previous link.",
+    )
+    page_size = serializers.IntegerField(
+        required=False, min_value=1, max_value=200, help_text="Runs per page (default 50)."
     )
 
 

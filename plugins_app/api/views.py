@@ -14,6 +14,7 @@ from django.http import Http404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
+    OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
@@ -79,6 +80,15 @@ _STALE_HEADERS = [
         description="`true` when the answer comes from the snapshot.",
     ),
 ]
+
+
+NAME_PARAMETER = OpenApiParameter(
+    "name",
+    OpenApiTypes.STR,
+    OpenApiParameter.PATH,
+    description="The plugin's name.",
+    examples=[OpenApiExample("A plugin", value="ocr")],
+)
 
 
 def errors(*codes: int) -> dict[int, OpenApiResponse]:
@@ -228,7 +238,7 @@ class PluginListApi(HealthApiView):
     @staticmethod
     def filters(request) -> dict[str, Any]:
         params = getattr(request, "query_params", None) or request.GET  # DRF's or Django's
-        query = api.validated(api.PluginListQuery, params, where="query parameter")
+        query = api.validated_query(api.PluginListQuery, params)
         return {"state": query.get("state") or None, "enabled": query.get("enabled")}
 
     def stale_response(self) -> Response:
@@ -250,6 +260,7 @@ class PluginHealthApi(HealthApiView):
             "404 for a plugin that is not registered. When the database cannot be read, the "
             "last record this server served, with `stale: true`."
         ),
+        parameters=[NAME_PARAMETER],
         responses={
             200: api.HealthRecordSerializer,
             **errors(401, 403, 404),
@@ -290,12 +301,7 @@ class PluginRunsApi(ApiView):
     @extend_schema(
         operation_id="plugins_runs_list",
         summary="A plugin's runs, newest first",
-        parameters=[
-            OpenApiParameter("cursor", OpenApiTypes.STR, description="From next/previous."),
-            OpenApiParameter(
-                "page_size", OpenApiTypes.INT, description="Runs per page (default 50, max 200)."
-            ),
-        ],
+        parameters=[NAME_PARAMETER, api.RunListQuery],
         responses={
             200: inline_serializer(
                 "PaginatedRunSummaryList",
@@ -309,6 +315,7 @@ class PluginRunsApi(ApiView):
         },
     )
     def get(self, request: Request, name: str) -> Response:
+        api.validated_query(api.RunListQuery, request.query_params)
         runs = selectors.plugin_run_summaries(name=name)
         paginator = RunCursorPagination()
         page = paginator.paginate_queryset(runs, request, view=self)
@@ -322,7 +329,7 @@ class PluginRunsApi(ApiView):
             "`?wait=SECONDS`, waits up to that long: 200 with the finished run, or 202 with the "
             "run still going. 409 with the reason when the plugin is disabled or UNAVAILABLE."
         ),
-        parameters=[api.RunSubmitQuery],
+        parameters=[NAME_PARAMETER, api.RunSubmitQuery],
         request=api.RunSubmitBody,
         responses={
             200: OpenApiResponse(api.RunSerializer, description="Finished within `wait`."),
@@ -333,7 +340,7 @@ class PluginRunsApi(ApiView):
     def post(self, request: Request, name: str) -> Response:
         from plugins_app import pipeline  # the run pipeline; imported late to keep reads light
 
-        query = api.validated(api.RunSubmitQuery, request.query_params, where="query parameter")
+        query = api.validated_query(api.RunSubmitQuery, request.query_params)
         body = api.validated(api.RunSubmitBody, self.body(request), where="request body")
         run = pipeline.submit_run(name=name, params=body["params"], actor=api_actor(request))
         answer = status.HTTP_202_ACCEPTED
@@ -348,6 +355,7 @@ class PluginReloadApi(ApiView):
     @extend_schema(
         operation_id="plugins_reload",
         summary="Re-check the plugin (import, requirements, setup) in the sandbox",
+        parameters=[NAME_PARAMETER],
         request=api.EmptyBody,
         responses={
             200: OpenApiResponse(
