@@ -64,10 +64,15 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "plugins_app",
 ]
 
 MIDDLEWARE = [
+    # Outermost, so no error page or traceback from any layer below reaches an API client.
+    "plugins_app.api.middleware.ApiSafetyNetMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -147,6 +152,40 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "plugins_app.api.errors.api_exception_handler",
+}
+
+# Health and operations API (docs/api.md).
+# Reads (health, runs) are public unless this is on; writes always need run_plugin.
+PORTAL_API_READS_REQUIRE_AUTH = env_flag("PORTAL_API_READS_REQUIRE_AUTH")
+# Writes (run, reload) per user, DRF rate syntax: "30/minute", "1000/hour".
+PORTAL_API_WRITE_RATE = os.environ.get("PORTAL_API_WRITE_RATE", "30/minute")
+# Largest request body the API reads (run params); bigger is a 413.
+PORTAL_API_MAX_BODY_BYTES = int(os.environ.get("PORTAL_API_MAX_BODY_BYTES", str(64 * 1024)))
+# Longest `?wait=` a run submission may ask for, in seconds.
+PORTAL_API_MAX_WAIT_S = float(os.environ.get("PORTAL_API_MAX_WAIT_S", "60"))
+# A health read slower than this is abandoned and answered from the snapshot, marked stale.
+PORTAL_HEALTH_DB_TIMEOUT_S = float(os.environ.get("PORTAL_HEALTH_DB_TIMEOUT_S", "2"))
+# While the database fails, one health request per this many seconds tries it again.
+PORTAL_HEALTH_RETRY_S = float(os.environ.get("PORTAL_HEALTH_RETRY_S", "1"))
+# The run duration histogram in /metrics covers runs queued in this many recent seconds.
+PORTAL_METRICS_WINDOW_S = int(os.environ.get("PORTAL_METRICS_WINDOW_S", "3600"))
+# A constant-payload view for benchmarks/api_bench.py; never on in production.
+PORTAL_BENCHMARK_VIEWS = env_flag("PORTAL_BENCHMARK_VIEWS")
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Plugin portal health and operations API",
+    "DESCRIPTION": "Plugin health for load balancers, monitoring and automation; runs and reloads.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/v1",
+    "PREPROCESSING_HOOKS": ["plugins_app.api.schema.drop_trailing_slash_aliases"],
+    # Served from the installed sidecar package: the portal has no internet access.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # Plugin directories, os.pathsep-separated; `make run` points it at examples/plugins.

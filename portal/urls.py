@@ -1,7 +1,13 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from plugins_app.metrics import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("v1/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("v1/", include("plugins_app.urls")),
+    path("metrics", metrics_view, name="metrics"),
 ]

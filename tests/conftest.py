@@ -118,3 +118,165 @@ def _stop_background_work():
 
     shutdown_executor()
     pipeline.discard_warm_hosts()
+
+
+# --- health and operations API ---
+
+
+@pytest.fixture(autouse=True)
+def _fresh_health_snapshot():
+    """Every test starts with no health snapshot and no outage in progress (both per process)."""
+    from plugins_app.metrics import metrics_read_failures
+    from plugins_app.snapshot import health_read_failures, health_snapshot
+
+    health_snapshot.clear()
+    health_read_failures.reset()
+    metrics_read_failures.reset()
+    yield
+    health_snapshot.clear()
+    health_read_failures.reset()
+    metrics_read_failures.reset()
+
+
+@pytest.fixture
+def api_client():
+    """An anonymous API client (DRF's test client, CSRF checks on as in production)."""
+    from rest_framework.test import APIClient
+
+    return APIClient(enforce_csrf_checks=True)
+
+
+@pytest.fixture
+def make_user(django_user_model):
+    """A user, with the permissions named ("plugins_app.run_plugin") if any."""
+    from django.contrib.auth.models import Permission
+
+    def factory(username: str = "operator", *perms: str):
+        user = django_user_model.objects.create_user(username=username, password="pw-for-tests")
+        for perm in perms:
+            app_label, codename = perm.split(".")
+            user.user_permissions.add(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )
+        return user
+
+    return factory
+
+
+@pytest.fixture
+def operator_client(make_user):
+    """An API client authenticated by token as a user who may run plugins."""
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    user = make_user("operator", "plugins_app.run_plugin")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def database_outage():
+    """A real outage of the test database, as a context manager; use with transactional_db.
+
+    SQLite: the database file is moved aside and garbage bytes put in its place.
+    PostgreSQL: the connection is pointed at a closed port (the shared server stays up).
+    Restored on exit, and in any case at teardown.
+    """
+    import contextlib
+    from pathlib import Path
+
+    from django.db import connection, connections
+
+    restorers = []
+
+    @contextlib.contextmanager
+    def outage():
+        connections.close_all()
+        if connection.vendor == "sqlite":
+            path = Path(connection.settings_dict["NAME"])
+            moved = []
+            for suffix in ("", "-wal", "-shm"):
+                part = Path(f"{path}{suffix}")
+                if part.exists():
+                    part.rename(f"{part}.outage")
+                    moved.append(part)
+            path.write_bytes(b"not a database, an outage " * 64)
+
+            def restore():
+                connections.close_all()
+                path.unlink(missing_ok=True)
+                for part in moved:
+                    Path(f"{part}.outage").rename(part)
+
+        else:
+            port = connection.settings_dict["PORT"]
+            connection.settings_dict["PORT"] = str(_closed_port())
+
+            def restore():
+                connections.close_all()
+                connection.settings_dict["PORT"] = port
+
+        restorers.append(restore)
+        try:
+            yield
+        finally:
+            restorers.remove(restore)
+            restore()
+
+    yield outage
+    for restore in restorers:
+        restore()
+
+
+@pytest.fixture
+def database_lock():
+    """A real lock on the plugin table held by another connection, as a context manager.
+
+    SQLite: a connection in exclusive locking mode holds the file (WAL readers are blocked).
+    PostgreSQL: another session holds ACCESS EXCLUSIVE on the plugin table.
+    """
+    import contextlib
+    import sqlite3
+
+    from django.db import connection, connections
+
+    @contextlib.contextmanager
+    def lock():
+        if connection.vendor == "sqlite":
+            connections.close_all()  # exclusive mode needs the only connection to the file
+            holder = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
+            holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+            holder.execute("BEGIN EXCLUSIVE")
+            try:
+                yield
+            finally:
+                holder.execute("ROLLBACK")
+                holder.close()
+        else:
+            import psycopg
+
+            db = connection.settings_dict
+            holder = psycopg.connect(
+                dbname=db["NAME"],
+                user=db["USER"],
+                password=db["PASSWORD"] or None,
+                host=db["HOST"] or None,
+                port=db["PORT"] or None,
+            )
+            holder.execute("LOCK TABLE plugins_app_plugin IN ACCESS EXCLUSIVE MODE")
+            try:
+                yield
+            finally:
+                holder.rollback()
+                holder.close()
+
+    return lock

@@ -1,37 +1,422 @@
-"""Health API (`/v1/...`): thin views over the selectors."""
+"""Health and operations API (`/v1/...`): thin views over the selectors and the pipeline.
+
+Health reads answer from the last snapshot (`stale: true`) when the database fails, and never
+500; everything else maps domain errors to 404/409 and bad input to 400/413 (api/errors.py).
+"""
 
 from __future__ import annotations
 
-from rest_framework import serializers
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
+from rest_framework import serializers, status
+from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.exceptions import APIException, UnsupportedMediaType
+from rest_framework.permissions import SAFE_METHODS, AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from plugins_app import selectors
-from plugins_app.errors import PluginNotFound
-from plugins_app.models import PluginState
+from plugins_app.api import serializers as api
+from plugins_app.api.deadline import read_deadline
+from plugins_app.api.errors import ServiceUnavailable
+from plugins_app.api.policy import (
+    RUN_PLUGIN_PERMISSION,
+    CappedJSONParser,
+    PluginWriteThrottle,
+    RunCursorPagination,
+    json_object,
+    read_permissions,
+    write_permissions,
+)
+from plugins_app.errors import PluginError, PluginNotFound
+from plugins_app.snapshot import (
+    health_read_failures,
+    health_snapshot,
+    oldest_checked_at,
+)
+
+STALE_HEADER = "X-Health-Stale"
+CHECKED_AT_HEADER = "X-Health-Checked-At"
+NO_SNAPSHOT_RETRY_AFTER_S = "5"
+
+_ERRORS = {
+    400: OpenApiResponse(api.ErrorSerializer, description="Invalid input; the message names it."),
+    401: OpenApiResponse(api.ErrorSerializer, description="No valid credentials."),
+    403: OpenApiResponse(api.ErrorSerializer, description="Missing permission or CSRF token."),
+    404: OpenApiResponse(api.ErrorSerializer, description="Unknown plugin or run."),
+    409: OpenApiResponse(api.ErrorSerializer, description="Disabled or UNAVAILABLE: the reason."),
+    413: OpenApiResponse(api.ErrorSerializer, description="Body over PORTAL_API_MAX_BODY_BYTES."),
+    415: OpenApiResponse(api.ErrorSerializer, description="The body is not JSON."),
+    429: OpenApiResponse(api.ErrorSerializer, description="Over PORTAL_API_WRITE_RATE."),
+    503: OpenApiResponse(api.ErrorSerializer, description="The database cannot be reached."),
+}
+_NO_SNAPSHOT = OpenApiResponse(
+    api.NoSnapshotSerializer,
+    description=(
+        "The database cannot be read and this server process has no snapshot to answer from "
+        "yet (it never served this health since it started)."
+    ),
+)
+_STALE_HEADERS = [
+    OpenApiParameter(
+        STALE_HEADER,
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        response=True,
+        description="`true` when the answer comes from the snapshot.",
+    ),
+]
 
 
-class PluginListFilterSerializer(serializers.Serializer):
-    state = serializers.ChoiceField(choices=PluginState.choices, required=False)
-    enabled = serializers.BooleanField(required=False, allow_null=True, default=None)
+NAME_PARAMETER = OpenApiParameter(
+    "name",
+    OpenApiTypes.STR,
+    OpenApiParameter.PATH,
+    description="The plugin's name.",
+    examples=[OpenApiExample("A plugin", value="ocr")],
+)
 
 
-class PluginListApi(APIView):
-    """Every plugin's health record, FAILED and UNAVAILABLE ones included."""
-
-    def get(self, request: Request) -> Response:
-        filters = PluginListFilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        return Response(selectors.health_records(**filters.validated_data))
+def errors(*codes: int) -> dict[int, OpenApiResponse]:
+    return {code: _ERRORS[code] for code in codes}
 
 
-class PluginHealthApi(APIView):
-    """One plugin's health record, or 404."""
+def api_actor(request: Request) -> str:
+    return f"api:{request.user.get_username()}"
 
-    def get(self, request: Request, name: str) -> Response:
+
+def _is_client_error(exc: Exception) -> bool:
+    if isinstance(exc, APIException):
+        return exc.status_code < 500
+    return isinstance(exc, Http404 | DjangoPermissionDenied | PluginError)
+
+
+class ApiView(APIView):
+    """Token or session (with CSRF) authentication; reads public by default, writes need
+    `plugins_app.run_plugin` and are throttled."""
+
+    authentication_classes = [TokenAuthentication, SessionAuthentication]
+    parser_classes = [CappedJSONParser]
+    renderer_classes = [JSONRenderer]
+
+    def is_write(self) -> bool:
+        """A write this view serves; a method it does not serve is a 405 whoever asks."""
+        method = self.request.method
+        return method not in SAFE_METHODS and hasattr(self, method.lower())
+
+    def get_permissions(self):
+        return write_permissions() if self.is_write() else read_permissions()
+
+    def get_throttles(self):
+        return [PluginWriteThrottle()] if self.is_write() else []
+
+    def perform_authentication(self, request: Request) -> None:
+        # Public reads skip the session and token tables, so they answer while the database is down.
+        if self.is_write() or settings.PORTAL_API_READS_REQUIRE_AUTH:
+            request.user  # noqa: B018 - evaluating it authenticates
+
+    def body(self, request: Request) -> dict[str, Any]:
+        """The JSON object sent, `{}` when there is no body."""
+        if request.stream is not None and request.content_type == "":
+            raise UnsupportedMediaType(
+                "", detail="Send the body as JSON with the header Content-Type: application/json."
+            )
+        return json_object(request.data)
+
+
+class HealthApiView(ApiView):
+    """A health read: fresh from the database, or the last snapshot marked stale, never a 500."""
+
+    def dispatch(self, request, *args: Any, **kwargs: Any):
         try:
-            plugin = selectors.plugin_get(name=name)
-        except PluginNotFound as error:
-            return Response({"detail": str(error)}, status=404)
-        return Response(selectors.health_record(plugin))
+            return super().dispatch(request, *args, **kwargs)
+        except Exception as exc:  # raised where DRF's handling does not reach (finalize_response)
+            if not self.may_answer_without_access_check():
+                raise
+            health_read_failures.failed(exc)
+            return self.plain_json(self.stale_response())
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        self.access_checked = True
+
+    def may_answer_without_access_check(self) -> bool:
+        return not settings.PORTAL_API_READS_REQUIRE_AUTH or getattr(self, "access_checked", False)
+
+    def plain_json(self, response: Response) -> Response:
+        """Render with JSON directly, bypassing the negotiation that may be what failed."""
+        response.accepted_renderer = JSONRenderer()
+        response.accepted_media_type = "application/json"
+        response.renderer_context = {"view": self, "response": response}
+        return response
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if _is_client_error(exc):
+            return super().handle_exception(exc)
+        if not self.may_answer_without_access_check():
+            # Credentials could not be checked: refuse rather than show health unauthenticated.
+            return super().handle_exception(
+                ServiceUnavailable(
+                    "Cannot check your credentials because the database cannot be read "
+                    "(retry shortly)"
+                )
+            )
+        health_read_failures.failed(exc)
+        return self.stale_response()
+
+    def database_may_answer(self) -> bool:
+        return health_read_failures.should_probe(settings.PORTAL_HEALTH_RETRY_S)
+
+    def read_succeeded(self) -> None:
+        health_read_failures.succeeded()
+
+    def stale_response(self) -> Response:
+        raise NotImplementedError
+
+    @staticmethod
+    def stale(data: Any, checked_at: str | None) -> Response:
+        headers = {STALE_HEADER: "true"}
+        if checked_at:
+            headers[CHECKED_AT_HEADER] = checked_at
+        return Response(data, headers=headers)
+
+    @staticmethod
+    def no_snapshot() -> Response:
+        body = {
+            "detail": (
+                "Plugin health is unknown: the database cannot be read and this server process "
+                "has not served this health since it started, so it has no snapshot to answer "
+                "from (retry shortly; check the database)"
+            ),
+            "stale": True,
+            "checked_at": None,
+        }
+        headers = {STALE_HEADER: "true", "Retry-After": NO_SNAPSHOT_RETRY_AFTER_S}
+        return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE, headers=headers)
+
+
+class PluginListApi(HealthApiView):
+    @extend_schema(
+        operation_id="plugins_list",
+        summary="Every plugin's health record",
+        description=(
+            "All plugins, FAILED and UNAVAILABLE included, sorted by name. When the database "
+            f"cannot be read the records come from the last snapshot with `stale: true` and the "
+            f"`{STALE_HEADER}: true` header."
+        ),
+        parameters=[api.PluginListQuery],
+        responses={
+            200: OpenApiResponse(api.HealthRecordSerializer(many=True)),
+            **errors(400, 401, 403),
+            503: _NO_SNAPSHOT,
+        },
+    )
+    def get(self, request: Request) -> Response:
+        filters = self.filters(request)
+        if not self.database_may_answer():
+            return self.stale_response()
+        with read_deadline(settings.PORTAL_HEALTH_DB_TIMEOUT_S):
+            records = selectors.health_records(**filters)
+        health_snapshot.remember_list(records, **filters)
+        self.read_succeeded()
+        return Response(records)
+
+    @staticmethod
+    def filters(request) -> dict[str, Any]:
+        params = getattr(request, "query_params", None) or request.GET  # DRF's or Django's
+        query = api.validated_query(api.PluginListQuery, params)
+        return {"state": query.get("state") or None, "enabled": query.get("enabled")}
+
+    def stale_response(self) -> Response:
+        try:
+            filters = self.filters(self.request)
+        except APIException:
+            filters = {}
+        records = health_snapshot.stale_list(**filters)
+        if records is None:
+            return self.no_snapshot()
+        return self.stale(records, oldest_checked_at(records))
+
+
+class PluginHealthApi(HealthApiView):
+    @extend_schema(
+        operation_id="plugins_health",
+        summary="One plugin's health record",
+        description=(
+            "404 for a plugin that is not registered. When the database cannot be read, the "
+            "last record this server served, with `stale: true`."
+        ),
+        parameters=[NAME_PARAMETER],
+        responses={
+            200: api.HealthRecordSerializer,
+            **errors(401, 403, 404),
+            503: _NO_SNAPSHOT,
+        },
+    )
+    def get(self, request: Request, name: str) -> Response:
+        if not self.database_may_answer():
+            return self.stale_response()
+        try:
+            with read_deadline(settings.PORTAL_HEALTH_DB_TIMEOUT_S):
+                record = selectors.health_record(selectors.plugin_get(name=name))
+        except PluginNotFound:
+            health_snapshot.forget(name)
+            self.read_succeeded()
+            raise
+        health_snapshot.remember_record(record)
+        self.read_succeeded()
+        return Response(record)
+
+    def stale_response(self) -> Response:
+        name = self.kwargs.get("name", "")
+        record = health_snapshot.stale_record(name)
+        if record is not None:
+            return self.stale(record, record["checked_at"])
+        if health_snapshot.knows_every_plugin:
+            return Response(
+                {"detail": str(PluginNotFound(name))},
+                status=status.HTTP_404_NOT_FOUND,
+                headers={STALE_HEADER: "true"},
+            )
+        return self.no_snapshot()
+
+
+class PluginRunsApi(ApiView):
+    """GET: the plugin's runs, newest first. POST: queue a run."""
+
+    @extend_schema(
+        operation_id="plugins_runs_list",
+        summary="A plugin's runs, newest first",
+        parameters=[NAME_PARAMETER, api.RunListQuery],
+        responses={
+            200: inline_serializer(
+                "PaginatedRunSummaryList",
+                {
+                    "next": serializers.URLField(allow_null=True),
+                    "previous": serializers.URLField(allow_null=True),
+                    "results": api.RunSummarySerializer(many=True),
+                },
+            ),
+            **errors(400, 401, 403, 404, 503),
+        },
+    )
+    def get(self, request: Request, name: str) -> Response:
+        api.validated_query(api.RunListQuery, request.query_params)
+        runs = selectors.plugin_run_summaries(name=name)
+        paginator = RunCursorPagination()
+        page = paginator.paginate_queryset(runs, request, view=self)
+        return paginator.get_paginated_response(api.RunSummarySerializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="plugins_runs_create",
+        summary="Queue a run of the plugin",
+        description=(
+            "Queues a run at once and answers 202 with it and its `Location`. With "
+            "`?wait=SECONDS`, waits up to that long: 200 with the finished run, or 202 with the "
+            "run still going. 409 with the reason when the plugin is disabled or UNAVAILABLE."
+        ),
+        parameters=[NAME_PARAMETER, api.RunSubmitQuery],
+        request=api.RunSubmitBody,
+        responses={
+            200: OpenApiResponse(api.RunSerializer, description="Finished within `wait`."),
+            202: OpenApiResponse(api.RunSerializer, description="Queued, or still running."),
+            **errors(400, 401, 403, 404, 409, 413, 415, 429, 503),
+        },
+    )
+    def post(self, request: Request, name: str) -> Response:
+        from plugins_app import pipeline  # the run pipeline; imported late to keep reads light
+
+        query = api.validated_query(api.RunSubmitQuery, request.query_params)
+        body = api.validated(api.RunSubmitBody, self.body(request), where="request body")
+        run = pipeline.submit_run(name=name, params=body["params"], actor=api_actor(request))
+        answer = status.HTTP_202_ACCEPTED
+        if query.get("wait"):
+            run = pipeline.wait_for_run(run_id=run.pk, timeout_s=query["wait"])
+            answer = status.HTTP_200_OK if run.is_finished else status.HTTP_202_ACCEPTED
+        location = reverse("plugins_api:run-detail", kwargs={"run_id": run.pk})
+        return Response(run_data(request, run), status=answer, headers={"Location": location})
+
+
+class PluginReloadApi(ApiView):
+    @extend_schema(
+        operation_id="plugins_reload",
+        summary="Re-check the plugin (import, requirements, setup) in the sandbox",
+        parameters=[NAME_PARAMETER],
+        request=api.EmptyBody,
+        responses={
+            200: OpenApiResponse(
+                api.HealthRecordSerializer, description="Its health after the re-check."
+            ),
+            **errors(400, 401, 403, 404, 409, 413, 415, 429, 503),
+        },
+    )
+    def post(self, request: Request, name: str) -> Response:
+        from plugins_app import pipeline
+
+        api.validated(api.EmptyBody, self.body(request), where="request body")
+        plugin = pipeline.reload_plugin(name=name, actor=api_actor(request))
+        record = selectors.health_record(plugin)
+        health_snapshot.remember_record(record)
+        return Response(record)
+
+
+class RunDetailApi(ApiView):
+    @extend_schema(
+        operation_id="runs_retrieve",
+        summary="One run",
+        description="The plugin's traceback and output tails need the run_plugin permission.",
+        responses={200: api.RunSerializer, **errors(401, 403, 404, 503)},
+    )
+    def get(self, request: Request, run_id: int) -> Response:
+        run = selectors.run_get(run_id=run_id)
+        return Response(run_data(request, run))
+
+
+def run_data(request: Request, run) -> dict[str, Any]:
+    user = request.user
+    show_output = bool(user and user.is_authenticated and user.has_perm(RUN_PLUGIN_PERMISSION))
+    return api.RunSerializer(run, context={"show_output": show_output}).data
+
+
+class BenchmarkConstantApi(APIView):
+    """Baseline for benchmarks/api_bench.py: a constant health-sized dict, no database."""
+
+    permission_classes = [AllowAny]
+    renderer_classes = [JSONRenderer]
+    PAYLOAD = {
+        "name": "benchmark-constant",
+        "state": "INITIALIZED",
+        "description": "A constant record the size of a health record",
+        "reason": None,
+        "version": "1.0.0",
+        "uptime_seconds": 12345.678,
+        "success_count": 1000,
+        "error_count": 10,
+        "enabled": True,
+        "consecutive_failures": 0,
+        "last_run_at": "2025-01-01T00:00:00Z",
+        "last_success_at": "2025-01-01T00:00:00Z",
+        "last_error_at": "2025-01-01T00:00:00Z",
+        "last_duration_ms": 12.5,
+        "avg_duration_ms": 11.25,
+        "checked_at": "2025-01-01T00:00:00Z",
+        "stale": False,
+    }
+
+    @extend_schema(exclude=True)
+    def get(self, request: Request) -> Response:
+        return Response(self.PAYLOAD)

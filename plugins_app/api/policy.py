@@ -1,0 +1,105 @@
+"""Who may call what, how often, with how large a body, and how lists are paged."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+from rest_framework import permissions
+from rest_framework.exceptions import ParseError
+from rest_framework.pagination import CursorPagination
+from rest_framework.parsers import JSONParser
+from rest_framework.request import Request
+from rest_framework.throttling import UserRateThrottle
+
+from plugins_app.api.errors import InvalidInput, PayloadTooLarge
+
+RUN_PLUGIN_PERMISSION = "plugins_app.run_plugin"
+
+
+class CanRunPlugins(permissions.BasePermission):
+    message = (
+        "This needs the 'plugins_app.run_plugin' permission (ask an administrator to grant it "
+        "to your user or one of its groups)"
+    )
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        return bool(user and user.is_authenticated and user.has_perm(RUN_PLUGIN_PERMISSION))
+
+
+def read_permissions() -> list[permissions.BasePermission]:
+    """Public reads unless PORTAL_API_READS_REQUIRE_AUTH is on (read at request time)."""
+    if settings.PORTAL_API_READS_REQUIRE_AUTH:
+        return [permissions.IsAuthenticated()]
+    return [permissions.AllowAny()]
+
+
+def write_permissions() -> list[permissions.BasePermission]:
+    return [permissions.IsAuthenticated(), CanRunPlugins()]
+
+
+class PluginWriteThrottle(UserRateThrottle):
+    """Runs and reloads per user, at PORTAL_API_WRITE_RATE (read at request time)."""
+
+    scope = "plugin_writes"
+
+    def get_rate(self) -> str | None:
+        return settings.PORTAL_API_WRITE_RATE
+
+
+class CappedJSONParser(JSONParser):
+    """JSON bodies up to PORTAL_API_MAX_BODY_BYTES; larger ones are a 413, not read into memory."""
+
+    def parse(self, stream, media_type=None, parser_context=None) -> Any:
+        limit = settings.PORTAL_API_MAX_BODY_BYTES
+        request = (parser_context or {}).get("request")
+        declared = request.META.get("CONTENT_LENGTH") if request is not None else None
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(limit)
+        raw = stream.read(limit + 1)
+        if len(raw) > limit:
+            raise PayloadTooLarge(limit)
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        try:
+            return json.loads(raw.decode(encoding))
+        except UnicodeDecodeError as error:
+            raise ParseError(f"Request body is not valid {encoding} text: {error.reason}") from None
+        except ValueError as error:
+            raise ParseError(f"Request body is not valid JSON: {error}") from None
+
+
+def json_object(data: Any, *, where: str = "request body") -> dict:
+    """A parsed body that must be a JSON object (DRF gives `{}` for an empty body)."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InvalidInput(
+            where, {"non_field_errors": [f"Expected a JSON object, got {_json_type(data)}."]}
+        )
+    return data
+
+
+def _json_type(value: Any) -> str:
+    return {
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), "something else")
+
+
+class RunCursorPagination(CursorPagination):
+    """Newest first; a cursor stays correct while new runs keep arriving."""
+
+    ordering = ("-queued_at", "-id")
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+    invalid_cursor_message = (
+        "This cursor does not point to a page of runs (follow the next/previous links "
+        "from a previous page)"
+    )

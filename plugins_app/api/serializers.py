@@ -1,0 +1,243 @@
+"""Small input serializers (unknown keys rejected) and the output shapes the schema documents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from plugins_app.api.errors import InvalidInput
+from plugins_app.models import PluginRun, PluginState, RunStatus
+
+
+def validated(serializer_class: type[serializers.Serializer], data: Any, *, where: str) -> dict:
+    """The serializer's validated data, or a 400 naming the field and the problem."""
+    serializer = serializer_class(data=data)
+    if not serializer.is_valid():
+        raise InvalidInput(where, serializer.errors)
+    return dict(serializer.validated_data)
+
+
+def validated_query(serializer_class: type[serializers.Serializer], params: Any) -> dict:
+    """Query parameters the serializer defines, each given once; others are ignored.
+
+    An empty value is a value (`?page_size=` is a 400), except where a field allows blank.
+    """
+    known = serializer_class().fields
+    repeated = {key: len(params.getlist(key)) for key in known if len(params.getlist(key)) > 1}
+    if repeated:
+        raise InvalidInput(
+            "query parameter",
+            {key: [f"Given {count} times; give it once."] for key, count in repeated.items()},
+        )
+    given = {key: params[key] for key in known if key in params}
+    return validated(serializer_class, given, where="query parameter")
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses keys it does not define, so a typo is a 400 instead of silently ignored."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                allowed = ", ".join(sorted(self.fields)) or "none"
+                raise serializers.ValidationError(
+                    {
+                        key: [f"Unknown field '{key}' (allowed fields: {allowed})."]
+                        for key in unknown
+                    }
+                )
+        return super().to_internal_value(data)
+
+
+# --- query parameters (unknown query parameters are ignored: monitors add cache busters) ---
+
+
+class PluginListQuery(serializers.Serializer):
+    state = serializers.ChoiceField(
+        choices=PluginState.choices,
+        required=False,
+        allow_blank=True,
+        help_text="Only plugins in this state.",
+    )
+    enabled = serializers.ChoiceField(
+        choices=["true", "false"],
+        required=False,
+        allow_blank=True,
+        help_text="Only enabled (true) or disabled (false) plugins.",
+    )
+
+    def validate_enabled(self, value: str) -> bool | None:
+        return {"true": True, "false": False}.get(value)
+
+
+class RunListQuery(serializers.Serializer):
+    cursor = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        help_text="Where a page starts: from a response's next/previous link.",
+    )
+    page_size = serializers.IntegerField(
+        required=False, min_value=1, max_value=200, help_text="Runs per page (default 50)."
+    )
+
+
+class RunSubmitQuery(serializers.Serializer):
+    wait = serializers.FloatField(
+        required=False,
+        min_value=0,
+        help_text="Wait up to this many seconds for the run to finish (see PORTAL_API_MAX_WAIT_S).",
+    )
+
+    def validate_wait(self, value: float) -> float:
+        limit = settings.PORTAL_API_MAX_WAIT_S
+        if value > limit:
+            raise serializers.ValidationError(f"Ensure this value is at most {limit:g} seconds.")
+        return value
+
+
+# --- request bodies ---
+
+
+class RunSubmitBody(StrictSerializer):
+    params = serializers.DictField(
+        required=False,
+        default=dict,
+        help_text="Keyword arguments for the plugin's run(), as a JSON object.",
+    )
+
+
+class EmptyBody(StrictSerializer):
+    """A reload takes no fields; an empty body or `{}`."""
+
+
+# --- responses ---
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="What went wrong and what to do, in one sentence.")
+    errors = serializers.DictField(
+        required=False, help_text="For invalid input: the messages by field."
+    )
+
+
+class NoSnapshotSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    stale = serializers.BooleanField()
+    checked_at = serializers.DateTimeField(allow_null=True)
+
+
+class HealthRecordSerializer(serializers.Serializer):
+    """Documents `selectors.health_record`: every key is always present, null where unknown."""
+
+    name = serializers.CharField()
+    state = serializers.ChoiceField(choices=PluginState.choices)
+    description = serializers.CharField(allow_null=True)
+    reason = serializers.CharField(
+        allow_null=True, help_text="Why the plugin is in this state and what to do next."
+    )
+    version = serializers.CharField(allow_null=True)
+    uptime_seconds = serializers.FloatField(
+        allow_null=True, help_text="Seconds since it became available; null unless available."
+    )
+    success_count = serializers.IntegerField(min_value=0)
+    error_count = serializers.IntegerField(min_value=0)
+    enabled = serializers.BooleanField()
+    consecutive_failures = serializers.IntegerField(min_value=0)
+    last_run_at = serializers.DateTimeField(allow_null=True)
+    last_success_at = serializers.DateTimeField(allow_null=True)
+    last_error_at = serializers.DateTimeField(allow_null=True)
+    last_duration_ms = serializers.FloatField(allow_null=True)
+    avg_duration_ms = serializers.FloatField(allow_null=True)
+    checked_at = serializers.DateTimeField(help_text="When this record was read from the database.")
+    stale = serializers.BooleanField(
+        help_text="True when the database could not be read and this is the last known record."
+    )
+
+
+class RunSummarySerializer(serializers.ModelSerializer):
+    """A run in a list: no params, result or output, which can be large."""
+
+    plugin = serializers.CharField(source="plugin.name", read_only=True)
+    status = serializers.ChoiceField(choices=RunStatus.choices, read_only=True)
+
+    class Meta:
+        model = PluginRun
+        fields = (
+            "id",
+            "plugin",
+            "status",
+            "outcome",
+            "reason",
+            "error_type",
+            "duration_ms",
+            "actor",
+            "queued_at",
+            "started_at",
+            "finished_at",
+        )
+        read_only_fields = fields
+
+
+class RunSerializer(serializers.ModelSerializer):
+    """A run in full; the plugin's own output needs the run_plugin permission to be shown."""
+
+    plugin = serializers.CharField(source="plugin.name", read_only=True)
+    status = serializers.ChoiceField(choices=RunStatus.choices, read_only=True)
+    result = serializers.JSONField(allow_null=True, read_only=True)
+    params = serializers.DictField(read_only=True)
+    traceback = serializers.SerializerMethodField(
+        help_text="The plugin's traceback; null without the run_plugin permission."
+    )
+    stdout_tail = serializers.SerializerMethodField(
+        help_text="The end of the plugin's stdout; null without the run_plugin permission."
+    )
+    stderr_tail = serializers.SerializerMethodField(
+        help_text="The end of the plugin's stderr; null without the run_plugin permission."
+    )
+
+    class Meta:
+        model = PluginRun
+        fields = (
+            "id",
+            "plugin",
+            "status",
+            "outcome",
+            "params",
+            "result",
+            "result_truncated",
+            "error_type",
+            "reason",
+            "exit_code",
+            "signal",
+            "peak_rss_kb",
+            "duration_ms",
+            "actor",
+            "worker",
+            "queued_at",
+            "started_at",
+            "finished_at",
+            "heartbeat_at",
+            "traceback",
+            "stdout_tail",
+            "stderr_tail",
+        )
+        read_only_fields = fields
+
+    def _plugin_output(self, run: PluginRun, field: str) -> str | None:
+        return getattr(run, field) if self.context.get("show_output") else None
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_traceback(self, run: PluginRun) -> str | None:
+        return self._plugin_output(run, "traceback")
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_stdout_tail(self, run: PluginRun) -> str | None:
+        return self._plugin_output(run, "stdout_tail")
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_stderr_tail(self, run: PluginRun) -> str | None:
+        return self._plugin_output(run, "stderr_tail")
