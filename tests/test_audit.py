@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -131,6 +132,15 @@ class TestDynamicImportRule:
 
 
 class TestPluginEntryPointRule:
+    def test_walrus_bound_plugin__flagged(self):
+        """A name bound by := to an unknown call is not trusted either."""
+        source = """\
+            def go(find):
+                if (plugin := find("ocr")) is not None:
+                    plugin.setup()
+            """
+        assert found(source) == [(3, "PORTAL002")]
+
     @pytest.mark.parametrize(
         "code",
         [
@@ -274,6 +284,8 @@ class TestRegistryWriteRule:
                 payload.update(state="UNKNOWN", reason="the database is down")
                 record_copy: dict[str, Any] = dict(record)
                 record_copy.update(stale=True, state="FAILED")
+                quoted: "dict[str, Any]" = record
+                quoted.update(state="FAILED")
                 dict(record).update(reason="x")
                 assert record["state"] == "FAILED"
                 return payload
@@ -304,6 +316,7 @@ class TestReasonRule:
             'text or "unknown"',
             'text if text else f"{name} failed"',
             '"Plugin " + name + " failed"',
+            '_("Plugin failed to start")',
         ],
     )
     def test_hard_coded_reason__flagged(self, value):
@@ -408,7 +421,7 @@ class TestCommandLine:
             capture_output=True,
             text=True,
             timeout=60,
-            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
 
     def test_tree_with_violations__exit_1_with_file_line_rule(self, tmp_path):
@@ -435,10 +448,16 @@ class TestCommandLine:
         """A module in examples/plugins/ may not be imported statically by portal code."""
         (tmp_path / "examples" / "plugins").mkdir(parents=True)
         (tmp_path / "examples" / "plugins" / "yolo.py").write_text("def run():\n    pass\n")
+        (tmp_path / "examples" / "plugins" / "vision").mkdir()
+        (tmp_path / "examples" / "plugins" / "vision" / "__init__.py").write_text("")
         (tmp_path / "portal").mkdir()
-        (tmp_path / "portal" / "urls.py").write_text("from yolo import run\n")
+        (tmp_path / "portal" / "urls.py").write_text("from yolo import run\nimport vision.nets\n")
         result = self.run("--root", str(tmp_path))
-        assert result.stdout.startswith("portal/urls.py:1: PORTAL001 static import of plugin")
+        lines = result.stdout.splitlines()
+        assert [line.split(" static import")[0] for line in lines] == [
+            "portal/urls.py:1: PORTAL001",
+            "portal/urls.py:2: PORTAL001",
+        ]
 
     def test_syntax_error__reported_not_a_traceback(self, tmp_path):
         """A file that does not parse is a violation with its line, not a crash."""
@@ -453,6 +472,22 @@ class TestCommandLine:
         (tmp_path / "ok.py").write_text("import subprocess\nsubprocess.run(['true'])\n")
         result = self.run("--root", str(tmp_path))
         assert (result.returncode, result.stdout) == (0, "")
+
+    def test_explicit_paths__only_python_files_audited(self, tmp_path):
+        """Given files (as pre-commit passes them), each .py one is audited, others skipped."""
+        (tmp_path / "bad.py").write_text("import importlib\nimportlib.import_module(x)\n")
+        (tmp_path / "notes.txt").write_text("importlib.import_module(x)\n")
+        result = self.run(
+            "--root", str(tmp_path), str(tmp_path / "bad.py"), str(tmp_path / "notes.txt")
+        )
+        assert result.stdout.splitlines()[0].startswith("bad.py:2: PORTAL001")
+        assert len(result.stdout.splitlines()) == 1
+
+    def test_missing_root__exit_2_with_message(self, tmp_path):
+        """A --root that is not a directory is misuse."""
+        result = self.run("--root", str(tmp_path / "nowhere"))
+        assert result.returncode == 2
+        assert "is not a directory" in result.stderr
 
     def test_missing_path__exit_2_with_message(self):
         """Misuse is exit 2 with a message, never a traceback."""

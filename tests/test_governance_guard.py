@@ -13,6 +13,11 @@ ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = "def setup():\n    pass\n\n\ndef run(**params):\n    return params\n"
 
 
+def outer_environment() -> dict[str, str]:
+    """This process's environment (coverage settings included) minus its plugin directories."""
+    return {key: value for key, value in os.environ.items() if key != "PORTAL_PLUGIN_DIRS"}
+
+
 def guarded(tmp_path: Path, body: str, **env: str) -> list[str]:
     """Run `body` in a fresh interpreter with a guard on tmp_path/plugins; its violations."""
     plugins = tmp_path / "plugins"
@@ -35,7 +40,7 @@ def guarded(tmp_path: Path, body: str, **env: str) -> list[str]:
     result = subprocess.run(
         [sys.executable, "-c", script, str(plugins)],
         cwd=ROOT,
-        env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), **env},
+        env={**outer_environment(), "PYTHONPATH": str(ROOT), **env},
         capture_output=True,
         text=True,
         timeout=60,

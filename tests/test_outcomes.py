@@ -1,4 +1,10 @@
-"""Every outcome updates the registry: state, counters, history event and run record, each time."""
+"""Every outcome updates the registry: state, counters, history event and run record, each time.
+
+Two layers: each sandbox Outcome maps (plugins_app.pipeline.outcome_from_result) onto a run
+status and an actionable reason, and each run status is written by the services as state,
+counters, one event and the run row. Both iterate their enums, so a new value fails here until
+its effect on the registry is stated.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from plugins_app import reasons, services
+from plugins_app import pipeline, reasons, services
 from plugins_app.models import (
     EventKind,
     Plugin,
@@ -15,6 +21,8 @@ from plugins_app.models import (
     PluginState,
     RunStatus,
 )
+from sandbox import Limits, Outcome, SandboxResult
+from tests.test_reasons import problems_with
 
 
 @dataclass(frozen=True)
@@ -115,3 +123,78 @@ class TestEveryRunOutcome:
             0,
         )
         assert (plugin.success_count, plugin.error_count) == (1, 1)
+
+
+# What each sandbox outcome must become. A failed run is transient: FAILED, never UNAVAILABLE.
+STATUS_BY_SANDBOX_OUTCOME = {
+    Outcome.OK: RunStatus.SUCCEEDED,
+    Outcome.ERROR: RunStatus.FAILED,
+    Outcome.TIMEOUT: RunStatus.TIMED_OUT,
+    Outcome.MEMORY: RunStatus.CRASHED,
+    Outcome.CRASHED: RunStatus.CRASHED,
+    Outcome.EXITED: RunStatus.FAILED,
+    Outcome.OUTPUT_LIMIT: RunStatus.FAILED,
+    Outcome.UNSERIALISABLE: RunStatus.FAILED,
+    Outcome.SANDBOX_FAILURE: RunStatus.FAILED,
+}
+TRACEBACK = (
+    "Traceback (most recent call last):\n"
+    '  File "/srv/plugins/ocr.py", line 12, in run\n'
+    "    raise ValueError('page 3 is blank')\n"
+    "ValueError: page 3 is blank\n"
+)
+# What the sandbox reports for each outcome, as it fills SandboxResult.
+SANDBOX_FACTS = {
+    Outcome.OK: {"value": {"text": "hello"}},
+    Outcome.ERROR: {"error_type": "ValueError", "traceback": TRACEBACK},
+    Outcome.TIMEOUT: {"error_type": "Timeout", "signal": "SIGKILL", "exit_code": -9},
+    Outcome.MEMORY: {"error_type": "MemoryError", "peak_rss_kb": 1_048_576},
+    Outcome.CRASHED: {"error_type": "Crashed", "signal": "SIGSEGV", "exit_code": -11},
+    Outcome.EXITED: {"error_type": "SystemExit", "exit_code": 3},
+    Outcome.OUTPUT_LIMIT: {"error_type": "OutputLimit"},
+    Outcome.UNSERIALISABLE: {"error_type": "PicklingError"},
+    Outcome.SANDBOX_FAILURE: {"error_type": "SandboxFailure"},
+}
+
+
+def sandbox_result(outcome: Outcome) -> SandboxResult:
+    facts = {"value": None, "duration_ms": 42.0, "stderr": "warming up\n", **SANDBOX_FACTS[outcome]}
+    ok = outcome == Outcome.OK
+    error = None if ok else f"The sandbox reports {outcome.value} for this call in the test"
+    return SandboxResult(ok=ok, outcome=outcome, error=error, target="ocr:run", **facts)
+
+
+@pytest.mark.django_db
+class TestEverySandboxOutcome:
+    def test_expectations__cover_every_sandbox_outcome(self):
+        """A new sandbox Outcome cannot be added without saying what it does to the registry."""
+        assert set(STATUS_BY_SANDBOX_OUTCOME) == set(Outcome)
+        assert set(SANDBOX_FACTS) == set(Outcome)
+
+    @pytest.mark.parametrize("outcome", list(Outcome), ids=str)
+    def test_sandbox_outcome__maps_and_records(self, make_plugin, outcome):
+        """Each sandbox outcome becomes the right run status, state, counters, event and row."""
+        plugin = make_plugin("p")
+        result = sandbox_result(outcome)
+        mapped = pipeline.outcome_from_result("p", result, Limits(), plugin_root="/srv/plugins")
+        status = STATUS_BY_SANDBOX_OUTCOME[outcome]
+        assert (mapped.status, mapped.outcome) == (status, outcome.value)
+        assert (mapped.exit_code, mapped.duration_ms) == (result.exit_code, result.duration_ms)
+        assert mapped.stderr_tail == result.stderr
+        if status == RunStatus.SUCCEEDED:
+            assert (mapped.result, mapped.reason) == (result.value, "")
+        else:
+            assert problems_with(mapped.reason) == [], mapped.reason
+            assert "'p'" in mapped.reason, "the reason names the plugin"
+        run = record_outcome(mapped)
+        assert_registry_recorded(plugin, run, mapped, EXPECTED_BY_STATUS[status])
+
+    def test_ok_with_unstorable_value__recorded_as_failure(self, make_plugin):
+        """A value the sandbox returned but JSON cannot store is a failed run, with a reason."""
+        plugin = make_plugin("p")
+        result = SandboxResult(ok=True, value={1, 2}, outcome=Outcome.OK, duration_ms=3.0)
+        mapped = pipeline.outcome_from_result("p", result, Limits())
+        assert (mapped.status, mapped.outcome) == (RunStatus.FAILED, Outcome.UNSERIALISABLE.value)
+        assert problems_with(mapped.reason) == []
+        run = record_outcome(mapped)
+        assert_registry_recorded(plugin, run, mapped, FAILURE)

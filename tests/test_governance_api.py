@@ -1,0 +1,171 @@
+"""Health never 500: every /v1/ URL is fuzzed by the schema tests; outage tests hit health."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from django.urls import URLPattern, URLResolver, get_resolver, resolve
+from django.urls.exceptions import Resolver404
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+# Imported at collection, as pytest imports it: the schema loads through the WSGI app.
+from tests import test_schema_fuzz
+
+TESTS = Path(__file__).resolve().parent
+FUZZ_MODULE = TESTS / "test_schema_fuzz.py"
+OUTAGE_MODULE = TESTS / "test_api_outage.py"
+API_PREFIX = "/v1/"
+# The schema and its docs page describe the API; test_schema_fuzz.py checks them itself.
+SCHEMA_VIEWS = (SpectacularAPIView, SpectacularSwaggerView, SpectacularRedocView)
+HEALTH_RECORD_REF = "#/components/schemas/HealthRecord"
+NOT_OPERATIONS = {"options", "head", "trace"}
+
+Route = tuple[str, type | None, Any]  # OpenAPI-style path, view class, view callback
+
+
+def _route_text(pattern: URLPattern | URLResolver) -> str:
+    """A pattern's route as OpenAPI writes it: `<str:name>` and `(?P<name>...)` → `{name}`."""
+    text = str(pattern.pattern)
+    text = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", text)
+    text = re.sub(r"\(\?P<([^>]+)>[^)]*\)", r"{\1}", text)
+    return text.lstrip("^").rstrip("$").replace("/?", "").replace("\\", "")
+
+
+def v1_routes(patterns: list[Any] | None = None, prefix: str = "/") -> Iterator[Route]:
+    """Every URL pattern whose path starts with /v1/, trailing slash dropped."""
+    for pattern in get_resolver().url_patterns if patterns is None else patterns:
+        path = prefix + _route_text(pattern)
+        if isinstance(pattern, URLResolver):
+            yield from v1_routes(pattern.url_patterns, path)
+        elif path.startswith(API_PREFIX):
+            callback = pattern.callback
+            yield path.rstrip("/"), getattr(callback, "view_class", None), callback
+
+
+def methods_of(view_class: type | None) -> set[str]:
+    """HTTP methods a class-based view answers, OPTIONS/HEAD aside; function views: GET."""
+    if view_class is None:
+        return {"get"}
+    names = getattr(view_class, "http_method_names", [])
+    return {name for name in names if hasattr(view_class, name)} - NOT_OPERATIONS
+
+
+def uncovered(routes: list[Route], fuzzed: set[tuple[str, str]]) -> list[str]:
+    """'METHOD path' for each /v1/ operation the fuzz run does not exercise."""
+    missing = set()
+    for path, view_class, _ in routes:
+        if view_class is not None and issubclass(view_class, SCHEMA_VIEWS):
+            continue
+        missing |= {
+            f"{method.upper()} {path}"
+            for method in methods_of(view_class)
+            if (path, method) not in fuzzed
+        }
+    return sorted(missing)
+
+
+def health_paths(raw_schema: dict[str, Any]) -> set[str]:
+    """Paths whose GET answers with health records (one, or a list of them)."""
+    found = set()
+    for path, item in raw_schema["paths"].items():
+        ok = item.get("get", {}).get("responses", {}).get("200", {})
+        if HEALTH_RECORD_REF in json.dumps(ok):
+            found.add(path)
+    return found
+
+
+def requested_paths(source: str) -> set[str]:
+    """Every /v1/... URL a test module's source names, placeholders filled, query dropped."""
+    tree = ast.parse(source)
+    f_string_parts = {
+        id(part)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.JoinedStr)
+        for part in node.values
+    }
+    paths = set()
+    for node in ast.walk(tree):
+        if id(node) in f_string_parts:
+            continue
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            text = node.value
+        elif isinstance(node, ast.JoinedStr):
+            # "1" fits every path converter (str, int, slug), so the path still resolves.
+            text = "".join(
+                str(part.value) if isinstance(part, ast.Constant) else "1" for part in node.values
+            )
+        else:
+            continue
+        if text.startswith(API_PREFIX):
+            paths.add(text.split("?")[0])
+    return paths
+
+
+def route_of(path: str) -> str | None:
+    """The OpenAPI-style route a concrete path resolves to, or None."""
+    try:
+        match = resolve(path)
+    except Resolver404:
+        return None
+    for route, _, callback in v1_routes():
+        shape = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(route))
+        if callback is match.func and re.fullmatch(shape, path.rstrip("/")):
+            return route
+    return None
+
+
+def fuzz_schema() -> Any:
+    """The schemathesis schema object the fuzz tests parametrize."""
+    return test_schema_fuzz.schema
+
+
+def fuzzed_operations(schema: Any) -> set[tuple[str, str]]:
+    """(path, method) of every operation schemathesis generates cases for."""
+    operations = set()
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        operations.add((operation.full_path.rstrip("/"), operation.method.lower()))
+    return operations
+
+
+class TestEveryV1UrlFuzzed:
+    def test_fuzz_tests__exercise_every_v1_operation(self):
+        """Each method of each /v1/ URL is an operation of the schema the fuzz tests run."""
+        routes = list(v1_routes())
+        assert routes, "no URL under /v1/"
+        assert uncovered(routes, fuzzed_operations(fuzz_schema())) == []
+
+    def test_fuzz_module__runs_the_schema(self):
+        """The fuzz module parametrizes a test with that schema, so the operations really run."""
+        source = FUZZ_MODULE.read_text()
+        assert "@schema.parametrize()" in source
+        assert "call_and_validate" in source
+
+    def test_route_missing_from_schema__reported(self):
+        """A /v1/ URL the fuzz run does not exercise is named, with its method."""
+        routes = list(v1_routes())
+        fuzzed = fuzzed_operations(fuzz_schema())
+        health = "/v1/plugins/{name}/health"
+        assert uncovered(routes, fuzzed - {(health, "get")}) == [f"GET {health}"]
+        assert len(uncovered(routes, set())) == len(fuzzed)
+
+
+class TestOutageTestsHitHealth:
+    def test_outage_tests__request_every_health_endpoint(self):
+        """The database-outage tests call each endpoint that returns health records."""
+        health = health_paths(fuzz_schema().raw_schema)
+        assert health, f"no operation answers with {HEALTH_RECORD_REF}"
+        hit = {route_of(path) for path in requested_paths(OUTAGE_MODULE.read_text())}
+        assert health - hit == set()
+
+    def test_outage_module_without_health_request__reported(self):
+        """A module that never requests a health endpoint leaves it unhit."""
+        source = 'def test_x(api_client):\n    api_client.get(f"/v1/runs/{1}?x=1")\n'
+        hit = {route_of(path) for path in requested_paths(source)}
+        assert hit == {"/v1/runs/{run_id}"}
+        assert "/v1/plugins/{name}/health" in health_paths(fuzz_schema().raw_schema) - hit
