@@ -110,6 +110,16 @@ class TestEveryRunOutcome:
         if status != RunStatus.SUCCEEDED:
             assert reasons.is_actionable(Plugin.objects.get(name="p").reason)
 
+    def test_checker__fails_on_a_wrong_record(self, make_plugin):
+        """The registry check is not a formality: a failure recorded as a success is caught."""
+        plugin = make_plugin("p")
+        outcome = services.RunOutcome(
+            status=RunStatus.CRASHED, reason=reason_for(RunStatus.CRASHED)
+        )
+        run = record_outcome(outcome)
+        with pytest.raises(AssertionError):
+            assert_registry_recorded(plugin, run, outcome, SUCCESS)
+
     @pytest.mark.parametrize("status", sorted(set(finished_statuses()) - {RunStatus.SUCCEEDED}))
     def test_failure_then_success__recovers(self, make_plugin, status):
         """After any failure kind, a success brings the plugin back and clears the reason."""
