@@ -30,6 +30,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from plugins_app import selectors
+from plugins_app.api import schema as _schema_extensions  # noqa: F401 - registers them
 from plugins_app.api import serializers as api
 from plugins_app.api.deadline import read_deadline
 from plugins_app.api.errors import ServiceUnavailable
