@@ -213,10 +213,10 @@ class TestInjectedFailure:
         """A bug while building one record answers that plugin's last record, stale."""
         before = api_client.get("/v1/plugins/ok/health").json()
 
-        def broken(plugin, **kwargs):
+        def broken(**kwargs):
             raise ValueError("injected: the record builder broke")
 
-        monkeypatch.setattr(selectors, "health_record", broken)
+        monkeypatch.setattr(selectors, "health_record_by_name", broken)
         response = api_client.get("/v1/plugins/ok/health")
         assert response.status_code == 200
         assert response.json() == {**before, "stale": True}

@@ -273,7 +273,7 @@ class PluginHealthApi(HealthApiView):
             return self.stale_response()
         try:
             with read_deadline(settings.PORTAL_HEALTH_DB_TIMEOUT_S):
-                record = selectors.health_record(selectors.plugin_get(name=name))
+                record = selectors.health_record_by_name(name=name)
         except PluginNotFound:
             health_snapshot.forget(name)
             self.read_succeeded()
