@@ -178,6 +178,7 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Plugin portal health and operations API",
     "DESCRIPTION": "Plugin health for load balancers, monitoring and automation; runs and reloads.",
     "VERSION": "1.0.0",
+    "OAS_VERSION": "3.1.0",  # 3.1 for propertyNames: run params are named like Python arguments
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": "/v1",
     "PREPROCESSING_HOOKS": ["plugins_app.api.schema.drop_trailing_slash_aliases"],

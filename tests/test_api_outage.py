@@ -213,10 +213,10 @@ class TestInjectedFailure:
         """A bug while building one record answers that plugin's last record, stale."""
         before = api_client.get("/v1/plugins/ok/health").json()
 
-        def broken(plugin, **kwargs):
+        def broken(**kwargs):
             raise ValueError("injected: the record builder broke")
 
-        monkeypatch.setattr(selectors, "health_record", broken)
+        monkeypatch.setattr(selectors, "health_record_by_name", broken)
         response = api_client.get("/v1/plugins/ok/health")
         assert response.status_code == 200
         assert response.json() == {**before, "stale": True}
@@ -247,3 +247,18 @@ class TestInjectedFailure:
         response = api_client.get("/v1/plugins")
         assert response.status_code == 503
         assert response.json()["stale"] is True
+
+
+class TestOutageWithReadsRequiringAuth:
+    def test_credentials_unverifiable__503_not_stale_data(
+        self, operator_client, fleet, database_outage, settings
+    ):
+        """With authenticated reads, a token cannot be checked while down: 503, no health shown."""
+        settings.PORTAL_API_READS_REQUIRE_AUTH = True
+        settings.PORTAL_HEALTH_RETRY_S = 0
+        assert operator_client.get("/v1/plugins").status_code == 200  # a snapshot exists
+        with database_outage():
+            response = operator_client.get("/v1/plugins")
+        assert response.status_code == 503
+        assert "Cannot check your credentials" in response.json()["detail"]
+        assert "records" not in response.json() and "name" not in response.content.decode()

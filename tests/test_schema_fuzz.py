@@ -9,7 +9,7 @@ import schemathesis
 from django.core.wsgi import get_wsgi_application
 from hypothesis import HealthCheck, settings
 
-from plugins_app import services
+from plugins_app import pipeline, services
 
 SCHEMA_URL = "/v1/schema/?format=json"
 OPERATIONS = {
@@ -93,3 +93,30 @@ class TestSchema:
 def test_api__anonymous_requests_conform(case, registry):
     """Anonymous fuzzing: no 500, and every response matches the schema."""
     case.call_and_validate()
+
+
+@pytest.fixture
+def loaded_registry(in_test_transaction, plugin_dir, settings, make_user):
+    """Real plugins loaded through the pipeline, runs inline; an operator token for writes."""
+    from django.core.cache import cache
+    from rest_framework.authtoken.models import Token
+
+    settings.PORTAL_PLUGIN_DIRS = [str(plugin_dir.path)]
+    settings.PORTAL_RUN_EXECUTOR = "inline"
+    settings.PORTAL_API_WRITE_RATE = "100000/minute"
+    cache.clear()
+    plugin_dir.add("ocr", "def run(**params):\n    return sorted(params)\n")
+    plugin_dir.add("gpu", "requires = {'env': ['PORTAL_FUZZ_NO_SUCH_VAR']}\ndef run(): pass\n")
+    pipeline.load_plugins(actor="test")
+    user = make_user("operator", "plugins_app.run_plugin")
+    yield Token.objects.create(user=user).key
+    pipeline.discard_warm_hosts()
+    cache.clear()
+
+
+@pytest.mark.django_db
+@schema.parametrize()
+@fuzz_settings
+def test_api__operator_requests_conform(case, loaded_registry):
+    """Fuzzing as an operator, writes included (real runs and reloads): no 500, schema kept."""
+    case.call_and_validate(headers={"Authorization": f"Token {loaded_registry}"})

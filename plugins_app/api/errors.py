@@ -15,6 +15,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from plugins_app.errors import (
     IllegalTransition,
+    InvalidParams,
     PluginError,
     PluginNotFound,
     PluginRefused,
@@ -29,6 +30,7 @@ DOMAIN_STATUS: dict[type[PluginError], int] = {
     RunNotFound: status.HTTP_404_NOT_FOUND,
     PluginRefused: status.HTTP_409_CONFLICT,
     IllegalTransition: status.HTTP_409_CONFLICT,
+    InvalidParams: status.HTTP_400_BAD_REQUEST,
 }
 
 DATABASE_UNAVAILABLE = (

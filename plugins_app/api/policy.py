@@ -72,8 +72,6 @@ class CappedJSONParser(JSONParser):
 
 def json_object(data: Any, *, where: str = "request body") -> dict:
     """A parsed body that must be a JSON object (DRF gives `{}` for an empty body)."""
-    if data is None:
-        return {}
     if not isinstance(data, dict):
         raise InvalidInput(
             where, {"non_field_errors": [f"Expected a JSON object, got {_json_type(data)}."]}
@@ -88,6 +86,7 @@ def _json_type(value: Any) -> str:
         bool: "a boolean",
         int: "a number",
         float: "a number",
+        type(None): "null",
     }.get(type(value), "something else")
 
 

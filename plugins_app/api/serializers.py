@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.conf import settings
@@ -74,11 +75,17 @@ class PluginListQuery(serializers.Serializer):
         return {"true": True, "false": False}.get(value)
 
 
+class OpaqueStringField(serializers.CharField):
+    """Any string, taken as it is (a cursor is checked by the paginator, not here)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(allow_blank=True, trim_whitespace=False, **kwargs)
+        self.validators = []  # CharField refuses NUL characters; a bad cursor is a 404 later
+
+
 class RunListQuery(serializers.Serializer):
-    cursor = serializers.CharField(
-        required=False,
-        allow_blank=True,
-        help_text="Where a page starts: from a response's next/previous link.",
+    cursor = OpaqueStringField(
+        required=False, help_text="Where a page starts: from a response's next/previous link."
     )
     page_size = serializers.IntegerField(
         required=False, min_value=1, max_value=200, help_text="Runs per page (default 50)."
@@ -89,6 +96,7 @@ class RunSubmitQuery(serializers.Serializer):
     wait = serializers.FloatField(
         required=False,
         min_value=0,
+        max_value=settings.PORTAL_API_MAX_WAIT_S,  # for the schema; checked again per request
         help_text="Wait up to this many seconds for the run to finish (see PORTAL_API_MAX_WAIT_S).",
     )
 
@@ -102,8 +110,32 @@ class RunSubmitQuery(serializers.Serializer):
 # --- request bodies ---
 
 
+PARAM_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "propertyNames": {"type": "string", "pattern": PARAM_NAME_PATTERN},
+        "additionalProperties": True,
+    }
+)
+class ParamsField(serializers.DictField):
+    """Keyword arguments for a plugin's run(): names are plain identifiers (ASCII)."""
+
+    def to_internal_value(self, data: Any) -> dict:
+        params = super().to_internal_value(data)
+        bad = [key for key in params if not re.match(PARAM_NAME_PATTERN, key)]
+        if bad:
+            raise serializers.ValidationError(
+                f"Parameter names must be identifiers (letters, digits, _; not starting with a "
+                f"digit), not {', '.join(map(repr, bad))}."
+            )
+        return params
+
+
 class RunSubmitBody(StrictSerializer):
-    params = serializers.DictField(
+    params = ParamsField(
         required=False,
         default=dict,
         help_text="Keyword arguments for the plugin's run(), as a JSON object.",

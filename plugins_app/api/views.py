@@ -30,6 +30,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from plugins_app import selectors
+from plugins_app.api import schema as _schema_extensions  # noqa: F401 - registers them
 from plugins_app.api import serializers as api
 from plugins_app.api.deadline import read_deadline
 from plugins_app.api.errors import ServiceUnavailable
@@ -272,7 +273,7 @@ class PluginHealthApi(HealthApiView):
             return self.stale_response()
         try:
             with read_deadline(settings.PORTAL_HEALTH_DB_TIMEOUT_S):
-                record = selectors.health_record(selectors.plugin_get(name=name))
+                record = selectors.health_record_by_name(name=name)
         except PluginNotFound:
             health_snapshot.forget(name)
             self.read_succeeded()
