@@ -33,3 +33,9 @@ class PluginRefused(PluginError):
     """The plugin cannot take runs now (disabled or unavailable); no run was counted."""
 
     label = "refused"
+
+
+class InvalidParams(PluginError):
+    """A run's params (or timeout) are not acceptable input; no run was created."""
+
+    label = "invalid params"

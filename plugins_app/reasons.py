@@ -49,3 +49,253 @@ def is_actionable(reason: str) -> bool:
     if len(text) < 30 or text.lower().strip(".!") in VAGUE_REASONS:
         return False
     return len(text.split()) >= 6
+
+
+# --- Loading (built from the plugin host's reports) ----------------------------------------
+
+# Import names whose pip distribution is called something else.
+PIP_NAMES = {
+    "attr": "attrs",
+    "bs4": "beautifulsoup4",
+    "cv2": "opencv-python",
+    "dateutil": "python-dateutil",
+    "docx": "python-docx",
+    "dotenv": "python-dotenv",
+    "fitz": "PyMuPDF",
+    "jwt": "PyJWT",
+    "magic": "python-magic",
+    "PIL": "Pillow",
+    "serial": "pyserial",
+    "skimage": "scikit-image",
+    "sklearn": "scikit-learn",
+    "yaml": "PyYAML",
+    "zmq": "pyzmq",
+}
+
+
+def pip_name(module: str) -> str:
+    top = module.split(".")[0]
+    return PIP_NAMES.get(top, top)
+
+
+def missing_module(module: str, plugin: str) -> str:
+    return (
+        f"Missing Python module '{module}' required by plugin '{plugin}' "
+        f"(install with: pip install {pip_name(module)})"
+    )
+
+
+def missing_entry_point_module(module: str, plugin: str, source: str) -> str:
+    return (
+        f"Plugin '{plugin}' comes from {source}, but its module '{module}' is not installed "
+        "(reinstall the distribution that provides it, then reload the plugin)"
+    )
+
+
+def gpu_missing(plugin: str, checked: str) -> str:
+    return (
+        f"Plugin '{plugin}' requires a CUDA GPU but none was found ({checked}); "
+        "run the portal on a machine with a CUDA GPU and its driver, then reload the plugin"
+    )
+
+
+def model_file_missing(path: str, plugin: str) -> str:
+    return (
+        f"Model file not found: {path} (declared in requires.files of plugin '{plugin}'); "
+        "put the file there, then reload the plugin"
+    )
+
+
+def model_file_empty(path: str, plugin: str) -> str:
+    return (
+        f"Model file is empty: {path} (declared in requires.files of plugin '{plugin}'); "
+        "download or copy the complete file again, then reload the plugin"
+    )
+
+
+def model_file_unreadable(path: str, plugin: str) -> str:
+    return (
+        f"Model file is not readable by the portal: {path} (declared in requires.files of "
+        f"plugin '{plugin}'); fix its permissions, then reload the plugin"
+    )
+
+
+def model_file_unset_variable(declared: str, plugin: str) -> str:
+    return (
+        f"Model file path '{declared}' of plugin '{plugin}' uses an environment variable that "
+        "is not set (set it in the portal's environment, then reload the plugin)"
+    )
+
+
+def env_missing(var: str, plugin: str, *, withheld: bool = False) -> str:
+    if withheld:
+        return (
+            f"Environment variable '{var}' required by plugin '{plugin}' is set in the portal "
+            "but withheld from plugins by the sandbox's deny list "
+            f"(add it to SANDBOX_ENV_ALLOW, e.g. SANDBOX_ENV_ALLOW={var}, then reload the plugin)"
+        )
+    return (
+        f"Environment variable '{var}' required by plugin '{plugin}' is not set "
+        "(set it in the portal's environment, then reload the plugin)"
+    )
+
+
+def source_missing(plugin: str, path: str) -> str:
+    return (
+        f"Plugin '{plugin}' is gone: {path} no longer exists (restore it and reload; "
+        "the plugin's history is kept meanwhile)"
+    )
+
+
+def plugin_vanished(plugin: str, source: str, searched: str) -> str:
+    was = f" (it was loaded from {source})" if source else ""
+    return (
+        f"Plugin '{plugin}' was not found in {searched}{was}; restore it or fix "
+        "PORTAL_PLUGIN_DIRS, then reload (its history is kept meanwhile)"
+    )
+
+
+def name_conflict(name: str, sources: list[str]) -> str:
+    return (
+        f"Plugin name '{name}' is provided by {len(sources)} sources: {'; '.join(sources)}; "
+        "none of them is used (rename or remove all but one, then reload)"
+    )
+
+
+def _at(where: str | None) -> str:
+    return f" at {where}" if where else ""
+
+
+def import_failed(plugin: str, error_type: str, message: str, where: str | None) -> str:
+    return (
+        f"Plugin '{plugin}' failed to import: {error_type}: {message}{_at(where)} "
+        "(fix the code, then reload the plugin)"
+    )
+
+
+def setup_failed(plugin: str, error_type: str, message: str, where: str | None) -> str:
+    return (
+        f"setup() of plugin '{plugin}' raised {error_type}: {message}{_at(where)} "
+        "(fix the cause, then reload the plugin)"
+    )
+
+
+def invalid_declaration(plugin: str, message: str, source: str) -> str:
+    return (
+        f"Plugin '{plugin}' has an invalid declaration: {message} "
+        f"(fix it in {source}, then reload the plugin)"
+    )
+
+
+def load_timed_out(plugin: str, timeout_s: float) -> str:
+    return (
+        f"Loading plugin '{plugin}' did not finish within {timeout_s:g} s: its import or "
+        "setup() hangs or is very slow (fix it, or raise PORTAL_PLUGIN_LOAD_TIMEOUT_S, "
+        "then reload the plugin)"
+    )
+
+
+def load_crashed(plugin: str, how: str) -> str:
+    return (
+        f"Loading plugin '{plugin}' {how} during its import or setup() "
+        "(see the portal log for its stderr, fix the plugin, then reload it)"
+    )
+
+
+def load_sandbox_failure(plugin: str, detail: str) -> str:
+    return (
+        f"The sandbox could not load plugin '{plugin}': {detail} "
+        "(check the portal log, then reload the plugin)"
+    )
+
+
+# --- Runs (built from the sandbox's result) -------------------------------------------------
+
+
+def run_raised(plugin: str, error_type: str, message: str, where: str | None) -> str:
+    return (
+        f"Plugin '{plugin}' raised {error_type} in run(): {message}{_at(where)} "
+        "(see the run's traceback; fix the plugin or its input, then rerun)"
+    )
+
+
+def run_bad_params(plugin: str, message: str) -> str:
+    return f"Bad params for plugin '{plugin}': {message} (fix the params, then run it again)"
+
+
+def run_load_failed(plugin: str, message: str) -> str:
+    return (
+        f"Plugin '{plugin}' could not be imported or set up for this run: {message} "
+        "(fix it, then reload the plugin)"
+    )
+
+
+def run_timed_out(plugin: str, timeout_s: float) -> str:
+    return (
+        f"Plugin '{plugin}' did not finish within its {timeout_s:g} s timeout and was stopped "
+        "(raise limits.timeout_s in the plugin, or pass a longer timeout, if the work needs it)"
+    )
+
+
+def run_cpu_exceeded(plugin: str, cpu_s: float | None) -> str:
+    limit = f"{cpu_s:g} s" if cpu_s else "its"
+    return (
+        f"Plugin '{plugin}' used more than {limit} of CPU time and was stopped "
+        "(raise limits.cpu_s in the plugin if the work needs it, or look for a busy loop)"
+    )
+
+
+def run_out_of_memory(plugin: str, memory_mb: int | None, peak_rss_kb: int | None) -> str:
+    limit = f"its {memory_mb} MB memory limit" if memory_mb else "the available memory"
+    peak = f" (peak {peak_rss_kb // 1024} MB resident)" if peak_rss_kb else ""
+    return (
+        f"Plugin '{plugin}' ran out of {limit}{peak} and was stopped "
+        "(raise limits.memory_mb in the plugin, or give it smaller input)"
+    )
+
+
+def run_crashed(plugin: str, signal: str | None, exit_code: int | None) -> str:
+    how = f"signal {signal}" if signal else f"exit code {exit_code}"
+    return (
+        f"Plugin '{plugin}' crashed with {how} during run() "
+        "(see the run's stderr tail; a native extension or the plugin's own code failed)"
+    )
+
+
+def run_exited(plugin: str, exit_code: int | None) -> str:
+    return (
+        f"Plugin '{plugin}' ended its process with exit code {exit_code} during run() without "
+        "returning a result (remove the sys.exit()/os._exit() call from the plugin)"
+    )
+
+
+def run_result_too_large(plugin: str, detail: str) -> str:
+    return (
+        f"Plugin '{plugin}' returned a result that is too large: {detail} "
+        "(return less data, or raise limits.result_bytes)"
+    )
+
+
+def run_unserialisable(plugin: str, detail: str) -> str:
+    return (
+        f"Plugin '{plugin}' returned a value that is not JSON-serialisable: {detail} "
+        "(return dicts, lists, strings, numbers, booleans or None)"
+    )
+
+
+def run_sandbox_failure(plugin: str, detail: str) -> str:
+    return (
+        f"The sandbox failed while running plugin '{plugin}': {detail} "
+        "(check the portal log, then rerun)"
+    )
+
+
+def run_internal_error(plugin: str, error_type: str) -> str:
+    return (
+        f"The portal failed to run plugin '{plugin}' ({error_type}; a bug in the portal, "
+        "not the plugin): see the portal log for the traceback, then rerun"
+    )
+
+
+def invalid_params(problem: str) -> str:
+    return f'Invalid params: {problem} (pass a JSON object such as {{"seconds": 2}})'

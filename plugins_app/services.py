@@ -25,6 +25,7 @@ from plugins_app.errors import (
 )
 from plugins_app.models import (
     AVAILABLE_STATES,
+    FINISHED_RUN_STATUSES,
     EventKind,
     Plugin,
     PluginEvent,
@@ -124,13 +125,7 @@ def _transition(
 @transaction.atomic
 def plugin_register(*, name: str, metadata: PluginMetadata, actor: str) -> Plugin:
     """Record that a plugin's module imported: new plugins appear, known ones go to LOADED."""
-    fields = {
-        "source": metadata.source,
-        "description": metadata.description,
-        "version": metadata.version,
-        "requirements": metadata.requirements or {},
-        "limits": metadata.limits or {},
-    }
+    fields = _metadata_fields(metadata)
     plugin = Plugin.objects.select_for_update().filter(name=name).first()
     if plugin is None:
         return _plugin_create(name=name, state=PluginState.LOADED, reason="", actor=actor, **fields)
@@ -168,24 +163,61 @@ def plugin_mark_initialized(*, name: str, actor: str) -> Plugin:
 
 
 @transaction.atomic
-def plugin_mark_failed(*, name: str, reason: str, actor: str, source: str | None = None) -> Plugin:
-    """A load broke (import error, failing setup, crash, hang): transient, FAILED."""
-    return _mark_broken(name, PluginState.FAILED, reason=reason, actor=actor, source=source)
+def plugin_mark_failed(
+    *,
+    name: str,
+    reason: str,
+    actor: str,
+    source: str | None = None,
+    metadata: PluginMetadata | None = None,
+) -> Plugin:
+    """A load broke (import error, failing setup, crash, hang): transient, FAILED.
+
+    `metadata` records what the plugin declared when its module imported before it broke.
+    """
+    return _mark_broken(
+        name, PluginState.FAILED, reason=reason, actor=actor, source=source, metadata=metadata
+    )
 
 
 @transaction.atomic
 def plugin_mark_unavailable(
-    *, name: str, reason: str, actor: str, source: str | None = None
+    *,
+    name: str,
+    reason: str,
+    actor: str,
+    source: str | None = None,
+    metadata: PluginMetadata | None = None,
 ) -> Plugin:
     """The environment lacks something the plugin needs: UNAVAILABLE until a reload."""
-    return _mark_broken(name, PluginState.UNAVAILABLE, reason=reason, actor=actor, source=source)
+    return _mark_broken(
+        name, PluginState.UNAVAILABLE, reason=reason, actor=actor, source=source, metadata=metadata
+    )
+
+
+def _metadata_fields(metadata: PluginMetadata) -> dict[str, Any]:
+    return {
+        "source": metadata.source,
+        "description": metadata.description,
+        "version": metadata.version,
+        "requirements": metadata.requirements or {},
+        "limits": metadata.limits or {},
+    }
 
 
 def _mark_broken(
-    name: str, state: PluginState, *, reason: str, actor: str, source: str | None
+    name: str,
+    state: PluginState,
+    *,
+    reason: str,
+    actor: str,
+    source: str | None,
+    metadata: PluginMetadata | None = None,
 ) -> Plugin:
     plugin = Plugin.objects.select_for_update().filter(name=name).first()
-    extra = {"source": source} if source is not None else {}
+    extra = _metadata_fields(metadata) if metadata is not None else {}
+    if source is not None:
+        extra["source"] = source
     if plugin is None:
         return _plugin_create(name=name, state=state, reason=reason, actor=actor, **extra)
     if plugin.running_count:
@@ -353,6 +385,26 @@ def runs_reconcile_interrupted(
         )
         finished.append(run_finish(run_id=run_id, outcome=outcome, actor=actor))
     return finished
+
+
+def runs_prune(
+    *, older_than: timedelta, batch_size: int = 1000, now: datetime | None = None
+) -> int:
+    """Delete finished runs older than `older_than`, in batches; returns how many went.
+
+    Plugin counters live on the plugin row and stay as they are; queued and running runs are
+    never touched. Each batch is its own short transaction so writers are not held up.
+    """
+    cutoff = (now or timezone.now()) - older_than
+    old = PluginRun.objects.filter(status__in=FINISHED_RUN_STATUSES, finished_at__lt=cutoff)
+    total = 0
+    while True:
+        batch = list(old.order_by("pk").values_list("pk", flat=True)[:batch_size])
+        if not batch:
+            return total
+        with transaction.atomic():
+            _, per_model = old.filter(pk__in=batch).delete()
+        total += per_model.get(PluginRun._meta.label, 0)
 
 
 @transaction.atomic

@@ -153,6 +153,16 @@ REST_FRAMEWORK = {
 PORTAL_PLUGIN_DIRS = [
     item for item in os.environ.get("PORTAL_PLUGIN_DIRS", "").split(os.pathsep) if item
 ]
+# Where queued runs execute: "thread" (a pool in this process, the default) or "inline"
+# (synchronously inside submit_run, for tests and one-off scripts).
+PORTAL_RUN_EXECUTOR = os.environ.get("PORTAL_RUN_EXECUTOR", "thread")
+PORTAL_RUN_WORKERS = int(os.environ.get("PORTAL_RUN_WORKERS", "4"))
+# Runs in progress refresh heartbeat_at this often; a run whose heartbeat is older than
+# PORTAL_RUN_STALE_AFTER_S is finished as INTERRUPTED (its process died).
+PORTAL_RUN_HEARTBEAT_S = float(os.environ.get("PORTAL_RUN_HEARTBEAT_S", "10"))
+PORTAL_RUN_STALE_AFTER_S = float(os.environ.get("PORTAL_RUN_STALE_AFTER_S", "60"))
+# How long importing a plugin and running its setup() may take before the load is FAILED.
+PORTAL_PLUGIN_LOAD_TIMEOUT_S = float(os.environ.get("PORTAL_PLUGIN_LOAD_TIMEOUT_S", "120"))
 
 LOGGING = {
     "version": 1,

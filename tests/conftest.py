@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import textwrap
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +44,41 @@ def finish_run() -> Callable[..., PluginRun]:
         return services.run_finish(run_id=run.pk, outcome=outcome)
 
     return factory
+
+
+class PluginDir:
+    """A temporary plugin directory that tests write plugin modules into."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def add(self, name: str, source: str, *, package: bool = False) -> Path:
+        """Write plugin NAME as NAME.py (or NAME/__init__.py) and return its path."""
+        code = textwrap.dedent(source)
+        if package:
+            directory = self.path / name
+            directory.mkdir(exist_ok=True)
+            (directory / "__init__.py").write_text(code)
+            return directory
+        target = self.path / f"{name}.py"
+        target.write_text(code)
+        return target
+
+
+@pytest.fixture
+def plugin_dir(tmp_path: Path) -> PluginDir:
+    """An empty plugin directory of this test's own."""
+    directory = tmp_path / "plugins"
+    directory.mkdir()
+    return PluginDir(directory)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_background_work():
+    """Stop the run executor, the heartbeat thread and warm plugin hosts after the suite."""
+    yield
+    from plugins_app import pipeline
+    from plugins_app.executor import shutdown_executor
+
+    shutdown_executor()
+    pipeline.discard_warm_hosts()

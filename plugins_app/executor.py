@@ -1,0 +1,194 @@
+"""Where queued runs execute, and the heartbeat that tells live runs from orphaned ones.
+
+settings.PORTAL_RUN_EXECUTOR picks the executor: "thread" (default) runs queued runs on a
+bounded thread pool in this process, so a request or an admin action never waits for a
+plugin; "inline" runs them synchronously inside submit (tests, scripts).
+
+Every run in progress in this process is registered with the heartbeat, a daemon thread
+that refreshes the runs' heartbeat_at every PORTAL_RUN_HEARTBEAT_S seconds and sweeps the
+database for runs whose heartbeat went stale (their process was killed), finishing them as
+INTERRUPTED through the services.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection, transaction
+
+from plugins_app import services
+from plugins_app.models import PluginRun
+
+logger = logging.getLogger(__name__)
+
+EXECUTORS = ("thread", "inline")
+
+
+def worker_id() -> str:
+    """host:pid of this process, recorded on the runs it executes (after a fork too)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def reconcile_interrupted(*, actor: str = services.SYSTEM_ACTOR) -> list[PluginRun]:
+    """Finish runs whose process stopped heartbeating as INTERRUPTED, each counted once."""
+    stale_after = timedelta(seconds=settings.PORTAL_RUN_STALE_AFTER_S)
+    runs = services.runs_reconcile_interrupted(stale_after=stale_after, actor=actor)
+    for run in runs:
+        logger.warning("%s", run.reason)
+    return runs
+
+
+class Heartbeat:
+    """Keeps the heartbeat of this process's runs fresh and sweeps for interrupted ones."""
+
+    def __init__(self) -> None:
+        self._runs: set[int] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    @contextmanager
+    def tracking(self, run_id: int) -> Iterator[None]:
+        """Heartbeat `run_id` while the block runs."""
+        with self._lock:
+            self._runs.add(run_id)
+        self.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._runs.discard(run_id)
+
+    @property
+    def run_ids(self) -> list[int]:
+        with self._lock:
+            return sorted(self._runs)
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._stop = threading.Event()
+            self._thread = threading.Thread(
+                target=self._loop, args=(self._stop,), name="portal-run-heartbeat", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+            self._stop.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout_s)
+
+    def beat(self) -> None:
+        """One tick: refresh this process's runs, then finish other processes' orphans."""
+        run_ids = self.run_ids
+        if run_ids:
+            services.run_heartbeat(run_ids=run_ids)
+        reconcile_interrupted()
+
+    def _loop(self, stop: threading.Event) -> None:
+        while not stop.wait(settings.PORTAL_RUN_HEARTBEAT_S):
+            try:
+                self.beat()
+            except Exception:
+                # The database may be down for a while; the next tick tries again.
+                logger.exception("Run heartbeat failed; retrying in the next tick")
+            finally:
+                connection.close()
+
+
+class InlineExecutor:
+    kind = "inline"
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        fn(*args)
+
+    def shutdown(self, *, wait: bool = True) -> None:
+        pass
+
+
+class ThreadExecutor:
+    """A bounded pool of portal threads; work starts once the caller's transaction commits."""
+
+    kind = "thread"
+
+    def __init__(self, workers: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="portal-run")
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        # A worker thread has its own connection: it can only see the run once committed.
+        transaction.on_commit(lambda: self._pool.submit(_in_worker_thread, fn, *args))
+
+    def shutdown(self, *, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+
+
+def _in_worker_thread(fn: Callable[..., Any], *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception:
+        logger.exception("Background run failed in the portal (not in the plugin)")
+    finally:
+        connection.close()
+
+
+_heartbeat = Heartbeat()
+_executor: InlineExecutor | ThreadExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def heartbeat() -> Heartbeat:
+    return _heartbeat
+
+
+def get_executor() -> InlineExecutor | ThreadExecutor:
+    """The executor settings.PORTAL_RUN_EXECUTOR names, started on first use."""
+    global _executor
+    kind = settings.PORTAL_RUN_EXECUTOR
+    with _executor_lock:
+        if _executor is not None and _executor.kind == kind:
+            return _executor
+        if _executor is not None:
+            _executor.shutdown(wait=False)
+        _executor = _start(kind)
+        return _executor
+
+
+def _start(kind: str) -> InlineExecutor | ThreadExecutor:
+    if kind == "inline":
+        return InlineExecutor()
+    if kind != "thread":
+        raise ImproperlyConfigured(
+            f"PORTAL_RUN_EXECUTOR is {kind!r}; use one of: {', '.join(EXECUTORS)}"
+        )
+    executor = ThreadExecutor(settings.PORTAL_RUN_WORKERS)
+    # First use in this process: finish runs orphaned by a process that died, then keep
+    # sweeping from the heartbeat thread. Never from AppConfig.ready(), which must not query.
+    try:
+        reconcile_interrupted()
+    except Exception:
+        logger.exception("Reconciling interrupted runs failed; the heartbeat will retry")
+    _heartbeat.start()
+    return executor
+
+
+def shutdown_executor(*, wait: bool = True) -> None:
+    """Stop the executor and the heartbeat (tests, process exit)."""
+    global _executor
+    with _executor_lock:
+        executor, _executor = _executor, None
+    if executor is not None:
+        executor.shutdown(wait=wait)
+    _heartbeat.stop()

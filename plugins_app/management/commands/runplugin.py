@@ -1,0 +1,114 @@
+"""Run one plugin now, through the sandbox, and print its result or why it failed."""
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from plugins_app import pipeline
+from plugins_app.errors import InvalidParams, PluginNotFound, PluginRefused
+from plugins_app.models import PluginRun, RunStatus
+
+ACTOR = "command:runplugin"
+RUN_FIELDS = (
+    "status",
+    "outcome",
+    "params",
+    "result",
+    "result_truncated",
+    "error_type",
+    "reason",
+    "traceback",
+    "exit_code",
+    "signal",
+    "peak_rss_kb",
+    "duration_ms",
+    "stdout_tail",
+    "stderr_tail",
+    "actor",
+    "worker",
+    "queued_at",
+    "started_at",
+    "finished_at",
+)
+
+
+def parse_params(pairs: list[str], params_json: str | None) -> dict:
+    """--params-json first, then each --param KEY=VALUE over it (VALUE as JSON, else text)."""
+    params: dict = {}
+    if params_json is not None:
+        try:
+            params = json.loads(params_json)
+        except json.JSONDecodeError as exc:
+            raise CommandError(f"--params-json is not valid JSON: {exc}", returncode=2) from None
+        if not isinstance(params, dict):
+            raise CommandError(
+                f"--params-json must be a JSON object such as '{{\"seconds\": 2}}', "
+                f"not a {type(params).__name__}",
+                returncode=2,
+            )
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator or not key:
+            raise CommandError(f"--param expects KEY=VALUE, got {pair!r}", returncode=2)
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value  # plain text needs no JSON quotes on the command line
+    return params
+
+
+def run_record(run: PluginRun) -> dict:
+    record = {"id": run.pk, "plugin": run.plugin.name}
+    for field in RUN_FIELDS:
+        value = getattr(run, field)
+        record[field] = value.isoformat() if hasattr(value, "isoformat") else value
+    return record
+
+
+class Command(BaseCommand):
+    help = (
+        "Run a plugin synchronously through the sandbox and print its result, or the reason "
+        "it failed. Exit code 0: succeeded; 1: the run failed or was refused; 2: misuse."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("name", metavar="NAME", help="The plugin to run.")
+        parser.add_argument(
+            "--param",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="A parameter for run(); VALUE is read as JSON when it is (2, true, [1]), "
+            "else as text. Repeatable.",
+        )
+        parser.add_argument(
+            "--params-json", metavar="JSON", help="All parameters as one JSON object."
+        )
+        parser.add_argument(
+            "--json", action="store_true", dest="as_json", help="Print the whole run record."
+        )
+        parser.add_argument(
+            "--timeout", type=float, metavar="S", help="Wall-clock limit for this run, seconds."
+        )
+
+    def handle(self, *args, name, param, params_json, as_json, timeout, **options):
+        params = parse_params(param, params_json)
+        pipeline.reconcile_interrupted(actor=ACTOR)
+        try:
+            run = pipeline.run_plugin(name=name, params=params, actor=ACTOR, timeout_s=timeout)
+        except PluginNotFound as exc:
+            raise CommandError(
+                f"{exc} (list plugins with: manage.py pluginhealth; load new ones with: "
+                "manage.py loadplugins)",
+                returncode=2,
+            ) from None
+        except InvalidParams as exc:
+            raise CommandError(str(exc), returncode=2) from None
+        except PluginRefused as exc:
+            raise CommandError(str(exc), returncode=1) from None
+        if as_json:
+            self.stdout.write(json.dumps(run_record(run), indent=2))
+        elif run.status == RunStatus.SUCCEEDED:
+            self.stdout.write(json.dumps(run.result, indent=2))
+        if run.status != RunStatus.SUCCEEDED:
+            raise CommandError(f"Run {run.pk} {run.status}: {run.reason}", returncode=1)

@@ -1,0 +1,576 @@
+"""The plugin pipeline: discover, load and run plugins through the sandbox, record outcomes.
+
+Plugin code runs only in sandbox processes (sandbox/plugin_host.py); this module turns what
+comes back into registry states, reasons and run records through plugins_app.services.
+
+    load_plugins(names=None, actor=...)        discover and (re)load; one LoadReport per plugin
+    reload_plugin(name=..., actor=...)         re-check one plugin (UNAVAILABLE recovers here)
+    run_plugin(name=..., params=..., actor=...) run synchronously, return the finished run
+    submit_run(name=..., params=..., actor=...) queue for the background executor
+    wait_for_run(run_id=..., timeout_s=...)    the run, finished or still going after timeout_s
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from plugins_app import reasons, services
+from plugins_app.discovery import Discovery, PluginSpec, discover, spec_for_source
+from plugins_app.errors import IllegalTransition, InvalidParams, PluginNotFound, RunNotFound
+from plugins_app.executor import get_executor, heartbeat, reconcile_interrupted, worker_id
+from plugins_app.models import Plugin, PluginRun, RunStatus
+from sandbox import Limits, Outcome, Preload, SandboxResult, discard_preload, run_plugin_sandboxed
+
+__all__ = [
+    "LoadReport",
+    "discard_warm_hosts",
+    "execute_run",
+    "load_plugins",
+    "outcome_from_result",
+    "reconcile_interrupted",
+    "reload_plugin",
+    "run_plugin",
+    "submit_run",
+    "wait_for_run",
+]
+
+logger = logging.getLogger(__name__)
+
+LOAD_TARGET = "sandbox.plugin_host:load_plugin"
+CALL_TARGET = "sandbox.plugin_host:call_plugin"
+WARM_TARGET = "sandbox.plugin_host:warm_plugin"
+LOAD_CONCURRENCY = 4
+RESULT_STORE_CHARS = 64 * 1024  # results above this are stored as a truncated JSON text
+OUTPUT_TAIL_CHARS = 4000  # of stdout and of stderr, kept on the run row
+MESSAGE_CHARS = 500  # of an exception message, quoted in a reason
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """How one plugin's load ended: its state and reason in the registry, and its source."""
+
+    name: str
+    state: str
+    reason: str
+    source: str
+
+
+@dataclass(frozen=True)
+class _Load:
+    spec: PluginSpec
+    name: str  # the declared name, or the discovered one when the module did not import
+    status: str  # "ok", "unavailable" or "failed"
+    reason: str = ""
+    metadata: services.PluginMetadata | None = None
+
+
+# --- Loading -------------------------------------------------------------------------------
+
+
+def load_plugins(*, names: Sequence[str] | None = None, actor: str) -> list[LoadReport]:
+    """Discover and (re)load plugins: all of them, or the named ones (PluginNotFound if a name
+    is neither registered nor discovered). Plugins registered but no longer found are marked
+    UNAVAILABLE with a reason; two sources giving one name make it UNAVAILABLE, naming both."""
+    found = discover()
+    wanted = None if names is None else list(dict.fromkeys(names))
+    specs = found.specs if wanted is None else _candidates(wanted, found)
+    loads = _load_all(specs)
+    groups: dict[str, list[_Load]] = {}
+    for load in loads:
+        groups.setdefault(load.name, []).append(load)
+    reports = [_record(name, group, actor) for name, group in groups.items()]
+    registered = Plugin.objects.values_list("name", flat=True)
+    expected = set(wanted) if wanted is not None else set(registered)
+    for name in sorted(expected - groups.keys()):
+        report = _record_vanished(name, found, actor)
+        if report is not None:
+            reports.append(report)
+    return sorted(reports, key=lambda report: report.name)
+
+
+def reload_plugin(*, name: str, actor: str) -> Plugin:
+    """Re-check one plugin (import, requirements, setup) and return its registry row."""
+    load_plugins(names=[name], actor=actor)
+    try:
+        return Plugin.objects.get(name=name)
+    except Plugin.DoesNotExist:
+        raise PluginNotFound(name) from None
+
+
+def _candidates(wanted: list[str], found: Discovery) -> list[PluginSpec]:
+    sources: set[str] = set()
+    registered: set[str] = set()
+    for name, source in Plugin.objects.filter(name__in=wanted).values_list("name", "source"):
+        registered.add(name)
+        sources.update(source.split("; "))  # a name conflict records every source
+    for name in wanted:
+        if name not in registered and not any(spec.name == name for spec in found.specs):
+            raise PluginNotFound(name)
+    return [spec for spec in found.specs if spec.name in wanted or spec.source in sources]
+
+
+def _load_all(specs: list[PluginSpec]) -> list[_Load]:
+    if len(specs) <= 1:
+        return [_load_one(spec) for spec in specs]
+    # Loads wait on sandbox processes, not on this one; a few at a time bound a slow import.
+    with ThreadPoolExecutor(max_workers=LOAD_CONCURRENCY, thread_name_prefix="portal-load") as pool:
+        return list(pool.map(_load_one, specs))
+
+
+def _load_limits() -> Limits:
+    # Import and setup() are bounded by time: a warm host runs them with no rlimits either,
+    # and heavy libraries (torch, CUDA) reserve far more address space than they use.
+    return Limits(timeout_s=settings.PORTAL_PLUGIN_LOAD_TIMEOUT_S, cpu_s=None, memory_mb=None)
+
+
+def _load_one(spec: PluginSpec) -> _Load:
+    limits = _load_limits()
+    result = run_plugin_sandboxed(LOAD_TARGET, spec.host_spec(), limits=limits)
+    if not result.ok:
+        logger.warning(
+            "Loading plugin %s from %s: %s\nstderr tail:\n%s",
+            spec.name,
+            spec.source,
+            result.error,
+            result.stderr[-OUTPUT_TAIL_CHARS:],
+        )
+        return _Load(spec, spec.name, "failed", _load_failure_reason(spec.name, result, limits))
+    report: dict[str, Any] = result.value
+    name = report.get("name") or spec.name
+    metadata = None
+    if report["stage"] not in ("import", "declarations"):
+        metadata = services.PluginMetadata(
+            source=spec.source,
+            description=report["description"],
+            version=report["version"],
+            requirements=report["requires"],
+            limits=report["limits"],
+        )
+    if report["status"] == "ok":
+        try:
+            Limits.from_mapping(report["limits"])
+        except (TypeError, ValueError) as exc:
+            reason = reasons.invalid_declaration(name, f"limits: {exc}", spec.source)
+            return _Load(spec, name, "failed", reason, metadata)
+        return _Load(spec, name, "ok", "", metadata)
+    return _Load(spec, name, report["status"], _report_reason(name, spec, report), metadata)
+
+
+def _report_reason(name: str, spec: PluginSpec, report: dict[str, Any]) -> str:
+    """The reason for a load the plugin host reported as unavailable or failed."""
+    if report["status"] == "unavailable":
+        first, *others = report["missing"]
+        reason = _missing_reason(name, spec, first)
+        if others:
+            reason += "; also missing: " + ", ".join(_missing_words(item) for item in others)
+        return reason
+    message = _shorten(report["message"] or "")
+    if report["stage"] == "declarations":
+        return reasons.invalid_declaration(name, message, spec.source)
+    if report["stage"] == "setup":
+        return reasons.setup_failed(name, report["error_type"], message, report["where"])
+    return reasons.import_failed(name, report["error_type"], message, report["where"])
+
+
+def _missing_reason(name: str, spec: PluginSpec, missing: dict[str, Any]) -> str:
+    kind, item = missing["kind"], missing["item"]
+    if kind == "module":
+        return reasons.missing_module(item, name)
+    if kind == "entry_point":
+        return reasons.missing_entry_point_module(item, name, spec.source)
+    if kind == "source":
+        return reasons.source_missing(name, item)
+    if kind == "env":
+        # Set here but not in the plugin's process: the sandbox withheld it (SANDBOX_ENV_DENY).
+        return reasons.env_missing(item, name, withheld=bool(os.environ.get(item)))
+    if kind == "gpu":
+        return reasons.gpu_missing(name, missing.get("checked", ""))
+    problem = missing.get("problem")
+    path = missing.get("path") or item
+    if problem == "unset_variable":
+        return reasons.model_file_unset_variable(item, name)
+    if problem == "empty":
+        return reasons.model_file_empty(path, name)
+    if problem == "unreadable":
+        return reasons.model_file_unreadable(path, name)
+    return reasons.model_file_missing(path, name)
+
+
+def _missing_words(missing: dict[str, Any]) -> str:
+    words = {"module": "module", "env": "environment variable", "file": "file", "gpu": "a"}
+    return f"{words.get(missing['kind'], missing['kind'])} {missing.get('path') or missing['item']}"
+
+
+def _load_failure_reason(name: str, result: SandboxResult, limits: Limits) -> str:
+    """The reason for a load whose sandbox process itself failed (crash, hang, exit)."""
+    if result.outcome == Outcome.TIMEOUT:
+        return reasons.load_timed_out(name, limits.timeout_s)
+    if result.outcome == Outcome.CRASHED:
+        return reasons.load_crashed(name, f"crashed the process with {result.signal or 'a signal'}")
+    if result.outcome == Outcome.MEMORY:
+        return reasons.load_crashed(name, "ran out of memory")
+    if result.outcome == Outcome.EXITED:
+        return reasons.load_crashed(name, f"ended the process with exit code {result.exit_code}")
+    return reasons.load_sandbox_failure(name, result.error or str(result.outcome))
+
+
+def _record(name: str, group: list[_Load], actor: str) -> LoadReport:
+    if len(group) > 1:
+        sources = [load.spec.source for load in group]
+        reason = reasons.name_conflict(name, sources)
+        logger.warning("%s", reason)
+        return _write(
+            name,
+            lambda: services.plugin_mark_unavailable(
+                name=name, reason=reason, actor=actor, source="; ".join(sources)[:1000]
+            ),
+        )
+    load = group[0]
+    if load.status == "ok":
+        return _write(name, lambda: _register_initialized(name, load, actor))
+    mark = (
+        services.plugin_mark_unavailable
+        if load.status == "unavailable"
+        else services.plugin_mark_failed
+    )
+    return _write(
+        name,
+        lambda: mark(
+            name=name,
+            reason=load.reason,
+            actor=actor,
+            source=load.spec.source,
+            metadata=load.metadata,
+        ),
+    )
+
+
+@transaction.atomic
+def _register_initialized(name: str, load: _Load, actor: str) -> Plugin:
+    # One transaction: no run can slip in between LOADED and INITIALIZED.
+    assert load.metadata is not None
+    services.plugin_register(name=name, metadata=load.metadata, actor=actor)
+    return services.plugin_mark_initialized(name=name, actor=actor)
+
+
+def _write(name: str, write: Any) -> LoadReport:
+    try:
+        plugin = write()
+    except IllegalTransition as exc:  # runs in progress: the reload waits for them
+        plugin = Plugin.objects.get(name=name)
+        return LoadReport(name, plugin.state, str(exc), plugin.source)
+    _discard_warm_host(name)
+    return LoadReport(name, plugin.state, plugin.reason, plugin.source)
+
+
+def _record_vanished(name: str, found: Discovery, actor: str) -> LoadReport | None:
+    plugin = Plugin.objects.filter(name=name).first()
+    if plugin is None:
+        return None
+    source = plugin.source
+    gone = source and "; " not in source and spec_for_source(source, discovery=found) is None
+    if gone and not source.startswith("entry point: "):
+        reason = reasons.source_missing(name, source)
+    else:
+        reason = reasons.plugin_vanished(name, source, found.searched)
+    return _write(
+        name,
+        lambda: services.plugin_mark_unavailable(name=name, reason=reason, actor=actor),
+    )
+
+
+# --- Warm hosts ----------------------------------------------------------------------------
+
+_warm_hosts: dict[str, Preload] = {}
+_warm_hosts_lock = threading.Lock()
+
+
+def _warm_host(name: str, spec: PluginSpec) -> Preload:
+    """The Preload whose warm host serves this plugin's runs in this process.
+
+    Its key holds the code's version on disk, so edited plugin code gets a fresh warm host
+    even when the reload happened in another process (say, `manage.py loadplugins`).
+    """
+    preload = Preload(WARM_TARGET, (spec.host_spec(), _code_version(spec)))
+    with _warm_hosts_lock:
+        previous = _warm_hosts.get(name)
+        _warm_hosts[name] = preload
+    if previous is not None and previous != preload:
+        discard_preload(previous)
+    return preload
+
+
+def discard_warm_hosts() -> None:
+    """Stop every warm host this process started for plugin runs (tests, shutdown)."""
+    with _warm_hosts_lock:
+        names = list(_warm_hosts)
+    for name in names:
+        _discard_warm_host(name)
+
+
+def _discard_warm_host(name: str) -> None:
+    with _warm_hosts_lock:
+        previous = _warm_hosts.pop(name, None)
+    if previous is not None:
+        discard_preload(previous)
+
+
+def _code_version(spec: PluginSpec) -> str:
+    if spec.kind == "entry_point":
+        return spec.distribution
+    try:
+        if spec.kind == "file":
+            stat = os.stat(spec.path)
+            return f"{stat.st_mtime_ns}:{stat.st_size}"
+        versions = [
+            os.stat(os.path.join(root, file)).st_mtime_ns
+            for root, _, files in os.walk(spec.path)
+            for file in files
+            if file.endswith(".py")
+        ]
+        return f"{max(versions, default=0)}:{len(versions)}"
+    except OSError:
+        return "missing"
+
+
+# --- Runs ----------------------------------------------------------------------------------
+
+
+def run_plugin(*, name: str, params: dict, actor: str, timeout_s: float | None = None) -> PluginRun:
+    """Run a plugin now and return the finished run (its status says how it went).
+
+    Raises PluginNotFound, PluginRefused (disabled or UNAVAILABLE: nothing is counted) or
+    InvalidParams (params not a JSON object, or a timeout that is not a positive number).
+    """
+    params = _checked_params(params)
+    _checked_timeout(timeout_s)
+    run = services.run_queue(name=name, params=params, actor=actor)
+    return execute_run(run.pk, timeout_s=timeout_s)
+
+
+def submit_run(*, name: str, params: dict, actor: str) -> PluginRun:
+    """Queue a run for the background executor and return it at once (status queued)."""
+    params = _checked_params(params)
+    run = services.run_queue(name=name, params=params, actor=actor)
+    get_executor().submit(execute_run, run.pk)
+    run.refresh_from_db()
+    return run
+
+
+def wait_for_run(*, run_id: int, timeout_s: float) -> PluginRun:
+    """The run once it finished, or as it stands after timeout_s seconds."""
+    deadline = time.monotonic() + max(0.0, timeout_s)
+    while True:
+        try:
+            run = PluginRun.objects.select_related("plugin").get(pk=run_id)
+        except PluginRun.DoesNotExist:
+            raise RunNotFound(run_id) from None
+        remaining = deadline - time.monotonic()
+        if run.is_finished or remaining <= 0:
+            return run
+        time.sleep(min(0.1, remaining))
+
+
+def execute_run(run_id: int, *, timeout_s: float | None = None) -> PluginRun:
+    """Start a queued run, call the plugin in the sandbox and record the outcome."""
+    run = services.run_start(run_id=run_id, worker=worker_id())
+    if run.status != RunStatus.RUNNING:
+        return run  # disabled or made UNAVAILABLE while it waited: closed, uncounted
+    plugin = Plugin.objects.get(pk=run.plugin_id)
+    with heartbeat().tracking(run.pk):
+        try:
+            outcome = _call(plugin, run.params, timeout_s)
+        except Exception as exc:
+            # A portal bug must not leave the run RUNNING forever; record it and go on.
+            logger.exception("Running plugin %s failed in the portal", plugin.name)
+            outcome = services.RunOutcome(
+                status=RunStatus.FAILED,
+                outcome=Outcome.SANDBOX_FAILURE.value,
+                error_type=type(exc).__name__,
+                reason=reasons.run_internal_error(plugin.name, type(exc).__name__),
+                traceback=traceback.format_exc(),
+            )
+        return services.run_finish(run_id=run.pk, outcome=outcome)
+
+
+def _call(plugin: Plugin, params: dict[str, Any], timeout_s: float | None) -> services.RunOutcome:
+    spec = spec_for_source(plugin.source)
+    if spec is None:
+        return services.RunOutcome(
+            status=RunStatus.FAILED,
+            outcome="missing",
+            error_type="PluginSourceMissing",
+            reason=reasons.source_missing(plugin.name, plugin.source),
+        )
+    try:
+        limits = Limits.from_mapping(plugin.limits or {})
+    except (TypeError, ValueError) as exc:
+        return services.RunOutcome(
+            status=RunStatus.FAILED,
+            outcome="refused",
+            error_type="InvalidDeclaration",
+            reason=reasons.invalid_declaration(plugin.name, f"limits: {exc}", plugin.source),
+        )
+    if timeout_s is not None:
+        limits = limits.replace(timeout_s=timeout_s)
+    result = run_plugin_sandboxed(
+        CALL_TARGET,
+        spec.host_spec(),
+        params,
+        limits=limits,
+        preload=_warm_host(plugin.name, spec),
+    )
+    return outcome_from_result(plugin.name, result, limits, plugin_root=spec.path)
+
+
+def _checked_params(params: Any) -> dict[str, Any]:
+    if not isinstance(params, dict):
+        raise InvalidParams(reasons.invalid_params(f"got {type(params).__name__}, not an object"))
+    bad_keys = [key for key in params if not isinstance(key, str) or not key.isidentifier()]
+    if bad_keys:
+        raise InvalidParams(
+            reasons.invalid_params(
+                f"parameter names must be Python identifiers, not {', '.join(map(repr, bad_keys))}"
+            )
+        )
+    try:
+        return json.loads(json.dumps(params, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise InvalidParams(reasons.invalid_params(f"not JSON-serialisable ({exc})")) from None
+
+
+def _checked_timeout(timeout_s: Any) -> None:
+    if timeout_s is None:
+        return
+    number = isinstance(timeout_s, int | float) and not isinstance(timeout_s, bool)
+    if not number or not math.isfinite(timeout_s) or timeout_s <= 0:
+        raise InvalidParams(
+            f"Invalid timeout: {timeout_s!r} (give a positive number of seconds, such as 30)"
+        )
+
+
+# --- From a sandbox result to a run outcome -------------------------------------------------
+
+
+def outcome_from_result(
+    name: str, result: SandboxResult, limits: Limits, *, plugin_root: str = ""
+) -> services.RunOutcome:
+    """Map what the sandbox saw onto the registry's RunOutcome, forensic fields filled.
+
+    timeout → TIMED_OUT; crashed and memory → CRASHED (the process had to be stopped); every
+    other failure (exception, bad params, exit, unserialisable or oversized result) → FAILED.
+    """
+    facts: dict[str, Any] = {
+        "outcome": result.outcome.value,
+        "error_type": result.error_type or "",
+        "traceback": result.traceback or "",
+        "exit_code": result.exit_code,
+        "signal": result.signal or "",
+        "peak_rss_kb": result.peak_rss_kb,
+        "duration_ms": result.duration_ms,
+        "stdout_tail": result.stdout[-OUTPUT_TAIL_CHARS:],
+        "stderr_tail": result.stderr[-OUTPUT_TAIL_CHARS:],
+    }
+    if result.ok:
+        return _succeeded(name, result.value, facts)
+    status, reason = _failed(name, result, limits, plugin_root)
+    return services.RunOutcome(status=status, reason=reason, **facts)
+
+
+def _succeeded(name: str, value: Any, facts: dict[str, Any]) -> services.RunOutcome:
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        facts.update(outcome=Outcome.UNSERIALISABLE.value, error_type=type(exc).__name__)
+        return services.RunOutcome(
+            status=RunStatus.FAILED, reason=reasons.run_unserialisable(name, str(exc)), **facts
+        )
+    if len(text) > RESULT_STORE_CHARS:
+        return services.RunOutcome(
+            status=RunStatus.SUCCEEDED,
+            result=text[:RESULT_STORE_CHARS],
+            result_truncated=True,
+            **facts,
+        )
+    return services.RunOutcome(status=RunStatus.SUCCEEDED, result=json.loads(text), **facts)
+
+
+def _failed(
+    name: str, result: SandboxResult, limits: Limits, plugin_root: str
+) -> tuple[RunStatus, str]:
+    outcome = result.outcome
+    if outcome == Outcome.TIMEOUT:
+        if result.error_type == "CPUTimeLimit":
+            return RunStatus.TIMED_OUT, reasons.run_cpu_exceeded(name, limits.cpu_s)
+        return RunStatus.TIMED_OUT, reasons.run_timed_out(name, limits.timeout_s)
+    if outcome == Outcome.MEMORY:
+        return RunStatus.CRASHED, reasons.run_out_of_memory(
+            name, limits.memory_mb, result.peak_rss_kb
+        )
+    if outcome == Outcome.CRASHED:
+        return RunStatus.CRASHED, reasons.run_crashed(name, result.signal, result.exit_code)
+    if outcome == Outcome.EXITED:
+        return RunStatus.FAILED, reasons.run_exited(name, result.exit_code)
+    if outcome == Outcome.OUTPUT_LIMIT:
+        detail = f"more than limits.result_bytes ({limits.result_bytes} bytes) when pickled"
+        return RunStatus.FAILED, reasons.run_result_too_large(name, detail)
+    if outcome == Outcome.UNSERIALISABLE:
+        return RunStatus.FAILED, reasons.run_unserialisable(name, _message(result))
+    if outcome == Outcome.ERROR:
+        return RunStatus.FAILED, _error_reason(name, result, plugin_root)
+    return RunStatus.FAILED, reasons.run_sandbox_failure(name, result.error or outcome.value)
+
+
+def _error_reason(name: str, result: SandboxResult, plugin_root: str) -> str:
+    error_type = result.error_type or "Exception"
+    if error_type == "PluginParamsError":
+        return reasons.run_bad_params(name, _message(result))
+    if error_type == "PluginLoadError":
+        return reasons.run_load_failed(name, _message(result))
+    where = _where(result.traceback or "", plugin_root)
+    return reasons.run_raised(name, error_type, _message(result), where)
+
+
+def _message(result: SandboxResult) -> str:
+    """The exception's message: the text after 'Type: ' on the traceback's last entry."""
+    lines = (result.traceback or "").rstrip().splitlines()
+    error_type = result.error_type or ""
+    for index in range(len(lines) - 1, -1, -1):
+        line = lines[index]
+        head, separator, rest = line.partition(": ")
+        if line[:1].strip() and head.rsplit(".", 1)[-1] == error_type:
+            text = "\n".join([rest, *lines[index + 1 :]]) if separator else ""
+            return _shorten(text) or "(no message)"
+    return _shorten(result.error or "(no message)")
+
+
+_FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>.+)$')
+
+
+def _where(traceback_text: str, plugin_root: str) -> str | None:
+    """The deepest traceback line inside the plugin's own files, as 'path:line in function'."""
+    frames = [m for line in traceback_text.splitlines() if (m := _FRAME.match(line))]
+    own = [m for m in frames if plugin_root and m["file"].startswith(plugin_root)]
+    if not own:
+        return None
+    frame = own[-1]
+    return f"{frame['file']}:{frame['line']} in {frame['func']}"
+
+
+def _shorten(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"

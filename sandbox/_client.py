@@ -1,0 +1,722 @@
+"""Portal side: starts and supervises hosts, sends calls, turns answers into results.
+
+Thread-safe: any number of portal threads may call at once. Each host has one socket;
+callers write requests under a lock and wait on their own Event; one reader thread per host
+hands answers out by call id. Callers never block on I/O without a deadline, so a wedged
+host costs them at most ``timeout_s + grace_s`` before it is killed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import dataclasses
+import itertools
+import logging
+import os
+import pickle
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from sandbox import _linux
+from sandbox._outcome import CallReport, build_result, failure_result
+from sandbox._protocol import encode_frame, recv_frame
+from sandbox.config import SandboxConfig, scrub_environment
+from sandbox.limits import Limits
+from sandbox.result import Outcome, SandboxResult
+from sandbox.targets import Preload, check_target_string, describe_target
+
+__all__ = [
+    "configure_sandbox",
+    "discard_preload",
+    "run_plugin_sandboxed",
+    "sandbox_config",
+    "sandbox_status",
+    "shutdown_sandbox",
+]
+
+log = logging.getLogger("sandbox")
+
+_SANDBOX_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STOP_GRACE_S = 2.0  # terminate -> wait -> kill, for hosts
+
+
+def run_plugin_sandboxed(
+    target: Any,
+    /,
+    *args: Any,
+    limits: Limits | Mapping[str, Any] | None = None,
+    preload: Preload | None = None,
+    **kwargs: Any,
+) -> SandboxResult:
+    """Run ``target(*args, **kwargs)`` in a fresh, limited process and report how it went.
+
+    ``target`` is a "module.path:attribute" string (imported only in the child) or a
+    callable picklable by reference. ``limits`` and ``preload`` are reserved keyword names;
+    every other keyword goes to the target. Never raises for anything the plugin does;
+    raises TypeError/ValueError at once for mistakes in the call itself.
+    """
+    started = time.perf_counter()
+    limits = _coerce_limits(limits)
+    if preload is not None and not isinstance(preload, Preload):
+        raise TypeError(f"preload must be a sandbox.Preload or None, got {type(preload).__name__}")
+    name = describe_target(target)
+    payload = _encode_call(name, target, args, kwargs)
+    try:
+        return _current().call(name, payload, limits, preload, started)
+    except Exception as exc:  # the contract: never raise for a call's fate
+        log.exception("sandbox: internal error running %s", name)
+        return failure_result(
+            name,
+            Outcome.SANDBOX_FAILURE,
+            type(exc).__name__,
+            f"The sandbox failed internally while running plugin call {name!r}: {exc} "
+            "(a sandbox bug; the portal log has the traceback)",
+            _elapsed_ms(started),
+        )
+
+
+def configure_sandbox(config: SandboxConfig | None = None, /, **changes: Any) -> SandboxConfig:
+    """Replace the sandbox settings (whole, or some fields) and restart hosts to apply them.
+
+    Returns the previous settings, so callers (tests) can restore them.
+    """
+    global _CONFIG
+    with _CONFIG_LOCK:
+        previous = _config()
+        new = config if config is not None else previous
+        if not isinstance(new, SandboxConfig):
+            raise TypeError(f"expected a SandboxConfig, got {type(new).__name__}")
+        _CONFIG = new.replace(**changes) if changes else new
+    shutdown_sandbox()
+    return previous
+
+
+def sandbox_config() -> SandboxConfig:
+    """The settings in force (from the environment unless ``configure_sandbox`` was used)."""
+    with _CONFIG_LOCK:
+        return _config()
+
+
+def discard_preload(preload: Preload) -> bool:
+    """Drop the warm host of ``preload`` so the next call re-imports fresh plugin code.
+
+    Calls already running in it finish normally. Returns whether there was one.
+    """
+    if not isinstance(preload, Preload):
+        raise TypeError(f"expected a sandbox.Preload, got {type(preload).__name__}")
+    return _current().discard(preload)
+
+
+def shutdown_sandbox() -> None:
+    """Stop every host now (running calls end as sandbox_failure). Calls after this start
+    new hosts. Registered with atexit."""
+    sandbox = _SANDBOX
+    if sandbox is not None and sandbox.pid == os.getpid():
+        sandbox.shutdown()
+
+
+def sandbox_status() -> list[dict[str, Any]]:
+    """One entry per host: preload, pid, alive, calls in flight, warnings (for health pages)."""
+    return _current().status()
+
+
+# --- call preparation ------------------------------------------------------------------
+
+
+def _coerce_limits(limits: Any) -> Limits:
+    if limits is None:
+        return Limits()
+    if isinstance(limits, Limits):
+        return limits
+    if isinstance(limits, Mapping):
+        return Limits.from_mapping(limits)
+    raise TypeError(
+        f"limits must be a sandbox.Limits, a mapping or None, got {type(limits).__name__}"
+    )
+
+
+def _encode_call(name: str, target: Any, args: tuple, kwargs: dict) -> bytes:
+    if isinstance(target, str):
+        check_target_string(target)
+    elif not callable(target):
+        raise TypeError(
+            f"target must be a callable or a 'module.path:attribute' string, "
+            f"got {type(target).__name__}"
+        )
+    try:
+        return pickle.dumps((target, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # find out which part is at fault
+        problem = exc
+    try:
+        pickle.dumps(target, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise TypeError(
+            f"Plugin target {name!r} cannot be named by reference ({exc}); pass a "
+            "module-level function, a bound method of a picklable instance, or a "
+            "'module.path:attribute' string"
+        ) from None
+    raise TypeError(
+        f"An argument for plugin call {name!r} cannot be pickled ({problem}); pass plain data"
+    ) from None
+
+
+def _elapsed_ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
+
+
+# --- one host process ------------------------------------------------------------------
+
+
+class _NotDelivered(Exception):
+    """The request never reached the host (it was already gone): safe to retry."""
+
+
+@dataclasses.dataclass(eq=False)
+class _Pending:
+    event: threading.Event = dataclasses.field(default_factory=threading.Event)
+    header: dict[str, Any] | None = None
+    value: bytes = b""
+
+
+@dataclasses.dataclass
+class StartFailure:
+    """Why a host could not be started; becomes the result of the calls that needed it."""
+
+    outcome: Outcome
+    error_type: str
+    reason: str
+    traceback: str | None = None
+    signal: str | None = None
+    exit_code: int | None = None
+
+    def result(self, name: str, duration_ms: float) -> SandboxResult:
+        return failure_result(
+            name,
+            self.outcome,
+            self.error_type,
+            f"Plugin call {name!r} could not run: {self.reason}",
+            duration_ms,
+            traceback=self.traceback,
+            signal=self.signal,
+            exit_code=self.exit_code,
+        )
+
+
+class _Host:
+    """One running host process and its connection."""
+
+    def __init__(self, preload: Preload | None, config: SandboxConfig) -> None:
+        self.preload = preload
+        self.config = config
+        self.proc: subprocess.Popen | None = None
+        self.sock: socket.socket | None = None
+        self.pid: int | None = None
+        self.warnings: list[str] = []
+        self.base_vsz_mb: float | None = None
+        self.started_at = time.time()
+        self._lock = threading.Lock()  # guards _pending and _lost
+        self._send_lock = threading.Lock()
+        self._pending: dict[int, _Pending] = {}
+        self._lost: str | None = None
+        self._reader: threading.Thread | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self._lost is None
+
+    # start-up
+
+    def start(self) -> StartFailure | None:
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.proc = subprocess.Popen(
+                [self.config.python, "-m", "sandbox._host", "--fd", str(child_sock.fileno())],
+                pass_fds=(child_sock.fileno(),),
+                env=self._host_environment(),
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # terminal signals are for the portal, not the host
+            )
+        except OSError as exc:
+            parent_sock.close()
+            return StartFailure(
+                Outcome.SANDBOX_FAILURE,
+                type(exc).__name__,
+                f"the sandbox host could not be started ({exc}) (check SandboxConfig.python "
+                "and the machine's process limits)",
+            )
+        finally:
+            child_sock.close()
+        self.sock = parent_sock
+        self.pid = self.proc.pid
+        failure = self._handshake()
+        if failure is not None:
+            self._kill_process()
+            parent_sock.close()
+            self._lost = failure.reason
+            return failure
+        self._reader = threading.Thread(
+            target=self._read_loop, name=f"sandbox-host-{self.pid}", daemon=True
+        )
+        self._reader.start()
+        for warning in self.warnings:
+            log.warning("sandbox host %s: %s", self.pid, warning)
+        return None
+
+    def _host_environment(self) -> dict[str, str]:
+        env = scrub_environment(os.environ, self.config)
+        # The host runs `-m sandbox._host`: make this very package importable first.
+        paths = [_SANDBOX_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+        return env
+
+    def _init_message(self) -> dict[str, Any]:
+        # '' and relative entries mean "the portal's cwd", which is not the child's cwd.
+        sys_path = [os.path.abspath(p) for p in sys.path]
+        if _SANDBOX_ROOT not in sys_path:
+            sys_path.append(_SANDBOX_ROOT)
+        preload = None
+        if self.preload is not None:
+            preload = (self.preload.target, self.preload.args)
+        return {
+            "sys_path": sys_path,
+            "preload": preload,
+            "no_network": self.config.no_network,
+            "run_as": self.config.run_as,
+            "tmp_dir": self.config.tmp_dir,
+        }
+
+    def _handshake(self) -> StartFailure | None:
+        assert self.sock is not None
+        timeout = self.config.start_timeout_s
+        if self.preload is not None:
+            timeout += self.config.warmup_timeout_s
+        try:
+            self.sock.settimeout(timeout)
+            for buffer in encode_frame(("init", self._init_message())):
+                self.sock.sendall(buffer)
+            message = recv_frame(self.sock)
+            self.sock.settimeout(None)
+        except TimeoutError:
+            return self._start_timeout(timeout)
+        except OSError:
+            message = None
+        if message is None:
+            return self._died_while_starting()
+        hello = message[1]
+        if not hello.get("ok"):
+            return self._warm_up_raised(hello)
+        self.warnings = list(hello.get("warnings", []))
+        self.base_vsz_mb = hello.get("base_vsz_mb")
+        return None
+
+    def _what(self) -> str:
+        if self.preload is None:
+            return "the sandbox host"
+        return f"the Preload warm-up {self.preload.target!r}"
+
+    def _start_timeout(self, timeout: float) -> StartFailure:
+        setting = "warmup_timeout_s" if self.preload is not None else "start_timeout_s"
+        return StartFailure(
+            Outcome.TIMEOUT,
+            "Timeout",
+            f"{self._what()} did not finish starting within {timeout:g} s and was killed "
+            f"(make the warm-up faster or raise SandboxConfig.{setting})",
+        )
+
+    def _died_while_starting(self) -> StartFailure:
+        assert self.proc is not None
+        try:
+            code = self.proc.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            code = None
+        what = self._what()
+        fix = (
+            "fix the plugin's import/warm-up; the next call retries it once"
+            if self.preload is not None
+            else "check the portal's stderr for the host's error"
+        )
+        if code is not None and code < 0:
+            sig = _linux.signal_name(-code)
+            return StartFailure(
+                Outcome.CRASHED if self.preload is not None else Outcome.SANDBOX_FAILURE,
+                sig,
+                f"{what} killed the sandbox host with {sig} "
+                f"({_linux.signal_description(-code)}) before it was ready ({fix})",
+                signal=sig,
+            )
+        outcome = Outcome.ERROR if self.preload is not None else Outcome.SANDBOX_FAILURE
+        return StartFailure(
+            outcome,
+            "WarmupExited" if self.preload is not None else "SandboxFailure",
+            f"{what} ended the sandbox host with exit code {code} before it was ready ({fix})",
+            exit_code=code,
+        )
+
+    def _warm_up_raised(self, hello: dict[str, Any]) -> StartFailure:
+        kind = hello.get("error_type") or "Exception"
+        message = hello.get("message")
+        location = hello.get("location")
+        detail = f"{kind}: {message}" if message else kind
+        where = f" at {location}" if location else ""
+        return StartFailure(
+            Outcome.ERROR,
+            kind,
+            f"{self._what()} failed: {detail}{where} (fix the plugin's import/warm-up; the "
+            "next call retries it once)",
+            traceback=hello.get("traceback"),
+        )
+
+    # calls
+
+    def request(
+        self, call_id: int, limits: Limits, payload: bytes, name: str, wait_s: float
+    ) -> tuple[dict[str, Any], bytes]:
+        pending = _Pending()
+        with self._lock:
+            if self._lost is not None:
+                raise _NotDelivered(self._lost)
+            self._pending[call_id] = pending
+        deadline = time.monotonic() + wait_s
+        frames = encode_frame(("call", call_id, limits.as_dict(), payload, name))
+        try:
+            self._send(frames, deadline)
+        except _NotDelivered:
+            with self._lock:
+                self._pending.pop(call_id, None)
+            raise
+        if not pending.event.wait(max(0.0, deadline - time.monotonic())):
+            with self._lock:
+                self._pending.pop(call_id, None)
+            reason = (
+                f"the sandbox host (pid {self.pid}) did not answer within "
+                f"limits.timeout_s + SandboxConfig.grace_s = {wait_s:g} s, so it was killed "
+                "and will be restarted on the next call (the host was wedged or the machine "
+                "is overloaded)"
+            )
+            self.kill(reason)
+            return {"host_lost": reason}, b""
+        assert pending.header is not None
+        return pending.header, pending.value
+
+    def _send(self, frames: list[bytes], deadline: float) -> None:
+        # MSG_DONTWAIT + poll: a deadline on writes without putting the shared socket in
+        # non-blocking mode under the reader thread's feet.
+        if not self._send_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            self.kill(f"the sandbox host (pid {self.pid}) stopped accepting requests")
+            raise _NotDelivered("the host's connection was busy past the deadline")
+        sent_any = False
+        try:
+            for frame in frames:
+                view = memoryview(frame)
+                while view:
+                    try:
+                        sent = self.sock.send(view, socket.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        self._wait_writable(deadline)
+                        continue
+                    except OSError as exc:
+                        if sent_any:
+                            self.kill(f"the connection to the host broke mid-request: {exc}")
+                            raise _NotDelivered(str(exc)) from None
+                        raise _NotDelivered(str(exc)) from None
+                    sent_any = True
+                    view = view[sent:]
+        finally:
+            self._send_lock.release()
+
+    def _wait_writable(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            self.kill(f"the sandbox host (pid {self.pid}) stopped reading requests")
+            raise _NotDelivered("the host stopped reading requests")
+        poller = select.poll()
+        poller.register(self.sock.fileno(), select.POLLOUT)
+        poller.poll(remaining * 1000)
+
+    def _read_loop(self) -> None:
+        reason = "its connection closed"
+        try:
+            while True:
+                message = recv_frame(self.sock)
+                if message is None:
+                    break
+                if message[0] == "result":
+                    _, call_id, header, value = message
+                    with self._lock:
+                        pending = self._pending.pop(call_id, None)
+                    if pending is not None:
+                        pending.header, pending.value = header, value
+                        pending.event.set()
+        except Exception as exc:  # any failure here means the host is lost
+            reason = f"its connection failed ({type(exc).__name__}: {exc})"
+        self._on_lost(reason)
+
+    def _on_lost(self, reason: str) -> None:
+        code = self._reap(timeout=STOP_GRACE_S)
+        with self._lock:
+            first = self._lost is None
+            if first:
+                self._lost = f"the sandbox host (pid {self.pid}) {self._exit_words(code)}"
+            lost = self._lost
+            pendings = list(self._pending.values())
+            self._pending.clear()
+        if first and pendings:
+            log.error("sandbox: %s with %d calls running (%s)", lost, len(pendings), reason)
+        message = (
+            f"{lost} while the call was running; the call's process died with it and a "
+            "new host starts on the next call"
+        )
+        for pending in pendings:
+            pending.header = {"host_lost": message}
+            pending.event.set()
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def _exit_words(self, code: int | None) -> str:
+        if code is None:
+            return "stopped answering"
+        if code < 0:
+            return f"died from {_linux.signal_name(-code)}"
+        return f"exited with code {code}"
+
+    def _reap(self, timeout: float) -> int | None:
+        if self.proc is None:
+            return None
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    # stopping
+
+    def kill(self, reason: str) -> None:
+        """Kill a host that misbehaves; its reader thread reports the running calls."""
+        with self._lock:
+            if self._lost is None:
+                self._lost = reason
+        log.error("sandbox: killing host %s: %s", self.pid, reason)
+        self._kill_process()
+        self._shutdown_socket()
+
+    def drain(self) -> None:
+        """Let running calls finish, then the host exits (used to reload a Preload)."""
+        with self._lock:
+            if self._lost is None:
+                self._lost = "the host was discarded"
+        try:
+            with self._send_lock:
+                for buffer in encode_frame(("stop",)):
+                    self.sock.sendall(buffer)
+        except OSError:
+            self._kill_process()
+
+    def stop(self) -> None:
+        """Stop now: close the connection (the host kills its calls and exits), then
+        terminate -> wait -> kill."""
+        with self._lock:
+            if self._lost is None:
+                self._lost = "the sandbox was shut down"
+        self._shutdown_socket()
+        if self.proc is not None and self._reap(STOP_GRACE_S) is None:
+            self._kill_process()
+        if self._reader is not None and self._reader is not threading.current_thread():
+            self._reader.join(STOP_GRACE_S)
+
+    def _shutdown_socket(self) -> None:
+        # shutdown() wakes the reader thread with EOF; it closes the socket itself.
+        with contextlib.suppress(OSError, AttributeError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+    def _kill_process(self) -> None:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def abandon(self) -> None:
+        """In a forked copy of the portal: forget this host without touching it."""
+        try:
+            if self.sock is not None:
+                os.close(self.sock.detach())
+        except OSError:
+            pass
+        if self.proc is not None:
+            self.proc.returncode = 0  # not our child: keep Popen from waiting on it
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            in_flight = len(self._pending)
+        return {
+            "preload": None if self.preload is None else dataclasses.asdict(self.preload),
+            "pid": self.pid,
+            "alive": self.usable and self.proc is not None and self.proc.poll() is None,
+            "in_flight": in_flight,
+            "warnings": list(self.warnings),
+            "started_at": self.started_at,
+        }
+
+
+# --- all hosts of this process -----------------------------------------------------------
+
+
+@dataclasses.dataclass(eq=False)
+class _Slot:
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    host: _Host | None = None
+    attempts: int = 0
+    last_failure: StartFailure | None = None
+
+
+class _Sandbox:
+    def __init__(self, config: SandboxConfig) -> None:
+        self.pid = os.getpid()
+        self.config = config
+        self.result_globals = frozenset(config.result_globals)
+        self._lock = threading.Lock()
+        self._slots: dict[Preload | None, _Slot] = {}
+        self._ids = itertools.count(1)
+
+    def call(
+        self,
+        name: str,
+        payload: bytes,
+        limits: Limits,
+        preload: Preload | None,
+        started: float,
+    ) -> SandboxResult:
+        wait_s = limits.timeout_s + self.config.grace_s
+        for attempt in (1, 2):
+            host = self._host_for(preload)
+            if isinstance(host, StartFailure):
+                return host.result(name, _elapsed_ms(started))
+            try:
+                header, value = host.request(next(self._ids), limits, payload, name, wait_s)
+            except _NotDelivered as exc:
+                # The host died between calls: restart it once, the call never started.
+                if attempt == 1:
+                    continue
+                header, value = {"host_lost": f"the sandbox host was lost: {exc}"}, b""
+            report = CallReport(name, limits, header, value)
+            return build_result(report, _elapsed_ms(started), self.result_globals, host.warnings)
+        raise AssertionError("unreachable")
+
+    def _slot(self, preload: Preload | None) -> _Slot:
+        with self._lock:
+            slot = self._slots.get(preload)
+            if slot is None:
+                slot = self._slots[preload] = _Slot()
+            return slot
+
+    def _host_for(self, preload: Preload | None) -> _Host | StartFailure:
+        slot = self._slot(preload)
+        host = slot.host
+        if host is not None and host.usable:
+            return host  # fast path, no lock: usable hosts are only ever replaced
+        seen = slot.attempts
+        with slot.lock:
+            if slot.host is not None and slot.host.usable:
+                return slot.host
+            if slot.attempts != seen and slot.last_failure is not None:
+                return slot.last_failure  # we waited on someone else's attempt: that was ours
+            slot.attempts += 1
+            host = _Host(preload, self.config)
+            failure = host.start()
+            slot.host = None if failure else host
+            slot.last_failure = failure
+            return failure or host
+
+    def discard(self, preload: Preload) -> bool:
+        with self._lock:
+            slot = self._slots.pop(preload, None)
+        if slot is None:
+            return False
+        with slot.lock:
+            host, slot.host = slot.host, None
+        if host is None:
+            return False
+        host.drain()
+        return True
+
+    def shutdown(self) -> None:
+        with self._lock:
+            slots = list(self._slots.values())
+            self._slots.clear()
+        for slot in slots:
+            with slot.lock:
+                host, slot.host = slot.host, None
+            if host is not None:
+                host.stop()
+
+    def abandon(self) -> None:
+        for slot in self._slots.values():
+            if slot.host is not None:
+                slot.host.abandon()
+        self._slots = {}
+
+    def status(self) -> list[dict[str, Any]]:
+        with self._lock:
+            slots = list(self._slots.values())
+        return [slot.host.status() for slot in slots if slot.host is not None]
+
+
+_CONFIG: SandboxConfig | None = None
+_CONFIG_LOCK = threading.Lock()
+_SANDBOX: _Sandbox | None = None
+_SANDBOX_LOCK = threading.Lock()
+_ABANDONED: list[_Sandbox] = []  # inherited from a parent process; kept, never touched
+
+
+def _config() -> SandboxConfig:
+    global _CONFIG
+    if _CONFIG is None:
+        _CONFIG = SandboxConfig.from_env()
+    return _CONFIG
+
+
+def _current() -> _Sandbox:
+    global _SANDBOX
+    sandbox = _SANDBOX
+    if sandbox is not None and sandbox.pid == os.getpid() and sandbox.config is _CONFIG:
+        return sandbox
+    if sandbox is not None and sandbox.pid != os.getpid():
+        _after_fork_in_child()  # forked by something that bypassed os.register_at_fork
+    with _SANDBOX_LOCK:
+        with _CONFIG_LOCK:
+            config = _config()
+        if _SANDBOX is None or _SANDBOX.config is not config:
+            old, _SANDBOX = _SANDBOX, _Sandbox(config)
+            if old is not None:
+                old.shutdown()
+        return _SANDBOX
+
+
+def _after_fork_in_child() -> None:
+    """A forked portal (gunicorn pre-fork) must not share its parent's host connections."""
+    global _SANDBOX, _SANDBOX_LOCK, _CONFIG_LOCK
+    _SANDBOX_LOCK = threading.Lock()  # the parent's may have been held by another thread
+    _CONFIG_LOCK = threading.Lock()
+    if _SANDBOX is not None and _SANDBOX.pid != os.getpid():
+        _SANDBOX.abandon()
+        _ABANDONED.append(_SANDBOX)
+        _SANDBOX = None
+
+
+def _shutdown_at_exit() -> None:
+    with contextlib.suppress(Exception):  # interpreter teardown; nothing useful to do
+        shutdown_sandbox()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_shutdown_at_exit)

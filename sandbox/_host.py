@@ -1,0 +1,635 @@
+"""The sandbox host ("zygote"): a small fresh interpreter that forks one child per call.
+
+Started by the portal as ``python -m sandbox._host --fd N`` with one end of a socketpair on
+fd N; never imported by the portal. It is single-threaded (forking a threaded process is
+unsafe) and serves many calls at once from one selector loop: it forks, enforces each
+call's wall-clock deadline, drains output pipes with a cap, reaps, kills whatever the call
+left behind and answers. It is a child subreaper, so descendants that escape their process
+group (setsid daemons) are reparented here and killed.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import errno
+import faulthandler
+import fcntl
+import gc
+import os
+import pickle
+import pwd
+import selectors
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from typing import Any
+
+from sandbox import _linux
+from sandbox._child import ChildSpec, _exception_envelope, run_call
+from sandbox._protocol import (
+    ENVELOPE_LIMIT,
+    FRAME_HEADER,
+    RESULT_FILE,
+    decode_result,
+    encode_frame,
+    recv_frame,
+)
+from sandbox.targets import resolve_target
+
+READ_CHUNK = 1 << 20
+PIPE_SIZE = 1 << 20  # fewer wake-ups for big outputs; silently smaller if not permitted
+F_SETPIPE_SZ = 1031
+CLEANUP_BUDGET_S = 2.0  # longest a finished call may block the loop killing its leftovers
+SWEEP_INTERVAL_S = 0.05
+EXIT_GRACE_S = 5.0  # when the portal goes away, how long to wait for calls to die
+
+
+class _Tail:
+    """Keeps only the last ``cap`` bytes of a stream; counts the rest."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.buffer = bytearray()
+        self.total = 0
+
+    def add(self, data: bytes) -> None:
+        self.total += len(data)
+        self.buffer += data
+        if len(self.buffer) > 2 * self.cap:  # trim in batches: O(n) per trim, rarely
+            del self.buffer[: -self.cap]
+
+    def value(self) -> bytes:
+        return bytes(self.buffer[-self.cap :]) if self.cap else b""
+
+
+@dataclasses.dataclass(eq=False)
+class _Call:
+    call_id: int
+    pid: int
+    calldir: str
+    started: float
+    deadline: float
+    result_cap: int
+    stdout: _Tail
+    stderr: _Tail
+    fds: dict[str, int]
+    result: bytearray = dataclasses.field(default_factory=bytearray)
+    result_overflow: bool = False
+    timed_out: bool = False
+    status: int | None = None
+    rusage: Any = None
+
+
+class Host:
+    def __init__(self, ctrl: socket.socket, init: dict[str, Any]) -> None:
+        self.ctrl = ctrl
+        self.init = init
+        self.pid = os.getpid()
+        self.calls: dict[int, _Call] = {}  # by child pid
+        self.finished: collections.deque[_Call] = collections.deque()
+        self.selector = selectors.DefaultSelector()
+        self.inbuf = bytearray()
+        self.outq: collections.deque[memoryview] = collections.deque()
+        self.warnings: list[str] = []
+        self.run_as: tuple[int, int] | None = None
+        self.own_children: set[int] = set()  # processes a Preload warm-up started on purpose
+        self.tmp_dir: str | None = init.get("tmp_dir")
+        self.base_vsz_mb = 0.0
+        self.stopping = False
+        self.parent_gone = False
+        self.sweep_pending = False
+        self.children_of = (
+            _linux.children_of if _linux.children_file_supported() else _linux.children_by_scan
+        )
+
+    # --- start-up ------------------------------------------------------------------------
+
+    def prepare(self) -> dict[str, Any]:
+        """Set the host up and run the warm-up; the answer is the handshake reply."""
+        sys.path[:] = self.init["sys_path"]
+        faulthandler.enable()
+        try:
+            _linux.become_child_subreaper()
+        except OSError as exc:
+            self._warn(f"cannot become child subreaper ({exc}); escaped grandchildren may leak")
+        self._isolate_network()
+        self._resolve_run_as()
+        failure = self._warm_up()
+        if failure is not None:
+            return {"ok": False, "pid": self.pid, "warnings": self.warnings, **failure}
+        self.own_children = set(self.children_of(self.pid))
+        self._install_signal_handlers()
+        gc.collect()
+        gc.freeze()  # keep the GC from touching (and copying) the host's pages in children
+        self.base_vsz_mb = _linux.address_space_mb()
+        return {
+            "ok": True,
+            "pid": self.pid,
+            "warnings": self.warnings,
+            "base_vsz_mb": self.base_vsz_mb,
+        }
+
+    def _warm_up(self) -> dict[str, Any] | None:
+        preload = self.init.get("preload")
+        if preload is None:
+            return None
+        target, args = preload
+        try:
+            resolve_target(target)(*args)
+        except BaseException as exc:  # reported to the portal, then we exit
+            return _exception_envelope(exc, phase="warmup")
+        return None
+
+    def _isolate_network(self) -> None:
+        if not self.init.get("no_network"):
+            return
+        try:
+            if os.geteuid() == 0:
+                _linux.unshare(_linux.CLONE_NEWNET)
+            else:
+                _unshare_user_and_network()
+        except OSError as exc:
+            self._warn(
+                "SANDBOX_NO_NETWORK is set but the network could not be isolated "
+                f"({exc}); plugins in this host HAVE network access"
+            )
+
+    def _resolve_run_as(self) -> None:
+        name = self.init.get("run_as")
+        if not name:
+            return
+        if os.geteuid() != 0:
+            self._warn(
+                f"SANDBOX_RUN_AS={name} is ignored because the sandbox host is not root "
+                f"(uid {os.geteuid()}); plugins run as uid {os.geteuid()}"
+            )
+            return
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            self._warn(f"SANDBOX_RUN_AS={name} names no such user; plugins run as root")
+            return
+        self.run_as = (entry.pw_uid, entry.pw_gid)
+
+    def _install_signal_handlers(self) -> None:
+        self.wake_r, wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(wake_w, False)
+        # SIGCHLD only needs to wake select(); reaping happens in the loop.
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the portal; we follow it
+
+    def _on_sigterm(self, *_: Any) -> None:
+        self.stopping = True
+
+    def _warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.log(message)
+
+    def log(self, message: str) -> None:
+        with contextlib.suppress(OSError):
+            os.write(2, f"sandbox host[{self.pid}]: {message}\n".encode(errors="replace"))
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        self.ctrl.setblocking(False)
+        self.selector.register(self.ctrl, selectors.EVENT_READ, self._on_control)
+        self.selector.register(self.wake_r, selectors.EVENT_READ, self._on_wakeup)
+        stop_by = None
+        while True:
+            if self.stopping:
+                if stop_by is None:
+                    stop_by = time.monotonic() + EXIT_GRACE_S
+                    self._kill_all_calls()
+                if not self.calls or time.monotonic() > stop_by:
+                    break
+            for key, mask in self.selector.select(self._select_timeout()):
+                key.data(mask)
+            self._reap()
+            self._expire_calls()
+            while self.finished:
+                self._complete(self.finished.popleft())
+            if self.sweep_pending:
+                self._sweep(budget_s=0)
+        self._shutdown()
+
+    def _select_timeout(self) -> float | None:
+        if self.stopping or self.sweep_pending:
+            return SWEEP_INTERVAL_S
+        deadlines = [c.deadline for c in self.calls.values() if c.status is None]
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _on_wakeup(self, _mask: int) -> None:
+        try:
+            while os.read(self.wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    # --- the portal connection -----------------------------------------------------------
+
+    def _on_control(self, mask: int) -> None:
+        if mask & selectors.EVENT_WRITE:
+            self._flush_out()
+        if not mask & selectors.EVENT_READ:
+            return
+        try:
+            data = self.ctrl.recv(READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._portal_gone()
+            return
+        self.inbuf += data
+        self._dispatch_frames()
+
+    def _dispatch_frames(self) -> None:
+        header = FRAME_HEADER.size
+        while len(self.inbuf) >= header:
+            (size,) = FRAME_HEADER.unpack_from(self.inbuf)
+            if len(self.inbuf) < header + size:
+                return
+            message = pickle.loads(self.inbuf[header : header + size])
+            del self.inbuf[: header + size]
+            self._handle(message)
+
+    def _handle(self, message: tuple) -> None:
+        kind = message[0]
+        if kind == "call":
+            _, call_id, limits, payload, target_name = message
+            self._start_call(call_id, limits, payload, target_name)
+        elif kind == "stop":
+            self.stopping = True
+
+    def _portal_gone(self) -> None:
+        # The portal exited or closed us: nobody will read results. Kill everything, leave.
+        self.parent_gone = True
+        self.stopping = True
+        self.outq.clear()
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(self.ctrl)
+
+    def _send(self, message: Any) -> None:
+        if self.parent_gone:
+            return
+        self.outq.extend(memoryview(b) for b in encode_frame(message))
+        self._flush_out()
+
+    def _flush_out(self) -> None:
+        while self.outq:
+            try:
+                sent = self.ctrl.send(self.outq[0])
+            except BlockingIOError:
+                break
+            except OSError:
+                self._portal_gone()
+                return
+            if sent < len(self.outq[0]):
+                self.outq[0] = self.outq[0][sent:]
+                break
+            self.outq.popleft()
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.outq else 0)
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.modify(self.ctrl, events, self._on_control)
+
+    # --- starting a call -----------------------------------------------------------------
+
+    def _start_call(
+        self, call_id: int, limits: dict[str, Any], payload: bytes, target_name: str
+    ) -> None:
+        if self.stopping:
+            self._send_failure(call_id, "the sandbox host is shutting down")
+            return
+        try:
+            calldir = tempfile.mkdtemp(prefix="sandbox-call-", dir=self.tmp_dir)
+        except OSError as exc:
+            self._send_failure(call_id, f"could not create the call's working directory: {exc}")
+            return
+        pipes: list[tuple[int, int]] = []
+        try:
+            if self.run_as is not None:
+                os.chown(calldir, *self.run_as)
+            for _ in range(3):
+                pipes.append(os.pipe())
+            spec = ChildSpec(
+                payload=payload,
+                limits=limits,
+                calldir=calldir,
+                stdout_w=pipes[0][1],
+                stderr_w=pipes[1][1],
+                result_w=pipes[2][1],
+                host_pid=self.pid,
+                target_name=target_name,
+                run_as=self.run_as,
+            )
+            pid = os.fork()
+        except OSError as exc:
+            for r, w in pipes:
+                os.close(r)
+                os.close(w)
+            shutil.rmtree(calldir, ignore_errors=True)
+            self._send_failure(call_id, f"could not start the call process: {exc}")
+            return
+        if pid == 0:
+            run_call(spec)  # never returns
+        with contextlib.suppress(OSError):  # the child does it too; first one wins
+            os.setpgid(pid, pid)
+        fds = {}
+        for name, (r, w) in zip(("stdout", "stderr", "result"), pipes, strict=True):
+            os.close(w)  # only the child may hold write ends, so its exit means EOF
+            os.set_blocking(r, False)
+            _grow_pipe(r)
+            fds[name] = r
+        now = time.monotonic()
+        call = _Call(
+            call_id=call_id,
+            pid=pid,
+            calldir=calldir,
+            started=now,
+            deadline=now + float(limits["timeout_s"]),
+            result_cap=int(limits["result_bytes"]) + ENVELOPE_LIMIT,
+            stdout=_Tail(int(limits["output_bytes"])),
+            stderr=_Tail(int(limits["output_bytes"])),
+            fds=fds,
+        )
+        self.calls[pid] = call
+        for name, fd in fds.items():
+            self.selector.register(fd, selectors.EVENT_READ, self._pipe_reader(call, name))
+
+    def _pipe_reader(self, call: _Call, name: str):
+        def on_readable(_mask: int) -> None:
+            self._read_pipe(call, name)
+
+        return on_readable
+
+    def _read_pipe(self, call: _Call, name: str) -> bool:
+        """Read one chunk; False when nothing more is available now."""
+        fd = call.fds.get(name)
+        if fd is None:
+            return False
+        try:
+            data = os.read(fd, READ_CHUNK)
+        except BlockingIOError:
+            return False
+        except OSError:
+            data = b""
+        if not data:
+            self._close_pipe(call, name)
+            return False
+        if name == "result":
+            self._add_result(call, data)
+        else:
+            getattr(call, name).add(data)
+        return True
+
+    def _add_result(self, call: _Call, data: bytes) -> None:
+        if call.result_overflow:
+            return
+        call.result += data
+        if len(call.result) > call.result_cap:
+            # Only a plugin writing to fd 3 itself gets here: the child checks result_bytes.
+            call.result_overflow = True
+            call.result = bytearray()
+            self._kill_group(call.pid, wait=False)
+
+    def _close_pipe(self, call: _Call, name: str) -> None:
+        fd = call.fds.pop(name, None)
+        if fd is None:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(fd)
+        os.close(fd)
+
+    # --- ending calls --------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status, rusage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            call = self.calls.get(pid)
+            if call is not None and call.status is None:
+                call.status, call.rusage = status, rusage
+                self.finished.append(call)
+            else:
+                self.sweep_pending = True  # an escaped descendant died; its children are ours
+
+    def _expire_calls(self) -> None:
+        now = time.monotonic()
+        for call in self.calls.values():
+            if call.status is None and not call.timed_out and now >= call.deadline:
+                call.timed_out = True
+                self._kill_group(call.pid, wait=False)
+
+    def _kill_all_calls(self) -> None:
+        for call in self.calls.values():
+            self._kill_group(call.pid, wait=False)
+
+    def _kill_group(self, pgid: int, wait: bool = True) -> None:
+        """SIGKILL the call's process group; with ``wait``, until no member is left."""
+        if not wait:
+            _kill(pgid, signal.SIGKILL)  # the running leader, in case it left its group
+        give_up = time.monotonic() + CLEANUP_BUDGET_S
+        while True:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                return
+            except PermissionError:
+                return  # pgid reused by a process we do not own: it is not ours any more
+            if not wait:
+                return
+            self._reap()  # members orphaned by the kill are our (zombie) children now
+            if time.monotonic() > give_up:
+                self.log(f"process group {pgid} survived SIGKILL for {CLEANUP_BUDGET_S}s")
+                self.sweep_pending = True
+                return
+            time.sleep(0.001)
+
+    def _complete(self, call: _Call) -> None:
+        self._kill_group(call.pid)
+        self._drain(call)
+        self._sweep(budget_s=CLEANUP_BUDGET_S)
+        header, value = self._response(call)
+        shutil.rmtree(call.calldir, ignore_errors=True)
+        del self.calls[call.pid]
+        self._send(("result", call.call_id, header, value))
+
+    def _drain(self, call: _Call) -> None:
+        # The child is dead and its group killed: what it wrote is in the pipe buffers.
+        # Stop at "nothing more now" rather than EOF: an escaped process may hold the pipe.
+        for name in list(call.fds):
+            for _ in range(1024):
+                if not self._read_pipe(call, name):
+                    break
+            self._close_pipe(call, name)
+
+    def _sweep(self, budget_s: float) -> None:
+        """Kill processes reparented to us that no running call owns."""
+        give_up = time.monotonic() + budget_s
+        while True:
+            killed = self._kill_escaped()
+            self._reap()
+            if not killed:
+                self.sweep_pending = False
+                return
+            if time.monotonic() >= give_up:
+                self.sweep_pending = True  # keep sweeping from the loop
+                return
+            time.sleep(0.001)
+
+    def _kill_escaped(self) -> int:
+        running = {c.pid for c in self.calls.values() if c.status is None}
+        killed = 0
+        for pid in self.children_of(self.pid):
+            if pid in running or pid in self.own_children:
+                continue
+            try:
+                if os.getpgid(pid) in running:
+                    continue  # a running call's own process, orphaned inside its group
+            except ProcessLookupError:
+                continue
+            _kill(pid, signal.SIGKILL)
+            killed += 1
+        return killed
+
+    def _response(self, call: _Call) -> tuple[dict[str, Any], bytes]:
+        status = call.status if call.status is not None else 0
+        rusage = call.rusage
+        envelope, value, problem = self._read_result(call)
+        header = {
+            "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+            "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+            "timed_out": call.timed_out,
+            "cpu_s": (rusage.ru_utime + rusage.ru_stime) if rusage else None,
+            "peak_rss_kb": rusage.ru_maxrss if rusage else None,
+            "run_s": time.monotonic() - call.started,
+            "stdout": call.stdout.value(),
+            "stdout_total": call.stdout.total,
+            "stderr": call.stderr.value(),
+            "stderr_total": call.stderr.total,
+            "envelope": envelope,
+            "result_problem": problem,
+            "base_vsz_mb": self.base_vsz_mb,
+            "host_pid": self.pid,
+        }
+        return header, value
+
+    def _read_result(self, call: _Call) -> tuple[dict[str, Any] | None, bytes, str | None]:
+        if call.result_overflow:
+            return None, b"", "the plugin flooded the sandbox's result channel (fd 3)"
+        problem = None
+        if call.result:
+            try:
+                envelope, value = decode_result(call.result)
+                return envelope, value, None
+            except ValueError as exc:
+                problem = f"the result channel (fd 3) held garbage: {exc}"
+        fallback = os.path.join(call.calldir, RESULT_FILE)
+        try:
+            with open(fallback, "rb") as handle:
+                data = handle.read(call.result_cap + 1)
+            envelope, value = decode_result(data)
+            return envelope, value, None
+        except FileNotFoundError:
+            return None, b"", problem
+        except (OSError, ValueError) as exc:
+            return None, b"", f"the fallback result file was unreadable: {exc}"
+
+    def _send_failure(self, call_id: int, reason: str) -> None:
+        self.log(reason)
+        self._send(("result", call_id, {"host_error": reason, "host_pid": self.pid}, b""))
+
+    def _shutdown(self) -> None:
+        self._kill_all_calls()
+        for call in list(self.calls.values()):
+            for name in list(call.fds):
+                self._close_pipe(call, name)
+            shutil.rmtree(call.calldir, ignore_errors=True)
+        self._reap()
+        self._sweep(budget_s=1.0)
+
+
+def _kill(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signum)
+
+
+def _grow_pipe(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+
+
+def _unshare_user_and_network() -> None:
+    """Unprivileged: a user namespace (mapping our own ids) makes a network one possible."""
+    uid, gid = os.getuid(), os.getgid()
+    _linux.unshare(_linux.CLONE_NEWUSER | _linux.CLONE_NEWNET)
+    for path, text in (
+        ("/proc/self/setgroups", "deny"),
+        ("/proc/self/uid_map", f"{uid} {uid} 1"),
+        ("/proc/self/gid_map", f"{gid} {gid} 1"),
+    ):
+        with open(path, "w") as handle:
+            handle.write(text)
+
+
+def _adopt_control_socket(fd: int) -> socket.socket:
+    # Move the socket above 0-2 so dup2() onto the std fds in children cannot clobber it,
+    # then make sure 0-2 are open (a daemonised portal may have closed them).
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    for std in (0, 1, 2):
+        try:
+            os.fstat(std)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # lowest free fd: exactly `std`
+    return socket.socket(fileno=high)
+
+
+def main(argv: list[str]) -> int:
+    try:
+        fd = int(argv[argv.index("--fd") + 1])
+    except (ValueError, IndexError):
+        print("usage: python -m sandbox._host --fd N", file=sys.stderr)
+        return 2
+    ctrl = _adopt_control_socket(fd)
+    init = recv_frame(ctrl)
+    if init is None or init[0] != "init":
+        return 2
+    host = Host(ctrl, init[1])
+    hello = host.prepare()
+    for buffer in encode_frame(("hello", hello)):
+        ctrl.sendall(buffer)
+    if not hello["ok"]:
+        return 1
+    try:
+        host.serve()
+    except BaseException:
+        host.log("crashed; killing its calls")
+        host._shutdown()
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except OSError as exc:
+        if exc.errno not in (errno.EPIPE, errno.ECONNRESET):
+            raise
+        sys.exit(1)  # the portal went away mid-handshake

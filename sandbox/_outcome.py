@@ -1,0 +1,333 @@
+"""Turning what a host reports into a SandboxResult with an operator-readable sentence.
+
+Runs in the portal. Kept apart from the transport so each mapping rule is easy to read.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import signal
+from typing import Any
+
+from sandbox import _linux
+from sandbox._protocol import RESULT_LOST_EXIT
+from sandbox.limits import Limits
+from sandbox.result import Outcome, SandboxResult
+
+
+class CallReport:
+    """Everything known about one finished call, from the host's answer."""
+
+    def __init__(self, name: str, limits: Limits, header: dict[str, Any], value: bytes) -> None:
+        self.name = name
+        self.limits = limits
+        self.header = header
+        self.value = value
+        self.envelope: dict[str, Any] | None = header.get("envelope")
+
+
+def build_result(
+    report: CallReport,
+    duration_ms: float,
+    result_globals: frozenset[str],
+    warnings: list[str],
+) -> SandboxResult:
+    header = report.header
+    result = SandboxResult(
+        ok=False,
+        value=None,
+        outcome=Outcome.SANDBOX_FAILURE,
+        duration_ms=duration_ms,
+        target=report.name,
+        warnings=list(warnings),
+    )
+    if "host_error" in header or "host_lost" in header:
+        reason = header.get("host_error") or header.get("host_lost")
+        return _fail(result, Outcome.SANDBOX_FAILURE, "SandboxFailure", reason)
+    _copy_process_facts(result, report)
+    envelope = report.envelope
+    if header.get("timed_out"):
+        return _timeout(result, report)
+    if envelope is not None:
+        return _from_envelope(result, report, envelope, result_globals)
+    if header.get("signal") is not None:
+        return _from_signal(result, report, header["signal"])
+    return _from_exit_code(result, report, header.get("exit_code"))
+
+
+def _copy_process_facts(result: SandboxResult, report: CallReport) -> None:
+    header = report.header
+    result.exit_code = header.get("exit_code")
+    signum = header.get("signal")
+    result.signal = _linux.signal_name(signum) if signum is not None else None
+    result.peak_rss_kb = header.get("peak_rss_kb")
+    cap = report.limits.output_bytes
+    for stream in ("stdout", "stderr"):
+        data: bytes = header.get(stream, b"")
+        setattr(result, stream, data.decode("utf-8", errors="replace"))
+        total = header.get(f"{stream}_total", len(data))
+        if total > len(data):
+            result.warnings.append(
+                f"{stream} was {total} bytes; only the last {cap} were kept (limits.output_bytes)"
+            )
+    if report.header.get("result_problem"):
+        result.warnings.append(report.header["result_problem"])
+
+
+def _fail(
+    result: SandboxResult,
+    outcome: Outcome,
+    error_type: str | None,
+    error: str,
+    traceback: str | None = None,
+) -> SandboxResult:
+    result.ok = False
+    result.outcome = outcome
+    result.error_type = error_type
+    result.error = error
+    result.traceback = traceback
+    return result
+
+
+def _timeout(result: SandboxResult, report: CallReport) -> SandboxResult:
+    seconds = report.limits.timeout_s
+    return _fail(
+        result,
+        Outcome.TIMEOUT,
+        "Timeout",
+        f"Plugin call {report.name!r} exceeded its wall-clock timeout of {seconds:g} s and "
+        "was killed (raise limits.timeout_s or make the plugin faster)",
+    )
+
+
+def _from_envelope(
+    result: SandboxResult,
+    report: CallReport,
+    envelope: dict[str, Any],
+    result_globals: frozenset[str],
+) -> SandboxResult:
+    outcome = envelope.get("outcome")
+    name = report.name
+    kind = envelope.get("error_type")
+    what = _exception_text(envelope)
+    tb = envelope.get("traceback")
+    if outcome == "ok":
+        return _rebuild_value(result, report, result_globals)
+    if outcome == "exited":
+        code = envelope.get("exit_code")
+        result.exit_code = code
+        return _fail(
+            result,
+            Outcome.EXITED,
+            "SystemExit",
+            f"Plugin call {name!r} raised SystemExit({code}){_at(envelope)} instead of "
+            "returning a value (plugins must return or raise, not exit)",
+            tb,
+        )
+    if outcome == "memory":
+        return _fail(result, Outcome.MEMORY, "MemoryError", _memory_message(report, envelope), tb)
+    if outcome == "unserialisable":
+        return _fail(
+            result,
+            Outcome.UNSERIALISABLE,
+            kind,
+            f"Plugin call {name!r} returned a {envelope.get('value_type')} that cannot be "
+            f"pickled ({what}) (return plain data: dict, list, str, int, float, bool, None)",
+            tb,
+        )
+    if outcome == "output_limit":
+        return _fail(
+            result,
+            Outcome.OUTPUT_LIMIT,
+            "ResultTooLarge",
+            f"Plugin call {name!r} returned a {envelope.get('value_type')} larger than "
+            f"limits.result_bytes ({report.limits.result_bytes} bytes) when pickled (return "
+            "less data, store large data elsewhere and return a reference, or raise "
+            "limits.result_bytes)",
+        )
+    if outcome == "sandbox_failure":
+        return _fail(
+            result,
+            Outcome.SANDBOX_FAILURE,
+            kind,
+            f"The sandbox could not set up the process for plugin call {name!r}: {what} "
+            "(this is a sandbox or machine problem, not the plugin's; see the traceback)",
+            tb,
+        )
+    if envelope.get("phase") == "import":
+        return _fail(
+            result,
+            Outcome.ERROR,
+            kind,
+            f"Plugin call {name!r} could not import its target: {what}{_at(envelope)} "
+            "(check the plugin's module path, that it is installed where the portal runs, "
+            "and its imports)",
+            tb,
+        )
+    return _fail(
+        result,
+        Outcome.ERROR,
+        kind,
+        f"Plugin call {name!r} raised {what}{_at(envelope)} (fix the plugin or its input; "
+        "the traceback shows where)",
+        tb,
+    )
+
+
+def _exception_text(envelope: dict[str, Any]) -> str:
+    kind = envelope.get("error_type") or "an exception"
+    message = envelope.get("message")
+    return f"{kind}: {message}" if message else kind
+
+
+def _at(envelope: dict[str, Any]) -> str:
+    location = envelope.get("location")
+    return f" at {location}" if location else ""
+
+
+def _memory_message(report: CallReport, envelope: dict[str, Any]) -> str:
+    limit = report.limits.memory_mb
+    base = report.header.get("base_vsz_mb") or 0
+    message = (
+        f"Plugin call {report.name!r} ran out of memory (MemoryError{_at(envelope)}) under "
+        f"its limit of {limit} MB of address space (raise limits.memory_mb or make the "
+        "plugin use less memory)"
+    )
+    if limit and base > limit / 2:
+        message += (
+            f"; note the process already used {base:.0f} MB of address space before the "
+            "plugin ran, mostly from its Preload warm-up"
+        )
+    return message
+
+
+def _from_signal(result: SandboxResult, report: CallReport, signum: int) -> SandboxResult:
+    name = report.name
+    sig = _linux.signal_name(signum)
+    cpu_limit = report.limits.cpu_s
+    cpu_used = report.header.get("cpu_s") or 0.0
+    over_cpu = cpu_limit is not None and cpu_used >= cpu_limit
+    if signum == signal.SIGXCPU or (signum == signal.SIGKILL and over_cpu):
+        return _fail(
+            result,
+            Outcome.TIMEOUT,
+            "CPUTimeLimit",
+            f"Plugin call {name!r} used its CPU limit of {cpu_limit:g} CPU seconds "
+            f"(used {cpu_used:.1f}) and was killed by {sig} (raise limits.cpu_s or make the "
+            "plugin do less work)",
+        )
+    if signum == signal.SIGKILL:
+        return _fail(
+            result,
+            Outcome.CRASHED,
+            sig,
+            f"Plugin call {name!r} was killed by SIGKILL from outside the sandbox, often the "
+            "kernel's out-of-memory killer (check the machine's memory and the plugin's "
+            "memory use, and lower limits.memory_mb so the plugin fails cleanly instead)",
+        )
+    return _fail(
+        result,
+        Outcome.CRASHED,
+        sig,
+        f"Plugin call {name!r} crashed with {sig} ({_linux.signal_description(signum)}) "
+        "(the plugin or a native library it uses has a bug; stderr holds the Python "
+        "traceback at the moment of the crash)",
+    )
+
+
+def _from_exit_code(result: SandboxResult, report: CallReport, code: int | None) -> SandboxResult:
+    name = report.name
+    if code == RESULT_LOST_EXIT:
+        return _fail(
+            result,
+            Outcome.SANDBOX_FAILURE,
+            "ResultLost",
+            f"Plugin call {name!r} finished but its result could not be delivered: the "
+            "plugin closed the sandbox's result channel (fd 3) and its working directory "
+            "was not writable (do not close inherited file descriptors in plugins)",
+        )
+    return _fail(
+        result,
+        Outcome.EXITED,
+        "ProcessExit",
+        f"Plugin call {name!r} ended its process with exit code {code} before returning "
+        "(os._exit() or a native library exiting; plugins must return or raise)",
+    )
+
+
+# --- rebuilding the value ------------------------------------------------------------
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    def __init__(self, dotted: str) -> None:
+        super().__init__(dotted)
+        self.dotted = dotted
+
+
+class _ResultUnpickler(pickle.Unpickler):
+    """Only rebuilds allowed globals: the portal must not import (or run) plugin code."""
+
+    def __init__(self, data: bytes, allowed: frozenset[str]) -> None:
+        super().__init__(io.BytesIO(data))
+        self.allowed = allowed
+
+    def find_class(self, module: str, name: str) -> Any:
+        dotted = f"{module}.{name}"
+        if dotted not in self.allowed:
+            raise _RefusedGlobal(dotted)
+        return super().find_class(module, name)
+
+
+def _rebuild_value(
+    result: SandboxResult, report: CallReport, allowed: frozenset[str]
+) -> SandboxResult:
+    name = report.name
+    try:
+        value = _ResultUnpickler(report.value, allowed).load()
+    except _RefusedGlobal as exc:
+        return _fail(
+            result,
+            Outcome.UNSERIALISABLE,
+            "RefusedGlobal",
+            f"Plugin call {name!r} returned a value containing {exc.dotted}, which the "
+            "portal does not load from plugins (return plain data, or add "
+            f"{exc.dotted!r} to SandboxConfig.result_globals if it is safe)",
+        )
+    except Exception as exc:  # anything a damaged pickle can raise
+        return _fail(
+            result,
+            Outcome.UNSERIALISABLE,
+            type(exc).__name__,
+            f"Plugin call {name!r} returned a value the portal could not rebuild "
+            f"({type(exc).__name__}: {exc}) (return plain data)",
+        )
+    result.ok = True
+    result.outcome = Outcome.OK
+    result.value = value
+    return result
+
+
+def failure_result(
+    name: str,
+    outcome: Outcome,
+    error_type: str,
+    error: str,
+    duration_ms: float,
+    traceback: str | None = None,
+    warnings: list[str] | None = None,
+    **facts: Any,
+) -> SandboxResult:
+    """A result for failures found before or around the call (host start, lost host)."""
+    return SandboxResult(
+        ok=False,
+        value=None,
+        outcome=outcome,
+        error=error,
+        error_type=error_type,
+        duration_ms=duration_ms,
+        traceback=traceback,
+        target=name,
+        warnings=list(warnings or []),
+        **facts,
+    )

@@ -1,0 +1,152 @@
+"""Sandbox-wide tunables: one dataclass, read from the environment or set in code."""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import os
+import sys
+from collections.abc import Mapping
+
+__all__ = [
+    "DEFAULT_ENV_DENY",
+    "DEFAULT_RESULT_GLOBALS",
+    "SandboxConfig",
+    "scrub_environment",
+]
+
+# Environment names never passed to plugins (fnmatch patterns, matched case-insensitively).
+DEFAULT_ENV_DENY: tuple[str, ...] = (
+    "SECRET_KEY",
+    "DATABASE_URL",
+    "*PASSWORD*",
+    "*PASSWD*",
+    "*SECRET*",
+    "*TOKEN*",
+    "*CREDENTIAL*",
+    "*_KEY",
+    "*_DSN",
+    "DJANGO_*",
+    "AWS_*",
+)
+
+# Globals a plugin's pickled return value may reference when it is rebuilt in the portal.
+# Anything else would make the portal import plugin code, which the sandbox exists to avoid.
+DEFAULT_RESULT_GLOBALS: tuple[str, ...] = (
+    "builtins.bool",
+    "builtins.bytes",
+    "builtins.dict",
+    "builtins.float",
+    "builtins.int",
+    "builtins.list",
+    "builtins.str",
+    "builtins.tuple",
+    "builtins.bytearray",
+    "builtins.complex",
+    "builtins.frozenset",
+    "builtins.set",
+    "builtins.slice",
+    "builtins.range",
+    "collections.OrderedDict",
+    "collections.defaultdict",
+    "collections.deque",
+    "datetime.date",
+    "datetime.datetime",
+    "datetime.time",
+    "datetime.timedelta",
+    "datetime.timezone",
+    "decimal.Decimal",
+    "fractions.Fraction",
+    "uuid.UUID",
+    "pathlib.PurePosixPath",
+    "pathlib.PosixPath",
+)
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SandboxConfig:
+    """Process-wide sandbox settings (per-call limits live in ``Limits``).
+
+    env_deny:         fnmatch patterns of environment names removed from the hosts' and
+                      plugins' environment (case-insensitive). ``SANDBOX_ENV_DENY`` adds to
+                      the defaults.
+    env_allow:        patterns re-admitted even if denied (``SANDBOX_ENV_ALLOW``).
+    no_network:       run plugins in an empty network namespace (``SANDBOX_NO_NETWORK=1``).
+    run_as:           user name to drop to in the plugin process when the host is root
+                      (``SANDBOX_RUN_AS=nobody``).
+    grace_s:          how long past ``timeout_s`` the caller waits for a host before it
+                      declares the host wedged, kills it and returns ``sandbox_failure``.
+    start_timeout_s:  how long a fresh host may take to start and answer its handshake.
+    warmup_timeout_s: how long a ``Preload`` warm-up may take.
+    tmp_dir:          where per-call working directories are made (default: system temp).
+    python:           interpreter used for hosts.
+    result_globals:   "module.name" globals a return value's pickle may reference; the
+                      portal refuses others (outcome ``unserialisable``).
+    """
+
+    env_deny: tuple[str, ...] = DEFAULT_ENV_DENY
+    env_allow: tuple[str, ...] = ()
+    no_network: bool = False
+    run_as: str | None = None
+    grace_s: float = 5.0
+    start_timeout_s: float = 30.0
+    warmup_timeout_s: float = 300.0
+    tmp_dir: str | None = None
+    python: str = sys.executable
+    result_globals: tuple[str, ...] = DEFAULT_RESULT_GLOBALS
+
+    def __post_init__(self) -> None:
+        for name in ("env_deny", "env_allow", "result_globals"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not all(isinstance(p, str) for p in value):
+                raise TypeError(f"SandboxConfig.{name} must be a sequence of strings")
+            object.__setattr__(self, name, tuple(value))
+        for name in ("grace_s", "start_timeout_s", "warmup_timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"SandboxConfig.{name} must be a positive number, got {value!r}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SandboxConfig:
+        """Settings from ``SANDBOX_ENV_DENY``, ``SANDBOX_ENV_ALLOW`` (comma-separated),
+        ``SANDBOX_NO_NETWORK`` (1/0) and ``SANDBOX_RUN_AS`` (user name)."""
+        environ = os.environ if environ is None else environ
+        return cls(
+            env_deny=DEFAULT_ENV_DENY + _split(environ.get("SANDBOX_ENV_DENY", "")),
+            env_allow=_split(environ.get("SANDBOX_ENV_ALLOW", "")),
+            no_network=_flag(environ, "SANDBOX_NO_NETWORK"),
+            run_as=environ.get("SANDBOX_RUN_AS", "").strip() or None,
+        )
+
+    def replace(self, **changes: object) -> SandboxConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def scrub_environment(environ: Mapping[str, str], config: SandboxConfig) -> dict[str, str]:
+    """The environment without denied names, except those the allow list re-admits."""
+    deny = [p.upper() for p in config.env_deny]
+    allow = [p.upper() for p in config.env_allow]
+
+    def keep(name: str) -> bool:
+        upper = name.upper()
+        if any(fnmatch.fnmatchcase(upper, p) for p in allow):
+            return True
+        return not any(fnmatch.fnmatchcase(upper, p) for p in deny)
+
+    return {name: value for name, value in environ.items() if keep(name)}
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _flag(environ: Mapping[str, str], name: str) -> bool:
+    value = environ.get(name, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{name} must be 1 or 0 (or true/false), got {environ[name]!r}")

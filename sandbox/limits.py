@@ -1,0 +1,81 @@
+"""Per-call resource limits: the one place their defaults are defined and documented."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["Limits"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Limits:
+    """Resource limits for one sandboxed plugin call.
+
+    Every field has its default here and nowhere else.
+
+    timeout_s:    wall-clock seconds before the call's whole process group is SIGKILLed.
+    cpu_s:        CPU seconds (RLIMIT_CPU, rounded up to whole seconds); the kernel sends
+                  SIGXCPU, reported as outcome ``timeout`` with a reason naming CPU seconds.
+    memory_mb:    address space in MiB (RLIMIT_AS); exceeding it is outcome ``memory``.
+    output_bytes: how much of the *tail* of stdout and of stderr is kept, each; the rest is
+                  read and discarded, never buffered whole.
+    result_bytes: largest pickled return value accepted; bigger is ``output_limit``.
+    open_files:   file descriptors (RLIMIT_NOFILE).
+    file_size_mb: largest file the plugin may write, in MiB (RLIMIT_FSIZE).
+
+    ``cpu_s``, ``memory_mb``, ``open_files`` and ``file_size_mb`` may be ``None`` to leave
+    that rlimit as the sandbox host has it (usually unlimited).
+    """
+
+    timeout_s: float = 30.0
+    cpu_s: float | None = 60.0
+    memory_mb: int | None = 1024
+    output_bytes: int = 64 * 1024
+    result_bytes: int = 16 * 1024 * 1024
+    open_files: int | None = 256
+    file_size_mb: int | None = 256
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            _check_value(field.name, getattr(self, field.name))
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any], base: Limits | None = None) -> Limits:
+        """Build limits from a plugin's declaration, e.g. ``{"timeout_s": 5, "memory_mb": 512}``.
+
+        Keys not given keep the value from ``base`` (or the defaults). Raises ``ValueError``
+        naming the first unknown key or bad value.
+        """
+        if not isinstance(mapping, Mapping):
+            raise TypeError(f"sandbox limits must be a mapping, got {type(mapping).__name__}")
+        base = base if base is not None else cls()
+        return base.replace(**dict(mapping))
+
+    def replace(self, **overrides: Any) -> Limits:
+        """A copy with some limits changed; unknown names raise ``ValueError``."""
+        for name in overrides:
+            if name not in _FIELD_NAMES:
+                known = ", ".join(sorted(_FIELD_NAMES))
+                raise ValueError(f"Unknown sandbox limit {name!r} (known limits: {known})")
+        return dataclasses.replace(self, **overrides)
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {name: getattr(self, name) for name in _FIELD_NAMES}
+
+
+# Limits that map onto an rlimit may be None ("leave as is"); the others always apply.
+_NULLABLE = frozenset({"cpu_s", "memory_mb", "open_files", "file_size_mb"})
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Limits))
+
+
+def _check_value(name: str, value: object) -> None:
+    if value is None and name in _NULLABLE:
+        return
+    # bool is an int subclass; `True` seconds is always a mistake in a declaration.
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not is_number or not math.isfinite(value) or value <= 0:
+        allowed = "a positive number" + (" or None" if name in _NULLABLE else "")
+        raise ValueError(f"Sandbox limit {name!r} must be {allowed}, got {value!r}")

@@ -1,0 +1,93 @@
+"""What a sandboxed call returns: an Outcome and a SandboxResult that never raises."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime
+import decimal
+import enum
+import math
+import uuid
+from typing import Any
+
+__all__ = ["Outcome", "SandboxResult"]
+
+
+class Outcome(enum.StrEnum):
+    """How a sandboxed call ended. Values are the lowercase strings stored and shown."""
+
+    OK = "ok"  # the plugin returned a value
+    ERROR = "error"  # the plugin raised an exception (incl. KeyboardInterrupt, import errors)
+    TIMEOUT = "timeout"  # wall-clock timeout_s or CPU cpu_s exceeded; the process was killed
+    MEMORY = "memory"  # MemoryError / RLIMIT_AS (memory_mb) exceeded
+    CRASHED = "crashed"  # killed by a signal: SIGSEGV, SIGABRT, SIGKILL from outside...
+    EXITED = "exited"  # SystemExit or os._exit() before returning
+    OUTPUT_LIMIT = "output_limit"  # the pickled return value is larger than result_bytes
+    UNSERIALISABLE = "unserialisable"  # the return value cannot be pickled / rebuilt
+    SANDBOX_FAILURE = "sandbox_failure"  # the sandbox machinery itself failed
+
+
+@dataclasses.dataclass(slots=True)
+class SandboxResult:
+    """The result of one sandboxed call.
+
+    ``error`` is one actionable sentence (what failed, why, what to do next) whenever
+    ``ok`` is false. ``stdout``/``stderr`` are the capped *tails* of the plugin's output.
+    ``duration_ms`` is the wall time seen by the caller. ``warnings`` lists things an
+    operator should know that did not fail the call (output truncated, isolation that was
+    requested but is unavailable).
+    """
+
+    ok: bool
+    value: Any
+    outcome: Outcome
+    error: str | None = None
+    error_type: str | None = None
+    duration_ms: float = 0.0
+    exit_code: int | None = None
+    signal: str | None = None
+    peak_rss_kb: int | None = None
+    traceback: str | None = None
+    stdout: str = ""
+    stderr: str = ""
+    target: str = ""
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict; ``value`` is converted best-effort (see ``jsonable``)."""
+        data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        data["outcome"] = self.outcome.value
+        data["value"] = jsonable(self.value)
+        data["warnings"] = list(self.warnings)
+        return data
+
+
+def jsonable(value: Any, _depth: int = 0) -> Any:
+    """Best-effort conversion of a plugin value to JSON types, for logs and API payloads.
+
+    Tuples and sets become lists, dict keys strings, bytes base64 text, datetimes ISO
+    strings; anything else its repr. Non-finite floats become strings (JSON has none).
+    """
+    if _depth > 100:  # a pathological or self-referencing structure; stop, do not recurse
+        return repr(value)
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, dict):
+        return {_key(k): jsonable(v, _depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
+        return [jsonable(v, _depth + 1) for v in items]
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal | uuid.UUID):
+        return str(value)
+    return repr(value)
+
+
+def _key(key: Any) -> str:
+    return key if isinstance(key, str) else str(jsonable(key))

@@ -1,0 +1,71 @@
+"""Naming plugin callables: "module.path:attribute" strings, and the Preload value."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import re
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Preload", "check_target_string", "describe_target", "resolve_target"]
+
+_TARGET_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Preload:
+    """A warm-up run once in a dedicated host; calls with this preload fork from it.
+
+    ``target`` is a "module.path:attribute" string, called as ``target(*args)`` once when
+    the warm host starts (import the heavy library there, cache state in module globals).
+    ``args`` must be hashable and picklable: the Preload value is the key of its host.
+    """
+
+    target: str
+    args: tuple = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.target, str):
+            raise TypeError(
+                f"Preload target must be a 'module.path:attribute' string, "
+                f"got {type(self.target).__name__}"
+            )
+        check_target_string(self.target)
+        object.__setattr__(self, "args", tuple(self.args))
+        try:
+            hash(self.args)
+        except TypeError as exc:
+            raise TypeError(f"Preload args must be hashable (tuples, not lists): {exc}") from None
+
+
+def check_target_string(target: str) -> None:
+    """Raise ValueError unless ``target`` looks like "module.path:attribute" (not imported)."""
+    if not _TARGET_RE.match(target):
+        raise ValueError(
+            f"Plugin target {target!r} must look like 'module.path:attribute' "
+            "(attribute may be dotted, e.g. 'pkg.mod:Class.method')"
+        )
+
+
+def describe_target(target: object) -> str:
+    """A short "module:qualname" name for messages; never imports anything."""
+    if isinstance(target, str):
+        return target
+    func = getattr(target, "__func__", target)  # bound methods: name the function
+    module = getattr(func, "__module__", None) or "?"
+    qualname = getattr(func, "__qualname__", None) or type(target).__qualname__
+    return f"{module}:{qualname}"
+
+
+def resolve_target(target: str | Callable[..., Any]) -> Callable[..., Any]:
+    """Import and return the callable a target names (runs in the child or warm host)."""
+    if not isinstance(target, str):
+        return target
+    module_name, _, attr_path = target.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr_path.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"{target!r} is a {type(obj).__name__}, not a callable")
+    return obj

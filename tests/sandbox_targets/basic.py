@@ -1,0 +1,91 @@
+"""Well-behaved and ordinarily-failing plugin functions."""
+
+import os
+import sys
+import tempfile
+
+
+def echo(*args, **kwargs):
+    return {"args": args, "kwargs": kwargs}
+
+
+def add(a, b):
+    return a + b
+
+
+def divide(a, b):
+    return a / b  # the line the error location must point at
+
+
+def raise_system_exit(code):
+    raise SystemExit(code)
+
+
+def raise_keyboard_interrupt():
+    raise KeyboardInterrupt
+
+
+def hard_exit(code):
+    sys.stdout.write("about to exit\n")
+    sys.stdout.flush()
+    os._exit(code)
+
+
+def chatty(out, err):
+    print(out)
+    print(err, file=sys.stderr)
+    return "done"
+
+
+def environment():
+    return dict(os.environ)
+
+
+def working_directory():
+    with open("scratch.txt", "w") as handle:  # relative: lands in the per-call directory
+        handle.write("x")
+    return {"cwd": os.getcwd(), "tempdir": tempfile.gettempdir()}
+
+
+def process_info():
+    return {"pid": os.getpid(), "ppid": os.getppid(), "uid": os.getuid()}
+
+
+def unpicklable():
+    return lambda: None
+
+
+def big_value(n_bytes):
+    return b"x" * n_bytes
+
+
+def value_of_size(n_items):
+    return [
+        {"id": i, "name": f"item-{i}", "tags": ["a", "b"], "score": i / 3} for i in range(n_items)
+    ]
+
+
+class Greeter:
+    def __init__(self, greeting):
+        self.greeting = greeting
+
+    def greet(self, name):
+        return f"{self.greeting}, {name}"
+
+    @classmethod
+    def shout(cls, name):
+        return name.upper()
+
+
+class Opaque:
+    """A class the portal is not allowed to unpickle (not in result_globals)."""
+
+    def __init__(self, x):
+        self.x = x
+
+
+def return_opaque():
+    return Opaque(1)
+
+
+not_callable = 42

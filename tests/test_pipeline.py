@@ -1,0 +1,550 @@
+"""The pipeline: plugins loaded and run through the real sandbox, outcomes in the registry."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from plugins_app import pipeline, services
+from plugins_app.errors import InvalidParams, PluginNotFound, PluginRefused
+from plugins_app.models import EventKind, Plugin, PluginEvent, PluginRun, PluginState, RunStatus
+
+pytestmark = pytest.mark.django_db
+
+ACTOR = "user:tester"
+HAS_GPU = bool(shutil.which("nvidia-smi") or glob.glob("/dev/nvidia[0-9]*"))
+
+
+@pytest.fixture
+def plugins(plugin_dir, settings):
+    """A plugin directory that PORTAL_PLUGIN_DIRS points at."""
+    settings.PORTAL_PLUGIN_DIRS = [str(plugin_dir.path)]
+    yield plugin_dir
+    pipeline.discard_warm_hosts()
+
+
+def load(name: str) -> Plugin:
+    """Load one plugin and return its registry row."""
+    return pipeline.reload_plugin(name=name, actor=ACTOR)
+
+
+def transitions(name: str) -> list[tuple[str, str]]:
+    events = PluginEvent.objects.filter(plugin__name=name, kind=EventKind.STATE_CHANGED)
+    return [(e.from_state, e.to_state) for e in events.order_by("created_at", "id")]
+
+
+class TestLoadSucceeds:
+    def test_healthy_plugin__initialized_with_metadata(self, plugins):
+        """A healthy plugin is LOADED then INITIALIZED, with what it declared recorded."""
+        path = plugins.add(
+            "ocr",
+            '''
+            """Reads text."""
+            version = "1.2"
+            requires = {"modules": ["json"]}
+            limits = {"timeout_s": 5}
+            def setup():
+                pass
+            def run():
+                return "text"
+            ''',
+        )
+        (report,) = pipeline.load_plugins(actor=ACTOR)
+        assert report == pipeline.LoadReport("ocr", "INITIALIZED", "", str(path))
+        plugin = Plugin.objects.get(name="ocr")
+        assert (plugin.version, plugin.description, plugin.source) == (
+            "1.2",
+            "Reads text.",
+            str(path),
+        )
+        assert (plugin.requirements, plugin.limits) == ({"modules": ["json"]}, {"timeout_s": 5})
+        assert transitions("ocr") == [("", "LOADED"), ("LOADED", "INITIALIZED")]
+        assert PluginEvent.objects.filter(plugin=plugin).latest("id").actor == ACTOR
+
+    def test_declared_name__registered_under_it(self, plugins):
+        """A module declaring `name` is registered under that name."""
+        plugins.add("file_name", "name = 'pretty'\ndef run(): pass\n")
+        reports = pipeline.load_plugins(actor=ACTOR)
+        assert [r.name for r in reports] == ["pretty"]
+
+    def test_package_plugin__loaded(self, plugins):
+        """A package directory with __init__.py is a plugin."""
+        plugins.add("vision", "def run():\n    return 1\n", package=True)
+        assert load("vision").state == PluginState.INITIALIZED
+
+    def test_entry_point_plugin__loaded_and_run(self, plugins, tmp_path, monkeypatch):
+        """A module named by a portal.plugins entry point is loaded and run like a file."""
+        site = tmp_path / "site"
+        (site / "acme_ocr").mkdir(parents=True)
+        (site / "acme_ocr" / "__init__.py").write_text("def run(x=1):\n    return x * 2\n")
+        info = site / "acme_ocr-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-ocr\nVersion: 1.0\n")
+        (info / "entry_points.txt").write_text("[portal.plugins]\nacme = acme_ocr\n")
+        monkeypatch.syspath_prepend(str(site))
+        plugin = load("acme")
+        assert plugin.state == PluginState.INITIALIZED
+        assert plugin.source == "entry point: acme = acme_ocr (acme-ocr 1.0)"
+        run = pipeline.run_plugin(name="acme", params={"x": 4}, actor=ACTOR)
+        assert (run.status, run.result) == (RunStatus.SUCCEEDED, 8)
+
+
+class TestLoadUnavailable:
+    def test_missing_module_at_import__pip_hint(self, plugins):
+        """A module missing at import makes the plugin UNAVAILABLE with the pip command."""
+        plugins.add("yolo", "import cv2_not_installed\ndef run(): pass\n")
+        plugin = load("yolo")
+        assert plugin.state == PluginState.UNAVAILABLE
+        assert plugin.reason == (
+            "Missing Python module 'cv2_not_installed' required by plugin 'yolo' "
+            "(install with: pip install cv2_not_installed)"
+        )
+
+    def test_missing_module_in_requires__pip_name_mapped(self, plugins):
+        """A missing module from requires.modules names the pip distribution to install."""
+        plugins.add("p", "requires = {'modules': ['cv2']}\ndef run(): pass\n")
+        assert load("p").reason == (
+            "Missing Python module 'cv2' required by plugin 'p' "
+            "(install with: pip install opencv-python)"
+        )
+
+    @pytest.mark.skipif(HAS_GPU, reason="this machine has an NVIDIA GPU")
+    def test_no_gpu__says_what_was_checked(self, plugins):
+        """requires.gpu without a GPU is UNAVAILABLE, saying what was checked."""
+        plugins.add("tracker", "requires = {'gpu': True}\ndef run(): pass\n")
+        plugin = load("tracker")
+        assert plugin.state == PluginState.UNAVAILABLE
+        assert plugin.reason.startswith(
+            "Plugin 'tracker' requires a CUDA GPU but none was found (nvidia-smi is absent"
+        )
+
+    def test_missing_model_file__then_recovers_after_reload(self, plugins, tmp_path):
+        """A missing model file is UNAVAILABLE; once the file is there, a reload recovers."""
+        model = tmp_path / "yolo.pt"
+        plugins.add("yolo", f"requires = {{'files': [{str(model)!r}]}}\ndef run(): return 1\n")
+        plugin = load("yolo")
+        assert plugin.state == PluginState.UNAVAILABLE
+        assert plugin.reason == (
+            f"Model file not found: {model} (declared in requires.files of plugin 'yolo'); "
+            "put the file there, then reload the plugin"
+        )
+        assert plugin.requirements == {"files": [str(model)]}
+        model.write_bytes(b"weights")
+        plugin = load("yolo")
+        assert (plugin.state, plugin.reason) == (PluginState.INITIALIZED, "")
+        assert transitions("yolo") == [
+            ("", "UNAVAILABLE"),
+            ("UNAVAILABLE", "LOADED"),
+            ("LOADED", "INITIALIZED"),
+        ]
+
+    def test_empty_model_file__unavailable(self, plugins, tmp_path):
+        """An empty model file counts as missing, and the reason says it is empty."""
+        model = tmp_path / "m.onnx"
+        model.write_bytes(b"")
+        plugins.add("p", f"requires = {{'files': [{str(model)!r}]}}\ndef run(): pass\n")
+        assert load("p").reason.startswith(f"Model file is empty: {model} ")
+
+    def test_missing_env_var__unavailable_naming_it(self, plugins):
+        """An unset environment variable from requires.env is named in the reason."""
+        plugins.add("p", "requires = {'env': ['PIPELINE_TEST_UNSET_VAR']}\ndef run(): pass\n")
+        assert load("p").reason == (
+            "Environment variable 'PIPELINE_TEST_UNSET_VAR' required by plugin 'p' is not set "
+            "(set it in the portal's environment, then reload the plugin)"
+        )
+
+    def test_env_var_withheld_by_sandbox__says_how_to_allow(self, plugins, monkeypatch):
+        """A variable the portal has but the sandbox withholds (a *_KEY) says SANDBOX_ENV_ALLOW."""
+        monkeypatch.setenv("PIPELINE_TEST_API_KEY", "secret")
+        plugins.add("p", "requires = {'env': ['PIPELINE_TEST_API_KEY']}\ndef run(): pass\n")
+        assert "add it to SANDBOX_ENV_ALLOW" in load("p").reason
+
+    def test_several_missing__all_named(self, plugins):
+        """When several things are missing, the reason names the first and lists the rest."""
+        plugins.add(
+            "p", "requires = {'modules': ['nope_a', 'nope_b'], 'env': ['NOPE_C']}\ndef run(): pass"
+        )
+        assert load("p").reason.endswith(
+            "; also missing: module nope_b, environment variable NOPE_C"
+        )
+
+    def test_runs_refused_while_unavailable__nothing_counted(self, plugins):
+        """A run of an UNAVAILABLE plugin is refused with the reason and counts nothing."""
+        plugins.add("p", "import nope_module\ndef run(): pass\n")
+        load("p")
+        with pytest.raises(PluginRefused, match="Missing Python module 'nope_module'"):
+            pipeline.run_plugin(name="p", params={}, actor=ACTOR)
+        plugin = Plugin.objects.get(name="p")
+        assert (plugin.success_count, plugin.error_count, PluginRun.objects.count()) == (0, 0, 0)
+
+
+class TestLoadFails:
+    def test_syntax_error__failed_naming_file_and_line(self, plugins):
+        """A syntax error is FAILED with the type, message and line."""
+        path = plugins.add("broken", "x = 1\ndef run(:\n    pass\n")
+        plugin = load("broken")
+        assert plugin.state == PluginState.FAILED
+        assert plugin.reason == (
+            f"Plugin 'broken' failed to import: SyntaxError: invalid syntax at {path}:2 "
+            "(fix the code, then reload the plugin)"
+        )
+
+    def test_exception_at_import__failed(self, plugins):
+        """An exception raised at import is FAILED with type, message and place."""
+        path = plugins.add("p", "raise KeyError('config')\n")
+        assert load("p").reason == (
+            f"Plugin 'p' failed to import: KeyError: 'config' at {path}:1 in <module> "
+            "(fix the code, then reload the plugin)"
+        )
+
+    def test_failing_setup__failed_keeping_declarations(self, plugins):
+        """A failing setup() is FAILED with where it raised; the declarations are kept."""
+        path = plugins.add(
+            "lic",
+            "version = '3'\ndef setup():\n    raise RuntimeError('no license')\ndef run(): pass\n",
+        )
+        plugin = load("lic")
+        assert (plugin.state, plugin.version) == (PluginState.FAILED, "3")
+        assert plugin.reason == (
+            f"setup() of plugin 'lic' raised RuntimeError: no license at {path}:3 in setup "
+            "(fix the cause, then reload the plugin)"
+        )
+
+    def test_hang_at_import__failed_after_load_timeout(self, plugins, settings):
+        """An import that hangs is stopped at the load timeout and FAILED, saying so."""
+        settings.PORTAL_PLUGIN_LOAD_TIMEOUT_S = 1
+        plugins.add("hangs", "import time\ntime.sleep(60)\ndef run(): pass\n")
+        plugin = load("hangs")
+        assert plugin.state == PluginState.FAILED
+        assert plugin.reason.startswith("Loading plugin 'hangs' did not finish within 1 s")
+
+    def test_crash_at_import__failed_naming_signal(self, plugins):
+        """A segfault while importing is FAILED, naming the signal; the portal is fine."""
+        plugins.add("crashy", "import ctypes\nctypes.string_at(0)\n")
+        plugin = load("crashy")
+        assert plugin.state == PluginState.FAILED
+        assert plugin.reason.startswith("Loading plugin 'crashy' crashed the process with SIGSEGV")
+
+    def test_exit_at_import__failed(self, plugins):
+        """os._exit() while importing is FAILED with the exit code."""
+        plugins.add("quits", "import os\nos._exit(7)\n")
+        reason = load("quits").reason
+        assert reason.startswith("Loading plugin 'quits' ended the process with exit code 7")
+
+    def test_unknown_limit__failed_listing_known_ones(self, plugins):
+        """A limit the sandbox does not know is FAILED with the known names."""
+        plugins.add("p", "limits = {'timeout': 5}\ndef run(): pass\n")
+        plugin = load("p")
+        assert plugin.state == PluginState.FAILED
+        assert "Unknown sandbox limit 'timeout'" in plugin.reason
+
+    def test_missing_run__failed(self, plugins):
+        """A module without run() is FAILED, saying it defines none."""
+        plugins.add("p", "x = 1\n")
+        assert "it defines no run(**params) function" in load("p").reason
+
+
+class TestLoadSet:
+    def test_same_name_twice__unavailable_naming_both_sources(self, plugins, tmp_path, settings):
+        """Two sources for one name: the plugin is UNAVAILABLE and the reason names both."""
+        other = tmp_path / "other"
+        other.mkdir()
+        (other / "ocr.py").write_text("def run(): return 'b'\n")
+        first = plugins.add("ocr", "def run(): return 'a'\n")
+        settings.PORTAL_PLUGIN_DIRS = [str(plugins.path), str(other)]
+        (report,) = pipeline.load_plugins(actor=ACTOR)
+        assert report.state == PluginState.UNAVAILABLE
+        assert report.reason == (
+            f"Plugin name 'ocr' is provided by 2 sources: {first}; {other / 'ocr.py'}; none of "
+            "them is used (rename or remove all but one, then reload)"
+        )
+        with pytest.raises(PluginRefused):
+            pipeline.run_plugin(name="ocr", params={}, actor=ACTOR)
+        (other / "ocr.py").unlink()
+        assert load("ocr").state == PluginState.INITIALIZED
+
+    def test_declared_name_clash__detected_after_import(self, plugins):
+        """A module declaring the name of another plugin is a conflict too."""
+        plugins.add("ocr", "def run(): pass\n")
+        plugins.add("ocr2", "name = 'ocr'\ndef run(): pass\n")
+        (report,) = pipeline.load_plugins(actor=ACTOR)
+        assert report.state == PluginState.UNAVAILABLE
+        assert "is provided by 2 sources" in report.reason
+
+    def test_file_removed__unavailable_with_history_kept(self, plugins):
+        """A plugin whose file disappeared is UNAVAILABLE, not deleted; its runs stay."""
+        path = plugins.add("p", "def run(): return 1\n")
+        load("p")
+        pipeline.run_plugin(name="p", params={}, actor=ACTOR)
+        path.unlink()
+        reports = pipeline.load_plugins(actor=ACTOR)
+        assert reports == [
+            pipeline.LoadReport(
+                "p",
+                "UNAVAILABLE",
+                f"Plugin 'p' is gone: {path} no longer exists (restore it and reload; the "
+                "plugin's history is kept meanwhile)",
+                str(path),
+            )
+        ]
+        plugin = Plugin.objects.get(name="p")
+        assert (plugin.success_count, plugin.runs.count()) == (1, 1)
+
+    def test_named_load__touches_only_that_plugin(self, plugins):
+        """Loading by name re-checks that plugin and leaves the others' history alone."""
+        plugins.add("a", "def run(): pass\n")
+        plugins.add("b", "def run(): pass\n")
+        pipeline.load_plugins(actor=ACTOR)
+        before = PluginEvent.objects.filter(plugin__name="b").count()
+        reports = pipeline.load_plugins(names=["a"], actor=ACTOR)
+        assert [r.name for r in reports] == ["a"]
+        assert PluginEvent.objects.filter(plugin__name="b").count() == before
+
+    def test_unknown_name__not_found(self, plugins):
+        """A name neither registered nor discovered raises PluginNotFound."""
+        with pytest.raises(PluginNotFound, match="Plugin 'ghost' not found"):
+            pipeline.reload_plugin(name="ghost", actor=ACTOR)
+
+    def test_reload_while_running__reported_not_applied(self, plugins):
+        """A reload during a run is refused in the report; the plugin keeps running."""
+        plugins.add("p", "def run(): pass\n")
+        load("p")
+        run = services.run_queue(name="p", params={}, actor=ACTOR)
+        services.run_start(run_id=run.pk, worker="w:1")
+        (report,) = pipeline.load_plugins(names=["p"], actor=ACTOR)
+        assert report.state == PluginState.RUNNING
+        assert "run(s) in progress and cannot be reloaded now" in report.reason
+
+
+class TestRun:
+    def test_success__result_counters_and_forensics(self, plugins):
+        """A successful run stores the result, duration, worker and counts one success."""
+        plugins.add("p", "def run(a, b=2):\n    print('working')\n    return {'sum': a + b}\n")
+        load("p")
+        run = pipeline.run_plugin(name="p", params={"a": 1}, actor=ACTOR)
+        assert (run.status, run.outcome, run.result) == (RunStatus.SUCCEEDED, "ok", {"sum": 3})
+        assert run.stdout_tail == "working\n"
+        assert run.duration_ms > 0 and run.peak_rss_kb > 0
+        assert run.worker.endswith(f":{os.getpid()}")
+        plugin = Plugin.objects.get(name="p")
+        assert (plugin.state, plugin.success_count, plugin.error_count) == (
+            PluginState.INITIALIZED,
+            1,
+            0,
+        )
+
+    def test_exception__failed_with_type_message_place_and_traceback(self, plugins):
+        """An exception in run() fails the run with its type, message, line and traceback."""
+        path = plugins.add("p", "def run():\n    raise ValueError('bad input')\n")
+        load("p")
+        run = pipeline.run_plugin(name="p", params={}, actor=ACTOR)
+        assert (run.status, run.error_type) == (RunStatus.FAILED, "ValueError")
+        assert run.reason == (
+            f"Plugin 'p' raised ValueError in run(): bad input at {path}:2 in run (see the "
+            "run's traceback; fix the plugin or its input, then rerun)"
+        )
+        assert "ValueError: bad input" in run.traceback
+        plugin = Plugin.objects.get(name="p")
+        assert (plugin.state, plugin.reason, plugin.error_count) == (
+            PluginState.FAILED,
+            run.reason,
+            1,
+        )
+
+    def test_bad_params__failed_with_signature(self, plugins):
+        """Params run() does not take fail the run, saying what it accepts."""
+        plugins.add("p", "def run(seconds):\n    return seconds\n")
+        load("p")
+        run = pipeline.run_plugin(name="p", params={"secs": 1}, actor=ACTOR)
+        assert (run.status, run.error_type) == (RunStatus.FAILED, "PluginParamsError")
+        assert run.reason.startswith("Bad params for plugin 'p': run() of plugin 'p' cannot")
+        assert "it accepts run(seconds)" in run.reason
+
+    def test_timeout__timed_out(self, plugins):
+        """A run past its timeout is stopped and recorded TIMED_OUT."""
+        plugins.add("p", "import time\nlimits = {'timeout_s': 1}\ndef run(): time.sleep(30)\n")
+        load("p")
+        run = pipeline.run_plugin(name="p", params={}, actor=ACTOR)
+        assert (run.status, run.outcome) == (RunStatus.TIMED_OUT, "timeout")
+        assert run.reason.startswith("Plugin 'p' did not finish within its 1 s timeout")
+
+    def test_timeout_argument__overrides_declared_limit(self, plugins):
+        """timeout_s given to run_plugin replaces the plugin's own timeout for that run."""
+        plugins.add("p", "import time\ndef run(): time.sleep(30)\n")
+        load("p")
+        run = pipeline.run_plugin(name="p", params={}, actor=ACTOR, timeout_s=0.5)
+        assert run.status == RunStatus.TIMED_OUT
+        assert "within its 0.5 s timeout" in run.reason
+
+    def test_segfault__crashed_with_signal(self, plugins):
+        """A segfault in run() is CRASHED with the signal; the portal carries on."""
+        plugins.add("p", "import ctypes\ndef run(): ctypes.string_at(0)\n")
+        load("p")
+        run = pipeline.run_plugin(name="p", params={}, actor=ACTOR)
+        assert (run.status, run.signal) == (RunStatus.CRASHED, "SIGSEGV")
+        assert run.reason.startswith("Plugin 'p' crashed with signal SIGSEGV during run()")
+        assert pipeline.run_plugin(name="p", params={}, actor=ACTOR).status == RunStatus.CRASHED
+
+    def test_memory_limit__crashed_with_peak(self, plugins):
+        """A run over its memory limit is CRASHED, naming the limit and the peak."""
+        plugins.add(
+            "p",
+            "limits = {'memory_mb': 200}\n"
+            "def run():\n    x = [bytearray(32 << 20) for _ in range(100)]\n",
+        )
+        load("p")
+        run = pipeline.run_plugin(name="p", params={}, actor=ACTOR)
+        assert (run.status, run.outcome) == (RunStatus.CRASHED, "memory")
+        assert run.reason.startswith("Plugin 'p' ran out of its 200 MB memory limit (peak ")
+
+    def test_os_exit__failed_with_exit_code(self, plugins):
+        """os._exit() in run() fails the run with the exit code."""
+        plugins.add("p", "import os\ndef run(): os._exit(4)\n")
+        load("p")
+        run = pipeline.run_plugin(name="p", params={}, actor=ACTOR)
+        assert (run.status, run.outcome, run.exit_code) == (RunStatus.FAILED, "exited", 4)
+        assert run.reason.startswith("Plugin 'p' ended its process with exit code 4")
+
+    @pytest.mark.parametrize(
+        ("body", "words"),
+        [
+            ("return {1, 2}", "Object of type set is not JSON serializable"),
+            ("return float('nan')", "Out of range float values are not JSON compliant"),
+            (
+                "import threading\n    return threading.Lock()",
+                "cannot pickle '_thread.lock' object",
+            ),
+        ],
+    )
+    def test_unserialisable_result__failed(self, plugins, body, words):
+        """A result that is not JSON fails the run, saying what to return instead."""
+        plugins.add("p", f"def run():\n    {body}\n")
+        load("p")
+        run = pipeline.run_plugin(name="p", params={}, actor=ACTOR)
+        assert (run.status, run.outcome) == (RunStatus.FAILED, "unserialisable")
+        assert run.reason.startswith("Plugin 'p' returned a value that is not JSON-serialisable")
+        assert words in run.reason
+
+    def test_large_result__stored_truncated(self, plugins):
+        """A result bigger than the stored size is kept as a truncated JSON text."""
+        plugins.add("p", "def run(): return 'x' * 200_000\n")
+        load("p")
+        run = pipeline.run_plugin(name="p", params={}, actor=ACTOR)
+        assert run.status == RunStatus.SUCCEEDED
+        assert run.result_truncated is True
+        assert run.result == '"' + "x" * (pipeline.RESULT_STORE_CHARS - 1)
+
+    def test_output_tails__kept_capped(self, plugins):
+        """Stdout and stderr tails are kept on the run, capped."""
+        plugins.add(
+            "p",
+            "import sys\ndef run():\n    print('a' * 10000)\n    print('oops', file=sys.stderr)"
+            "\n    raise SystemExit(2)\n",
+        )
+        load("p")
+        run = pipeline.run_plugin(name="p", params={}, actor=ACTOR)
+        assert run.status == RunStatus.FAILED
+        assert len(run.stdout_tail) == pipeline.OUTPUT_TAIL_CHARS
+        assert run.stderr_tail.startswith("oops")
+
+    def test_disabled__refused_without_run(self, plugins):
+        """A disabled plugin's run is refused with who disabled it; nothing is counted."""
+        plugins.add("p", "def run(): pass\n")
+        load("p")
+        services.plugin_disable(name="p", note="maintenance", actor="user:ops")
+        with pytest.raises(PluginRefused, match="disabled by user:ops: maintenance"):
+            pipeline.run_plugin(name="p", params={}, actor=ACTOR)
+        assert PluginRun.objects.count() == 0
+
+    @pytest.mark.parametrize(
+        ("params", "words"),
+        [
+            ([1, 2], "got list, not an object"),
+            ({"bad-key": 1}, "parameter names must be Python identifiers"),
+            ({"x": {1, 2}}, "not JSON-serialisable"),
+        ],
+    )
+    def test_invalid_params__raised_before_any_run(self, plugins, params, words):
+        """Params that are not a JSON object of names raise InvalidParams; no run exists."""
+        plugins.add("p", "def run(**kw): pass\n")
+        load("p")
+        with pytest.raises(InvalidParams, match=words):
+            pipeline.run_plugin(name="p", params=params, actor=ACTOR)
+        assert PluginRun.objects.count() == 0
+
+    def test_bad_timeout__invalid_params(self, plugins):
+        """A timeout that is not a positive number is refused before any run."""
+        plugins.add("p", "def run(): pass\n")
+        load("p")
+        with pytest.raises(InvalidParams, match="positive number of seconds"):
+            pipeline.run_plugin(name="p", params={}, actor=ACTOR, timeout_s=0)
+
+    def test_unknown_plugin__not_found(self):
+        """Running a plugin that is not registered raises PluginNotFound."""
+        with pytest.raises(PluginNotFound):
+            pipeline.run_plugin(name="ghost", params={}, actor=ACTOR)
+
+    def test_failed_then_success__recovers(self, plugins):
+        """After a failed run, a successful one brings the plugin back to INITIALIZED."""
+        plugins.add("p", "def run(fail=False):\n    if fail: raise OSError('x')\n    return 1\n")
+        load("p")
+        pipeline.run_plugin(name="p", params={"fail": True}, actor=ACTOR)
+        assert Plugin.objects.get(name="p").state == PluginState.FAILED
+        pipeline.run_plugin(name="p", params={}, actor=ACTOR)
+        plugin = Plugin.objects.get(name="p")
+        assert (plugin.state, plugin.reason, plugin.consecutive_failures) == ("INITIALIZED", "", 0)
+
+    def test_source_gone_before_run__failed_saying_so(self, plugins):
+        """A run whose plugin file vanished since the load fails, naming the file."""
+        path = plugins.add("p", "def run(): pass\n")
+        load("p")
+        path.unlink()
+        run = pipeline.run_plugin(name="p", params={}, actor=ACTOR)
+        assert run.status == RunStatus.FAILED
+        assert run.reason.startswith(f"Plugin 'p' is gone: {path} no longer exists")
+
+
+class TestWarmHosts:
+    def _counting_plugin(self, plugins, marker: Path) -> Path:
+        return plugins.add(
+            "p",
+            f"""
+            def setup():
+                with open({str(marker)!r}, "a") as f:
+                    f.write("setup\\n")
+            def run():
+                return "v1"
+            """,
+        )
+
+    def test_runs__setup_once_per_warm_host(self, plugins, tmp_path):
+        """setup() runs once at load and once in the warm host, not once per run."""
+        marker = tmp_path / "setups"
+        self._counting_plugin(plugins, marker)
+        load("p")
+        for _ in range(3):
+            assert pipeline.run_plugin(name="p", params={}, actor=ACTOR).result == "v1"
+        assert marker.read_text().count("setup") == 2
+
+    def test_reload__fresh_warm_host(self, plugins, tmp_path):
+        """A reload drops the warm host, so the next run sets the plugin up again."""
+        marker = tmp_path / "setups"
+        self._counting_plugin(plugins, marker)
+        load("p")
+        pipeline.run_plugin(name="p", params={}, actor=ACTOR)
+        load("p")
+        pipeline.run_plugin(name="p", params={}, actor=ACTOR)
+        assert marker.read_text().count("setup") == 4
+
+    def test_edited_code__picked_up_by_next_run(self, plugins, tmp_path):
+        """Edited plugin code gets a fresh warm host even when another process reloaded it."""
+        path = self._counting_plugin(plugins, tmp_path / "setups")
+        load("p")
+        assert pipeline.run_plugin(name="p", params={}, actor=ACTOR).result == "v1"
+        path.write_text("def run():\n    return 'version two'\n")
+        os.utime(path, ns=(1, 1))  # a different modification time, however fast the test runs
+        assert pipeline.run_plugin(name="p", params={}, actor=ACTOR).result == "version two"

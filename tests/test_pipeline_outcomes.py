@@ -1,0 +1,119 @@
+"""From a sandbox result to a run outcome: every sandbox outcome has its status and reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from plugins_app import reasons
+from plugins_app.models import RunStatus
+from plugins_app.pipeline import outcome_from_result
+from sandbox import Limits, Outcome, SandboxResult
+
+LIMITS = Limits(timeout_s=2, cpu_s=3, memory_mb=256, result_bytes=1000)
+
+
+def result(outcome: Outcome, **fields) -> SandboxResult:
+    fields.setdefault("error", "The sandbox's own sentence about it, for the test")
+    value = fields.pop("value", None)
+    return SandboxResult(ok=outcome == Outcome.OK, value=value, outcome=outcome, **fields)
+
+
+class TestStatus:
+    @pytest.mark.parametrize(
+        ("outcome", "status"),
+        [
+            (Outcome.TIMEOUT, RunStatus.TIMED_OUT),
+            (Outcome.CRASHED, RunStatus.CRASHED),
+            (Outcome.MEMORY, RunStatus.CRASHED),
+            (Outcome.ERROR, RunStatus.FAILED),
+            (Outcome.EXITED, RunStatus.FAILED),
+            (Outcome.OUTPUT_LIMIT, RunStatus.FAILED),
+            (Outcome.UNSERIALISABLE, RunStatus.FAILED),
+            (Outcome.SANDBOX_FAILURE, RunStatus.FAILED),
+        ],
+    )
+    def test_each_failure_outcome__has_status_and_actionable_reason(self, outcome, status):
+        """Every sandbox failure maps to its run status with an actionable reason."""
+        mapped = outcome_from_result("p", result(outcome, error_type="X"), LIMITS)
+        assert mapped.status == status
+        assert mapped.outcome == outcome.value
+        assert reasons.is_actionable(mapped.reason)
+        assert "'p'" in mapped.reason
+
+    def test_forensic_fields__copied_and_tails_capped(self):
+        """Exit code, signal, peak memory, duration and output tails reach the run."""
+        mapped = outcome_from_result(
+            "p",
+            result(
+                Outcome.CRASHED,
+                signal="SIGSEGV",
+                exit_code=None,
+                peak_rss_kb=2048,
+                duration_ms=12.5,
+                stdout="o" * 10_000,
+                stderr="Fatal Python error: Segmentation fault",
+                traceback="",
+            ),
+            LIMITS,
+        )
+        assert (mapped.signal, mapped.peak_rss_kb, mapped.duration_ms) == ("SIGSEGV", 2048, 12.5)
+        assert len(mapped.stdout_tail) == 4000
+        assert mapped.stderr_tail == "Fatal Python error: Segmentation fault"
+
+
+class TestReasons:
+    def test_cpu_limit__names_cpu_seconds(self):
+        """A CPU-time kill says CPU time and the cpu_s limit, not the wall-clock timeout."""
+        mapped = outcome_from_result(
+            "p", result(Outcome.TIMEOUT, error_type="CPUTimeLimit"), LIMITS
+        )
+        assert mapped.reason.startswith("Plugin 'p' used more than 3 s of CPU time")
+
+    def test_output_limit__names_result_bytes(self):
+        """A result over result_bytes names the limit."""
+        mapped = outcome_from_result("p", result(Outcome.OUTPUT_LIMIT), LIMITS)
+        assert "limits.result_bytes (1000 bytes)" in mapped.reason
+
+    def test_exception__message_from_traceback_last_line(self):
+        """The exception message is read from the traceback, multi-line messages included."""
+        tb = (
+            "Traceback (most recent call last):\n"
+            '  File "/srv/plugins/p.py", line 7, in run\n'
+            "    raise pkg.Oops('first line')\n"
+            "pkg.Oops: first line\nsecond line\n"
+        )
+        mapped = outcome_from_result(
+            "p", result(Outcome.ERROR, error_type="Oops", traceback=tb), LIMITS, plugin_root="/srv"
+        )
+        assert mapped.reason == (
+            "Plugin 'p' raised Oops in run(): first line second line at "
+            "/srv/plugins/p.py:7 in run (see the run's traceback; fix the plugin or its input, "
+            "then rerun)"
+        )
+
+    def test_load_failure_in_warm_host__says_reload(self):
+        """A plugin that cannot be set up for a run says to fix it and reload."""
+        tb = "sandbox.plugin_host.PluginLoadError: setup() raised OSError: gone\n"
+        mapped = outcome_from_result(
+            "p", result(Outcome.ERROR, error_type="PluginLoadError", traceback=tb), LIMITS
+        )
+        assert mapped.reason == (
+            "Plugin 'p' could not be imported or set up for this run: setup() raised OSError: "
+            "gone (fix it, then reload the plugin)"
+        )
+
+    def test_sandbox_failure__quotes_sandbox_sentence(self):
+        """A failure of the sandbox itself quotes the sandbox's own explanation."""
+        mapped = outcome_from_result("p", result(Outcome.SANDBOX_FAILURE), LIMITS)
+        assert "The sandbox's own sentence about it" in mapped.reason
+
+
+class TestSuccess:
+    def test_tuple_result__stored_as_json(self):
+        """A successful value is stored as its JSON form."""
+        mapped = outcome_from_result("p", result(Outcome.OK, value=(1, "a")), LIMITS)
+        assert (mapped.status, mapped.result, mapped.result_truncated) == (
+            RunStatus.SUCCEEDED,
+            [1, "a"],
+            False,
+        )
