@@ -19,7 +19,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from plugins_app import admin_display as show
-from plugins_app import selectors, services
+from plugins_app import pipeline, selectors, services
 from plugins_app.errors import PluginError
 from plugins_app.models import Plugin, PluginEvent, PluginRun
 
@@ -474,8 +474,6 @@ class PluginAdmin(admin.ModelAdmin):
         description="Rerun selected plugins (queued, runs in the background)", permissions=["run"]
     )
     def rerun_selected(self, request, queryset):
-        from plugins_app import pipeline  # the pipeline lands on its own branch
-
         actor = actor_of(request)
         for name in self._names(queryset):
             params = selectors.plugin_last_run_params(name=name)
@@ -502,8 +500,6 @@ class PluginAdmin(admin.ModelAdmin):
         description="Reload selected plugins (re-check their environment)", permissions=["run"]
     )
     def reload_selected(self, request, queryset):
-        from plugins_app import pipeline  # the pipeline lands on its own branch
-
         actor = actor_of(request)
         for name in self._names(queryset):
             try:

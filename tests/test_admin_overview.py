@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from plugins_app import selectors, services
+from plugins_app import admin_display, selectors, services
 from plugins_app.models import PluginRun, PluginState, RunStatus
 
 pytestmark = pytest.mark.django_db
@@ -121,3 +121,38 @@ class TestRunsPerHour:
         with CaptureQueriesContext(connection) as queries:
             selectors.runs_per_hour(hours=24, now=NOW)
         assert len(queries) == 1
+
+
+class TestHourlyChart:
+    def test_hourly_chart__bars_scale_to_the_busiest_hour(self):
+        """The busiest hour fills the plot; failures sit on top of the other runs."""
+        start = datetime(2026, 3, 10, 12, tzinfo=UTC)
+        buckets = [
+            selectors.HourBucket(start, 10, 0),
+            selectors.HourBucket(start + timedelta(hours=1), 5, 5),
+            selectors.HourBucket(start + timedelta(hours=2), 0, 0),
+        ]
+        chart = admin_display.hourly_chart(buckets, width=300, height=120)
+        busiest, all_failed, empty = chart.bars
+        assert (chart.peak, chart.total, chart.failed) == (10, 15, 5)
+        assert (busiest.ok_height, busiest.failed_height, busiest.ok_y) == (100, 0, 0)
+        assert (all_failed.ok_height, all_failed.failed_height, all_failed.failed_y) == (0, 50, 50)
+        assert (empty.ok_height, empty.failed_height) == (0, 0)
+        assert busiest.title == "2026-03-10 12:00 to 13:00: 10 runs, 0 failed"
+        assert busiest.x < all_failed.x < empty.x
+
+    def test_hourly_chart__no_runs_draws_flat_bars(self):
+        """A quiet day draws 24 empty bars instead of dividing by zero."""
+        chart = admin_display.hourly_chart(selectors.runs_per_hour(hours=24, now=NOW))
+        assert len(chart.bars) == 24
+        assert {bar.ok_height for bar in chart.bars} == {0}
+
+
+class TestHumanDuration:
+    @pytest.mark.parametrize(
+        ("seconds", "shown"),
+        [(None, "—"), (0, "0s"), (42.7, "42s"), (3725, "1h 2m"), (90061, "1d 1h"), (86400, "1d")],
+    )
+    def test_human_duration__two_largest_units(self, seconds, shown):
+        """Uptime reads at a glance: the two largest units."""
+        assert admin_display.human_duration(seconds) == shown
