@@ -26,6 +26,8 @@ from plugins_app.models import Plugin, PluginEvent, PluginRun
 admin.site.site_header = "Plugin operations portal"
 admin.site.site_title = "Plugin portal admin"
 admin.site.index_title = "Fleet overview"
+# The wide plugin and run tables need the room more than a second list of the same links.
+admin.site.enable_nav_sidebar = False
 # The index shows the fleet at a glance above the usual app list.
 admin.site.index_template = "admin/plugins_app/index.html"
 
@@ -267,7 +269,7 @@ class EventTimelineInline(ReadOnlyInline):
     verbose_name = "event"
     verbose_name_plural = f"event timeline (newest {LATEST_EVENTS})"
     formset = type("LatestEventsFormSet", (LatestRowsFormSet,), {"limit": LATEST_EVENTS})
-    fields = ("created_at", "kind", "transition", "reason_full", "actor", "caused_by")
+    fields = ("created_at", "kind", "transition", "event_reason", "actor", "caused_by")
     readonly_fields = fields
 
     @admin.display(description="change")
@@ -275,7 +277,7 @@ class EventTimelineInline(ReadOnlyInline):
         return event_transition(obj)
 
     @admin.display(description="reason")
-    def reason_full(self, obj: PluginEvent):
+    def event_reason(self, obj: PluginEvent):
         return obj.reason or "—"
 
     @admin.display(description="run")
@@ -656,6 +658,13 @@ class PluginRunAdmin(LargeHistoryAdmin):
         ),
     )
     readonly_fields = tuple(field for _, options in fieldsets for field in options["fields"])
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        run = self.get_object(request, object_id)
+        if run is not None:
+            title = f"Run #{run.pk} of plugin '{run.plugin.name}': {run.get_status_display()}"
+            extra_context = {**(extra_context or {}), "subtitle": title}
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def get_search_results(self, request, queryset, search_term):
         # Only failed runs carry an error: the status filter keeps a search off the other 90%.

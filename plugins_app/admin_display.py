@@ -69,7 +69,10 @@ def age(value: datetime | None, now: datetime | None = None) -> SafeString | str
     if value is None:
         return "never"
     exact = timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
-    ago = timesince(value, now or timezone.now(), depth=1)
+    now = now or timezone.now()
+    seconds = (now - value).total_seconds()
+    # timesince says "0 minutes" for the last minute, which is when an operator looks closest.
+    ago = f"{max(0, int(seconds))} seconds" if seconds < 60 else timesince(value, now, depth=1)
     return format_html(
         '<time datetime="{}" title="{}">{} ago</time>', value.isoformat(), exact, ago
     )

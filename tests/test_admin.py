@@ -725,7 +725,7 @@ class TestAdminIndex:
         content = operator_client.get(reverse("admin:index")).content.decode()
         svg = re.search(r"<svg class=\"runs-chart\".*?</svg>", content, re.S).group(0)
         assert svg.count('<g class="bar">') == 24
-        assert "Runs per hour, last 24 hours: 2 runs, 1 failed" in content
+        assert "Runs per hour, last 24 hours: 2 runs, 1 failed (busiest hour: 2)" in content
         assert ": 2 runs, 1 failed</title>" in svg
         assert old.pk  # 30 hours old: outside the chart
         assert "http://" not in svg

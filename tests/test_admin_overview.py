@@ -156,3 +156,22 @@ class TestHumanDuration:
     def test_human_duration__two_largest_units(self, seconds, shown):
         """Uptime reads at a glance: the two largest units."""
         assert admin_display.human_duration(seconds) == shown
+
+
+class TestAge:
+    @pytest.mark.parametrize(
+        ("ago", "shown"),
+        [
+            (timedelta(seconds=12), "12 seconds ago"),
+            (timedelta(minutes=5, seconds=3), "5 minutes ago"),
+        ],
+    )
+    def test_age__reads_at_a_glance_with_exact_time_on_hover(self, ago, shown):
+        """Last run reads as an age; the exact time is in the title."""
+        html = admin_display.age(NOW - ago, now=NOW).replace("\xa0", " ")
+        assert f">{shown}</time>" in html
+        assert 'title="2026-03-10 14:' in html
+
+    def test_age__never(self):
+        """A plugin that never ran says so."""
+        assert admin_display.age(None) == "never"
