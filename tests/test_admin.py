@@ -620,6 +620,20 @@ class TestRunAdmin:
         assert "0 plugin runs" in few
         assert "More than" not in few
 
+    def test_runs__search_keeps_the_newest_matches_and_says_more_than(
+        self, operator_client, make_plugin, finish_run, monkeypatch
+    ):
+        """A search matching more than its cap lists the newest matches and says 'more than'."""
+        monkeypatch.setattr(portal_admin.PluginRunAdmin, "search_cap", 2)
+        make_plugin("ocr")
+        crashes = [finish_run("ocr", RunStatus.CRASHED, reason="SIGSEGV again") for _ in range(3)]
+        response = operator_client.get(RUNS, {"q": "SIGSEGV"})
+        shown = [run.pk for run in response.context["cl"].result_list]
+        assert shown == [crashes[2].pk, crashes[1].pk]
+        content = response.content.decode()
+        assert "More than 2 plugin runs" in content
+        assert "More than 2 results" in content
+
 
 class TestDateHierarchy:
     DATES = [
