@@ -470,6 +470,23 @@ class TestRerunAndReload:
         assert text == f"Reloaded 'vision': it is still UNAVAILABLE: {reason}"
         assert str(model) in reason
 
+    def test_reload__plugin_with_runs_in_progress_is_refused_with_the_reason(
+        self, operator_client, make_plugin
+    ):
+        """Reloading a plugin that is running says to wait, and leaves it running."""
+        make_plugin("busy")
+        queued = services.run_queue(name="busy", params={}, actor="t")
+        services.run_start(run_id=queued.pk, worker="w:1")
+        response = act(operator_client, "reload_selected", "busy")
+        assert messages_of(response) == [
+            (
+                "error",
+                "Could not reload 'busy': Plugin 'busy' has 1 run(s) in progress and cannot be "
+                "reloaded now (wait for them to finish, then reload)",
+            )
+        ]
+        assert Plugin.objects.get(name="busy").state == PluginState.RUNNING
+
     def test_action_from_detail_page__returns_to_it(self, operator_client, make_plugin):
         """A one-click action on a plugin's page comes back to that page with its message."""
         make_plugin("ocr")
