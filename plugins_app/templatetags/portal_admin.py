@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib.admin.templatetags.base import InclusionAdminNode
 from django.contrib.admin.views.main import ChangeList
 from django.utils import formats, timezone
+from django.utils.functional import cached_property
 from django.utils.text import capfirst
 
 from plugins_app import admin_display, selectors
@@ -67,8 +68,12 @@ class IndexProbes:
         # list's own (wider) date range is already there: put the probe's narrow range first.
         return (probe & self.queryset).exists()
 
-    def edges(self) -> tuple[datetime | None, datetime | None]:
+    @cached_property
+    def _edges(self) -> tuple[datetime | None, datetime | None]:
         return self._edge(newest=False), self._edge(newest=True)
+
+    def edges(self) -> tuple[datetime | None, datetime | None]:
+        return self._edges
 
     def _edge(self, newest: bool) -> datetime | None:
         ordered = self.queryset.order_by(f"-{self.field}" if newest else self.field)
