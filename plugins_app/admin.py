@@ -17,11 +17,13 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
+from django.utils.http import urlencode
 
 from plugins_app import admin_display as show
 from plugins_app import pipeline, reasons, selectors, services
 from plugins_app.errors import PluginError
 from plugins_app.models import Plugin, PluginEvent, PluginRun
+from sandbox import Outcome
 
 admin.site.site_header = "Plugin operations portal"
 admin.site.site_title = "Plugin portal admin"
@@ -108,18 +110,11 @@ class SandboxOutcomeFilter(admin.SimpleListFilter):
 
     title = "sandbox outcome"
     parameter_name = "outcome"
+    # What the sandbox reports, plus the two outcomes the registry records itself.
     OUTCOMES = (
-        ("ok", "ok"),
-        ("error", "error (exception)"),
-        ("timeout", "timeout"),
-        ("memory", "memory limit"),
-        ("crashed", "crashed (signal)"),
-        ("exited", "exited"),
-        ("output_limit", "output limit"),
-        ("unserialisable", "unserialisable result"),
-        ("sandbox_failure", "sandbox failure"),
-        ("interrupted", "interrupted"),
-        ("refused", "refused"),
+        *((outcome.value, outcome.value.replace("_", " ")) for outcome in Outcome),
+        ("interrupted", "interrupted (worker died)"),
+        ("refused", "refused (disabled or unavailable)"),
     )
 
     def lookups(self, request, model_admin):
@@ -196,8 +191,10 @@ def run_link(run_id: int | None):
     return format_html('<a href="{}">run #{}</a>', url, run_id)
 
 
-def runs_of_plugin_url(name: str) -> str:
-    return f"{reverse('admin:plugins_app_pluginrun_changelist')}?plugin={name}"
+def history_url(model_name: str, plugin_name: str) -> str:
+    """The runs or events list narrowed to one plugin."""
+    changelist = reverse(f"admin:plugins_app_{model_name}_changelist")
+    return f"{changelist}?{urlencode({'plugin': plugin_name})}"
 
 
 # --------------------------------------------------------------------------- plugins
@@ -465,12 +462,11 @@ class PluginAdmin(admin.ModelAdmin):
 
     @admin.display(description="history")
     def all_runs(self, obj: Plugin):
-        events = f"{reverse('admin:plugins_app_pluginevent_changelist')}?plugin={obj.name}"
         return format_html(
             '<a href="{}">All runs of {}</a> · <a href="{}">all events</a>',
-            runs_of_plugin_url(obj.name),
+            history_url("pluginrun", obj.name),
             obj.name,
-            events,
+            history_url("pluginevent", obj.name),
         )
 
     @admin.display(description="declared requirements")
