@@ -26,8 +26,7 @@ env: $(VENV)/.synced
 
 run: env
 	$(VENV)/bin/python manage.py migrate --noinput
-	@# loadplugins arrives with the plugin pipeline; skip it until the command exists.
-	$(VENV)/bin/python manage.py help loadplugins >/dev/null 2>&1 && $(VENV)/bin/python manage.py loadplugins || true
+	$(VENV)/bin/python manage.py loadplugins
 	$(VENV)/bin/python manage.py ensureadmin
 	@echo "Portal: http://$(HOST):$(PORT)/admin/  health: http://$(HOST):$(PORT)/v1/plugins"
 	$(VENV)/bin/python manage.py runserver --noreload $(HOST):$(PORT)

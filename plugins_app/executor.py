@@ -7,7 +7,8 @@ plugin; "inline" runs them synchronously inside submit (tests, scripts).
 Every run in progress in this process is registered with the heartbeat, a daemon thread
 that refreshes the runs' heartbeat_at every PORTAL_RUN_HEARTBEAT_S seconds and sweeps the
 database for runs whose heartbeat went stale (their process was killed), finishing them as
-INTERRUPTED through the services.
+INTERRUPTED through the services, and for runs queued by a process that died before starting
+them, which it adopts (a thread executor in this process runs them).
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
+from django.utils import timezone
 
 from plugins_app import services
-from plugins_app.models import PluginRun
+from plugins_app.models import PluginRun, RunStatus
 
 logger = logging.getLogger(__name__)
 
@@ -92,11 +94,14 @@ class Heartbeat:
             thread.join(timeout_s)
 
     def beat(self) -> None:
-        """One tick: refresh this process's runs, then finish other processes' orphans."""
+        """One tick: refresh this process's runs, then take care of other processes' orphans."""
         run_ids = self.run_ids
         if run_ids:
             services.run_heartbeat(run_ids=run_ids)
         reconcile_interrupted()
+        executor = _executor
+        if isinstance(executor, ThreadExecutor):
+            executor.adopt_orphaned_queued_runs()
 
     def _loop(self, stop: threading.Event) -> None:
         while not stop.wait(settings.PORTAL_RUN_HEARTBEAT_S):
@@ -112,8 +117,8 @@ class Heartbeat:
 class InlineExecutor:
     kind = "inline"
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        fn(*args)
+    def submit(self, fn: Callable[[int], Any], run_id: int) -> None:
+        fn(run_id)
 
     def shutdown(self, *, wait: bool = True) -> None:
         pass
@@ -126,22 +131,44 @@ class ThreadExecutor:
 
     def __init__(self, workers: int) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="portal-run")
+        self._pending: set[int] = set()  # queued here, not started yet
+        self._lock = threading.Lock()
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+    def submit(self, fn: Callable[[int], Any], run_id: int) -> None:
+        with self._lock:
+            self._pending.add(run_id)
         # A worker thread has its own connection: it can only see the run once committed.
-        transaction.on_commit(lambda: self._pool.submit(_in_worker_thread, fn, *args))
+        transaction.on_commit(lambda: self._pool.submit(self._work, fn, run_id))
+
+    def adopt_orphaned_queued_runs(self) -> list[int]:
+        """Queue here the runs that waited longer than the stale threshold in no live queue.
+
+        A run queued by a process that died before starting it would wait forever. Adopting
+        one that another process is about to start is harmless: run_start lets only one win.
+        """
+        from plugins_app.pipeline import execute_run  # the pipeline imports this module
+
+        cutoff = timezone.now() - timedelta(seconds=settings.PORTAL_RUN_STALE_AFTER_S)
+        waiting = PluginRun.objects.filter(status=RunStatus.QUEUED, queued_at__lt=cutoff)
+        with self._lock:
+            orphans = [pk for pk in waiting.values_list("pk", flat=True) if pk not in self._pending]
+        for run_id in orphans:
+            logger.warning("Adopting run %s: it was queued by a process that stopped", run_id)
+            self.submit(execute_run, run_id)
+        return orphans
+
+    def _work(self, fn: Callable[[int], Any], run_id: int) -> None:
+        with self._lock:
+            self._pending.discard(run_id)
+        try:
+            fn(run_id)
+        except Exception:
+            logger.exception("Background run %s failed in the portal (not in the plugin)", run_id)
+        finally:
+            connection.close()
 
     def shutdown(self, *, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
-
-
-def _in_worker_thread(fn: Callable[..., Any], *args: Any) -> None:
-    try:
-        fn(*args)
-    except Exception:
-        logger.exception("Background run failed in the portal (not in the plugin)")
-    finally:
-        connection.close()
 
 
 _heartbeat = Heartbeat()
@@ -178,6 +205,7 @@ def _start(kind: str) -> InlineExecutor | ThreadExecutor:
     # sweeping from the heartbeat thread. Never from AppConfig.ready(), which must not query.
     try:
         reconcile_interrupted()
+        executor.adopt_orphaned_queued_runs()
     except Exception:
         logger.exception("Reconciling interrupted runs failed; the heartbeat will retry")
     _heartbeat.start()

@@ -103,7 +103,13 @@ def load_plugins(*, names: Sequence[str] | None = None, actor: str) -> list[Load
 
 
 def reload_plugin(*, name: str, actor: str) -> Plugin:
-    """Re-check one plugin (import, requirements, setup) and return its registry row."""
+    """Re-check one plugin (import, requirements, setup) and return its registry row.
+
+    Raises PluginNotFound, or IllegalTransition while runs of the plugin are in progress.
+    """
+    running = Plugin.objects.filter(name=name).values_list("running_count", flat=True).first()
+    if running:
+        raise IllegalTransition(reasons.reload_while_running(name, running))
     load_plugins(names=[name], actor=actor)
     try:
         return Plugin.objects.get(name=name)
@@ -387,7 +393,11 @@ def wait_for_run(*, run_id: int, timeout_s: float) -> PluginRun:
 
 def execute_run(run_id: int, *, timeout_s: float | None = None) -> PluginRun:
     """Start a queued run, call the plugin in the sandbox and record the outcome."""
-    run = services.run_start(run_id=run_id, worker=worker_id())
+    try:
+        run = services.run_start(run_id=run_id, worker=worker_id())
+    except IllegalTransition:
+        # Another process started it first (an adopted orphan): nothing to do here.
+        return PluginRun.objects.select_related("plugin").get(pk=run_id)
     if run.status != RunStatus.RUNNING:
         return run  # disabled or made UNAVAILABLE while it waited: closed, uncounted
     plugin = Plugin.objects.get(pk=run.plugin_id)

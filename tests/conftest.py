@@ -73,6 +73,15 @@ def plugin_dir(tmp_path: Path) -> PluginDir:
     return PluginDir(directory)
 
 
+@pytest.fixture(autouse=True)
+def _stop_heartbeat():
+    """A run starts the heartbeat thread; stop it after the test, before its database goes."""
+    yield
+    from plugins_app.executor import heartbeat
+
+    heartbeat().stop(timeout_s=0)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _stop_background_work():
     """Stop the run executor, the heartbeat thread and warm plugin hosts after the suite."""

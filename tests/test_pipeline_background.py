@@ -164,3 +164,29 @@ class TestInterruptedRuns:
         run = stale_running_run("sleeper")
         get_executor()
         assert PluginRun.objects.get(pk=run.pk).status == RunStatus.INTERRUPTED
+
+    def test_orphaned_queued_run__adopted_and_executed(self, plugins):
+        """A run queued by a process that died before starting it is run by a live executor."""
+        sleeper(plugins)
+        run = services.run_queue(name="sleeper", params={"s": 0}, actor=ACTOR)
+        PluginRun.objects.filter(pk=run.pk).update(queued_at=timezone.now() - timedelta(hours=1))
+        get_executor()
+        finished = pipeline.wait_for_run(run_id=run.pk, timeout_s=20)
+        assert finished.status == RunStatus.SUCCEEDED
+        assert Plugin.objects.get(name="sleeper").success_count == 1
+
+    def test_recent_queued_run__not_adopted(self, plugins):
+        """A run queued moments ago belongs to its own process's queue and is left alone."""
+        sleeper(plugins)
+        run = services.run_queue(name="sleeper", params={}, actor=ACTOR)
+        assert get_executor().adopt_orphaned_queued_runs() == []
+        assert PluginRun.objects.get(pk=run.pk).status == RunStatus.QUEUED
+
+    def test_run_started_elsewhere__left_alone(self, plugins):
+        """Executing a run another process already started changes and counts nothing."""
+        sleeper(plugins)
+        run = services.run_queue(name="sleeper", params={}, actor=ACTOR)
+        services.run_start(run_id=run.pk, worker="otherhost:1")
+        again = pipeline.execute_run(run.pk)
+        assert (again.status, again.worker) == (RunStatus.RUNNING, "otherhost:1")
+        assert Plugin.objects.get(name="sleeper").running_count == 1

@@ -45,7 +45,7 @@ class Command(BaseCommand):
         if not records:
             self.stdout.write("No plugins registered (run: manage.py loadplugins)")
             return
-        width = max(len(r["name"]) for r in records)
+        width = max(len("NAME"), *(len(r["name"]) for r in records))
         self.stdout.write(f"{'NAME':<{width}}  {'STATE':<11}  {'ENABLED':<7}  OK/ERR  REASON")
         for r in records:
             counts = f"{r['success_count']}/{r['error_count']}"

@@ -102,7 +102,7 @@ class Command(BaseCommand):
         succeeded = Counter(name for name, status, _ in results if status == RunStatus.SUCCEEDED)
         failed = Counter(name for name, status, _ in results if status != RunStatus.SUCCEEDED)
         names = sorted({name for name, _, _ in results})
-        width = max(len(name) for name in names)
+        width = max(len("PLUGIN"), *(len(name) for name in names))
         self.stdout.write(f"{'PLUGIN':<{width}}  SUCCEEDED  FAILED  LAST REASON")
         for name in names:
             reason = next((r for n, s, r in results if n == name and s != RunStatus.SUCCEEDED), "")
