@@ -20,7 +20,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from plugins_app import admin_display as show
-from plugins_app import pipeline, reasons, selectors, services
+from plugins_app import pipeline, selectors, services
 from plugins_app.errors import PluginError
 from plugins_app.models import Plugin, PluginEvent, PluginRun
 from sandbox import Outcome
@@ -510,13 +510,7 @@ class PluginAdmin(admin.ModelAdmin):
     )
     def reload_selected(self, request, queryset):
         actor = actor_of(request)
-        running = dict(queryset.filter(running_count__gt=0).values_list("name", "running_count"))
         for name in self._names(queryset):
-            if name in running:
-                # The pipeline would keep it as it is; say why instead of "reloaded".
-                why = reasons.reload_while_running(name, running[name])
-                self.message_user(request, f"Could not reload '{name}': {why}", messages.ERROR)
-                continue
             try:
                 plugin = pipeline.reload_plugin(name=name, actor=actor)
             except PluginError as error:
