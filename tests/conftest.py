@@ -289,3 +289,38 @@ def database_lock():
                 holder.close()
 
     return lock
+
+
+# Admin roles: what each kind of operator may do (see docs/admin.md).
+OPERATOR_PERMISSIONS = {
+    "viewer": ("view_plugin", "view_pluginrun", "view_pluginevent"),
+    "runner": ("view_plugin", "view_pluginrun", "view_pluginevent", "run_plugin"),
+    "operator": (
+        "view_plugin",
+        "view_pluginrun",
+        "view_pluginevent",
+        "run_plugin",
+        "operate_plugin",
+    ),
+}
+OPERATOR_PASSWORD = "operator-password-for-tests"
+
+
+@pytest.fixture
+def make_operator(django_user_model):
+    """A staff user with one admin role: viewer, runner (run_plugin) or operator (both)."""
+    from django.contrib.auth.models import Permission
+
+    def factory(username: str | None = None, *, role: str = "operator"):
+        user = django_user_model.objects.create_user(
+            username=username or role, password=OPERATOR_PASSWORD, is_staff=True
+        )
+        codenames = OPERATOR_PERMISSIONS[role]
+        permissions = Permission.objects.filter(
+            content_type__app_label="plugins_app", codename__in=codenames
+        )
+        assert permissions.count() == len(codenames), "a plugins_app permission is missing"
+        user.user_permissions.set(permissions)
+        return user
+
+    return factory
