@@ -47,8 +47,7 @@ def counters_reset(successes: int, errors: int, consecutive: int, note: str) -> 
     why = f": {note}" if note else ""
     return (
         f"Counters reset from {successes} successes, {errors} errors, "
-        f"{consecutive} consecutive failures{why} "
-        "(run history is kept; the counters start again from zero)"
+        f"{consecutive} consecutive failures{why}"
     )
 
 

@@ -142,9 +142,8 @@ class TestBuilders:
     def test_counters_reset__names_previous_values_and_note(self):
         """The reset summary keeps what was lost and who said why."""
         reason = reasons.counters_reset(successes=4, errors=2, consecutive=1, note="after fix")
-        assert reason == (
-            "Counters reset from 4 successes, 2 errors, 1 consecutive failures: after fix "
-            "(run history is kept; the counters start again from zero)"
+        assert (
+            reason == "Counters reset from 4 successes, 2 errors, 1 consecutive failures: after fix"
         )
 
 
