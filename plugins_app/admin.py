@@ -1,12 +1,173 @@
-"""Operator admin: operational fields are read-only; changes go through the services."""
+"""Operator admin: see what is broken and why, and fix it with one click.
 
-from django.contrib import admin
+Operational fields are read-only everywhere: every change goes through an action that calls a
+service (or the pipeline) and reports back with `message_user`. History rows (runs, events)
+are read-only and never added, edited or deleted here; pruning is a command.
+"""
 
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.paginator import Paginator
+from django.db.models import Prefetch, QuerySet
+from django.http import HttpRequest, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.functional import cached_property
+from django.utils.html import format_html
+from django.utils.http import urlencode
+
+from plugins_app import admin_display as show
+from plugins_app import pipeline, selectors, services
+from plugins_app.errors import PluginError
 from plugins_app.models import Plugin, PluginEvent, PluginRun
+from sandbox import Outcome
+
+admin.site.site_header = "Plugin operations portal"
+admin.site.site_title = "Plugin portal admin"
+admin.site.index_title = "Fleet overview"
+# The wide plugin and run tables need the room more than a second list of the same links.
+admin.site.enable_nav_sidebar = False
+# The index shows the fleet at a glance above the usual app list.
+admin.site.index_template = "admin/plugins_app/index.html"
+
+ADMIN_CSS = {"all": ("plugins_app/admin.css",)}
+# Plugins and events shown on a plugin's page; the full history is one link away.
+LATEST_RUNS = 10
+LATEST_EVENTS = 15
 
 
-class ReadOnlyHistoryAdmin(admin.ModelAdmin):
-    """History rows are append-only: no add, no edit, no delete from the admin."""
+def actor_of(request: HttpRequest) -> str:
+    return f"user:{request.user.get_username()}"
+
+
+def listed(names: list[str], limit: int = 10) -> str:
+    shown = ", ".join(names[:limit])
+    return f"{shown} and {len(names) - limit} more" if len(names) > limit else shown
+
+
+def plural(count: int, word: str = "plugin") -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+# --------------------------------------------------------------------------- large tables
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most `cap` matching rows, so no page runs a COUNT(*) over a million rows.
+
+    Beyond the cap the list says "more than N" and pages up to the cap; narrowing with the
+    filters, the search or the date bar brings older rows into reach.
+    """
+
+    cap = 1_000
+    capped = False
+    search_capped = False  # set by the admin when a text search kept only its newest matches
+
+    @cached_property
+    def count(self) -> int:
+        counted = self.object_list.order_by().values("pk")[: self.cap + 1].count()
+        self.capped = counted > self.cap or self.search_capped
+        return min(counted, self.cap)
+
+
+class InputFilter(admin.SimpleListFilter):
+    """A sidebar text box instead of a link per value (one link per plugin would be 10,000)."""
+
+    template = "admin/plugins_app/input_filter.html"
+    placeholder = ""
+
+    def lookups(self, request, model_admin):
+        return ()
+
+    def has_output(self) -> bool:
+        return True
+
+    def choices(self, changelist):
+        kept = {k: v for k, v in changelist.params.items() if k != self.parameter_name}
+        yield {
+            "kept": sorted(kept.items()),
+            "value": self.value() or "",
+            "clear_link": changelist.get_query_string(remove=[self.parameter_name]),
+            "placeholder": self.placeholder,
+        }
+
+
+class PluginNameFilter(InputFilter):
+    title = "plugin"
+    parameter_name = "plugin"
+    placeholder = "exact plugin name"
+
+    def queryset(self, request, queryset):
+        name = self.value()
+        return queryset.filter(plugin__name=name.strip()) if name else queryset
+
+
+class SandboxOutcomeFilter(admin.SimpleListFilter):
+    """A fixed list: the stock filter would read DISTINCT outcome over the whole runs table."""
+
+    title = "sandbox outcome"
+    parameter_name = "outcome"
+    # What the sandbox reports, plus the two outcomes the registry records itself.
+    OUTCOMES = (
+        *((outcome.value, outcome.value.replace("_", " ")) for outcome in Outcome),
+        ("interrupted", "interrupted (worker died)"),
+        ("refused", "refused (disabled or unavailable)"),
+    )
+
+    def lookups(self, request, model_admin):
+        return self.OUTCOMES
+
+    def queryset(self, request, queryset):
+        return queryset.filter(outcome=self.value()) if self.value() else queryset
+
+
+class LargeHistoryAdmin(admin.ModelAdmin):
+    """Append-only history: no add, no edit, no delete, and cheap on a million rows.
+
+    Plugin names come by prefetch, not list_select_related: with table statistics, SQLite
+    plans the join as "every plugin, then its runs, then sort them all" (seconds on 1M rows).
+    """
+
+    actions = None
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    list_per_page = 100
+    change_list_template = "admin/plugins_app/history_change_list.html"
+    # A text search keeps at most this many matches, the newest by `search_recency`.
+    search_cap = 1000
+    search_recency: tuple[str, ...] = ("-pk",)
+
+    class Media:
+        css = ADMIN_CSS
+
+    def get_queryset(self, request):
+        names = Prefetch("plugin", queryset=Plugin.objects.only("id", "name"))
+        return super().get_queryset(request).prefetch_related(names)
+
+    def get_search_results(self, request, queryset, search_term):
+        """Search once, then let the count, the page and the date bar work on the matched ids.
+
+        A text search cannot use an index: keeping the newest `search_cap` matches makes it one
+        scan per page instead of one per query. Beyond them the list says "more than".
+        """
+        matches, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        if not search_term.strip():
+            return matches, may_have_duplicates
+        newest = matches.order_by(*self.search_recency).values_list("pk", flat=True)
+        ids = list(newest[: self.search_cap + 1])
+        request.portal_search_capped = len(ids) > self.search_cap
+        return queryset.filter(pk__in=ids[: self.search_cap]), False
+
+    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
+        paginator = super().get_paginator(
+            request, queryset, per_page, orphans, allow_empty_first_page
+        )
+        paginator.search_capped = getattr(request, "portal_search_capped", False)
+        return paginator
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -18,30 +179,593 @@ class ReadOnlyHistoryAdmin(admin.ModelAdmin):
         return False
 
 
-@admin.register(Plugin)
-class PluginAdmin(admin.ModelAdmin):
-    list_display = ("name", "state", "reason", "success_count", "error_count", "enabled")
-    list_filter = ("state", "enabled")
-    search_fields = ("name", "reason")
-    readonly_fields = [field.name for field in Plugin._meta.fields]
+def plugin_link(plugin_id: int, name: str):
+    url = reverse("admin:plugins_app_plugin_change", args=[plugin_id])
+    return format_html('<a href="{}">{}</a>', url, name)
 
-    def has_add_permission(self, request):
+
+def run_link(run_id: int | None):
+    if run_id is None:
+        return "—"
+    url = reverse("admin:plugins_app_pluginrun_change", args=[run_id])
+    return format_html('<a href="{}">run #{}</a>', url, run_id)
+
+
+def history_url(model_name: str, plugin_name: str) -> str:
+    """The runs or events list narrowed to one plugin."""
+    changelist = reverse(f"admin:plugins_app_{model_name}_changelist")
+    return f"{changelist}?{urlencode({'plugin': plugin_name})}"
+
+
+# --------------------------------------------------------------------------- plugins
+
+
+class ProblemFilter(admin.SimpleListFilter):
+    """Derived health: what needs an operator (FAILED, UNAVAILABLE or disabled) and the rest."""
+
+    title = "health"
+    parameter_name = "health"
+
+    def lookups(self, request, model_admin):
+        return (
+            ("problems", "Needs attention (failed, unavailable or disabled)"),
+            ("healthy", "Healthy"),
+        )
+
+    def queryset(self, request, queryset):
+        if self.value() == "problems":
+            return queryset.filter(selectors.plugin_problems_q())
+        if self.value() == "healthy":
+            return queryset.exclude(selectors.plugin_problems_q())
+        return queryset
+
+
+class LatestRowsFormSet(forms.BaseInlineFormSet):
+    """Only the newest `limit` rows: a plugin with a million runs still opens at once."""
+
+    limit = 10
+
+    def get_queryset(self):
+        if not hasattr(self, "_latest"):
+            self._latest = list(super().get_queryset()[: self.limit])
+        return self._latest
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    max_num = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False
 
 
+class LatestRunsInline(ReadOnlyInline):
+    model = PluginRun
+    verbose_name = "run"
+    verbose_name_plural = f"latest runs (newest {LATEST_RUNS})"
+    formset = type("LatestRunsFormSet", (LatestRowsFormSet,), {"limit": LATEST_RUNS})
+    fields = ("run", "status_badge", "outcome", "queued_at", "duration", "actor", "reason_short")
+    readonly_fields = fields
+
+    @admin.display(description="run")
+    def run(self, obj: PluginRun):
+        return run_link(obj.pk)
+
+    @admin.display(description="status")
+    def status_badge(self, obj: PluginRun):
+        return show.state_badge(f"run-{obj.status}", obj.get_status_display())
+
+    @admin.display(description="duration")
+    def duration(self, obj: PluginRun):
+        return show.milliseconds(obj.duration_ms)
+
+    @admin.display(description="reason")
+    def reason_short(self, obj: PluginRun):
+        return show.short_text(obj.reason)
+
+
+class EventTimelineInline(ReadOnlyInline):
+    model = PluginEvent
+    fk_name = "plugin"
+    verbose_name = "event"
+    verbose_name_plural = f"event timeline (newest {LATEST_EVENTS})"
+    formset = type("LatestEventsFormSet", (LatestRowsFormSet,), {"limit": LATEST_EVENTS})
+    fields = ("created_at", "kind", "transition", "event_reason", "actor", "caused_by")
+    readonly_fields = fields
+
+    @admin.display(description="change")
+    def transition(self, obj: PluginEvent):
+        return event_transition(obj)
+
+    @admin.display(description="reason")
+    def event_reason(self, obj: PluginEvent):
+        return obj.reason or "—"
+
+    @admin.display(description="run")
+    def caused_by(self, obj: PluginEvent):
+        return run_link(obj.run_id)
+
+
+def event_transition(event: PluginEvent):
+    if not event.to_state:
+        return "—"
+    return format_html(
+        "{} → {}", show.state_badge(event.from_state), show.state_badge(event.to_state)
+    )
+
+
+class NoteForm(forms.Form):
+    note = forms.CharField(
+        label="Note",
+        required=False,
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Why: recorded in the plugin's event timeline with your user name.",
+    )
+
+
+@admin.register(Plugin)
+class PluginAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "state_badge",
+        "reason_short",
+        "success_count",
+        "error_count",
+        "consecutive_failures_display",
+        "uptime",
+        "last_run",
+        "enabled",
+    )
+    list_display_links = ("name",)
+    list_filter = (ProblemFilter, "state", "enabled")
+    search_fields = ("name", "reason")
+    list_per_page = 100
+    show_facets = admin.ShowFacets.NEVER
+    actions = (
+        "rerun_selected",
+        "reload_selected",
+        "disable_selected",
+        "enable_selected",
+        "reset_counters_selected",
+    )
+    change_form_template = "admin/plugins_app/plugin/change_form.html"
+    inlines = (LatestRunsInline, EventTimelineInline)
+    fieldsets = (
+        (
+            "Status",
+            {
+                "fields": (
+                    "state_badge",
+                    "reason_full",
+                    "enabled",
+                    "disabled_by",
+                    "disabled_at",
+                    "disabled_note",
+                    "state_changed_at",
+                    "uptime",
+                )
+            },
+        ),
+        (
+            "Runs",
+            {
+                "fields": (
+                    "all_runs",
+                    "success_count",
+                    "error_count",
+                    "consecutive_failures",
+                    "running_count",
+                    "last_run_at",
+                    "last_success_at",
+                    "last_error_at",
+                    "last_duration",
+                    "avg_duration",
+                )
+            },
+        ),
+        (
+            "Plugin",
+            {
+                "fields": (
+                    "name",
+                    "description",
+                    "version",
+                    "source",
+                    "requirements_json",
+                    "limits_json",
+                    "created_at",
+                    "updated_at",
+                )
+            },
+        ),
+    )
+    readonly_fields = tuple(field for _, options in fieldsets for field in options["fields"])
+
+    class Media:
+        css = ADMIN_CSS
+
+    def get_queryset(self, request):
+        return selectors.plugin_list_problems_first()
+
+    def get_ordering(self, request):
+        return ("problem_rank", "name")
+
+    # Nobody edits a plugin row by hand: state, reason and counters move only via services.
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_run_permission(self, request) -> bool:
+        return request.user.has_perm("plugins_app.run_plugin")
+
+    def has_operate_permission(self, request) -> bool:
+        return request.user.has_perm("plugins_app.operate_plugin")
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "can_run": self.has_run_permission(request),
+            "can_operate": self.has_operate_permission(request),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    # ----------------------------------------------------------------- columns
+
+    @admin.display(description="state", ordering="problem_rank")
+    def state_badge(self, obj: Plugin):
+        return show.state_badge(obj.state, obj.get_state_display())
+
+    @admin.display(description="reason", ordering="reason")
+    def reason_short(self, obj: Plugin):
+        return show.short_text(obj.reason)
+
+    @admin.display(description="reason")
+    def reason_full(self, obj: Plugin):
+        return show.preformatted(obj.reason)
+
+    @admin.display(description="consecutive failures", ordering="consecutive_failures")
+    def consecutive_failures_display(self, obj: Plugin):
+        if obj.consecutive_failures:
+            count = obj.consecutive_failures
+            return format_html('<strong class="counter-alert">{}</strong>', count)
+        return 0
+
+    @admin.display(description="uptime", ordering="available_since")
+    def uptime(self, obj: Plugin):
+        return show.human_duration(obj.uptime_seconds())
+
+    @admin.display(description="last run", ordering="last_run_at")
+    def last_run(self, obj: Plugin):
+        return show.age(obj.last_run_at)
+
+    @admin.display(description="last run duration")
+    def last_duration(self, obj: Plugin):
+        return show.milliseconds(obj.last_duration_ms)
+
+    @admin.display(description="average run duration")
+    def avg_duration(self, obj: Plugin):
+        return show.milliseconds(obj.avg_duration_ms)
+
+    @admin.display(description="history")
+    def all_runs(self, obj: Plugin):
+        return format_html(
+            '<a href="{}">All runs of {}</a> · <a href="{}">all events</a>',
+            history_url("pluginrun", obj.name),
+            obj.name,
+            history_url("pluginevent", obj.name),
+        )
+
+    @admin.display(description="declared requirements")
+    def requirements_json(self, obj: Plugin):
+        return show.pretty_json(obj.requirements)
+
+    @admin.display(description="declared limits")
+    def limits_json(self, obj: Plugin):
+        return show.pretty_json(obj.limits)
+
+    # ----------------------------------------------------------------- actions
+
+    @admin.action(
+        description="Rerun selected plugins (queued, runs in the background)", permissions=["run"]
+    )
+    def rerun_selected(self, request, queryset):
+        actor = actor_of(request)
+        for name in self._names(queryset):
+            params = selectors.plugin_last_run_params(name=name)
+            try:
+                run = pipeline.submit_run(name=name, params=params, actor=actor)
+            except PluginError as error:
+                self.message_user(request, f"Could not rerun '{name}': {error}", messages.ERROR)
+                continue
+            url = reverse("admin:plugins_app_pluginrun_change", args=[run.pk])
+            self.message_user(
+                request,
+                format_html(
+                    "Queued <a href=\"{}\">run #{}</a> of '{}': it runs in the background; "
+                    "reload this page to see its outcome.",
+                    url,
+                    run.pk,
+                    name,
+                ),
+                messages.SUCCESS,
+            )
+        return self._back_to_detail(request)
+
+    @admin.action(
+        description="Reload selected plugins (re-check their environment)", permissions=["run"]
+    )
+    def reload_selected(self, request, queryset):
+        actor = actor_of(request)
+        for name in self._names(queryset):
+            try:
+                plugin = pipeline.reload_plugin(name=name, actor=actor)
+            except PluginError as error:
+                self.message_user(request, f"Could not reload '{name}': {error}", messages.ERROR)
+                continue
+            if plugin.is_available:
+                self.message_user(
+                    request, f"Reloaded '{name}': it is {plugin.state} now.", messages.SUCCESS
+                )
+            else:
+                self.message_user(
+                    request,
+                    f"Reloaded '{name}': it is still {plugin.state}: {plugin.reason}",
+                    messages.ERROR,
+                )
+        return self._back_to_detail(request)
+
+    @admin.action(description="Disable selected plugins (with a note)", permissions=["operate"])
+    def disable_selected(self, request, queryset):
+        return self._with_note(
+            request, queryset, "disable_selected", "Disable", "Disabled", services.plugin_disable
+        )
+
+    @admin.action(description="Enable selected plugins (with a note)", permissions=["operate"])
+    def enable_selected(self, request, queryset):
+        return self._with_note(
+            request, queryset, "enable_selected", "Enable", "Enabled", services.plugin_enable
+        )
+
+    @admin.action(description="Reset counters of selected plugins", permissions=["operate"])
+    def reset_counters_selected(self, request, queryset):
+        return self._with_note(
+            request,
+            queryset,
+            "reset_counters_selected",
+            "Reset the counters of",
+            "Reset the counters of",
+            services.plugin_reset_counters,
+        )
+
+    def _names(self, queryset: QuerySet[Plugin]) -> list[str]:
+        return list(queryset.order_by("name").values_list("name", flat=True))
+
+    def _with_note(self, request, queryset, action: str, verb: str, done_verb: str, service):
+        """Ask for a note on an intermediate page, then call the service for each plugin."""
+        form = NoteForm(request.POST if request.POST.get("_confirm") else None)
+        if form.is_valid():
+            note = form.cleaned_data["note"].strip()
+            done = []
+            for name in self._names(queryset):
+                try:
+                    service(name=name, note=note, actor=actor_of(request))
+                except PluginError as error:
+                    self.message_user(
+                        request, f"Could not {verb.lower()} '{name}': {error}", messages.ERROR
+                    )
+                    continue
+                done.append(name)
+            if done:
+                why = f" Note: {note}" if note else ""
+                self.message_user(
+                    request,
+                    f"{done_verb} {plural(len(done))}: {listed(done)}.{why}",
+                    messages.SUCCESS,
+                )
+            return self._back_to_detail(request)
+        plugins = list(queryset.order_by("name").only("pk", "name", "state", "reason", "enabled"))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{verb} {plural(len(plugins))}?",
+            "opts": self.opts,
+            "verb": verb,
+            "action": action,
+            "plugins": plugins[:50],
+            "more": max(0, len(plugins) - 50),
+            "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            "select_across": request.POST.get("select_across", "0"),
+            "from_detail": request.POST.get("_from_detail", ""),
+            "form": form,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "media": self.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/plugins_app/plugin/action_note.html", context)
+
+    def _back_to_detail(self, request):
+        """Actions started from a plugin's page return there; from the list, to the list."""
+        pk = request.POST.get("_from_detail", "")
+        if pk.isdigit() and pk in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
+            return HttpResponseRedirect(reverse("admin:plugins_app_plugin_change", args=[pk]))
+        return None
+
+
+# --------------------------------------------------------------------------- history
+
+
 @admin.register(PluginRun)
-class PluginRunAdmin(ReadOnlyHistoryAdmin):
-    list_display = ("id", "plugin", "status", "outcome", "duration_ms", "queued_at", "actor")
-    list_filter = ("status", "outcome")
-    list_select_related = ("plugin",)
+class PluginRunAdmin(LargeHistoryAdmin):
+    list_display = (
+        "id",
+        "plugin_name",
+        "status_badge",
+        "outcome",
+        "error_type",
+        "reason_short",
+        "duration",
+        "peak_memory",
+        "queued_at",
+        "actor",
+    )
+    list_display_links = ("id",)
+    list_filter = ("status", SandboxOutcomeFilter, PluginNameFilter)
     date_hierarchy = "queued_at"
-    search_fields = ("reason", "error_type", "plugin__name")
+    search_fields = ("reason", "error_type")
+    search_help_text = "Search the error type and reason of failed runs."
+    # Newest by last sign of life: (status, heartbeat_at) is indexed, so SQLite reads only the
+    # failed runs and sorts the matches, instead of walking all runs in queued_at order.
+    search_recency = ("-heartbeat_at", "-pk")
+    # Only columns with an index behind them: sorting a million rows by duration would not be.
+    sortable_by = ("id", "queued_at")
+    fieldsets = (
+        (
+            "Run",
+            {
+                "fields": (
+                    "plugin_name",
+                    "status_badge",
+                    "outcome",
+                    "actor",
+                    "worker",
+                    "queued_at",
+                    "started_at",
+                    "finished_at",
+                    "heartbeat_at",
+                    "duration",
+                    "peak_memory",
+                )
+            },
+        ),
+        (
+            "Failure",
+            {"fields": ("error_type", "reason_full", "traceback_text", "exit_code", "signal")},
+        ),
+        (
+            "Input and output",
+            {
+                "fields": (
+                    "params_json",
+                    "result_json",
+                    "result_truncated",
+                    "stdout_text",
+                    "stderr_text",
+                )
+            },
+        ),
+    )
+    readonly_fields = tuple(field for _, options in fieldsets for field in options["fields"])
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        run = self.get_object(request, object_id)
+        if run is not None:
+            title = f"Run #{run.pk} of plugin '{run.plugin.name}': {run.get_status_display()}"
+            extra_context = {**(extra_context or {}), "subtitle": title}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def get_search_results(self, request, queryset, search_term):
+        # Only failed runs carry an error: the status filter keeps a search off the other 90%.
+        if search_term.strip():
+            queryset = queryset.filter(status__in=selectors.FAILED_RUN_STATUSES)
+        return super().get_search_results(request, queryset, search_term)
+
+    @admin.display(description="plugin", ordering="plugin__name")
+    def plugin_name(self, obj: PluginRun):
+        return plugin_link(obj.plugin_id, obj.plugin.name)
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: PluginRun):
+        return show.state_badge(f"run-{obj.status}", obj.get_status_display())
+
+    @admin.display(description="reason")
+    def reason_short(self, obj: PluginRun):
+        return show.short_text(obj.reason, 60)
+
+    @admin.display(description="reason")
+    def reason_full(self, obj: PluginRun):
+        return show.preformatted(obj.reason)
+
+    @admin.display(description="duration", ordering="duration_ms")
+    def duration(self, obj: PluginRun):
+        return show.milliseconds(obj.duration_ms)
+
+    @admin.display(description="peak memory", ordering="peak_rss_kb")
+    def peak_memory(self, obj: PluginRun):
+        return show.kibibytes(obj.peak_rss_kb)
+
+    @admin.display(description="traceback")
+    def traceback_text(self, obj: PluginRun):
+        return show.preformatted(obj.traceback)
+
+    @admin.display(description="params")
+    def params_json(self, obj: PluginRun):
+        return show.pretty_json(obj.params)
+
+    @admin.display(description="result")
+    def result_json(self, obj: PluginRun):
+        return show.pretty_json(obj.result)
+
+    @admin.display(description="stdout (tail)")
+    def stdout_text(self, obj: PluginRun):
+        return show.preformatted(obj.stdout_tail)
+
+    @admin.display(description="stderr (tail)")
+    def stderr_text(self, obj: PluginRun):
+        return show.preformatted(obj.stderr_tail)
 
 
 @admin.register(PluginEvent)
-class PluginEventAdmin(ReadOnlyHistoryAdmin):
-    list_display = ("created_at", "plugin", "kind", "from_state", "to_state", "actor", "reason")
-    list_filter = ("kind", "to_state")
-    list_select_related = ("plugin",)
+class PluginEventAdmin(LargeHistoryAdmin):
+    list_display = (
+        "created_at",
+        "plugin_name",
+        "kind",
+        "transition",
+        "reason_short",
+        "actor",
+        "caused_by",
+    )
+    list_display_links = ("created_at",)
+    list_filter = ("kind", "to_state", PluginNameFilter)
     date_hierarchy = "created_at"
-    search_fields = ("reason", "plugin__name", "actor")
+    search_fields = ("reason", "actor")
+    sortable_by = ("created_at",)
+    fields = (
+        "created_at",
+        "plugin_name",
+        "kind",
+        "transition",
+        "reason",
+        "actor",
+        "caused_by",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="plugin", ordering="plugin__name")
+    def plugin_name(self, obj: PluginEvent):
+        return plugin_link(obj.plugin_id, obj.plugin.name)
+
+    @admin.display(description="change")
+    def transition(self, obj: PluginEvent):
+        return event_transition(obj)
+
+    @admin.display(description="reason")
+    def reason_short(self, obj: PluginEvent):
+        return show.short_text(obj.reason, 60)
+
+    @admin.display(description="run")
+    def caused_by(self, obj: PluginEvent):
+        return run_link(obj.run_id)

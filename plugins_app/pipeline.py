@@ -103,7 +103,13 @@ def load_plugins(*, names: Sequence[str] | None = None, actor: str) -> list[Load
 
 
 def reload_plugin(*, name: str, actor: str) -> Plugin:
-    """Re-check one plugin (import, requirements, setup) and return its registry row."""
+    """Re-check one plugin (import, requirements, setup) and return its registry row.
+
+    Raises PluginNotFound, or IllegalTransition while runs of the plugin are in progress.
+    """
+    running = Plugin.objects.filter(name=name).values_list("running_count", flat=True).first()
+    if running:
+        raise IllegalTransition(reasons.reload_while_running(name, running))
     load_plugins(names=[name], actor=actor)
     try:
         return Plugin.objects.get(name=name)

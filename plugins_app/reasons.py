@@ -255,7 +255,10 @@ def run_out_of_memory(plugin: str, memory_mb: int | None, peak_rss_kb: int | Non
 
 
 def run_crashed(plugin: str, signal: str | None, exit_code: int | None) -> str:
-    how = f"signal {signal}" if signal else f"exit code {exit_code}"
+    if signal:
+        how = f"signal {signal}"
+    else:
+        how = f"exit code {exit_code}" if exit_code is not None else "an unknown signal"
     return (
         f"Plugin '{plugin}' crashed with {how} during run() "
         "(see the run's stderr tail; a native extension or the plugin's own code failed)"
@@ -263,9 +266,10 @@ def run_crashed(plugin: str, signal: str | None, exit_code: int | None) -> str:
 
 
 def run_exited(plugin: str, exit_code: int | None) -> str:
+    code = f" with exit code {exit_code}" if exit_code is not None else ""
     return (
-        f"Plugin '{plugin}' ended its process with exit code {exit_code} during run() without "
-        "returning a result (remove the sys.exit()/os._exit() call from the plugin)"
+        f"Plugin '{plugin}' ended its process{code} during run() without returning a result "
+        "(remove the sys.exit()/os._exit() call from the plugin)"
     )
 
 

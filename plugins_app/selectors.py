@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db import connection
+from django.db.models import Case, Count, Func, IntegerField, Q, QuerySet, Sum, Value, When
+from django.db.models.functions import Substr, TruncHour
 from django.utils import timezone
 
 from plugins_app.errors import PluginNotFound, RunNotFound
-from plugins_app.models import AVAILABLE_STATES, FINISHED_RUN_STATUSES, Plugin, PluginRun
+from plugins_app.models import (
+    AVAILABLE_STATES,
+    FINISHED_RUN_STATUSES,
+    Plugin,
+    PluginRun,
+    PluginState,
+    RunStatus,
+)
 
 HEALTH_FIELDS = (
     "name",
@@ -88,6 +98,7 @@ def _health(row: dict[str, Any], now: datetime | None) -> dict[str, Any]:
     """The health record from a plugin's columns (a model's or a `.values()` row)."""
     now = now or timezone.now()
     since = row["available_since"]
+    # Plugin.uptime_seconds's rule, on plain rows too (no model instances for a list of 1,000).
     uptime = (
         max(0.0, (now - since).total_seconds())
         if row["state"] in AVAILABLE_STATES and since is not None
@@ -197,3 +208,116 @@ def run_duration_buckets(
         }
         for row in rows
     }
+
+
+# Broken plugins: what an operator must look at first.
+PROBLEM_STATES = (PluginState.FAILED, PluginState.UNAVAILABLE)
+FAILED_RUN_STATUSES = (
+    RunStatus.FAILED,
+    RunStatus.TIMED_OUT,
+    RunStatus.CRASHED,
+    RunStatus.INTERRUPTED,
+)
+
+
+def plugin_problems_q() -> Q:
+    """FAILED, UNAVAILABLE or disabled: the plugins that need an operator."""
+    return Q(state__in=PROBLEM_STATES) | Q(enabled=False)
+
+
+def plugin_list_problems_first() -> QuerySet[Plugin]:
+    """Every plugin, annotated with `problem_rank`: FAILED, UNAVAILABLE, disabled, then the rest."""
+    rank = Case(
+        When(state=PluginState.FAILED, then=Value(0)),
+        When(state=PluginState.UNAVAILABLE, then=Value(1)),
+        When(enabled=False, then=Value(2)),
+        default=Value(3),
+        output_field=IntegerField(),
+    )
+    return Plugin.objects.annotate(problem_rank=rank).order_by("problem_rank", "name")
+
+
+@dataclass(frozen=True)
+class FleetOverview:
+    total: int
+    by_state: dict[str, int]
+    disabled: int
+    problems: list[Plugin]
+    problem_count: int
+
+
+def fleet_overview(*, problem_limit: int = 20) -> FleetOverview:
+    """Counts per state, disabled plugins, and the broken ones with their reasons (capped)."""
+    by_state = {state.value: 0 for state in PluginState}
+    disabled = 0
+    # One GROUP BY over the (enabled, state) index instead of a query per state.
+    for row in Plugin.objects.values("state", "enabled").annotate(n=Count("id")).order_by():
+        by_state[row["state"]] = by_state.get(row["state"], 0) + row["n"]
+        disabled += 0 if row["enabled"] else row["n"]
+    broken = Plugin.objects.filter(state__in=PROBLEM_STATES).order_by("-state_changed_at", "name")
+    problems = list(
+        broken.only("name", "state", "reason", "enabled", "state_changed_at")[:problem_limit]
+    )
+    problem_count = sum(by_state[state] for state in PROBLEM_STATES)
+    return FleetOverview(
+        total=sum(by_state.values()),
+        by_state=by_state,
+        disabled=disabled,
+        problems=problems,
+        problem_count=problem_count,
+    )
+
+
+@dataclass(frozen=True)
+class HourBucket:
+    start: datetime
+    total: int
+    failed: int
+
+
+def runs_per_hour(*, hours: int = 24, now: datetime | None = None) -> list[HourBucket]:
+    """Runs queued in each of the last `hours` hours (the current one last), failures apart.
+
+    One GROUP BY over the indexed queued_at range, so a busy day of runs stays cheap.
+    """
+    now = now or timezone.now()
+    current = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    first = current - timedelta(hours=hours - 1)
+    rows = (
+        PluginRun.objects.filter(queued_at__gte=first, queued_at__lt=current + timedelta(hours=1))
+        .annotate(hour=_utc_hour())
+        .values("hour")
+        .annotate(total=Count("id"), failed=Count("id", filter=Q(status__in=FAILED_RUN_STATUSES)))
+        .order_by()
+    )
+    counts = {_as_utc_hour(row["hour"]): (row["total"], row["failed"]) for row in rows}
+    starts = [first + timedelta(hours=i) for i in range(hours)]
+    return [HourBucket(start, *counts.get(start, (0, 0))) for start in starts]
+
+
+def _utc_hour() -> Func:
+    """The UTC hour of queued_at, computed by the database itself.
+
+    SQLite stores datetimes as UTC text and runs Django's Trunc* as a Python function per row
+    (seconds on a busy day), so there the hour is the text prefix 'YYYY-MM-DD HH'.
+    """
+    if connection.vendor == "sqlite":
+        return Substr("queued_at", 1, 13)
+    return TruncHour("queued_at", tzinfo=UTC)
+
+
+def _as_utc_hour(value: datetime | str) -> datetime:
+    if isinstance(value, str):
+        return datetime.strptime(value, "%Y-%m-%d %H").replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def plugin_last_run_params(*, name: str) -> dict[str, Any]:
+    """The params of the plugin's newest run (what a rerun repeats), or {} if it never ran."""
+    params = (
+        PluginRun.objects.filter(plugin__name=name)
+        .order_by("-queued_at", "-id")
+        .values_list("params", flat=True)
+        .first()
+    )
+    return params if isinstance(params, dict) else {}

@@ -4,31 +4,39 @@
     result = run_plugin_sandboxed("pkg.mod:run", 1, 2, limits=Limits(timeout_s=5), key="v")
 
 See docs/sandbox.md. This package imports nothing from Django.
+
+The public names are imported on first use (PEP 562): the sandbox host process starts as
+``python -m sandbox._host``, which runs this file, and must not load the portal-side
+machinery (threads, subprocess, logging): every megabyte in the host slows each fork.
 """
 
-from sandbox._client import (
-    configure_sandbox,
-    discard_preload,
-    run_plugin_sandboxed,
-    sandbox_config,
-    sandbox_status,
-    shutdown_sandbox,
-)
-from sandbox.config import SandboxConfig
-from sandbox.limits import Limits
-from sandbox.result import Outcome, SandboxResult
-from sandbox.targets import Preload
+import importlib
 
-__all__ = [
-    "Limits",
-    "Outcome",
-    "Preload",
-    "SandboxConfig",
-    "SandboxResult",
-    "configure_sandbox",
-    "discard_preload",
-    "run_plugin_sandboxed",
-    "sandbox_config",
-    "sandbox_status",
-    "shutdown_sandbox",
-]
+_EXPORTS = {
+    "Limits": "sandbox.limits",
+    "Outcome": "sandbox.result",
+    "Preload": "sandbox.targets",
+    "SandboxConfig": "sandbox.config",
+    "SandboxResult": "sandbox.result",
+    "configure_sandbox": "sandbox._client",
+    "discard_preload": "sandbox._client",
+    "run_plugin_sandboxed": "sandbox._client",
+    "sandbox_config": "sandbox._client",
+    "sandbox_status": "sandbox._client",
+    "shutdown_sandbox": "sandbox._client",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> object:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sandbox' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

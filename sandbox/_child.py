@@ -2,13 +2,15 @@
 
 Everything here runs *after* ``os.fork()`` in the host. ``run_call`` never returns: a child
 that fell back into the host's event loop would be a second host.
+
+Imports are kept to what every call needs (they are inherited from the host for free);
+``traceback`` is imported only when something failed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import faulthandler
+import importlib
 import io
 import math
 import os
@@ -17,13 +19,9 @@ import resource
 import signal
 import stat
 import sys
-import tempfile
-import traceback
-from typing import Any, NoReturn
 
 from sandbox import _linux
 from sandbox._protocol import RESULT_FD, RESULT_FILE, RESULT_LOST_EXIT, encode_result
-from sandbox.targets import resolve_target
 
 MiB = 1024 * 1024
 INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE: the sandbox's own code failed in the child
@@ -31,22 +29,45 @@ TRACEBACK_LIMIT = 32 * 1024
 MESSAGE_LIMIT = 2000
 
 
-@dataclasses.dataclass(slots=True)
 class ChildSpec:
-    """What the host tells a freshly forked child (inherited in memory, not sent)."""
+    """What the host tells a freshly forked child (inherited in memory, not sent).
 
-    payload: bytes  # pickle of (target, args, kwargs) made by the portal
-    limits: dict[str, Any]
-    calldir: str
-    stdout_w: int
-    stderr_w: int
-    result_w: int
-    host_pid: int
-    target_name: str
-    run_as: tuple[int, int] | None = None  # (uid, gid) when dropping privileges
+    payload: pickle of (target, args, kwargs) made by the portal; run_as: (uid, gid) to
+    drop to, or None.
+    """
+
+    __slots__ = (
+        "calldir",
+        "host_pid",
+        "limits",
+        "payload",
+        "result_w",
+        "rlimits",
+        "run_as",
+        "stderr_w",
+        "stdout_w",
+        "target_name",
+    )
+
+    def __init__(self, **fields: object) -> None:
+        for name in self.__slots__:
+            setattr(self, name, fields.get(name))
 
 
-def run_call(spec: ChildSpec) -> NoReturn:
+def resolve_target(target: object) -> object:
+    """Import and return the callable a target names (in the child or a warm host)."""
+    if not isinstance(target, str):
+        return target
+    module_name, _, attr_path = target.partition(":")
+    obj = importlib.import_module(module_name)
+    for part in attr_path.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"{target!r} is a {type(obj).__name__}, not a callable")
+    return obj
+
+
+def run_call(spec: ChildSpec) -> None:  # never returns: ends in os._exit
     code = INTERNAL_ERROR_EXIT
     try:
         code = _run(spec)
@@ -76,10 +97,12 @@ def _become_call_process(spec: ChildSpec) -> None:
     # same from its side (whoever is first wins the race), so failure here is fine.
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
-    _reset_signals()
+    # Signals and sys.stdout/sys.stderr are deliberately left as the host set them up:
+    # Python defaults, streams reconfigured once in the host. Touching them here costs
+    # copy-on-write page faults on every call.
     _install_fds(spec)
-    _fresh_stdio()
-    _apply_rlimits(spec.limits)
+    for which, pair in spec.rlimits:
+        resource.setrlimit(which, pair)
     if spec.run_as is not None:
         _drop_privileges(*spec.run_as)
     # After any uid change: the kernel clears the death signal when credentials change.
@@ -87,22 +110,15 @@ def _become_call_process(spec: ChildSpec) -> None:
     if os.getppid() != spec.host_pid:
         os._exit(INTERNAL_ERROR_EXIT)  # host died before the death signal was armed
     os.chdir(spec.calldir)
-    os.environ["TMPDIR"] = spec.calldir
-    tempfile.tempdir = spec.calldir  # the host already computed its own default
+    os.environ["TMPDIR"] = spec.calldir  # tempfile, if the plugin imports it, uses this
+    tempfile = sys.modules.get("tempfile")
+    if tempfile is not None:  # imported by a Preload warm-up: drop its cached default
+        tempfile.tempdir = spec.calldir
     sys.argv = [spec.target_name]
 
 
-def _reset_signals() -> None:
-    signal.set_wakeup_fd(-1)
-    for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
-
-
 def _install_fds(spec: ChildSpec) -> None:
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
+    # fd 0 stays the host's: /dev/null, by construction of the host process.
     os.dup2(spec.stdout_w, 1)
     os.dup2(spec.stderr_w, 2)
     os.dup2(spec.result_w, RESULT_FD, inheritable=False)
@@ -111,40 +127,43 @@ def _install_fds(spec: ChildSpec) -> None:
     os.closerange(RESULT_FD + 1, 1 << 20)
 
 
-def _fresh_stdio() -> None:
-    # New objects: the host's ones may hold locks or buffered bytes from before the fork.
-    sys.stdin = sys.__stdin__ = open(0, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
-    sys.stdout = sys.__stdout__ = open(  # noqa: SIM115
-        1, "w", encoding="utf-8", errors="backslashreplace", closefd=False
+def host_hard_limits() -> dict[int, int]:
+    """The host's hard rlimits, read once in the host (children cannot raise them)."""
+    which = (
+        resource.RLIMIT_CORE,
+        resource.RLIMIT_CPU,
+        resource.RLIMIT_AS,
+        resource.RLIMIT_NOFILE,
+        resource.RLIMIT_FSIZE,
     )
-    sys.stderr = sys.__stderr__ = open(  # noqa: SIM115
-        2, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=False
-    )
-    faulthandler.enable(file=sys.stderr)  # a crash leaves its Python traceback in stderr
+    return {w: resource.getrlimit(w)[1] for w in which}
 
 
-def _apply_rlimits(limits: dict[str, Any]) -> None:
-    _set_rlimit(resource.RLIMIT_CORE, 0)  # no core files from crashing plugins
+def rlimits_for(limits: dict[str, object], hard_limits: dict[int, int]) -> list[tuple]:
+    """(resource, (soft, hard)) pairs for a call, computed in the host before the fork."""
+    pairs = []
+
+    def limit(which: int, soft: int, hard: int | None = None) -> None:
+        hard = soft if hard is None else hard
+        current_hard = hard_limits[which]
+        if current_hard != resource.RLIM_INFINITY:
+            hard = min(hard, current_hard)  # cannot raise a hard limit we do not own
+            soft = min(soft, hard)
+        pairs.append((which, (soft, hard)))
+
+    limit(resource.RLIMIT_CORE, 0)  # no core files from crashing plugins
     if limits.get("cpu_s"):
         seconds = max(1, math.ceil(limits["cpu_s"]))
         # SIGXCPU at the soft limit; the hard limit one second later SIGKILLs a plugin
         # that ignores SIGXCPU.
-        _set_rlimit(resource.RLIMIT_CPU, seconds, seconds + 1)
+        limit(resource.RLIMIT_CPU, seconds, seconds + 1)
     if limits.get("memory_mb"):
-        _set_rlimit(resource.RLIMIT_AS, int(limits["memory_mb"] * MiB))
+        limit(resource.RLIMIT_AS, int(limits["memory_mb"] * MiB))
     if limits.get("open_files"):
-        _set_rlimit(resource.RLIMIT_NOFILE, int(limits["open_files"]))
+        limit(resource.RLIMIT_NOFILE, int(limits["open_files"]))
     if limits.get("file_size_mb"):
-        _set_rlimit(resource.RLIMIT_FSIZE, int(limits["file_size_mb"] * MiB))
-
-
-def _set_rlimit(which: int, soft: int, hard: int | None = None) -> None:
-    hard = soft if hard is None else hard
-    _, current_hard = resource.getrlimit(which)
-    if current_hard != resource.RLIM_INFINITY:
-        hard = min(hard, current_hard)  # cannot raise a hard limit we do not own
-        soft = min(soft, hard)
-    resource.setrlimit(which, (soft, hard))
+        limit(resource.RLIMIT_FSIZE, int(limits["file_size_mb"] * MiB))
+    return pairs
 
 
 def _drop_privileges(uid: int, gid: int) -> None:
@@ -156,7 +175,7 @@ def _drop_privileges(uid: int, gid: int) -> None:
 # --- running the call --------------------------------------------------------------------
 
 
-def _invoke(payload: bytes, result_bytes: int) -> tuple[dict[str, Any], Any]:
+def _invoke(payload: bytes, result_bytes: int) -> tuple[dict[str, object] | None, object]:
     try:
         target, args, kwargs = pickle.loads(payload)
         func = resolve_target(target)
@@ -172,7 +191,7 @@ def _invoke(payload: bytes, result_bytes: int) -> tuple[dict[str, Any], Any]:
     return _serialise(value, result_bytes)
 
 
-def _exit_envelope(exc: SystemExit) -> dict[str, Any]:
+def _exit_envelope(exc: SystemExit) -> dict[str, object]:
     code = exc.code
     message = None
     if code is None:
@@ -185,7 +204,9 @@ def _exit_envelope(exc: SystemExit) -> dict[str, Any]:
     return envelope
 
 
-def _exception_envelope(exc: BaseException, phase: str) -> dict[str, Any]:
+def _exception_envelope(exc: BaseException, phase: str) -> dict[str, object]:
+    import traceback
+
     tb = exc.__traceback__
     frames = traceback.extract_tb(tb)
     # Free the plugin's locals first: after a MemoryError they hold the memory we need.
@@ -228,13 +249,13 @@ class _CappedWriter(io.BytesIO):
         super().__init__()
         self._cap = cap
 
-    def write(self, data: Any) -> int:
+    def write(self, data: bytes) -> int:
         if self.tell() + memoryview(data).nbytes > self._cap:
             raise _ResultTooLarge
         return super().write(data)
 
 
-def _serialise(value: Any, cap: int) -> tuple[dict[str, Any], Any]:
+def _serialise(value: object, cap: int) -> tuple[dict[str, object] | None, object]:
     writer = _CappedWriter(cap)
     try:
         pickle.Pickler(writer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
@@ -250,10 +271,10 @@ def _serialise(value: Any, cap: int) -> tuple[dict[str, Any], Any]:
         envelope = _exception_envelope(exc, phase="serialise")
         envelope.update(outcome="unserialisable", value_type=_type_name(value))
         return envelope, b""
-    return {"outcome": "ok", "value_bytes": writer.tell()}, writer.getbuffer()
+    return None, writer.getbuffer()  # None: the "ok" envelope
 
 
-def _type_name(value: Any) -> str:
+def _type_name(value: object) -> str:
     cls = type(value)
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -283,7 +304,7 @@ class _ResultChannel:
             return None
         return (st.st_dev, st.st_ino) if stat.S_ISFIFO(st.st_mode) else None
 
-    def deliver(self, envelope: dict[str, Any], value: Any) -> int:
+    def deliver(self, envelope: dict[str, object] | None, value: object) -> int:
         buffers = encode_result(envelope, value)
         if self.identity is not None and self._identify(self.fd) == self.identity:
             try:
@@ -302,7 +323,7 @@ class _ResultChannel:
             return RESULT_LOST_EXIT
 
 
-def _write_all(fd: int, buffers: list[Any]) -> None:
+def _write_all(fd: int, buffers: list) -> None:
     for buffer in buffers:
         view = memoryview(buffer).cast("B")
         while view:
@@ -325,5 +346,7 @@ def _emergency_deliver(spec: ChildSpec, exc: BaseException) -> int:
 
 
 def _last_words() -> None:
+    import traceback
+
     with contextlib.suppress(BaseException):  # stderr may be gone; nothing else to try
         os.write(2, ("sandbox call child failed:\n" + traceback.format_exc()).encode())

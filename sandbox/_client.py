@@ -26,7 +26,7 @@ from typing import Any
 
 from sandbox import _linux
 from sandbox._outcome import CallReport, build_result, failure_result
-from sandbox._protocol import encode_frame, recv_frame
+from sandbox._protocol import FRAME_HEADER, MAX_FRAME, encode_frame
 from sandbox.config import SandboxConfig, scrub_environment
 from sandbox.limits import Limits
 from sandbox.result import Outcome, SandboxResult
@@ -171,6 +171,33 @@ def _elapsed_ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
 
 
+# --- framing over the host socket --------------------------------------------------------
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytearray | None:
+    """Exactly ``size`` bytes, or None at EOF."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            return None
+        got += n
+    return buffer
+
+
+def _recv_frame(sock: socket.socket) -> Any | None:
+    header = _recv_exact(sock, FRAME_HEADER.size)
+    if header is None:
+        return None
+    (size,) = FRAME_HEADER.unpack(header)
+    if size > MAX_FRAME:
+        raise OSError(f"sandbox protocol frame of {size} bytes is corrupt")
+    payload = _recv_exact(sock, size)
+    return None if payload is None else pickle.loads(payload)
+
+
 # --- one host process ------------------------------------------------------------------
 
 
@@ -301,7 +328,7 @@ class _Host:
             self.sock.settimeout(timeout)
             for buffer in encode_frame(("init", self._init_message())):
                 self.sock.sendall(buffer)
-            message = recv_frame(self.sock)
+            message = _recv_frame(self.sock)
             self.sock.settimeout(None)
         except TimeoutError:
             return self._start_timeout(timeout)
@@ -444,7 +471,7 @@ class _Host:
         reason = "its connection closed"
         try:
             while True:
-                message = recv_frame(self.sock)
+                message = _recv_frame(self.sock)
                 if message is None:
                     break
                 if message[0] == "result":
@@ -502,7 +529,10 @@ class _Host:
             if self._lost is None:
                 self._lost = reason
         log.error("sandbox: killing host %s: %s", self.pid, reason)
-        self._kill_process()
+        # SIGKILL at once: a wedged (or stopped) host would not act on SIGTERM. Its call
+        # children die with it (parent-death signal).
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
         self._shutdown_socket()
 
     def drain(self) -> None:

@@ -2,44 +2,50 @@
 
 Started by the portal as ``python -m sandbox._host --fd N`` with one end of a socketpair on
 fd N; never imported by the portal. It is single-threaded (forking a threaded process is
-unsafe) and serves many calls at once from one selector loop: it forks, enforces each
-call's wall-clock deadline, drains output pipes with a cap, reaps, kills whatever the call
-left behind and answers. It is a child subreaper, so descendants that escape their process
-group (setsid daemons) are reparented here and killed.
+unsafe) and serves many calls at once from one epoll loop: it forks, enforces each call's
+wall-clock deadline, drains output pipes with a cap, reaps, kills whatever the call left
+behind and answers. Child exits are watched with pidfds, so the host installs no signal
+handlers and its children have none to undo. It is a child subreaper, so descendants that
+escape their process group (setsid daemons) are reparented here and killed.
+
+It imports as little as possible (no socket, selectors, tempfile, shutil, dataclasses):
+fork time grows with the host's memory, and fork is most of a call's cost.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import errno
 import faulthandler
 import fcntl
 import gc
+import importlib.machinery
 import os
 import pickle
 import pwd
-import selectors
-import shutil
+import select
 import signal
-import socket
+import stat
 import sys
-import tempfile
 import time
-from typing import Any
 
 from sandbox import _linux
-from sandbox._child import ChildSpec, _exception_envelope, run_call
+from sandbox._child import (
+    ChildSpec,
+    _exception_envelope,
+    host_hard_limits,
+    resolve_target,
+    rlimits_for,
+    run_call,
+)
 from sandbox._protocol import (
     ENVELOPE_LIMIT,
     FRAME_HEADER,
     RESULT_FILE,
     decode_result,
     encode_frame,
-    recv_frame,
 )
-from sandbox.targets import resolve_target
 
 READ_CHUNK = 1 << 20
 PIPE_SIZE = 1 << 20  # fewer wake-ups for big outputs; silently smaller if not permitted
@@ -47,10 +53,16 @@ F_SETPIPE_SZ = 1031
 CLEANUP_BUDGET_S = 2.0  # longest a finished call may block the loop killing its leftovers
 SWEEP_INTERVAL_S = 0.05
 EXIT_GRACE_S = 5.0  # when the portal goes away, how long to wait for calls to die
+NO_PIDFD_POLL_S = 0.01  # without pidfd_open (Linux < 5.3), poll for exits this often
+SPARE_DIRS = 32  # untouched call directories kept for reuse: mkdir+rmdir on ext4 ~0.5 ms
+IN = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
+IOV_MAX = 1024
 
 
 class _Tail:
     """Keeps only the last ``cap`` bytes of a stream; counts the rest."""
+
+    __slots__ = ("buffer", "cap", "total")
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
@@ -67,52 +79,82 @@ class _Tail:
         return bytes(self.buffer[-self.cap :]) if self.cap else b""
 
 
-@dataclasses.dataclass(eq=False)
 class _Call:
-    call_id: int
-    pid: int
-    calldir: str
-    started: float
-    deadline: float
-    result_cap: int
-    stdout: _Tail
-    stderr: _Tail
-    fds: dict[str, int]
-    result: bytearray = dataclasses.field(default_factory=bytearray)
-    result_overflow: bool = False
-    timed_out: bool = False
-    status: int | None = None
-    rusage: Any = None
+    """One running call: its child, pipes, deadline and what it has said so far."""
+
+    __slots__ = (
+        "call_id",
+        "calldir",
+        "deadline",
+        "fds",
+        "pid",
+        "pidfd",
+        "result",
+        "result_cap",
+        "result_overflow",
+        "rusage",
+        "started",
+        "status",
+        "stderr",
+        "stdout",
+        "timed_out",
+    )
+
+    def __init__(self, call_id: int, pid: int, calldir: str, limits: dict, fds: dict) -> None:
+        self.call_id = call_id
+        self.pid = pid
+        self.calldir = calldir
+        self.fds = fds  # "stdout" / "stderr" / "result" -> our read end
+        self.started = time.monotonic()
+        self.deadline = self.started + float(limits["timeout_s"])
+        self.result_cap = int(limits["result_bytes"]) + ENVELOPE_LIMIT
+        self.stdout = _Tail(int(limits["output_bytes"]))
+        self.stderr = _Tail(int(limits["output_bytes"]))
+        self.result = bytearray()
+        self.result_overflow = False
+        self.timed_out = False
+        self.status: int | None = None
+        self.rusage = None
+        self.pidfd: int | None = None
 
 
 class Host:
-    def __init__(self, ctrl: socket.socket, init: dict[str, Any]) -> None:
+    def __init__(self, ctrl: int, init: dict) -> None:
         self.ctrl = ctrl
         self.init = init
         self.pid = os.getpid()
         self.calls: dict[int, _Call] = {}  # by child pid
         self.finished: collections.deque[_Call] = collections.deque()
-        self.selector = selectors.DefaultSelector()
+        self.poller = select.epoll()
+        self.handlers: dict[int, object] = {}
         self.inbuf = bytearray()
         self.outq: collections.deque[memoryview] = collections.deque()
+        self.want_write = False
         self.warnings: list[str] = []
         self.run_as: tuple[int, int] | None = None
         self.own_children: set[int] = set()  # processes a Preload warm-up started on purpose
-        self.tmp_dir: str | None = init.get("tmp_dir")
+        self.tmp_dir = init.get("tmp_dir") or os.environ.get("TMPDIR") or "/tmp"
+        self.dir_counter = 0
+        self.spare_dirs: list[str] = []
+        self.dir_owner = os.geteuid()
         self.base_vsz_mb = 0.0
         self.stopping = False
+        self.draining = False
         self.parent_gone = False
         self.sweep_pending = False
         self.children_of = (
             _linux.children_of if _linux.children_file_supported() else _linux.children_by_scan
         )
+        self.hard_limits = host_hard_limits()
+        self.has_pidfd = hasattr(os, "pidfd_open")
 
     # --- start-up ------------------------------------------------------------------------
 
-    def prepare(self) -> dict[str, Any]:
+    def prepare(self) -> dict:
         """Set the host up and run the warm-up; the answer is the handshake reply."""
         sys.path[:] = self.init["sys_path"]
-        faulthandler.enable()
+        _warm_import_caches()
+        stdio = _configure_stdio()
         try:
             _linux.become_child_subreaper()
         except OSError as exc:
@@ -120,10 +162,10 @@ class Host:
         self._isolate_network()
         self._resolve_run_as()
         failure = self._warm_up()
+        _restore_stdio(stdio)  # children write through these; the warm-up may have swapped them
         if failure is not None:
             return {"ok": False, "pid": self.pid, "warnings": self.warnings, **failure}
         self.own_children = set(self.children_of(self.pid))
-        self._install_signal_handlers()
         gc.collect()
         gc.freeze()  # keep the GC from touching (and copying) the host's pages in children
         self.base_vsz_mb = _linux.address_space_mb()
@@ -134,14 +176,14 @@ class Host:
             "base_vsz_mb": self.base_vsz_mb,
         }
 
-    def _warm_up(self) -> dict[str, Any] | None:
+    def _warm_up(self) -> dict | None:
         preload = self.init.get("preload")
         if preload is None:
             return None
         target, args = preload
         try:
             resolve_target(target)(*args)
-        except BaseException as exc:  # reported to the portal, then we exit
+        except BaseException as exc:  # reported to the portal, then the host exits
             return _exception_envelope(exc, phase="warmup")
         return None
 
@@ -175,19 +217,7 @@ class Host:
             self._warn(f"SANDBOX_RUN_AS={name} names no such user; plugins run as root")
             return
         self.run_as = (entry.pw_uid, entry.pw_gid)
-
-    def _install_signal_handlers(self) -> None:
-        self.wake_r, wake_w = os.pipe()
-        os.set_blocking(self.wake_r, False)
-        os.set_blocking(wake_w, False)
-        # SIGCHLD only needs to wake select(); reaping happens in the loop.
-        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        signal.signal(signal.SIGCHLD, lambda *_: None)
-        signal.signal(signal.SIGTERM, self._on_sigterm)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the portal; we follow it
-
-    def _on_sigterm(self, *_: Any) -> None:
-        self.stopping = True
+        self.dir_owner = entry.pw_uid
 
     def _warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -200,9 +230,8 @@ class Host:
     # --- the loop ------------------------------------------------------------------------
 
     def serve(self) -> None:
-        self.ctrl.setblocking(False)
-        self.selector.register(self.ctrl, selectors.EVENT_READ, self._on_control)
-        self.selector.register(self.wake_r, selectors.EVENT_READ, self._on_wakeup)
+        os.set_blocking(self.ctrl, False)
+        self._watch(self.ctrl, IN, self._on_control)
         stop_by = None
         while True:
             if self.stopping:
@@ -211,8 +240,12 @@ class Host:
                     self._kill_all_calls()
                 if not self.calls or time.monotonic() > stop_by:
                     break
-            for key, mask in self.selector.select(self._select_timeout()):
-                key.data(mask)
+            elif self.draining and not self.calls and not self.outq:
+                break
+            for fd, events in self.poller.poll(self._poll_timeout()):
+                handler = self.handlers.get(fd)
+                if handler is not None:  # None: closed by an earlier handler in this batch
+                    handler(events)
             self._reap()
             self._expire_calls()
             while self.finished:
@@ -221,30 +254,33 @@ class Host:
                 self._sweep(budget_s=0)
         self._shutdown()
 
-    def _select_timeout(self) -> float | None:
+    def _watch(self, fd: int, events: int, handler: object) -> None:
+        self.poller.register(fd, events)
+        self.handlers[fd] = handler
+
+    def _unwatch(self, fd: int) -> None:
+        self.handlers.pop(fd, None)
+        with contextlib.suppress(OSError, ValueError):
+            self.poller.unregister(fd)
+
+    def _poll_timeout(self) -> float:
         if self.stopping or self.sweep_pending:
             return SWEEP_INTERVAL_S
         deadlines = [c.deadline for c in self.calls.values() if c.status is None]
         if not deadlines:
-            return None
-        return max(0.0, min(deadlines) - time.monotonic())
-
-    def _on_wakeup(self, _mask: int) -> None:
-        try:
-            while os.read(self.wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
+            return -1
+        timeout = max(0.0, min(deadlines) - time.monotonic())
+        return timeout if self.has_pidfd else min(timeout, NO_PIDFD_POLL_S)
 
     # --- the portal connection -----------------------------------------------------------
 
-    def _on_control(self, mask: int) -> None:
-        if mask & selectors.EVENT_WRITE:
+    def _on_control(self, events: int) -> None:
+        if events & select.EPOLLOUT:
             self._flush_out()
-        if not mask & selectors.EVENT_READ:
+        if not events & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
             return
         try:
-            data = self.ctrl.recv(READ_CHUNK)
+            data = os.read(self.ctrl, READ_CHUNK)
         except BlockingIOError:
             return
         except OSError:
@@ -270,18 +306,17 @@ class Host:
         if kind == "call":
             _, call_id, limits, payload, target_name = message
             self._start_call(call_id, limits, payload, target_name)
-        elif kind == "stop":
-            self.stopping = True
+        elif kind == "stop":  # finish running calls, take no new ones, then exit
+            self.draining = True
 
     def _portal_gone(self) -> None:
         # The portal exited or closed us: nobody will read results. Kill everything, leave.
         self.parent_gone = True
         self.stopping = True
         self.outq.clear()
-        with contextlib.suppress(KeyError, ValueError):
-            self.selector.unregister(self.ctrl)
+        self._unwatch(self.ctrl)
 
-    def _send(self, message: Any) -> None:
+    def _send(self, message: object) -> None:
         if self.parent_gone:
             return
         self.outq.extend(memoryview(b) for b in encode_frame(message))
@@ -290,37 +325,41 @@ class Host:
     def _flush_out(self) -> None:
         while self.outq:
             try:
-                sent = self.ctrl.send(self.outq[0])
+                sent = os.writev(self.ctrl, list(self.outq)[:IOV_MAX])
             except BlockingIOError:
                 break
             except OSError:
                 self._portal_gone()
                 return
-            if sent < len(self.outq[0]):
-                self.outq[0] = self.outq[0][sent:]
-                break
-            self.outq.popleft()
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.outq else 0)
-        with contextlib.suppress(KeyError, ValueError):
-            self.selector.modify(self.ctrl, events, self._on_control)
+            while sent and self.outq:
+                head = self.outq[0]
+                if sent < len(head):
+                    self.outq[0] = head[sent:]
+                    break
+                sent -= len(head)
+                self.outq.popleft()
+            else:
+                continue
+            break  # partial write: the socket is full
+        want_write = bool(self.outq)
+        if want_write != self.want_write:  # avoid an epoll_ctl per response
+            self.want_write = want_write
+            with contextlib.suppress(OSError, ValueError):
+                self.poller.modify(self.ctrl, IN | (select.EPOLLOUT if want_write else 0))
 
     # --- starting a call -----------------------------------------------------------------
 
-    def _start_call(
-        self, call_id: int, limits: dict[str, Any], payload: bytes, target_name: str
-    ) -> None:
-        if self.stopping:
-            self._send_failure(call_id, "the sandbox host is shutting down")
+    def _start_call(self, call_id: int, limits: dict, payload: bytes, target_name: str) -> None:
+        if self.stopping or self.draining:
+            self._send_failure(call_id, "the sandbox host is shutting down; retry the call")
             return
         try:
-            calldir = tempfile.mkdtemp(prefix="sandbox-call-", dir=self.tmp_dir)
+            calldir = self._take_call_dir()
         except OSError as exc:
             self._send_failure(call_id, f"could not create the call's working directory: {exc}")
             return
         pipes: list[tuple[int, int]] = []
         try:
-            if self.run_as is not None:
-                os.chown(calldir, *self.run_as)
             for _ in range(3):
                 pipes.append(os.pipe())
             spec = ChildSpec(
@@ -333,13 +372,14 @@ class Host:
                 host_pid=self.pid,
                 target_name=target_name,
                 run_as=self.run_as,
+                rlimits=rlimits_for(limits, self.hard_limits),
             )
             pid = os.fork()
         except OSError as exc:
             for r, w in pipes:
                 os.close(r)
                 os.close(w)
-            shutil.rmtree(calldir, ignore_errors=True)
+            self._release_call_dir(calldir)
             self._send_failure(call_id, f"could not start the call process: {exc}")
             return
         if pid == 0:
@@ -352,24 +392,56 @@ class Host:
             os.set_blocking(r, False)
             _grow_pipe(r)
             fds[name] = r
-        now = time.monotonic()
-        call = _Call(
-            call_id=call_id,
-            pid=pid,
-            calldir=calldir,
-            started=now,
-            deadline=now + float(limits["timeout_s"]),
-            result_cap=int(limits["result_bytes"]) + ENVELOPE_LIMIT,
-            stdout=_Tail(int(limits["output_bytes"])),
-            stderr=_Tail(int(limits["output_bytes"])),
-            fds=fds,
-        )
+        call = _Call(call_id, pid, calldir, limits, fds)
         self.calls[pid] = call
         for name, fd in fds.items():
-            self.selector.register(fd, selectors.EVENT_READ, self._pipe_reader(call, name))
+            self._watch(fd, IN, self._pipe_reader(call, name))
+        self._watch_exit(call)
+
+    def _watch_exit(self, call: _Call) -> None:
+        # A pidfd turns readable when the child exits: the loop wakes and _reap() runs.
+        if not self.has_pidfd:
+            return
+        try:
+            call.pidfd = os.pidfd_open(call.pid)
+        except OSError as exc:
+            if exc.errno != errno.ENOSYS:
+                raise
+            self.has_pidfd = False  # old kernel: fall back to polling
+            return
+        self._watch(call.pidfd, select.EPOLLIN, self._ignore_event)
+
+    def _ignore_event(self, _events: int) -> None:
+        pass
+
+    def _take_call_dir(self) -> str:
+        if self.spare_dirs:
+            return self.spare_dirs.pop()
+        path = self._make_call_dir()
+        if self.run_as is not None:
+            os.chown(path, *self.run_as)
+        return path
+
+    def _release_call_dir(self, path: str) -> None:
+        """Keep a directory the call left exactly as made (empty, 0700, ours); else rm -rf."""
+        if len(self.spare_dirs) < SPARE_DIRS and _is_pristine(path, self.dir_owner):
+            self.spare_dirs.append(path)
+        else:
+            _remove_tree(path)
+
+    def _make_call_dir(self) -> str:
+        while True:
+            self.dir_counter += 1
+            name = f"sandbox-call-{self.pid}-{self.dir_counter}-{os.urandom(3).hex()}"
+            path = os.path.join(self.tmp_dir, name)
+            try:
+                os.mkdir(path, 0o700)
+                return path
+            except FileExistsError:
+                continue
 
     def _pipe_reader(self, call: _Call, name: str):
-        def on_readable(_mask: int) -> None:
+        def on_readable(_events: int) -> None:
             self._read_pipe(call, name)
 
         return on_readable
@@ -406,11 +478,9 @@ class Host:
 
     def _close_pipe(self, call: _Call, name: str) -> None:
         fd = call.fds.pop(name, None)
-        if fd is None:
-            return
-        with contextlib.suppress(KeyError, ValueError):
-            self.selector.unregister(fd)
-        os.close(fd)
+        if fd is not None:
+            self._unwatch(fd)
+            os.close(fd)
 
     # --- ending calls --------------------------------------------------------------------
 
@@ -462,11 +532,15 @@ class Host:
             time.sleep(0.001)
 
     def _complete(self, call: _Call) -> None:
+        if call.pidfd is not None:
+            self._unwatch(call.pidfd)
+            os.close(call.pidfd)
+            call.pidfd = None
         self._kill_group(call.pid)
         self._drain(call)
         self._sweep(budget_s=CLEANUP_BUDGET_S)
         header, value = self._response(call)
-        shutil.rmtree(call.calldir, ignore_errors=True)
+        self._release_call_dir(call.calldir)
         del self.calls[call.pid]
         self._send(("result", call.call_id, header, value))
 
@@ -508,7 +582,7 @@ class Host:
             killed += 1
         return killed
 
-    def _response(self, call: _Call) -> tuple[dict[str, Any], bytes]:
+    def _response(self, call: _Call) -> tuple[dict, bytes]:
         status = call.status if call.status is not None else 0
         rusage = call.rusage
         envelope, value, problem = self._read_result(call)
@@ -530,7 +604,7 @@ class Host:
         }
         return header, value
 
-    def _read_result(self, call: _Call) -> tuple[dict[str, Any] | None, bytes, str | None]:
+    def _read_result(self, call: _Call) -> tuple[dict | None, bytes, str | None]:
         if call.result_overflow:
             return None, b"", "the plugin flooded the sandbox's result channel (fd 3)"
         problem = None
@@ -560,7 +634,11 @@ class Host:
         for call in list(self.calls.values()):
             for name in list(call.fds):
                 self._close_pipe(call, name)
-            shutil.rmtree(call.calldir, ignore_errors=True)
+            if call.pidfd is not None:
+                os.close(call.pidfd)
+            _remove_tree(call.calldir)
+        for path in self.spare_dirs:
+            _remove_tree(path)
         self._reap()
         self._sweep(budget_s=1.0)
 
@@ -573,6 +651,84 @@ def _kill(pid: int, signum: int) -> None:
 def _grow_pipe(fd: int) -> None:
     with contextlib.suppress(OSError):
         fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+
+
+def _is_pristine(path: str, owner: int) -> bool:
+    try:
+        st = os.lstat(path)
+        with os.scandir(path) as entries:
+            empty = next(entries, None) is None
+    except OSError:
+        return False
+    return (
+        empty
+        and stat.S_ISDIR(st.st_mode)
+        and stat.S_IMODE(st.st_mode) == 0o700
+        and st.st_uid == owner
+    )
+
+
+def _remove_tree(root: str) -> None:
+    """rm -rf without shutil (and without recursion: a plugin may nest deeply)."""
+    stack = [(root, False)]
+    while stack:
+        path, emptied = stack.pop()
+        if emptied:
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+            continue
+        stack.append((path, True))
+        entries: list[os.DirEntry] = []
+        try:
+            entries = list(os.scandir(path))
+        except PermissionError:  # a plugin running as us made it unreadable
+            with contextlib.suppress(OSError):
+                os.chmod(path, 0o700)
+                entries = list(os.scandir(path))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append((entry.path, False))
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
+def _configure_stdio() -> tuple[object, object]:
+    """Set up sys.stdout/sys.stderr once, as every child will use them (on its pipes)."""
+    streams = []
+    for name, fd, line_buffering in (("stdout", 1, False), ("stderr", 2, True)):
+        stream = getattr(sys, name)
+        if stream is None or not hasattr(stream, "reconfigure"):  # fd was closed at startup
+            stream = open(fd, "w", closefd=False)  # noqa: SIM115 - lives as long as the host
+            setattr(sys, name, stream)
+            setattr(sys, f"__{name}__", stream)
+        stream.reconfigure(
+            encoding="utf-8", errors="backslashreplace", line_buffering=line_buffering
+        )
+        streams.append(stream)
+    faulthandler.enable(file=sys.stderr)  # a crash leaves its Python traceback on fd 2
+    return streams[0], streams[1]
+
+
+def _restore_stdio(stdio: tuple[object, object]) -> None:
+    # Flush what a warm-up printed, so it is not repeated in every child's output.
+    for stream in (sys.stdout, sys.stderr, *stdio):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    sys.stdout, sys.stderr = stdio
+    sys.__stdout__, sys.__stderr__ = stdio
+
+
+def _warm_import_caches() -> None:
+    # List each sys.path directory once here, so a child's import does not have to.
+    # This only caches directory listings; no module is imported.
+    for entry in sys.path:
+        finder = importlib.machinery.PathFinder._path_importer_cache(entry)
+        if finder is not None:
+            with contextlib.suppress(Exception):
+                finder.find_spec("_sandbox_no_such_module_")
 
 
 def _unshare_user_and_network() -> None:
@@ -588,7 +744,7 @@ def _unshare_user_and_network() -> None:
             handle.write(text)
 
 
-def _adopt_control_socket(fd: int) -> socket.socket:
+def _adopt_control_fd(fd: int) -> int:
     # Move the socket above 0-2 so dup2() onto the std fds in children cannot clobber it,
     # then make sure 0-2 are open (a daemonised portal may have closed them).
     high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
@@ -598,7 +754,31 @@ def _adopt_control_socket(fd: int) -> socket.socket:
             os.fstat(std)
         except OSError:
             os.open(os.devnull, os.O_RDWR)  # lowest free fd: exactly `std`
-    return socket.socket(fileno=high)
+    return high
+
+
+def _read_frame_blocking(fd: int) -> object | None:
+    def read_exact(size: int) -> bytes | None:
+        data = bytearray()
+        while len(data) < size:
+            chunk = os.read(fd, size - len(data))
+            if not chunk:
+                return None
+            data += chunk
+        return bytes(data)
+
+    header = read_exact(FRAME_HEADER.size)
+    if header is None:
+        return None
+    payload = read_exact(FRAME_HEADER.unpack(header)[0])
+    return None if payload is None else pickle.loads(payload)
+
+
+def _write_blocking(fd: int, buffers: list[bytes]) -> None:
+    for buffer in buffers:
+        view = memoryview(buffer)
+        while view:
+            view = view[os.write(fd, view) :]
 
 
 def main(argv: list[str]) -> int:
@@ -607,14 +787,13 @@ def main(argv: list[str]) -> int:
     except (ValueError, IndexError):
         print("usage: python -m sandbox._host --fd N", file=sys.stderr)
         return 2
-    ctrl = _adopt_control_socket(fd)
-    init = recv_frame(ctrl)
-    if init is None or init[0] != "init":
+    ctrl = _adopt_control_fd(fd)
+    init = _read_frame_blocking(ctrl)
+    if not isinstance(init, tuple) or init[0] != "init":
         return 2
     host = Host(ctrl, init[1])
     hello = host.prepare()
-    for buffer in encode_frame(("hello", hello)):
-        ctrl.sendall(buffer)
+    _write_blocking(ctrl, encode_frame(("hello", hello)))
     if not hello["ok"]:
         return 1
     try:

@@ -456,7 +456,7 @@ def _describe(report: dict[str, Any]) -> str:
             f"missing {m['kind']} {m.get('path') or m['item']}" for m in report["missing"]
         )
     stage = {"setup": "setup() raised", "declarations": "invalid declaration:"}.get(
-        report.get("stage"), "import raised"
+        report.get("stage") or "", "import raised"
     )
     where = f" at {report['where']}" if report.get("where") else ""
     error = ": ".join(filter(None, [report.get("error_type"), report.get("message")]))

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import re
-from collections.abc import Callable
-from typing import Any
 
-__all__ = ["Preload", "check_target_string", "describe_target", "resolve_target"]
+__all__ = ["Preload", "check_target_string", "describe_target"]
 
 _TARGET_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
@@ -56,16 +53,3 @@ def describe_target(target: object) -> str:
     module = getattr(func, "__module__", None) or "?"
     qualname = getattr(func, "__qualname__", None) or type(target).__qualname__
     return f"{module}:{qualname}"
-
-
-def resolve_target(target: str | Callable[..., Any]) -> Callable[..., Any]:
-    """Import and return the callable a target names (runs in the child or warm host)."""
-    if not isinstance(target, str):
-        return target
-    module_name, _, attr_path = target.partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in attr_path.split("."):
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise TypeError(f"{target!r} is a {type(obj).__name__}, not a callable")
-    return obj

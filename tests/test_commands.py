@@ -70,6 +70,28 @@ def manage(*args: str, timeout: float = 60, **popen) -> subprocess.CompletedProc
     )
 
 
+def _in_parallel(*commands: list[str]) -> list[subprocess.CompletedProcess]:
+    """Several manage.py commands at once (each starts Django: slow on a busy machine)."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=portal_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in commands
+    ]
+    results = []
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=60)
+        results.append(
+            subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+        )
+    return results
+
+
 def portal_env() -> dict[str, str]:
     from django.conf import settings
 
@@ -190,14 +212,55 @@ class TestRunPlugin:
         assert "is disabled by user:ops: broken upstream" in message
 
 
+@pytest.mark.django_db
+class TestRunPluginHostile:
+    @pytest.mark.parametrize(
+        ("args", "status", "reason_start"),
+        [
+            (["segfault"], "crashed", "Plugin 'segfault' crashed with signal SIGSEGV during run()"),
+            (["memory_hog"], "crashed", "Plugin 'memory_hog' ran out of its 256 MB memory limit"),
+            (["forever"], "timed_out", "Plugin 'forever' did not finish within its 2 s timeout"),
+            (["flaky", "--param", "fail=true"], "failed", "Plugin 'flaky' raised ConnectionError"),
+            (["hello", "--param", "nme=Ada"], "failed", "Bad params for plugin 'hello'"),
+            (
+                ["slow", "--param", "seconds=5", "--timeout", "0.5"],
+                "timed_out",
+                "Plugin 'slow' did",
+            ),
+        ],
+    )
+    def test_hostile_example__run_recorded_with_state_counters_event(
+        self, settings, args, status, reason_start
+    ):
+        """Each hostile example run through runplugin is recorded: run, counters, state, event."""
+        settings.PORTAL_PLUGIN_DIRS = [str(EXAMPLES)]
+        name = args[0]
+        pipeline.load_plugins(names=sorted({name, "hello"}), actor="test")
+        code, message, out = failing("runplugin", *args, "--json")
+        record = json.loads(out)
+        assert (code, record["status"]) == (1, status)
+        assert record["reason"].startswith(reason_start), record["reason"]
+        assert message == f"Run {record['id']} {status}: {record['reason']}"
+        plugin = Plugin.objects.get(name=name)
+        assert (plugin.state, plugin.reason) == (PluginState.FAILED, record["reason"])
+        assert (plugin.success_count, plugin.error_count, plugin.running_count) == (0, 1, 0)
+        event = plugin.events.latest("id")
+        assert (event.from_state, event.to_state, event.run_id, event.actor) == (
+            PluginState.RUNNING,
+            PluginState.FAILED,
+            record["id"],
+            "command:runplugin",
+        )
+        # The portal is unharmed: the next run of a healthy plugin just works.
+        assert pipeline.run_plugin(name="hello", params={}, actor="test").status == "succeeded"
+
+
 @pytest.mark.django_db(transaction=True)
 class TestRunPluginProcess:
     def test_exit_codes__0_1_2_and_no_traceback(self, loaded):
         """From a shell: 0 on success, 1 for a failed run, 2 for misuse, never a traceback."""
-        ok, failed, misuse = (
-            manage("runplugin", "ok"),
-            manage("runplugin", "fails"),
-            manage("runplugin", "ghost"),
+        ok, failed, misuse = _in_parallel(
+            ["runplugin", "ok"], ["runplugin", "fails"], ["runplugin", "ghost"]
         )
         assert (ok.returncode, failed.returncode, misuse.returncode) == (0, 1, 2)
         assert json.loads(ok.stdout) == {"fine": True}

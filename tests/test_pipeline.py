@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from plugins_app import pipeline, services
-from plugins_app.errors import InvalidParams, PluginNotFound, PluginRefused
+from plugins_app.errors import (
+    IllegalTransition,
+    InvalidParams,
+    PluginNotFound,
+    PluginRefused,
+    RunNotFound,
+)
 from plugins_app.models import EventKind, Plugin, PluginEvent, PluginRun, PluginState, RunStatus
 
 pytestmark = pytest.mark.django_db
@@ -93,6 +99,49 @@ class TestLoadSucceeds:
         assert (run.status, run.result) == (RunStatus.SUCCEEDED, 8)
 
 
+def install_entry_point(site: Path, dist: str, entry_points: str) -> None:
+    """dist-info metadata of an installed distribution with portal.plugins entry points."""
+    info = site / f"{dist}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[portal.plugins]\n{entry_points}\n")
+
+
+class TestEntryPoints:
+    def test_module_not_installed__unavailable_naming_distribution(
+        self, plugins, tmp_path, monkeypatch
+    ):
+        """An entry point whose module is missing is UNAVAILABLE, saying to reinstall."""
+        site = tmp_path / "site"
+        install_entry_point(site, "acme-broken", "acme = acme_not_there.plugin")
+        monkeypatch.syspath_prepend(str(site))
+        plugin = load("acme")
+        assert plugin.state == PluginState.UNAVAILABLE
+        assert plugin.reason == (
+            "Plugin 'acme' comes from entry point: acme = acme_not_there.plugin (acme-broken "
+            "1.0), but its module 'acme_not_there.plugin' is not installed (reinstall the "
+            "distribution that provides it, then reload the plugin)"
+        )
+
+    def test_uninstalled_distribution__unavailable_naming_search(
+        self, plugins, tmp_path, monkeypatch
+    ):
+        """A plugin whose distribution was uninstalled is UNAVAILABLE, saying where it looked."""
+        site = tmp_path / "site"
+        (site / "acme_ok").mkdir(parents=True)
+        (site / "acme_ok" / "__init__.py").write_text("def run(): pass\n")
+        install_entry_point(site, "acme-ok", "acme = acme_ok")
+        monkeypatch.syspath_prepend(str(site))
+        load("acme")
+        shutil.rmtree(site / "acme-ok-1.0.dist-info")
+        (report,) = pipeline.load_plugins(actor=ACTOR)
+        assert report.state == PluginState.UNAVAILABLE
+        assert report.reason.startswith(
+            f"Plugin 'acme' was not found in {plugins.path} and the 'portal.plugins' entry "
+            "points (it was loaded from entry point: acme = acme_ok (acme-ok 1.0)); restore it"
+        )
+
+
 class TestLoadUnavailable:
     def test_missing_module_at_import__pip_hint(self, plugins):
         """A module missing at import makes the plugin UNAVAILABLE with the pip command."""
@@ -148,6 +197,15 @@ class TestLoadUnavailable:
         model.write_bytes(b"")
         plugins.add("p", f"requires = {{'files': [{str(model)!r}]}}\ndef run(): pass\n")
         assert load("p").reason.startswith(f"Model file is empty: {model} ")
+
+    def test_model_path_with_unset_variable__says_so(self, plugins, monkeypatch):
+        """A model path using an unset variable says the variable is the problem."""
+        monkeypatch.delenv("PIPELINE_TEST_MODEL_DIR", raising=False)
+        plugins.add("p", "requires = {'files': ['$PIPELINE_TEST_MODEL_DIR/m.pt']}\ndef run(): pass")
+        assert load("p").reason == (
+            "Model file path '$PIPELINE_TEST_MODEL_DIR/m.pt' of plugin 'p' uses an environment "
+            "variable that is not set (set it in the portal's environment, then reload the plugin)"
+        )
 
     def test_missing_env_var__unavailable_naming_it(self, plugins):
         """An unset environment variable from requires.env is named in the reason."""
@@ -318,6 +376,8 @@ class TestLoadSet:
         (report,) = pipeline.load_plugins(names=["p"], actor=ACTOR)
         assert report.state == PluginState.RUNNING
         assert "run(s) in progress and cannot be reloaded now" in report.reason
+        with pytest.raises(IllegalTransition, match="cannot be reloaded now"):
+            pipeline.reload_plugin(name="p", actor=ACTOR)
 
 
 class TestRun:
@@ -506,6 +566,28 @@ class TestRun:
         run = pipeline.run_plugin(name="p", params={}, actor=ACTOR)
         assert run.status == RunStatus.FAILED
         assert run.reason.startswith(f"Plugin 'p' is gone: {path} no longer exists")
+
+
+class TestPortalFailures:
+    def test_portal_error_during_run__run_failed_not_stuck(self, plugins, monkeypatch):
+        """A bug in the portal while running finishes the run as FAILED, never stuck RUNNING."""
+        plugins.add("p", "def run(): pass\n")
+        load("p")
+
+        def broken_call(*args, **kwargs):
+            raise LookupError("portal bug")
+
+        monkeypatch.setattr(pipeline, "_call", broken_call)
+        run = pipeline.run_plugin(name="p", params={}, actor=ACTOR)
+        assert (run.status, run.error_type) == (RunStatus.FAILED, "LookupError")
+        assert run.reason.startswith("The portal failed to run plugin 'p' (LookupError; a bug")
+        assert "LookupError: portal bug" in run.traceback
+        assert Plugin.objects.get(name="p").running_count == 0
+
+    def test_wait_for_unknown_run__not_found(self):
+        """Waiting for a run that does not exist raises RunNotFound."""
+        with pytest.raises(RunNotFound):
+            pipeline.wait_for_run(run_id=987654, timeout_s=0)
 
 
 class TestWarmHosts:

@@ -1,0 +1,150 @@
+"""Small HTML pieces the operator admin shows: state badges, shortened reasons, ages, the chart.
+
+Kept apart from `admin.py` so the templates (index overview, confirmation pages) and the
+ModelAdmins render a state, a reason or a duration the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.text import Truncator
+from django.utils.timesince import timesince
+
+from plugins_app.selectors import HourBucket
+
+SHORT_REASON_CHARS = 80
+
+
+def state_badge(state: str, label: str | None = None) -> SafeString:
+    """A coloured pill; the colour comes from the `state-<STATE>` class in admin.css."""
+    if not state:
+        return format_html('<span class="state-badge state-none">{}</span>', "—")
+    return format_html('<span class="state-badge state-{}">{}</span>', state, label or state)
+
+
+def short_text(text: str, chars: int = SHORT_REASON_CHARS) -> SafeString | str:
+    """The first `chars` characters, with the full text on hover."""
+    if not text:
+        return "—"
+    return format_html(
+        '<span class="short-reason" title="{}">{}</span>', text, Truncator(text).chars(chars)
+    )
+
+
+def preformatted(text: str) -> SafeString | str:
+    """Long text kept as written (tracebacks, output tails, full reasons)."""
+    if not text:
+        return "—"
+    return format_html('<pre class="forensics">{}</pre>', text)
+
+
+def pretty_json(value: Any) -> SafeString | str:
+    if value is None:
+        return "—"
+    return preformatted(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+def human_duration(seconds: float | None) -> str:
+    """'3d 4h', '2h 5m', '42s': the two largest units, enough to see at a glance."""
+    if seconds is None:
+        return "—"
+    remaining = int(seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        amount, remaining = divmod(remaining, size)
+        if amount or (unit == "s" and not parts):
+            parts.append(f"{amount}{unit}")
+    return " ".join(parts[:2])
+
+
+def age(value: datetime | None, now: datetime | None = None) -> SafeString | str:
+    """'5 minutes ago', with the exact time on hover."""
+    if value is None:
+        return "never"
+    exact = timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
+    now = now or timezone.now()
+    seconds = (now - value).total_seconds()
+    # timesince says "0 minutes" for the last minute, which is when an operator looks closest.
+    ago = f"{max(0, int(seconds))} seconds" if seconds < 60 else timesince(value, now, depth=1)
+    return format_html(
+        '<time datetime="{}" title="{}">{} ago</time>', value.isoformat(), exact, ago
+    )
+
+
+def milliseconds(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms"
+
+
+def kibibytes(value: int | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value / 1024:.1f} MiB" if value >= 1024 else f"{value} KiB"
+
+
+@dataclass(frozen=True)
+class ChartBar:
+    x: float
+    width: float
+    ok_y: float
+    ok_height: float
+    failed_y: float
+    failed_height: float
+    title: str
+    label: str
+
+
+@dataclass(frozen=True)
+class HourlyChart:
+    width: int
+    height: int
+    plot_height: int
+    peak: int
+    total: int
+    failed: int
+    bars: list[ChartBar]
+
+
+def hourly_chart(buckets: list[HourBucket], *, width: int = 600, height: int = 150) -> HourlyChart:
+    """Bar geometry for the runs-per-hour SVG: failures stacked on top of the other runs."""
+    plot_height = height - 20  # room under the bars for the hour labels
+    peak = max((bucket.total for bucket in buckets), default=0)
+    slot = width / max(len(buckets), 1)
+    bars = []
+    for i, bucket in enumerate(buckets):
+        scale = plot_height / peak if peak else 0.0
+        failed_height = bucket.failed * scale
+        ok_height = (bucket.total - bucket.failed) * scale
+        local = timezone.localtime(bucket.start)
+        bars.append(
+            ChartBar(
+                x=round(i * slot + 1, 1),
+                width=round(slot - 2, 1),
+                ok_y=round(plot_height - ok_height, 1),
+                ok_height=round(ok_height, 1),
+                failed_y=round(plot_height - ok_height - failed_height, 1),
+                failed_height=round(failed_height, 1),
+                title=(
+                    f"{local:%Y-%m-%d %H}:00 to {local.hour + 1:02d}:00: "
+                    f"{bucket.total} runs, {bucket.failed} failed"
+                ),
+                label=f"{local:%H}h" if i % 3 == 0 else "",
+            )
+        )
+    return HourlyChart(
+        width=width,
+        height=height,
+        plot_height=plot_height,
+        peak=peak,
+        total=sum(bucket.total for bucket in buckets),
+        failed=sum(bucket.failed for bucket in buckets),
+        bars=bars,
+    )
