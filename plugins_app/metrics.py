@@ -32,7 +32,7 @@ from plugins_app.snapshot import ReadFailures
 # Run duration bucket bounds, in seconds (plugins range from milliseconds to minutes).
 DURATION_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
-metrics_read_failures = ReadFailures("Metrics read from the database")
+metrics_read_failures = ReadFailures("Metrics read", "reporting portal_database_up 0")
 
 
 class PluginCollector:

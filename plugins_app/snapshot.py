@@ -96,8 +96,9 @@ def oldest_checked_at(records: Iterable[Record]) -> str | None:
 class ReadFailures:
     """One failure streak (an outage) at a time: logged when it starts and when it ends."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, meanwhile: str) -> None:
         self._what = what
+        self._meanwhile = meanwhile
         self._lock = threading.Lock()
         self._since: float | None = None
         self._failed_reads = 0
@@ -133,11 +134,11 @@ class ReadFailures:
             self._last_try = time.monotonic()
         if starts:
             logger.error(
-                "%s failed (%s: %s); answering from the last snapshot, marked stale, until "
-                "the database answers again (logged once per outage)",
+                "%s failed (%s: %s); %s until reads succeed again (logged once per outage)",
                 self._what,
                 type(error).__name__,
                 _one_line(error),
+                self._meanwhile,
                 exc_info=error,
             )
         elif new_kind:
@@ -177,4 +178,6 @@ def _one_line(error: BaseException) -> str:
 
 # The process-wide instances the health endpoints share.
 health_snapshot = HealthSnapshot()
-health_read_failures = ReadFailures("Health read from the database")
+health_read_failures = ReadFailures(
+    "Health read", "answering from the last snapshot, marked stale,"
+)

@@ -10,4 +10,5 @@ urlpatterns = [
     path("v1/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("v1/", include("plugins_app.urls")),
     path("metrics", metrics_view, name="metrics"),
+    path("metrics/", metrics_view),
 ]

@@ -129,6 +129,41 @@ def _stop_background_work():
     pipeline.discard_warm_hosts()
 
 
+# Admin roles: what each kind of operator may do (see docs/admin.md).
+OPERATOR_PERMISSIONS = {
+    "viewer": ("view_plugin", "view_pluginrun", "view_pluginevent"),
+    "runner": ("view_plugin", "view_pluginrun", "view_pluginevent", "run_plugin"),
+    "operator": (
+        "view_plugin",
+        "view_pluginrun",
+        "view_pluginevent",
+        "run_plugin",
+        "operate_plugin",
+    ),
+}
+OPERATOR_PASSWORD = "operator-password-for-tests"
+
+
+@pytest.fixture
+def make_operator(django_user_model):
+    """A staff user with one admin role: viewer, runner (run_plugin) or operator (both)."""
+    from django.contrib.auth.models import Permission
+
+    def factory(username: str | None = None, *, role: str = "operator"):
+        user = django_user_model.objects.create_user(
+            username=username or role, password=OPERATOR_PASSWORD, is_staff=True
+        )
+        codenames = OPERATOR_PERMISSIONS[role]
+        permissions = Permission.objects.filter(
+            content_type__app_label="plugins_app", codename__in=codenames
+        )
+        assert permissions.count() == len(codenames), "a plugins_app permission is missing"
+        user.user_permissions.set(permissions)
+        return user
+
+    return factory
+
+
 # --- health and operations API ---
 
 
@@ -247,10 +282,12 @@ def database_outage():
 
 
 @pytest.fixture
-def database_lock():
-    """A real lock on the plugin table held by another connection, as a context manager.
+def database_lock(tmp_path):
+    """A real lock on the database held by another connection, as a context manager.
 
-    SQLite: a connection in exclusive locking mode holds the file (WAL readers are blocked).
+    SQLite: the test database is copied to a file of this test's own (other threads may hold
+    the shared one open), the connection pointed at it, and a connection in exclusive locking
+    mode holds it (WAL readers are blocked). Use with transactional_db, so the copy has the data.
     PostgreSQL: another session holds ACCESS EXCLUSIVE on the plugin table.
     """
     import contextlib
@@ -261,8 +298,17 @@ def database_lock():
     @contextlib.contextmanager
     def lock():
         if connection.vendor == "sqlite":
-            connections.close_all()  # exclusive mode needs the only connection to the file
-            holder = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
+            shared = connection.settings_dict["NAME"]
+            copy = tmp_path / "locked.sqlite3"
+            with (
+                contextlib.closing(sqlite3.connect(shared)) as source,
+                contextlib.closing(sqlite3.connect(copy)) as target,
+            ):
+                source.backup(target)
+            connections.close_all()
+            connection.settings_dict["NAME"] = str(copy)
+            holder = sqlite3.connect(copy, isolation_level=None)
+            holder.execute("PRAGMA journal_mode=WAL")
             holder.execute("PRAGMA locking_mode=EXCLUSIVE")
             holder.execute("BEGIN EXCLUSIVE")
             try:
@@ -270,6 +316,8 @@ def database_lock():
             finally:
                 holder.execute("ROLLBACK")
                 holder.close()
+                connections.close_all()
+                connection.settings_dict["NAME"] = shared
         else:
             import psycopg
 
@@ -289,38 +337,3 @@ def database_lock():
                 holder.close()
 
     return lock
-
-
-# Admin roles: what each kind of operator may do (see docs/admin.md).
-OPERATOR_PERMISSIONS = {
-    "viewer": ("view_plugin", "view_pluginrun", "view_pluginevent"),
-    "runner": ("view_plugin", "view_pluginrun", "view_pluginevent", "run_plugin"),
-    "operator": (
-        "view_plugin",
-        "view_pluginrun",
-        "view_pluginevent",
-        "run_plugin",
-        "operate_plugin",
-    ),
-}
-OPERATOR_PASSWORD = "operator-password-for-tests"
-
-
-@pytest.fixture
-def make_operator(django_user_model):
-    """A staff user with one admin role: viewer, runner (run_plugin) or operator (both)."""
-    from django.contrib.auth.models import Permission
-
-    def factory(username: str | None = None, *, role: str = "operator"):
-        user = django_user_model.objects.create_user(
-            username=username or role, password=OPERATOR_PASSWORD, is_staff=True
-        )
-        codenames = OPERATOR_PERMISSIONS[role]
-        permissions = Permission.objects.filter(
-            content_type__app_label="plugins_app", codename__in=codenames
-        )
-        assert permissions.count() == len(codenames), "a plugins_app permission is missing"
-        user.user_permissions.set(permissions)
-        return user
-
-    return factory

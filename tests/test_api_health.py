@@ -56,3 +56,17 @@ class TestPluginHealth:
         finish_run("ok", status="crashed")
         record = api_client.get("/v1/plugins/ok/health").json()
         assert (record["state"], record["error_count"]) == ("FAILED", 1)
+
+    def test_health__same_record_as_from_the_model(self, api_client, make_plugin, finish_run):
+        """The precompiled single-record read gives exactly what the model-based builder gives."""
+        plugin = make_plugin("ok", description="Reads text", version="1.2")
+        finish_run("ok", duration_ms=12.5)
+        finish_run("ok", status="failed", duration_ms=7.25)
+        plugin.refresh_from_db()
+        volatile = {"checked_at", "uptime_seconds"}
+        from_model = selectors.health_record(plugin)
+        served = api_client.get("/v1/plugins/ok/health").json()
+        assert {k: v for k, v in served.items() if k not in volatile} == {
+            k: v for k, v in from_model.items() if k not in volatile
+        }
+        assert served["last_error_at"] is not None and served["enabled"] is True

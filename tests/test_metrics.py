@@ -116,6 +116,13 @@ class TestMetrics:
             finish_run(make_plugin().name)
         assert queries() == few
 
+    def test_metrics__same_with_trailing_slash(self, api_client, make_plugin):
+        """/metrics/ answers like /metrics."""
+        make_plugin("ok")
+        response = api_client.get("/metrics/")
+        assert response.status_code == 200
+        assert 'portal_plugin_enabled{plugin="ok"} 1.0' in response.content.decode()
+
     def test_metrics__wrong_method_is_405(self, api_client):
         """/metrics is read-only."""
         assert api_client.post("/metrics").status_code == 405
