@@ -43,12 +43,12 @@ class TestSettings:
         assert python_in_portal(setup + code).stdout.strip() == "False"
         assert python_in_portal(setup + code, DEBUG="1").stdout.strip() == "True"
 
-    def test_sqlite__wal_mode_and_busy_timeout(self):
+    def test_sqlite__wal_mode_and_busy_timeout(self, tmp_path):
         """The embedded SQLite database runs in WAL mode with a busy timeout."""
         code = (
             "import django; django.setup(); from django.db import connection; "
             "c = connection.cursor(); c.execute('PRAGMA journal_mode'); print(c.fetchone()[0]); "
             "c.execute('PRAGMA busy_timeout'); print(c.fetchone()[0])"
         )
-        result = python_in_portal(code, DATABASE_URL=f"sqlite:///{ROOT / 'var' / 'wal.sqlite3'}")
+        result = python_in_portal(code, DATABASE_URL=f"sqlite:///{tmp_path / 'wal.sqlite3'}")
         assert result.stdout.split() == ["wal", "30000"], result.stderr
