@@ -317,6 +317,7 @@ class _Host:
             "no_network": self.config.no_network,
             "run_as": self.config.run_as,
             "tmp_dir": self.config.tmp_dir,
+            "spare_children": self.config.spare_children,
         }
 
     def _handshake(self) -> StartFailure | None:
