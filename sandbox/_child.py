@@ -276,20 +276,9 @@ def _exit_envelope(exc: SystemExit) -> dict[str, object]:
 
 
 def _exception_envelope(exc: BaseException, phase: str) -> dict[str, object]:
-    import traceback
-
-    tb = exc.__traceback__
-    frames = traceback.extract_tb(tb)
-    # Free the plugin's locals first: after a MemoryError they hold the memory we need.
-    traceback.clear_frames(tb)
-    location = None
-    if frames:
-        last = frames[-1]
-        location = f"{last.filename}:{last.lineno} in {last.name}"
-    try:
-        text = "".join(traceback.format_exception(exc))
-    except BaseException:  # a broken __str__ must not lose the outcome
-        text = f"{type(exc).__name__} (traceback unavailable)\n"
+    location = _raise_site(exc.__traceback__)
+    _clear_frames(exc.__traceback__)
+    text = _format_exception(exc)
     outcome = "memory" if isinstance(exc, MemoryError) else "error"
     return {
         "outcome": outcome,
@@ -299,6 +288,37 @@ def _exception_envelope(exc: BaseException, phase: str) -> dict[str, object]:
         "location": location,
         "traceback": text[-TRACEBACK_LIMIT:],
     }
+
+
+def _raise_site(tb: object) -> str | None:
+    """ "file:line in function" of the innermost frame: where the exception was raised."""
+    if tb is None:
+        return None
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    return f"{code.co_filename}:{tb.tb_lineno} in {code.co_name}"
+
+
+def _clear_frames(tb: object) -> None:
+    # Free the plugin's locals first: after a MemoryError they hold the memory we need.
+    # Formatting needs only code objects and line numbers, which clear() keeps.
+    while tb is not None:
+        with contextlib.suppress(RuntimeError):  # a frame still executing (ours)
+            tb.tb_frame.clear()
+        tb = tb.tb_next
+
+
+def _format_exception(exc: BaseException) -> str:
+    try:
+        # Imported only on failure. It may be unimportable (a plugin broke sys.path, or
+        # SANDBOX_RUN_AS cannot read the stdlib): the outcome must survive that.
+        import traceback
+
+        text = "".join(traceback.format_exception(exc))
+    except BaseException:
+        text = f"{type(exc).__name__}: {_safe_str(exc)} (full traceback unavailable)\n"
+    return text
 
 
 def _safe_str(obj: object) -> str:
@@ -413,7 +433,6 @@ def _emergency_deliver(exc: BaseException) -> int:
 
 
 def _last_words() -> None:
-    import traceback
-
     with contextlib.suppress(BaseException):  # stderr may be gone; nothing else to try
-        os.write(2, ("sandbox call child failed:\n" + traceback.format_exc()).encode())
+        exc = sys.exc_info()[1]
+        os.write(2, ("sandbox call child failed:\n" + _format_exception(exc)).encode())

@@ -237,6 +237,12 @@ class Host:
             return
         self.run_as = (entry.pw_uid, entry.pw_gid)
         self.dir_owner = entry.pw_uid
+        unreadable = _unreadable_as(self.run_as, [p for p in sys.path if os.path.exists(p)])
+        if unreadable:
+            self._warn(
+                f"SANDBOX_RUN_AS={name} cannot read {', '.join(unreadable)}; plugins importing "
+                "modules from there will fail (make them readable by that user)"
+            )
 
     def _warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -831,6 +837,28 @@ def _warm_import_caches() -> None:
         if finder is not None:
             with contextlib.suppress(Exception):
                 finder.find_spec("_sandbox_no_such_module_")
+
+
+def _unreadable_as(user: tuple[int, int], paths: list[str]) -> list[str]:
+    """Which paths ``user`` cannot read, asked of a short-lived child that becomes it."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setgroups([])
+            os.setresgid(user[1], user[1], user[1])
+            os.setresuid(user[0], user[0], user[0])
+            bad = [p for p in paths if not os.access(p, os.R_OK | os.X_OK * os.path.isdir(p))]
+            os.write(write_end, "\0".join(bad).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as handle:
+        data = handle.read()
+    os.waitpid(pid, 0)
+    return [p for p in data.decode().split("\0") if p]
 
 
 def _unshare_user_and_network() -> None:
