@@ -174,3 +174,27 @@ class TestPortalProcess:
         assert host_pids() == [parent_host]
         assert run_plugin_sandboxed(f"{BASIC}:add", 1, 1).ok
         assert [entry["pid"] for entry in sandbox_status()] == [parent_host]
+
+
+class TestSandboxFailures:
+    def test_host_that_cannot_start_is_a_sandbox_failure_not_an_exception(self, tmp_path):
+        broken = tmp_path / "python"
+        broken.write_text("#!/bin/sh\necho 'no interpreter here' >&2\nexit 3\n")
+        broken.chmod(0o755)
+        old = configure_sandbox(python=str(broken))
+        try:
+            result = run_plugin_sandboxed(f"{BASIC}:add", 1, 2)
+        finally:
+            configure_sandbox(old)
+        assert result.outcome is Outcome.SANDBOX_FAILURE
+        assert "exit code 3" in result.error and "host" in result.error
+        assert run_plugin_sandboxed(f"{BASIC}:add", 1, 2).value == 3
+
+    def test_missing_interpreter_is_a_sandbox_failure(self, tmp_path):
+        old = configure_sandbox(python=str(tmp_path / "no-such-python"))
+        try:
+            result = run_plugin_sandboxed(f"{BASIC}:add", 1, 2)
+        finally:
+            configure_sandbox(old)
+        assert result.outcome is Outcome.SANDBOX_FAILURE
+        assert "could not be started" in result.error
