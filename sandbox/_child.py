@@ -44,9 +44,10 @@ MESSAGE_LIMIT = 2000
 
 
 class SpareSpec:
-    """The fds and host pid a spare inherits (in memory, at fork)."""
+    """The fds and host pid a spare inherits (in memory, at fork); ``prefault`` is false
+    when the host is busy: then a call is due soon and the pre-faulting is only extra CPU."""
 
-    __slots__ = ("command_r", "host_pid", "result_w", "stderr_w", "stdout_w")
+    __slots__ = ("command_r", "host_pid", "prefault", "result_w", "stderr_w", "stdout_w")
 
     def __init__(self, **fields: int) -> None:
         for name in self.__slots__:
@@ -102,7 +103,7 @@ def run_spare(spec: SpareSpec) -> None:  # never returns: ends in os._exit
 
 def _serve_one_call(spec: SpareSpec) -> int:
     _become_spare(spec)
-    if not _command_waiting():
+    if spec.prefault and not _command_waiting():
         _prefault()  # idle time: take the copy-on-write faults now, not during the call
     command = _read_command()
     if command is None:
@@ -161,12 +162,18 @@ def _prefault() -> None:
 
 
 def _read_command() -> Command | None:
-    header = _read_exact(COMMAND_FD, FRAME_HEADER.size)
-    if header is None:
-        return None
-    data = _read_exact(COMMAND_FD, FRAME_HEADER.unpack(header)[0])
+    first = os.read(COMMAND_FD, 1 << 16)  # usually the whole command, in one read
+    if len(first) < FRAME_HEADER.size:
+        return None  # the host retired this spare (or died)
+    size = FRAME_HEADER.unpack_from(first)[0]
+    data = first[FRAME_HEADER.size :]
+    if len(data) < size:
+        rest = _read_exact(COMMAND_FD, size - len(data))
+        if rest is None:
+            return None
+        data += rest
     os.close(COMMAND_FD)
-    return None if data is None else Command.decode(data)
+    return Command.decode(data)
 
 
 def _read_exact(fd: int, size: int) -> bytes | None:

@@ -406,6 +406,7 @@ class Host:
                     result_w=pipes[2][1],
                     command_r=pipes[3][0],
                     host_pid=self.pid,
+                    prefault=not self.calls,
                 )
             )  # never returns
         with contextlib.suppress(OSError):  # the child does it too; first one wins
@@ -418,6 +419,7 @@ class Host:
             fds[name] = r
         command_r, command_w = pipes[3]
         os.close(command_r)
+        os.set_blocking(command_w, False)
         _grow_pipe(command_w)
         spare = _Spare(pid, fds, command_w, self._open_pidfd(pid))
         self.spare_pids[pid] = spare
@@ -739,21 +741,27 @@ def _kill(pid: int, signum: int) -> None:
 
 
 def _write_with_deadline(fd: int, buffers: list[bytes], seconds: float) -> None:
-    """Write everything or raise: a stopped or wedged reader must not block the host."""
-    os.set_blocking(fd, False)
+    """Write everything to a non-blocking fd or raise: a stopped or wedged reader must not
+    block the host. Usually one writev() does it."""
+    total = sum(len(b) for b in buffers)
+    try:
+        written = os.writev(fd, buffers)
+    except BlockingIOError:
+        written = 0
+    if written == total:
+        return
+    rest = memoryview(b"".join(buffers))[written:]
     deadline = time.monotonic() + seconds
     poller = select.poll()
     poller.register(fd, select.POLLOUT)
-    for buffer in buffers:
-        view = memoryview(buffer)
-        while view:
-            try:
-                view = view[os.write(fd, view) :]
-            except BlockingIOError:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(errno.ETIMEDOUT, "the reader stopped reading") from None
-                poller.poll(remaining * 1000)
+    while rest:
+        try:
+            rest = rest[os.write(fd, rest) :]
+        except BlockingIOError:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(errno.ETIMEDOUT, "the reader stopped reading") from None
+            poller.poll(remaining * 1000)
 
 
 def _grow_pipe(fd: int) -> None:
