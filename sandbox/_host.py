@@ -442,11 +442,12 @@ class Host:
     def _ignore_event(self, _events: int) -> None:
         pass
 
-    def _retire_spare(self, spare: _Spare) -> None:
+    def _retire_spare(self, spare: _Spare, reaped: bool = False) -> None:
         self.spare_pids.pop(spare.pid, None)
         with contextlib.suppress(ValueError):
             self.spares.remove(spare)
-        _kill(spare.pid, signal.SIGKILL)  # reaped by _reap() like any other child
+        if not reaped:  # a reaped pid may already belong to someone else
+            _kill(spare.pid, signal.SIGKILL)  # reaped by _reap() like any other child
         for fd in (*spare.fds.values(), spare.command_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -585,7 +586,7 @@ class Host:
                 self.finished.append(call)
             elif pid in self.spare_pids:  # died while idle (killed from outside?)
                 self.log(f"spare call process {pid} died while idle; replacing it")
-                self._retire_spare(self.spare_pids[pid])
+                self._retire_spare(self.spare_pids[pid], reaped=True)
             else:
                 self.sweep_pending = True  # an escaped descendant died; its children are ours
 

@@ -12,6 +12,7 @@ from pathlib import Path
 # This branch has no conftest or pytest `pythonpath`; put the repo root on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import psutil
 import pytest
 
 from sandbox import (
@@ -198,3 +199,32 @@ class TestSandboxFailures:
             configure_sandbox(old)
         assert result.outcome is Outcome.SANDBOX_FAILURE
         assert "could not be started" in result.error
+
+
+class TestSpares:
+    def test_a_spare_killed_while_idle_is_replaced(self):
+        host = warm_default_host()
+        assert wait_until(lambda: idle_spares(host))
+        for spare in idle_spares(host):
+            os.kill(spare, signal.SIGKILL)
+        result = run_plugin_sandboxed(f"{BASIC}:add", 2, 2)
+        assert result.ok and result.value == 4, result.error
+        assert host_pids() == [host]
+        assert wait_until(lambda: idle_spares(host))
+
+    def test_no_spares_configured_still_works(self):
+        old = configure_sandbox(spare_children=0)
+        try:
+            host = warm_default_host()
+            assert run_plugin_sandboxed(f"{BASIC}:add", 1, 1).ok
+            assert idle_spares(host) == []
+        finally:
+            configure_sandbox(old)
+
+
+def idle_spares(host_pid: int) -> list[int]:
+    return [
+        child.pid
+        for child in psutil.Process(host_pid).children()
+        if child.name() == "sandbox-spare" and is_running(child.pid)
+    ]
