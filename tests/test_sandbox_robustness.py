@@ -205,8 +205,10 @@ class TestSpares:
     def test_a_spare_killed_while_idle_is_replaced(self):
         host = warm_default_host()
         assert wait_until(lambda: idle_spares(host))
-        for spare in idle_spares(host):
+        killed = idle_spares(host)
+        for spare in killed:
             os.kill(spare, signal.SIGKILL)
+        assert wait_until(lambda: not any(is_running(pid) for pid in killed))
         result = run_plugin_sandboxed(f"{BASIC}:add", 2, 2)
         assert result.ok and result.value == 4, result.error
         assert host_pids() == [host]
