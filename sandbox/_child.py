@@ -381,7 +381,9 @@ def _type_name(value: object) -> str:
 
 
 def _flush_stdio() -> None:
-    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+    for stream in {
+        id(s): s for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+    }.values():
         with contextlib.suppress(BaseException):  # closed or replaced by the plugin
             stream.flush()
 
@@ -422,11 +424,17 @@ class _ResultChannel:
 
 
 def _write_all(fd: int, buffers: list) -> None:
-    for buffer in buffers:
-        view = memoryview(buffer).cast("B")
+    # One writev for the common (small) record: the host wakes once, not once per part.
+    views = [memoryview(b).cast("B") for b in buffers]
+    written = os.writev(fd, views)
+    for view in views:
+        if written >= len(view):
+            written -= len(view)
+            continue
+        view = view[written:]
+        written = 0
         while view:
-            written = os.write(fd, view)
-            view = view[written:]
+            view = view[os.write(fd, view) :]
 
 
 def _emergency_deliver(exc: BaseException) -> int:
