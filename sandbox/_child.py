@@ -381,9 +381,10 @@ def _type_name(value: object) -> str:
 
 
 def _flush_stdio() -> None:
-    for stream in {
-        id(s): s for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
-    }.values():
+    streams = [sys.stdout, sys.stderr]
+    # Identity, not ==: a plugin's replacement stream may define odd equality.
+    streams += [s for s in (sys.__stdout__, sys.__stderr__) if all(s is not t for t in streams)]
+    for stream in streams:
         with contextlib.suppress(BaseException):  # closed or replaced by the plugin
             stream.flush()
 
