@@ -1,7 +1,13 @@
-"""The per-call child: forked from a host, becomes a fresh limited process, runs one call.
+"""The per-call child ("spare"): forked from a host ahead of time, runs exactly one call.
 
-Everything here runs *after* ``os.fork()`` in the host. ``run_call`` never returns: a child
-that fell back into the host's event loop would be a second host.
+A spare is forked while the host is idle. It joins its own process group, puts its
+output pipes on fds 1-3, closes every other host fd, arms its parent-death signal and
+pre-faults the memory every call touches; then it blocks on its command pipe (fd 4). The
+call's command brings the payload, rlimits, working directory and user: the spare applies
+them and runs the plugin. Fork and setup are thus off the call's critical path.
+
+Everything here runs *after* ``os.fork()`` in the host. ``run_spare`` never returns: a
+child that fell back into the host's event loop would be a second host.
 
 Imports are kept to what every call needs (they are inherited from the host for free);
 ``traceback`` is imported only when something failed.
@@ -16,12 +22,20 @@ import math
 import os
 import pickle
 import resource
+import select
 import signal
 import stat
 import sys
 
 from sandbox import _linux
-from sandbox._protocol import RESULT_FD, RESULT_FILE, RESULT_LOST_EXIT, encode_result
+from sandbox._protocol import (
+    COMMAND_FD,
+    FRAME_HEADER,
+    RESULT_FD,
+    RESULT_FILE,
+    RESULT_LOST_EXIT,
+    encode_result,
+)
 
 MiB = 1024 * 1024
 INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE: the sandbox's own code failed in the child
@@ -29,29 +43,39 @@ TRACEBACK_LIMIT = 32 * 1024
 MESSAGE_LIMIT = 2000
 
 
-class ChildSpec:
-    """What the host tells a freshly forked child (inherited in memory, not sent).
+class SpareSpec:
+    """The fds and host pid a spare inherits (in memory, at fork); ``prefault`` is false
+    when the host is busy: then a call is due soon and the pre-faulting is only extra CPU."""
 
-    payload: pickle of (target, args, kwargs) made by the portal; run_as: (uid, gid) to
-    drop to, or None.
+    __slots__ = ("command_r", "host_pid", "prefault", "result_w", "stderr_w", "stdout_w")
+
+    def __init__(self, **fields: int) -> None:
+        for name in self.__slots__:
+            setattr(self, name, fields[name])
+
+
+class Command:
+    """One call, sent by the host down a spare's command pipe.
+
+    payload: pickle of (target, args, kwargs) made by the portal; rlimits: (resource,
+    (soft, hard)) pairs; run_as: (uid, gid) to drop to, or None.
     """
 
-    __slots__ = (
-        "calldir",
-        "host_pid",
-        "limits",
-        "payload",
-        "result_w",
-        "rlimits",
-        "run_as",
-        "stderr_w",
-        "stdout_w",
-        "target_name",
-    )
+    __slots__ = ("calldir", "payload", "result_bytes", "rlimits", "run_as", "target_name")
 
     def __init__(self, **fields: object) -> None:
         for name in self.__slots__:
-            setattr(self, name, fields.get(name))
+            setattr(self, name, fields[name])
+
+    def encode(self) -> list[bytes]:
+        data = pickle.dumps(
+            tuple(getattr(self, name) for name in self.__slots__), pickle.HIGHEST_PROTOCOL
+        )
+        return [FRAME_HEADER.pack(len(data)), data]
+
+    @classmethod
+    def decode(cls, data: bytes) -> Command:
+        return cls(**dict(zip(cls.__slots__, pickle.loads(data), strict=True)))
 
 
 def resolve_target(target: object) -> object:
@@ -67,64 +91,118 @@ def resolve_target(target: object) -> object:
     return obj
 
 
-def run_call(spec: ChildSpec) -> None:  # never returns: ends in os._exit
+def run_spare(spec: SpareSpec) -> None:  # never returns: ends in os._exit
     code = INTERNAL_ERROR_EXIT
     try:
-        code = _run(spec)
+        code = _serve_one_call(spec)
     except BaseException:  # last resort: say something, then exit
         _last_words()
     finally:
         os._exit(code)
 
 
-def _run(spec: ChildSpec) -> int:
+def _serve_one_call(spec: SpareSpec) -> int:
+    _become_spare(spec)
+    if spec.prefault and not _command_waiting():
+        _prefault()  # idle time: take the copy-on-write faults now, not during the call
+    command = _read_command()
+    if command is None:
+        return 0  # the host retired this spare
     try:
-        _become_call_process(spec)
-        channel = _ResultChannel(RESULT_FD, os.path.join(spec.calldir, RESULT_FILE))
+        _become_call_process(command, spec.host_pid)
+        channel = _ResultChannel(RESULT_FD, os.path.join(command.calldir, RESULT_FILE))
     except BaseException as exc:  # setup failed: report it as ours
         _last_words()
-        return _emergency_deliver(spec, exc)
-    envelope, value = _invoke(spec.payload, spec.limits["result_bytes"])
+        return _emergency_deliver(exc)
+    envelope, value = _invoke(command.payload, command.result_bytes)
     _flush_stdio()
     return channel.deliver(envelope, value)
 
 
-# --- becoming a fresh, limited process -------------------------------------------------
+# --- becoming a spare, then the call's process ---------------------------------------
 
 
-def _become_call_process(spec: ChildSpec) -> None:
+def _become_spare(spec: SpareSpec) -> None:
     # Own process group: one killpg() reaches everything it spawns. The host does the
     # same from its side (whoever is first wins the race), so failure here is fine.
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
     # Signals and sys.stdout/sys.stderr are deliberately left as the host set them up:
-    # Python defaults, streams reconfigured once in the host. Touching them here costs
-    # copy-on-write page faults on every call.
+    # Python defaults, streams reconfigured once in the host.
     _install_fds(spec)
-    for which, pair in spec.rlimits:
-        resource.setrlimit(which, pair)
-    if spec.run_as is not None:
-        _drop_privileges(*spec.run_as)
-    # After any uid change: the kernel clears the death signal when credentials change.
+    _linux.set_process_name("sandbox-spare")
     _linux.set_parent_death_signal(signal.SIGKILL)
     if os.getppid() != spec.host_pid:
         os._exit(INTERNAL_ERROR_EXIT)  # host died before the death signal was armed
-    os.chdir(spec.calldir)
-    os.environ["TMPDIR"] = spec.calldir  # tempfile, if the plugin imports it, uses this
-    tempfile = sys.modules.get("tempfile")
-    if tempfile is not None:  # imported by a Preload warm-up: drop its cached default
-        tempfile.tempdir = spec.calldir
-    sys.argv = [spec.target_name]
 
 
-def _install_fds(spec: ChildSpec) -> None:
+def _install_fds(spec: SpareSpec) -> None:
     # fd 0 stays the host's: /dev/null, by construction of the host process.
     os.dup2(spec.stdout_w, 1)
     os.dup2(spec.stderr_w, 2)
     os.dup2(spec.result_w, RESULT_FD, inheritable=False)
-    # Drop the host's fds (control socket, epoll, other calls' pipes): a child holding
-    # another call's pipe would delay that call's end-of-output.
-    os.closerange(RESULT_FD + 1, 1 << 20)
+    os.dup2(spec.command_r, COMMAND_FD, inheritable=False)
+    # Drop the host's fds (control socket, epoll, other calls' pipes): a spare holding the
+    # control socket would hide the host's death from the portal.
+    os.closerange(COMMAND_FD + 1, 1 << 20)
+
+
+def _command_waiting() -> bool:
+    return bool(select.select([COMMAND_FD], [], [], 0)[0])
+
+
+def _prefault() -> None:
+    # Every call imports a module and pickles; doing both once here copies the host pages
+    # they write to (~0.5 ms of page faults) before the call arrives.
+    importlib.import_module("sandbox._prefault")
+    sys.modules.pop("sandbox._prefault", None)
+    with contextlib.suppress(AttributeError):
+        delattr(sys.modules["sandbox"], "_prefault")
+    pickle.loads(pickle.dumps(("x:y", (1,), {"k": None}), pickle.HIGHEST_PROTOCOL))
+
+
+def _read_command() -> Command | None:
+    first = os.read(COMMAND_FD, 1 << 16)  # usually the whole command, in one read
+    if len(first) < FRAME_HEADER.size:
+        return None  # the host retired this spare (or died)
+    size = FRAME_HEADER.unpack_from(first)[0]
+    data = first[FRAME_HEADER.size :]
+    if len(data) < size:
+        rest = _read_exact(COMMAND_FD, size - len(data))
+        if rest is None:
+            return None
+        data += rest
+    os.close(COMMAND_FD)
+    return Command.decode(data)
+
+
+def _read_exact(fd: int, size: int) -> bytes | None:
+    chunks = []
+    while size:
+        chunk = os.read(fd, min(size, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _become_call_process(command: Command, host_pid: int) -> None:
+    _linux.set_process_name("sandbox-call")
+    for which, pair in command.rlimits:
+        resource.setrlimit(which, pair)
+    if command.run_as is not None:
+        _drop_privileges(*command.run_as)
+        # The kernel clears the death signal when credentials change: arm it again.
+        _linux.set_parent_death_signal(signal.SIGKILL)
+        if os.getppid() != host_pid:
+            os._exit(INTERNAL_ERROR_EXIT)
+    os.chdir(command.calldir)
+    os.environ["TMPDIR"] = command.calldir  # tempfile, if the plugin imports it, uses this
+    tempfile = sys.modules.get("tempfile")
+    if tempfile is not None:  # imported by a Preload warm-up: drop its cached default
+        tempfile.tempdir = command.calldir
+    sys.argv = [command.target_name]
 
 
 def host_hard_limits() -> dict[int, int]:
@@ -205,20 +283,9 @@ def _exit_envelope(exc: SystemExit) -> dict[str, object]:
 
 
 def _exception_envelope(exc: BaseException, phase: str) -> dict[str, object]:
-    import traceback
-
-    tb = exc.__traceback__
-    frames = traceback.extract_tb(tb)
-    # Free the plugin's locals first: after a MemoryError they hold the memory we need.
-    traceback.clear_frames(tb)
-    location = None
-    if frames:
-        last = frames[-1]
-        location = f"{last.filename}:{last.lineno} in {last.name}"
-    try:
-        text = "".join(traceback.format_exception(exc))
-    except BaseException:  # a broken __str__ must not lose the outcome
-        text = f"{type(exc).__name__} (traceback unavailable)\n"
+    location = _raise_site(exc.__traceback__)
+    _clear_frames(exc.__traceback__)
+    text = _format_exception(exc)
     outcome = "memory" if isinstance(exc, MemoryError) else "error"
     return {
         "outcome": outcome,
@@ -228,6 +295,37 @@ def _exception_envelope(exc: BaseException, phase: str) -> dict[str, object]:
         "location": location,
         "traceback": text[-TRACEBACK_LIMIT:],
     }
+
+
+def _raise_site(tb: object) -> str | None:
+    """ "file:line in function" of the innermost frame: where the exception was raised."""
+    if tb is None:
+        return None
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    return f"{code.co_filename}:{tb.tb_lineno} in {code.co_name}"
+
+
+def _clear_frames(tb: object) -> None:
+    # Free the plugin's locals first: after a MemoryError they hold the memory we need.
+    # Formatting needs only code objects and line numbers, which clear() keeps.
+    while tb is not None:
+        with contextlib.suppress(RuntimeError):  # a frame still executing (ours)
+            tb.tb_frame.clear()
+        tb = tb.tb_next
+
+
+def _format_exception(exc: BaseException) -> str:
+    try:
+        # Imported only on failure. It may be unimportable (a plugin broke sys.path, or
+        # SANDBOX_RUN_AS cannot read the stdlib): the outcome must survive that.
+        import traceback
+
+        text = "".join(traceback.format_exception(exc))
+    except BaseException:
+        text = f"{type(exc).__name__}: {_safe_str(exc)} (full traceback unavailable)\n"
+    return text
 
 
 def _safe_str(obj: object) -> str:
@@ -283,7 +381,10 @@ def _type_name(value: object) -> str:
 
 
 def _flush_stdio() -> None:
-    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+    streams = [sys.stdout, sys.stderr]
+    # Identity, not ==: a plugin's replacement stream may define odd equality.
+    streams += [s for s in (sys.__stdout__, sys.__stderr__) if all(s is not t for t in streams)]
+    for stream in streams:
         with contextlib.suppress(BaseException):  # closed or replaced by the plugin
             stream.flush()
 
@@ -324,29 +425,30 @@ class _ResultChannel:
 
 
 def _write_all(fd: int, buffers: list) -> None:
-    for buffer in buffers:
-        view = memoryview(buffer).cast("B")
+    # One writev for the common (small) record: the host wakes once, not once per part.
+    views = [memoryview(b).cast("B") for b in buffers]
+    written = os.writev(fd, views)
+    for view in views:
+        if written >= len(view):
+            written -= len(view)
+            continue
+        view = view[written:]
+        written = 0
         while view:
-            written = os.write(fd, view)
-            view = view[written:]
+            view = view[os.write(fd, view) :]
 
 
-def _emergency_deliver(spec: ChildSpec, exc: BaseException) -> int:
+def _emergency_deliver(exc: BaseException) -> int:
     envelope = _exception_envelope(exc, phase="setup")
     envelope["outcome"] = "sandbox_failure"
-    # The original pipe fd is valid until closerange(); after it, the pipe is on RESULT_FD
-    # (dup2'd before closerange). Never guess fd 3 while the host's fds may still be open.
-    for fd in (spec.result_w, RESULT_FD):
-        try:
-            _write_all(fd, encode_result(envelope))
-            return 0
-        except OSError:
-            continue
-    return INTERNAL_ERROR_EXIT
+    try:
+        _write_all(RESULT_FD, encode_result(envelope))
+        return 0
+    except OSError:
+        return INTERNAL_ERROR_EXIT
 
 
 def _last_words() -> None:
-    import traceback
-
     with contextlib.suppress(BaseException):  # stderr may be gone; nothing else to try
-        os.write(2, ("sandbox call child failed:\n" + traceback.format_exc()).encode())
+        exc = sys.exc_info()[1]
+        os.write(2, ("sandbox call child failed:\n" + _format_exception(exc)).encode())

@@ -317,6 +317,7 @@ class _Host:
             "no_network": self.config.no_network,
             "run_as": self.config.run_as,
             "tmp_dir": self.config.tmp_dir,
+            "spare_children": self.config.spare_children,
         }
 
     def _handshake(self) -> StartFailure | None:
@@ -541,11 +542,9 @@ class _Host:
             if self._lost is None:
                 self._lost = "the host was discarded"
         try:
-            with self._send_lock:
-                for buffer in encode_frame(("stop",)):
-                    self.sock.sendall(buffer)
-        except OSError:
-            self._kill_process()
+            self._send(encode_frame(("stop",)), time.monotonic() + STOP_GRACE_S)
+        except _NotDelivered:
+            self.kill("the discarded host could not be told to stop")
 
     def stop(self) -> None:
         """Stop now: close the connection (the host kills its calls and exits), then

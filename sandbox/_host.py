@@ -32,12 +32,13 @@ import time
 
 from sandbox import _linux
 from sandbox._child import (
-    ChildSpec,
+    Command,
+    SpareSpec,
     _exception_envelope,
     host_hard_limits,
     resolve_target,
     rlimits_for,
-    run_call,
+    run_spare,
 )
 from sandbox._protocol import (
     ENVELOPE_LIMIT,
@@ -54,7 +55,8 @@ CLEANUP_BUDGET_S = 2.0  # longest a finished call may block the loop killing its
 SWEEP_INTERVAL_S = 0.05
 EXIT_GRACE_S = 5.0  # when the portal goes away, how long to wait for calls to die
 NO_PIDFD_POLL_S = 0.01  # without pidfd_open (Linux < 5.3), poll for exits this often
-SPARE_DIRS = 32  # untouched call directories kept for reuse: mkdir+rmdir on ext4 ~0.5 ms
+IDLE_DIRS = 32  # untouched call directories kept for reuse: mkdir+rmdir on ext4 ~0.5 ms
+COMMAND_TIMEOUT_S = 5.0  # a spare that does not read its command in this long is replaced
 IN = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
 IOV_MAX = 1024
 
@@ -118,6 +120,18 @@ class _Call:
         self.pidfd: int | None = None
 
 
+class _Spare:
+    """A pre-forked call process waiting on its command pipe."""
+
+    __slots__ = ("command_w", "fds", "pid", "pidfd")
+
+    def __init__(self, pid: int, fds: dict, command_w: int, pidfd: int | None) -> None:
+        self.pid = pid
+        self.fds = fds
+        self.command_w = command_w
+        self.pidfd = pidfd
+
+
 class Host:
     def __init__(self, ctrl: int, init: dict) -> None:
         self.ctrl = ctrl
@@ -135,7 +149,7 @@ class Host:
         self.own_children: set[int] = set()  # processes a Preload warm-up started on purpose
         self.tmp_dir = init.get("tmp_dir") or os.environ.get("TMPDIR") or "/tmp"
         self.dir_counter = 0
-        self.spare_dirs: list[str] = []
+        self.idle_dirs: list[str] = []
         self.dir_owner = os.geteuid()
         self.base_vsz_mb = 0.0
         self.stopping = False
@@ -147,12 +161,17 @@ class Host:
         )
         self.hard_limits = host_hard_limits()
         self.has_pidfd = hasattr(os, "pidfd_open")
+        self.spares: collections.deque[_Spare] = collections.deque()
+        self.spare_pids: dict[int, _Spare] = {}
+        self.spare_target = max(0, int(init.get("spare_children", 1)))
 
     # --- start-up ------------------------------------------------------------------------
 
     def prepare(self) -> dict:
         """Set the host up and run the warm-up; the answer is the handshake reply."""
         sys.path[:] = self.init["sys_path"]
+        with contextlib.suppress(OSError):
+            _linux.set_process_name("sandbox-host")
         _warm_import_caches()
         stdio = _configure_stdio()
         try:
@@ -218,6 +237,12 @@ class Host:
             return
         self.run_as = (entry.pw_uid, entry.pw_gid)
         self.dir_owner = entry.pw_uid
+        unreadable = _unreadable_as(self.run_as, [p for p in sys.path if os.path.exists(p)])
+        if unreadable:
+            self._warn(
+                f"SANDBOX_RUN_AS={name} cannot read {', '.join(unreadable)}; plugins importing "
+                "modules from there will fail (make them readable by that user)"
+            )
 
     def _warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -242,6 +267,7 @@ class Host:
                     break
             elif self.draining and not self.calls and not self.outq:
                 break
+            self._replenish_spares()
             for fd, events in self.poller.poll(self._poll_timeout()):
                 handler = self.handlers.get(fd)
                 if handler is not None:  # None: closed by an earlier handler in this batch
@@ -308,6 +334,8 @@ class Host:
             self._start_call(call_id, limits, payload, target_name)
         elif kind == "stop":  # finish running calls, take no new ones, then exit
             self.draining = True
+            for spare in list(self.spares):
+                self._retire_spare(spare)
 
     def _portal_gone(self) -> None:
         # The portal exited or closed us: nobody will read results. Kill everything, leave.
@@ -349,6 +377,84 @@ class Host:
 
     # --- starting a call -----------------------------------------------------------------
 
+    # --- spares and starting calls -------------------------------------------------------
+
+    def _replenish_spares(self) -> None:
+        while len(self.spares) < self.spare_target and not (self.stopping or self.draining):
+            try:
+                self.spares.append(self._fork_spare())
+            except OSError as exc:
+                self.log(f"could not fork a spare call process: {exc}")
+                return
+
+    def _fork_spare(self) -> _Spare:
+        pipes: list[tuple[int, int]] = []
+        try:
+            for _ in range(4):  # stdout, stderr, result, command
+                pipes.append(os.pipe())
+            pid = os.fork()
+        except OSError:
+            for r, w in pipes:
+                os.close(r)
+                os.close(w)
+            raise
+        if pid == 0:
+            run_spare(
+                SpareSpec(
+                    stdout_w=pipes[0][1],
+                    stderr_w=pipes[1][1],
+                    result_w=pipes[2][1],
+                    command_r=pipes[3][0],
+                    host_pid=self.pid,
+                    prefault=not self.calls,
+                )
+            )  # never returns
+        with contextlib.suppress(OSError):  # the child does it too; first one wins
+            os.setpgid(pid, pid)
+        fds = {}
+        for name, (r, w) in zip(("stdout", "stderr", "result"), pipes[:3], strict=True):
+            os.close(w)  # only the child may hold write ends, so its exit means EOF
+            os.set_blocking(r, False)
+            _grow_pipe(r)
+            fds[name] = r
+        command_r, command_w = pipes[3]
+        os.close(command_r)
+        os.set_blocking(command_w, False)
+        _grow_pipe(command_w)
+        spare = _Spare(pid, fds, command_w, self._open_pidfd(pid))
+        self.spare_pids[pid] = spare
+        return spare
+
+    def _open_pidfd(self, pid: int) -> int | None:
+        # A pidfd turns readable when the child exits: the loop wakes and _reap() runs.
+        if not self.has_pidfd:
+            return None
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError as exc:
+            if exc.errno != errno.ENOSYS:
+                raise
+            self.has_pidfd = False  # old kernel: fall back to polling
+            return None
+        self._watch(pidfd, select.EPOLLIN, self._ignore_event)
+        return pidfd
+
+    def _ignore_event(self, _events: int) -> None:
+        pass
+
+    def _retire_spare(self, spare: _Spare, reaped: bool = False) -> None:
+        self.spare_pids.pop(spare.pid, None)
+        with contextlib.suppress(ValueError):
+            self.spares.remove(spare)
+        if not reaped:  # a reaped pid may already belong to someone else
+            _kill(spare.pid, signal.SIGKILL)  # reaped by _reap() like any other child
+        for fd in (*spare.fds.values(), spare.command_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if spare.pidfd is not None:
+            self._unwatch(spare.pidfd)
+            os.close(spare.pidfd)
+
     def _start_call(self, call_id: int, limits: dict, payload: bytes, target_name: str) -> None:
         if self.stopping or self.draining:
             self._send_failure(call_id, "the sandbox host is shutting down; retry the call")
@@ -358,65 +464,47 @@ class Host:
         except OSError as exc:
             self._send_failure(call_id, f"could not create the call's working directory: {exc}")
             return
-        pipes: list[tuple[int, int]] = []
-        try:
-            for _ in range(3):
-                pipes.append(os.pipe())
-            spec = ChildSpec(
-                payload=payload,
-                limits=limits,
-                calldir=calldir,
-                stdout_w=pipes[0][1],
-                stderr_w=pipes[1][1],
-                result_w=pipes[2][1],
-                host_pid=self.pid,
-                target_name=target_name,
-                run_as=self.run_as,
-                rlimits=rlimits_for(limits, self.hard_limits),
-            )
-            pid = os.fork()
-        except OSError as exc:
-            for r, w in pipes:
-                os.close(r)
-                os.close(w)
+        command = Command(
+            payload=payload,
+            rlimits=rlimits_for(limits, self.hard_limits),
+            calldir=calldir,
+            result_bytes=int(limits["result_bytes"]),
+            run_as=self.run_as,
+            target_name=target_name,
+        ).encode()
+        spare = self._hand_over(command)
+        if isinstance(spare, str):
             self._release_call_dir(calldir)
-            self._send_failure(call_id, f"could not start the call process: {exc}")
+            self._send_failure(call_id, f"could not start the call process: {spare}")
             return
-        if pid == 0:
-            run_call(spec)  # never returns
-        with contextlib.suppress(OSError):  # the child does it too; first one wins
-            os.setpgid(pid, pid)
-        fds = {}
-        for name, (r, w) in zip(("stdout", "stderr", "result"), pipes, strict=True):
-            os.close(w)  # only the child may hold write ends, so its exit means EOF
-            os.set_blocking(r, False)
-            _grow_pipe(r)
-            fds[name] = r
-        call = _Call(call_id, pid, calldir, limits, fds)
-        self.calls[pid] = call
-        for name, fd in fds.items():
+        call = _Call(call_id, spare.pid, calldir, limits, spare.fds)
+        call.pidfd = spare.pidfd
+        self.calls[spare.pid] = call
+        for name, fd in call.fds.items():
             self._watch(fd, IN, self._pipe_reader(call, name))
-        self._watch_exit(call)
 
-    def _watch_exit(self, call: _Call) -> None:
-        # A pidfd turns readable when the child exits: the loop wakes and _reap() runs.
-        if not self.has_pidfd:
-            return
-        try:
-            call.pidfd = os.pidfd_open(call.pid)
-        except OSError as exc:
-            if exc.errno != errno.ENOSYS:
-                raise
-            self.has_pidfd = False  # old kernel: fall back to polling
-            return
-        self._watch(call.pidfd, select.EPOLLIN, self._ignore_event)
-
-    def _ignore_event(self, _events: int) -> None:
-        pass
+    def _hand_over(self, command: list[bytes]) -> _Spare | str:
+        """Give the command to a spare (forking one if none is ready); or say why not."""
+        problem = "no spare call process"
+        for _ in range(3):  # a spare may have died while idle: try another
+            try:
+                spare = self.spares.popleft() if self.spares else self._fork_spare()
+            except OSError as exc:
+                return str(exc)
+            try:
+                _write_with_deadline(spare.command_w, command, COMMAND_TIMEOUT_S)
+            except OSError as exc:
+                problem = f"the spare call process did not take its command ({exc})"
+                self._retire_spare(spare)
+                continue
+            self.spare_pids.pop(spare.pid, None)
+            os.close(spare.command_w)
+            return spare
+        return problem
 
     def _take_call_dir(self) -> str:
-        if self.spare_dirs:
-            return self.spare_dirs.pop()
+        if self.idle_dirs:
+            return self.idle_dirs.pop()
         path = self._make_call_dir()
         if self.run_as is not None:
             os.chown(path, *self.run_as)
@@ -424,8 +512,8 @@ class Host:
 
     def _release_call_dir(self, path: str) -> None:
         """Keep a directory the call left exactly as made (empty, 0700, ours); else rm -rf."""
-        if len(self.spare_dirs) < SPARE_DIRS and _is_pristine(path, self.dir_owner):
-            self.spare_dirs.append(path)
+        if len(self.idle_dirs) < IDLE_DIRS and _is_pristine(path, self.dir_owner):
+            self.idle_dirs.append(path)
         else:
             _remove_tree(path)
 
@@ -496,6 +584,9 @@ class Host:
             if call is not None and call.status is None:
                 call.status, call.rusage = status, rusage
                 self.finished.append(call)
+            elif pid in self.spare_pids:  # died while idle (killed from outside?)
+                self.log(f"spare call process {pid} died while idle; replacing it")
+                self._retire_spare(self.spare_pids[pid], reaped=True)
             else:
                 self.sweep_pending = True  # an escaped descendant died; its children are ours
 
@@ -571,7 +662,7 @@ class Host:
         running = {c.pid for c in self.calls.values() if c.status is None}
         killed = 0
         for pid in self.children_of(self.pid):
-            if pid in running or pid in self.own_children:
+            if pid in running or pid in self.own_children or pid in self.spare_pids:
                 continue
             try:
                 if os.getpgid(pid) in running:
@@ -630,6 +721,8 @@ class Host:
         self._send(("result", call_id, {"host_error": reason, "host_pid": self.pid}, b""))
 
     def _shutdown(self) -> None:
+        for spare in list(self.spares):
+            self._retire_spare(spare)
         self._kill_all_calls()
         for call in list(self.calls.values()):
             for name in list(call.fds):
@@ -637,7 +730,7 @@ class Host:
             if call.pidfd is not None:
                 os.close(call.pidfd)
             _remove_tree(call.calldir)
-        for path in self.spare_dirs:
+        for path in self.idle_dirs:
             _remove_tree(path)
         self._reap()
         self._sweep(budget_s=1.0)
@@ -646,6 +739,30 @@ class Host:
 def _kill(pid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signum)
+
+
+def _write_with_deadline(fd: int, buffers: list[bytes], seconds: float) -> None:
+    """Write everything to a non-blocking fd or raise: a stopped or wedged reader must not
+    block the host. Usually one writev() does it."""
+    total = sum(len(b) for b in buffers)
+    try:
+        written = os.writev(fd, buffers)
+    except BlockingIOError:
+        written = 0
+    if written == total:
+        return
+    rest = memoryview(b"".join(buffers))[written:]
+    deadline = time.monotonic() + seconds
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    while rest:
+        try:
+            rest = rest[os.write(fd, rest) :]
+        except BlockingIOError:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(errno.ETIMEDOUT, "the reader stopped reading") from None
+            poller.poll(remaining * 1000)
 
 
 def _grow_pipe(fd: int) -> None:
@@ -729,6 +846,28 @@ def _warm_import_caches() -> None:
         if finder is not None:
             with contextlib.suppress(Exception):
                 finder.find_spec("_sandbox_no_such_module_")
+
+
+def _unreadable_as(user: tuple[int, int], paths: list[str]) -> list[str]:
+    """Which paths ``user`` cannot read, asked of a short-lived child that becomes it."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setgroups([])
+            os.setresgid(user[1], user[1], user[1])
+            os.setresuid(user[0], user[0], user[0])
+            bad = [p for p in paths if not os.access(p, os.R_OK | os.X_OK * os.path.isdir(p))]
+            os.write(write_end, "\0".join(bad).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as handle:
+        data = handle.read()
+    os.waitpid(pid, 0)
+    return [p for p in data.decode().split("\0") if p]
 
 
 def _unshare_user_and_network() -> None:

@@ -24,6 +24,7 @@ MAX_FRAME = 1 << 34  # a corrupted length must not make us allocate without boun
 RESULT_MAGIC = b"SBX1"
 RESULT_HEADER = struct.Struct(">4sIQ")  # magic, envelope length, value length
 RESULT_FD = 3  # where the call child finds its result pipe
+COMMAND_FD = 4  # where a spare child waits for its call
 RESULT_FILE = ".sandbox-result"  # fallback in the call directory if the plugin closed fd 3
 RESULT_LOST_EXIT = 119  # the child returned but could deliver its result nowhere
 ENVELOPE_LIMIT = 1 << 20  # error text and traceback are capped well below this

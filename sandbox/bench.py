@@ -116,6 +116,11 @@ def memory_kib(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
+def spares(host_pid: int) -> list[int]:
+    with open(f"/proc/{host_pid}/task/{host_pid}/children") as handle:
+        return [int(pid) for pid in handle.read().split()]
+
+
 class Report:
     def __init__(self) -> None:
         self.verdicts: list[tuple[str, bool, str]] = []
@@ -215,20 +220,23 @@ def main(argv: list[str] | None = None) -> int:
         f"{warm_p50:.2f} ms vs {trivial_p50:.2f} ms ({cold_ms / warm_p50:.0f}x faster than cold)",
     )
 
-    print("\nIdle memory of the sandbox processes (after 1 s idle)")
+    print("\nIdle memory of the sandbox processes (after 1 s idle; spares share most pages)")
     time.sleep(1.0)
-    idle_rss_kib = 0
+    idle_rss_kib = idle_pss_kib = 0
     for host in sandbox_status():
-        rss, pss = memory_kib(host["pid"])
-        kind = "warm host (holds the plugin's imports)" if host["preload"] else "default host"
-        sizes = f"RSS {rss / 1024:6.1f} MiB  PSS {pss / 1024:6.1f} MiB"
-        print(f"  pid {host['pid']:<7d} {kind:40s} {sizes}")
-        if not host["preload"]:
-            idle_rss_kib += rss
+        kind = "warm host" if host["preload"] else "default host"
+        for pid, role in [(host["pid"], kind)] + [(p, "  its spare") for p in spares(host["pid"])]:
+            rss, pss = memory_kib(pid)
+            print(
+                f"  pid {pid:<7d} {role:14s} RSS {rss / 1024:6.1f} MiB  PSS {pss / 1024:6.1f} MiB"
+            )
+            if not host["preload"]:  # a warm host's memory is the plugin's imports
+                idle_rss_kib += rss
+                idle_pss_kib += pss
     report.target(
-        f"idle overhead <= {IDLE_RSS_MIB:g} MiB RSS (default host)",
+        f"idle overhead <= {IDLE_RSS_MIB:g} MiB RSS (default host + spare)",
         idle_rss_kib / 1024 <= IDLE_RSS_MIB,
-        f"{idle_rss_kib / 1024:.1f} MiB",
+        f"{idle_rss_kib / 1024:.1f} MiB RSS summed ({idle_pss_kib / 1024:.1f} MiB PSS)",
     )
     shutdown_sandbox()
     all_passed = report.summary()

@@ -81,7 +81,10 @@ class SandboxConfig:
                       declares the host wedged, kills it and returns ``sandbox_failure``.
     start_timeout_s:  how long a fresh host may take to start and answer its handshake.
     warmup_timeout_s: how long a ``Preload`` warm-up may take.
-    tmp_dir:          where per-call working directories are made (default: system temp).
+    tmp_dir:          where per-call working directories are made (default: $TMPDIR or
+                      /tmp). A tmpfs makes each call's directory cheaper.
+    spare_children:   call processes each host keeps forked and set up in advance, so a
+                      call does not wait for fork; 0 forks on demand.
     python:           interpreter used for hosts.
     result_globals:   "module.name" globals a return value's pickle may reference; the
                       portal refuses others (outcome ``unserialisable``).
@@ -95,6 +98,7 @@ class SandboxConfig:
     start_timeout_s: float = 30.0
     warmup_timeout_s: float = 300.0
     tmp_dir: str | None = None
+    spare_children: int = 1
     python: str = sys.executable
     result_globals: tuple[str, ...] = DEFAULT_RESULT_GLOBALS
 
@@ -104,6 +108,10 @@ class SandboxConfig:
             if isinstance(value, str) or not all(isinstance(p, str) for p in value):
                 raise TypeError(f"SandboxConfig.{name} must be a sequence of strings")
             object.__setattr__(self, name, tuple(value))
+        if not isinstance(self.spare_children, int) or not 0 <= self.spare_children <= 64:
+            raise ValueError(
+                f"SandboxConfig.spare_children must be 0..64, got {self.spare_children!r}"
+            )
         for name in ("grace_s", "start_timeout_s", "warmup_timeout_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:

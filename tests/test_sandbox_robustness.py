@@ -12,6 +12,7 @@ from pathlib import Path
 # This branch has no conftest or pytest `pythonpath`; put the repo root on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import psutil
 import pytest
 
 from sandbox import (
@@ -174,3 +175,58 @@ class TestPortalProcess:
         assert host_pids() == [parent_host]
         assert run_plugin_sandboxed(f"{BASIC}:add", 1, 1).ok
         assert [entry["pid"] for entry in sandbox_status()] == [parent_host]
+
+
+class TestSandboxFailures:
+    def test_host_that_cannot_start_is_a_sandbox_failure_not_an_exception(self, tmp_path):
+        broken = tmp_path / "python"
+        broken.write_text("#!/bin/sh\necho 'no interpreter here' >&2\nexit 3\n")
+        broken.chmod(0o755)
+        old = configure_sandbox(python=str(broken))
+        try:
+            result = run_plugin_sandboxed(f"{BASIC}:add", 1, 2)
+        finally:
+            configure_sandbox(old)
+        assert result.outcome is Outcome.SANDBOX_FAILURE
+        assert "exit code 3" in result.error and "host" in result.error
+        assert run_plugin_sandboxed(f"{BASIC}:add", 1, 2).value == 3
+
+    def test_missing_interpreter_is_a_sandbox_failure(self, tmp_path):
+        old = configure_sandbox(python=str(tmp_path / "no-such-python"))
+        try:
+            result = run_plugin_sandboxed(f"{BASIC}:add", 1, 2)
+        finally:
+            configure_sandbox(old)
+        assert result.outcome is Outcome.SANDBOX_FAILURE
+        assert "could not be started" in result.error
+
+
+class TestSpares:
+    def test_a_spare_killed_while_idle_is_replaced(self):
+        host = warm_default_host()
+        assert wait_until(lambda: idle_spares(host))
+        killed = idle_spares(host)
+        for spare in killed:
+            os.kill(spare, signal.SIGKILL)
+        assert wait_until(lambda: not any(is_running(pid) for pid in killed))
+        result = run_plugin_sandboxed(f"{BASIC}:add", 2, 2)
+        assert result.ok and result.value == 4, result.error
+        assert host_pids() == [host]
+        assert wait_until(lambda: idle_spares(host))
+
+    def test_no_spares_configured_still_works(self):
+        old = configure_sandbox(spare_children=0)
+        try:
+            host = warm_default_host()
+            assert run_plugin_sandboxed(f"{BASIC}:add", 1, 1).ok
+            assert idle_spares(host) == []
+        finally:
+            configure_sandbox(old)
+
+
+def idle_spares(host_pid: int) -> list[int]:
+    return [
+        child.pid
+        for child in psutil.Process(host_pid).children()
+        if child.name() == "sandbox-spare" and is_running(child.pid)
+    ]

@@ -59,12 +59,6 @@ def big_value(n_bytes):
     return b"x" * n_bytes
 
 
-def value_of_size(n_items):
-    return [
-        {"id": i, "name": f"item-{i}", "tags": ["a", "b"], "score": i / 3} for i in range(n_items)
-    ]
-
-
 class Greeter:
     def __init__(self, greeting):
         self.greeting = greeting

@@ -46,16 +46,23 @@ def host_pids() -> list[int]:
 
 
 def host_descendants() -> list[psutil.Process]:
-    """Running processes below this process's sandbox hosts (calls not yet cleaned up)."""
+    """Running processes below this process's sandbox hosts, except the idle spare call
+    processes each host keeps ready (named "sandbox-spare")."""
     found = []
     for pid in host_pids():
         try:
-            found.extend(
-                p for p in psutil.Process(pid).children(recursive=True) if is_running(p.pid)
-            )
+            children = psutil.Process(pid).children(recursive=True)
         except psutil.NoSuchProcess:
             continue
+        found.extend(p for p in children if is_running(p.pid) and not _is_idle_spare(p))
     return found
+
+
+def _is_idle_spare(proc: psutil.Process) -> bool:
+    try:
+        return proc.name() == "sandbox-spare"
+    except psutil.NoSuchProcess:
+        return False
 
 
 def assert_nothing_left(marker: str | None = None, pids=(), timeout: float = 5.0) -> None:
