@@ -11,6 +11,21 @@ machinery (threads, subprocess, logging): every megabyte in the host slows each 
 """
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the type checker sees the real names; the host never imports them
+    from sandbox._client import (
+        configure_sandbox,
+        discard_preload,
+        run_plugin_sandboxed,
+        sandbox_config,
+        sandbox_status,
+        shutdown_sandbox,
+    )
+    from sandbox.config import SandboxConfig
+    from sandbox.limits import Limits
+    from sandbox.result import Outcome, SandboxResult
+    from sandbox.targets import Preload
 
 _EXPORTS = {
     "Limits": "sandbox.limits",
@@ -26,7 +41,20 @@ _EXPORTS = {
     "shutdown_sandbox": "sandbox._client",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Limits",
+    "Outcome",
+    "Preload",
+    "SandboxConfig",
+    "SandboxResult",
+    "configure_sandbox",
+    "discard_preload",
+    "run_plugin_sandboxed",
+    "sandbox_config",
+    "sandbox_status",
+    "shutdown_sandbox",
+]
+assert sorted(__all__) == sorted(_EXPORTS)  # one list of public names, kept in step
 
 
 def __getattr__(name: str) -> object:
