@@ -25,6 +25,23 @@ def env_flag(name: str, default: bool = False) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def env_number(name: str, default: float, kind: type = float) -> float:
+    """A positive number from the environment; a typo stops the start with a clear message."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ImproperlyConfigured(
+            f"{name}={raw!r} is not a positive {kind.__name__}: set it to a number like "
+            f"{default!r}, or unset it for that default"
+        )
+    return value
+
+
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
@@ -162,15 +179,15 @@ PORTAL_API_READS_REQUIRE_AUTH = env_flag("PORTAL_API_READS_REQUIRE_AUTH")
 # Writes (run, reload) per user, DRF rate syntax: "30/minute", "1000/hour".
 PORTAL_API_WRITE_RATE = os.environ.get("PORTAL_API_WRITE_RATE", "30/minute")
 # Largest request body the API reads (run params); bigger is a 413.
-PORTAL_API_MAX_BODY_BYTES = int(os.environ.get("PORTAL_API_MAX_BODY_BYTES", str(64 * 1024)))
+PORTAL_API_MAX_BODY_BYTES = int(env_number("PORTAL_API_MAX_BODY_BYTES", 64 * 1024, int))
 # Longest `?wait=` a run submission may ask for, in seconds.
-PORTAL_API_MAX_WAIT_S = float(os.environ.get("PORTAL_API_MAX_WAIT_S", "60"))
+PORTAL_API_MAX_WAIT_S = env_number("PORTAL_API_MAX_WAIT_S", 60.0)
 # A health read slower than this is abandoned and answered from the snapshot, marked stale.
-PORTAL_HEALTH_DB_TIMEOUT_S = float(os.environ.get("PORTAL_HEALTH_DB_TIMEOUT_S", "2"))
+PORTAL_HEALTH_DB_TIMEOUT_S = env_number("PORTAL_HEALTH_DB_TIMEOUT_S", 2.0)
 # While the database fails, one health request per this many seconds tries it again.
-PORTAL_HEALTH_RETRY_S = float(os.environ.get("PORTAL_HEALTH_RETRY_S", "1"))
+PORTAL_HEALTH_RETRY_S = env_number("PORTAL_HEALTH_RETRY_S", 1.0)
 # The run duration histogram in /metrics covers runs queued in this many recent seconds.
-PORTAL_METRICS_WINDOW_S = int(os.environ.get("PORTAL_METRICS_WINDOW_S", "3600"))
+PORTAL_METRICS_WINDOW_S = int(env_number("PORTAL_METRICS_WINDOW_S", 3600, int))
 # A constant-payload view for benchmarks/api_bench.py; never on in production.
 PORTAL_BENCHMARK_VIEWS = env_flag("PORTAL_BENCHMARK_VIEWS")
 
@@ -196,13 +213,18 @@ PORTAL_PLUGIN_DIRS = [
 # Where queued runs execute: "thread" (a pool in this process, the default) or "inline"
 # (synchronously inside submit_run, for tests and one-off scripts).
 PORTAL_RUN_EXECUTOR = os.environ.get("PORTAL_RUN_EXECUTOR", "thread")
-PORTAL_RUN_WORKERS = int(os.environ.get("PORTAL_RUN_WORKERS", "4"))
+if PORTAL_RUN_EXECUTOR not in {"thread", "inline"}:
+    raise ImproperlyConfigured(
+        f"PORTAL_RUN_EXECUTOR={PORTAL_RUN_EXECUTOR!r} is not an executor: use 'thread' "
+        "(background pool, the default) or 'inline' (synchronous)"
+    )
+PORTAL_RUN_WORKERS = int(env_number("PORTAL_RUN_WORKERS", 4, int))
 # Runs in progress refresh heartbeat_at this often; a run whose heartbeat is older than
 # PORTAL_RUN_STALE_AFTER_S is finished as INTERRUPTED (its process died).
-PORTAL_RUN_HEARTBEAT_S = float(os.environ.get("PORTAL_RUN_HEARTBEAT_S", "10"))
-PORTAL_RUN_STALE_AFTER_S = float(os.environ.get("PORTAL_RUN_STALE_AFTER_S", "60"))
+PORTAL_RUN_HEARTBEAT_S = env_number("PORTAL_RUN_HEARTBEAT_S", 10.0)
+PORTAL_RUN_STALE_AFTER_S = env_number("PORTAL_RUN_STALE_AFTER_S", 60.0)
 # How long importing a plugin and running its setup() may take before the load is FAILED.
-PORTAL_PLUGIN_LOAD_TIMEOUT_S = float(os.environ.get("PORTAL_PLUGIN_LOAD_TIMEOUT_S", "120"))
+PORTAL_PLUGIN_LOAD_TIMEOUT_S = env_number("PORTAL_PLUGIN_LOAD_TIMEOUT_S", 120.0)
 
 LOGGING = {
     "version": 1,

@@ -52,3 +52,15 @@ class TestSettings:
         )
         result = python_in_portal(code, DATABASE_URL=f"sqlite:///{tmp_path / 'wal.sqlite3'}")
         assert result.stdout.split() == ["wal", "30000"], result.stderr
+
+    def test_bad_number_setting__refuses_with_the_variable_named(self):
+        """A typo in a numeric setting stops the start with the variable and a fix named."""
+        result = python_in_portal("import django; django.setup()", PORTAL_RUN_WORKERS="four")
+        assert result.returncode != 0
+        assert "PORTAL_RUN_WORKERS='four' is not a positive int" in result.stderr
+
+    def test_unknown_executor__refuses_with_the_choices(self):
+        """An unknown executor name is refused with the two that exist."""
+        result = python_in_portal("import django; django.setup()", PORTAL_RUN_EXECUTOR="celery")
+        assert result.returncode != 0
+        assert "use 'thread'" in result.stderr and "'inline'" in result.stderr
