@@ -9,6 +9,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 HOST ?= 127.0.0.1
 PORT ?= 8000
+DEMO ?= 1
 PORTAL_PLUGIN_DIRS ?= $(CURDIR)/examples/plugins
 export PORTAL_PLUGIN_DIRS
 
@@ -27,6 +28,11 @@ env: $(VENV)/.synced
 run: env
 	$(VENV)/bin/python manage.py migrate --noinput
 	$(VENV)/bin/python manage.py loadplugins
+ifeq ($(DEMO),1)
+	@# One run of the hostile examples, so the admin shows crashes, memory and timeouts too;
+	@# their failing is the point, so the exit code is ignored (DEMO=0 skips it).
+	-$(VENV)/bin/python manage.py rerunplugins segfault memory_hog forever
+endif
 	$(VENV)/bin/python manage.py ensureadmin
 	@echo "Portal: http://$(HOST):$(PORT)/admin/  health: http://$(HOST):$(PORT)/v1/plugins"
 	$(VENV)/bin/python manage.py runserver --noreload $(HOST):$(PORT)
