@@ -7,6 +7,9 @@ are read-only and never added, edited or deleted here; pruning is a command.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -48,6 +51,16 @@ def listed(names: list[str], limit: int = 10) -> str:
     return f"{shown} and {len(names) - limit} more" if len(names) > limit else shown
 
 
+def fieldset_fields(fieldsets: Iterable[tuple[Any, Mapping[str, Any]]]) -> tuple[str, ...]:
+    """Every field the fieldsets name, in order (a row of several counts each of them)."""
+    return tuple(
+        name
+        for _, options in fieldsets
+        for row in options["fields"]
+        for name in ((row,) if isinstance(row, str) else row)
+    )
+
+
 def plural(count: int, word: str = "plugin") -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
@@ -62,6 +75,7 @@ class CappedCountPaginator(Paginator):
     filters, the search or the date bar brings older rows into reach.
     """
 
+    object_list: QuerySet[Any]  # the admin always pages a queryset
     cap = 1_000
     capped = False
     search_capped = False  # set by the admin when a text search kept only its newest matches
@@ -166,7 +180,8 @@ class LargeHistoryAdmin(admin.ModelAdmin):
         paginator = super().get_paginator(
             request, queryset, per_page, orphans, allow_empty_first_page
         )
-        paginator.search_capped = getattr(request, "portal_search_capped", False)
+        if isinstance(paginator, CappedCountPaginator):
+            paginator.search_capped = getattr(request, "portal_search_capped", False)
         return paginator
 
     def has_add_permission(self, request, obj=None):
@@ -387,7 +402,7 @@ class PluginAdmin(admin.ModelAdmin):
             },
         ),
     )
-    readonly_fields = tuple(field for _, options in fieldsets for field in options["fields"])
+    readonly_fields = fieldset_fields(fieldsets)
 
     class Media:
         css = ADMIN_CSS
@@ -667,7 +682,7 @@ class PluginRunAdmin(LargeHistoryAdmin):
             },
         ),
     )
-    readonly_fields = tuple(field for _, options in fieldsets for field in options["fields"])
+    readonly_fields = fieldset_fields(fieldsets)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         run = self.get_object(request, object_id)

@@ -56,7 +56,7 @@ def human_duration(seconds: float | None) -> str:
     if seconds is None:
         return "—"
     remaining = int(seconds)
-    parts = []
+    parts: list[str] = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         amount, remaining = divmod(remaining, size)
         if amount or (unit == "s" and not parts):

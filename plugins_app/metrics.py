@@ -68,8 +68,8 @@ def _plugin_metrics(plugins: list[dict]) -> Iterator[Metric]:
     by_state = GaugeMetricFamily(
         "portal_plugins", "Plugins registered, by state.", labels=["state"]
     )
-    for state in PluginState.values:
-        by_state.add_metric([state], sum(1 for row in plugins if row["state"] == state))
+    for value in PluginState.values:
+        by_state.add_metric([value], sum(1 for row in plugins if row["state"] == value))
     yield by_state
 
     state = GaugeMetricFamily(

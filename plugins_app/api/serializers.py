@@ -151,7 +151,9 @@ class EmptyBody(StrictSerializer):
 
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField(help_text="What went wrong and what to do, in one sentence.")
-    errors = serializers.DictField(
+    # The response's field is named "errors", shadowing Serializer.errors: this serializer only
+    # documents the schema and never validates data.
+    errors = serializers.DictField(  # type: ignore[assignment]
         required=False, help_text="For invalid input: the messages by field."
     )
 

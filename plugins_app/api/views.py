@@ -117,7 +117,7 @@ class ApiView(APIView):
     def is_write(self) -> bool:
         """A write this view serves; a method it does not serve is a 405 whoever asks."""
         method = self.request.method
-        return method not in SAFE_METHODS and hasattr(self, method.lower())
+        return method is not None and method not in SAFE_METHODS and hasattr(self, method.lower())
 
     def get_permissions(self):
         return write_permissions() if self.is_write() else read_permissions()
@@ -162,7 +162,9 @@ class HealthApiView(ApiView):
         """Render with JSON directly, bypassing the negotiation that may be what failed."""
         response.accepted_renderer = JSONRenderer()
         response.accepted_media_type = "application/json"
-        response.renderer_context = {"view": self, "response": response}
+        # DRF's Response reads renderer_context when rendering; its stubs do not declare it.
+        context = {"view": self, "response": response}
+        response.renderer_context = context  # type: ignore[attr-defined]
         return response
 
     def handle_exception(self, exc: Exception) -> Response:
@@ -344,7 +346,7 @@ class PluginRunsApi(ApiView):
         query = api.validated_query(api.RunSubmitQuery, request.query_params)
         body = api.validated(api.RunSubmitBody, self.body(request), where="request body")
         run = pipeline.submit_run(name=name, params=body["params"], actor=api_actor(request))
-        answer = status.HTTP_202_ACCEPTED
+        answer: int = status.HTTP_202_ACCEPTED
         if query.get("wait"):
             run = pipeline.wait_for_run(run_id=run.pk, timeout_s=query["wait"])
             answer = status.HTTP_200_OK if run.is_finished else status.HTTP_202_ACCEPTED

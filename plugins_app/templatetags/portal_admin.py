@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import calendar
 from datetime import date, datetime, time, timedelta
+from typing import overload
 
 from django import template
 from django.conf import settings
@@ -94,6 +95,10 @@ class KnownDates:
         return (self.days[0], self.days[-1]) if self.days else (None, None)
 
 
+@overload
+def _local(value: datetime) -> datetime: ...
+@overload
+def _local(value: None) -> None: ...
 def _local(value: datetime | None) -> datetime | None:
     if value is not None and settings.USE_TZ and timezone.is_aware(value):
         return timezone.localtime(value)
@@ -193,7 +198,8 @@ def _next_month(day: date) -> date:
 
 @register.tag(name="fast_date_hierarchy")
 def fast_date_hierarchy_tag(parser, token):
-    return InclusionAdminNode(
+    # django-stubs declare a leading `name` argument that Django 5.2's InclusionAdminNode lacks.
+    return InclusionAdminNode(  # type: ignore[call-arg]
         parser,
         token,
         func=fast_date_hierarchy,
