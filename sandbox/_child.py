@@ -26,6 +26,7 @@ import select
 import signal
 import stat
 import sys
+from typing import TYPE_CHECKING
 
 from sandbox import _linux
 from sandbox._protocol import (
@@ -36,6 +37,15 @@ from sandbox._protocol import (
     RESULT_LOST_EXIT,
     encode_result,
 )
+
+if TYPE_CHECKING:  # typing-only names: the host (and so every fork) never imports them
+    from collections.abc import Callable, Mapping
+    from types import TracebackType
+    from typing import Any
+
+    from typing_extensions import Buffer
+
+    RLimits = list[tuple[int, tuple[int, int]]]
 
 MiB = 1024 * 1024
 INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE: the sandbox's own code failed in the child
@@ -48,6 +58,12 @@ class SpareSpec:
     when the host is busy: then a call is due soon and the pre-faulting is only extra CPU."""
 
     __slots__ = ("command_r", "host_pid", "prefault", "result_w", "stderr_w", "stdout_w")
+    command_r: int
+    host_pid: int
+    prefault: bool
+    result_w: int
+    stderr_w: int
+    stdout_w: int
 
     def __init__(self, **fields: int) -> None:
         for name in self.__slots__:
@@ -62,6 +78,12 @@ class Command:
     """
 
     __slots__ = ("calldir", "payload", "result_bytes", "rlimits", "run_as", "target_name")
+    calldir: str
+    payload: bytes
+    result_bytes: int
+    rlimits: RLimits
+    run_as: tuple[int, int] | None
+    target_name: str
 
     def __init__(self, **fields: object) -> None:
         for name in self.__slots__:
@@ -78,12 +100,12 @@ class Command:
         return cls(**dict(zip(cls.__slots__, pickle.loads(data), strict=True)))
 
 
-def resolve_target(target: object) -> object:
+def resolve_target(target: str | Callable[..., Any]) -> Callable[..., Any]:
     """Import and return the callable a target names (in the child or a warm host)."""
     if not isinstance(target, str):
         return target
     module_name, _, attr_path = target.partition(":")
-    obj = importlib.import_module(module_name)
+    obj: object = importlib.import_module(module_name)
     for part in attr_path.split("."):
         obj = getattr(obj, part)
     if not callable(obj):
@@ -199,7 +221,7 @@ def _become_call_process(command: Command, host_pid: int) -> None:
             os._exit(INTERNAL_ERROR_EXIT)
     os.chdir(command.calldir)
     os.environ["TMPDIR"] = command.calldir  # tempfile, if the plugin imports it, uses this
-    tempfile = sys.modules.get("tempfile")
+    tempfile: Any = sys.modules.get("tempfile")  # Any: we set a module attribute
     if tempfile is not None:  # imported by a Preload warm-up: drop its cached default
         tempfile.tempdir = command.calldir
     sys.argv = [command.target_name]
@@ -217,9 +239,9 @@ def host_hard_limits() -> dict[int, int]:
     return {w: resource.getrlimit(w)[1] for w in which}
 
 
-def rlimits_for(limits: dict[str, object], hard_limits: dict[int, int]) -> list[tuple]:
+def rlimits_for(limits: Mapping[str, float | None], hard_limits: dict[int, int]) -> RLimits:
     """(resource, (soft, hard)) pairs for a call, computed in the host before the fork."""
-    pairs = []
+    pairs: RLimits = []
 
     def limit(which: int, soft: int, hard: int | None = None) -> None:
         hard = soft if hard is None else hard
@@ -230,17 +252,17 @@ def rlimits_for(limits: dict[str, object], hard_limits: dict[int, int]) -> list[
         pairs.append((which, (soft, hard)))
 
     limit(resource.RLIMIT_CORE, 0)  # no core files from crashing plugins
-    if limits.get("cpu_s"):
-        seconds = max(1, math.ceil(limits["cpu_s"]))
+    if cpu_s := limits.get("cpu_s"):
+        seconds = max(1, math.ceil(cpu_s))
         # SIGXCPU at the soft limit; the hard limit one second later SIGKILLs a plugin
         # that ignores SIGXCPU.
         limit(resource.RLIMIT_CPU, seconds, seconds + 1)
-    if limits.get("memory_mb"):
-        limit(resource.RLIMIT_AS, int(limits["memory_mb"] * MiB))
-    if limits.get("open_files"):
-        limit(resource.RLIMIT_NOFILE, int(limits["open_files"]))
-    if limits.get("file_size_mb"):
-        limit(resource.RLIMIT_FSIZE, int(limits["file_size_mb"] * MiB))
+    if memory_mb := limits.get("memory_mb"):
+        limit(resource.RLIMIT_AS, int(memory_mb * MiB))
+    if open_files := limits.get("open_files"):
+        limit(resource.RLIMIT_NOFILE, int(open_files))
+    if file_size_mb := limits.get("file_size_mb"):
+        limit(resource.RLIMIT_FSIZE, int(file_size_mb * MiB))
     return pairs
 
 
@@ -253,7 +275,9 @@ def _drop_privileges(uid: int, gid: int) -> None:
 # --- running the call --------------------------------------------------------------------
 
 
-def _invoke(payload: bytes, result_bytes: int) -> tuple[dict[str, object] | None, object]:
+def _invoke(
+    payload: bytes, result_bytes: int
+) -> tuple[dict[str, object] | None, bytes | memoryview]:
     try:
         target, args, kwargs = pickle.loads(payload)
         func = resolve_target(target)
@@ -297,7 +321,7 @@ def _exception_envelope(exc: BaseException, phase: str) -> dict[str, object]:
     }
 
 
-def _raise_site(tb: object) -> str | None:
+def _raise_site(tb: TracebackType | None) -> str | None:
     """ "file:line in function" of the innermost frame: where the exception was raised."""
     if tb is None:
         return None
@@ -307,7 +331,7 @@ def _raise_site(tb: object) -> str | None:
     return f"{code.co_filename}:{tb.tb_lineno} in {code.co_name}"
 
 
-def _clear_frames(tb: object) -> None:
+def _clear_frames(tb: TracebackType | None) -> None:
     # Free the plugin's locals first: after a MemoryError they hold the memory we need.
     # Formatting needs only code objects and line numbers, which clear() keeps.
     while tb is not None:
@@ -347,13 +371,13 @@ class _CappedWriter(io.BytesIO):
         super().__init__()
         self._cap = cap
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: Buffer) -> int:
         if self.tell() + memoryview(data).nbytes > self._cap:
             raise _ResultTooLarge
         return super().write(data)
 
 
-def _serialise(value: object, cap: int) -> tuple[dict[str, object] | None, object]:
+def _serialise(value: object, cap: int) -> tuple[dict[str, object] | None, bytes | memoryview]:
     writer = _CappedWriter(cap)
     try:
         pickle.Pickler(writer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
@@ -405,7 +429,7 @@ class _ResultChannel:
             return None
         return (st.st_dev, st.st_ino) if stat.S_ISFIFO(st.st_mode) else None
 
-    def deliver(self, envelope: dict[str, object] | None, value: object) -> int:
+    def deliver(self, envelope: dict[str, object] | None, value: bytes | memoryview) -> int:
         buffers = encode_result(envelope, value)
         if self.identity is not None and self._identify(self.fd) == self.identity:
             try:
@@ -451,4 +475,5 @@ def _emergency_deliver(exc: BaseException) -> int:
 def _last_words() -> None:
     with contextlib.suppress(BaseException):  # stderr may be gone; nothing else to try
         exc = sys.exc_info()[1]
+        assert exc is not None  # only ever called from an except block
         os.write(2, ("sandbox call child failed:\n" + _format_exception(exc)).encode())

@@ -436,6 +436,7 @@ class _Host:
     def _send(self, frames: list[bytes], deadline: float) -> None:
         # MSG_DONTWAIT + poll: a deadline on writes without putting the shared socket in
         # non-blocking mode under the reader thread's feet.
+        assert self.sock is not None  # only started hosts are kept and sent to
         if not self._send_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             self.kill(f"the sandbox host (pid {self.pid}) stopped accepting requests")
             raise _NotDelivered("the host's connection was busy past the deadline")
@@ -465,11 +466,13 @@ class _Host:
             self.kill(f"the sandbox host (pid {self.pid}) stopped reading requests")
             raise _NotDelivered("the host stopped reading requests")
         poller = select.poll()
+        assert self.sock is not None
         poller.register(self.sock.fileno(), select.POLLOUT)
         poller.poll(remaining * 1000)
 
     def _read_loop(self) -> None:
         reason = "its connection closed"
+        assert self.sock is not None  # the reader starts once the handshake succeeded
         try:
             while True:
                 message = _recv_frame(self.sock)
@@ -504,8 +507,9 @@ class _Host:
         for pending in pendings:
             pending.header = {"host_lost": message}
             pending.event.set()
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.close()
 
     def _exit_words(self, code: int | None) -> str:
         if code is None:
@@ -560,8 +564,9 @@ class _Host:
 
     def _shutdown_socket(self) -> None:
         # shutdown() wakes the reader thread with EOF; it closes the socket itself.
-        with contextlib.suppress(OSError, AttributeError):
-            self.sock.shutdown(socket.SHUT_RDWR)
+        if self.sock is not None:  # None: never started
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
 
     def _kill_process(self) -> None:
         proc = self.proc

@@ -29,6 +29,7 @@ import signal
 import stat
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from sandbox import _linux
 from sandbox._child import (
@@ -47,6 +48,11 @@ from sandbox._protocol import (
     decode_result,
     encode_frame,
 )
+
+if TYPE_CHECKING:  # typing-only names: kept out of the host, whose size slows every fork
+    import io
+    import resource
+    from collections.abc import Callable
 
 READ_CHUNK = 1 << 20
 PIPE_SIZE = 1 << 20  # fewer wake-ups for big outputs; silently smaller if not permitted
@@ -116,7 +122,7 @@ class _Call:
         self.result_overflow = False
         self.timed_out = False
         self.status: int | None = None
-        self.rusage = None
+        self.rusage: resource.struct_rusage | None = None
         self.pidfd: int | None = None
 
 
@@ -140,7 +146,7 @@ class Host:
         self.calls: dict[int, _Call] = {}  # by child pid
         self.finished: collections.deque[_Call] = collections.deque()
         self.poller = select.epoll()
-        self.handlers: dict[int, object] = {}
+        self.handlers: dict[int, Callable[[int], None]] = {}
         self.inbuf = bytearray()
         self.outq: collections.deque[memoryview] = collections.deque()
         self.want_write = False
@@ -280,7 +286,7 @@ class Host:
                 self._sweep(budget_s=0)
         self._shutdown()
 
-    def _watch(self, fd: int, events: int, handler: object) -> None:
+    def _watch(self, fd: int, events: int, handler: Callable[[int], None]) -> None:
         self.poller.register(fd, events)
         self.handlers[fd] = handler
 
@@ -812,9 +818,9 @@ def _remove_tree(root: str) -> None:
                     os.unlink(entry.path)
 
 
-def _configure_stdio() -> tuple[object, object]:
+def _configure_stdio() -> tuple[io.TextIOWrapper, io.TextIOWrapper]:
     """Set up sys.stdout/sys.stderr once, as every child will use them (on its pipes)."""
-    streams = []
+    streams: list[io.TextIOWrapper] = []
     for name, fd, line_buffering in (("stdout", 1, False), ("stderr", 2, True)):
         stream = getattr(sys, name)
         if stream is None or not hasattr(stream, "reconfigure"):  # fd was closed at startup
@@ -829,20 +835,22 @@ def _configure_stdio() -> tuple[object, object]:
     return streams[0], streams[1]
 
 
-def _restore_stdio(stdio: tuple[object, object]) -> None:
+def _restore_stdio(stdio: tuple[io.TextIOWrapper, io.TextIOWrapper]) -> None:
     # Flush what a warm-up printed, so it is not repeated in every child's output.
     for stream in (sys.stdout, sys.stderr, *stdio):
         with contextlib.suppress(Exception):
             stream.flush()
     sys.stdout, sys.stderr = stdio
-    sys.__stdout__, sys.__stderr__ = stdio
+    # typeshed marks sys.__stdout__/__stderr__ Final; the host repoints them on purpose.
+    sys.__stdout__, sys.__stderr__ = stdio  # type: ignore[misc]
 
 
 def _warm_import_caches() -> None:
     # List each sys.path directory once here, so a child's import does not have to.
     # This only caches directory listings; no module is imported.
     for entry in sys.path:
-        finder = importlib.machinery.PathFinder._path_importer_cache(entry)
+        # A private CPython helper that typeshed does not declare.
+        finder = importlib.machinery.PathFinder._path_importer_cache(entry)  # type: ignore[attr-defined]
         if finder is not None:
             with contextlib.suppress(Exception):
                 finder.find_spec("_sandbox_no_such_module_")

@@ -44,7 +44,7 @@ def build_result(
     )
     if "host_error" in header or "host_lost" in header:
         reason = header.get("host_error") or header.get("host_lost")
-        return _fail(result, Outcome.SANDBOX_FAILURE, "SandboxFailure", reason)
+        return _fail(result, Outcome.SANDBOX_FAILURE, "SandboxFailure", str(reason))
     _copy_process_facts(result, report)
     envelope = report.envelope
     if header.get("timed_out"):

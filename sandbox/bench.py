@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from sandbox import Limits, Preload, run_plugin_sandboxed, sandbox_status, shutdown_sandbox
 from sandbox._bench_targets import json_like, trivial
@@ -53,7 +54,7 @@ def time_calls(fn: Callable[[], object], n: int) -> list[float]:
     return samples
 
 
-def sandboxed(target: str, *args: object, **kwargs: object) -> Callable[[], object]:
+def sandboxed(target: str, *args: object, **kwargs: Any) -> Callable[[], object]:
     def call() -> object:
         result = run_plugin_sandboxed(target, *args, **kwargs)
         if not result.ok:

@@ -7,6 +7,7 @@ import fnmatch
 import os
 import sys
 from collections.abc import Mapping
+from typing import Any
 
 __all__ = [
     "DEFAULT_ENV_DENY",
@@ -129,7 +130,7 @@ class SandboxConfig:
             run_as=environ.get("SANDBOX_RUN_AS", "").strip() or None,
         )
 
-    def replace(self, **changes: object) -> SandboxConfig:
+    def replace(self, **changes: Any) -> SandboxConfig:
         return dataclasses.replace(self, **changes)
 
 

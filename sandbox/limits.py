@@ -75,7 +75,11 @@ def _check_value(name: str, value: object) -> None:
     if value is None and name in _NULLABLE:
         return
     # bool is an int subclass; `True` seconds is always a mistake in a declaration.
-    is_number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not is_number or not math.isfinite(value) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         allowed = "a positive number" + (" or None" if name in _NULLABLE else "")
         raise ValueError(f"Sandbox limit {name!r} must be {allowed}, got {value!r}")
