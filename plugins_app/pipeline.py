@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from plugins_app import reasons, services
@@ -244,10 +245,17 @@ def _record(name: str, group: list[_Load], actor: str) -> LoadReport:
             lambda: services.plugin_mark_unavailable(
                 name=name, reason=reason, actor=actor, source="; ".join(sources)[:1000]
             ),
+            source="; ".join(sources),
+            actor=actor,
         )
     load = group[0]
     if load.status == "ok":
-        return _write(name, lambda: _register_initialized(name, load, actor))
+        return _write(
+            name,
+            lambda: _register_initialized(name, load, actor),
+            source=load.spec.source,
+            actor=actor,
+        )
     mark = (
         services.plugin_mark_unavailable
         if load.status == "unavailable"
@@ -262,6 +270,8 @@ def _record(name: str, group: list[_Load], actor: str) -> LoadReport:
             source=load.spec.source,
             metadata=load.metadata,
         ),
+        source=load.spec.source,
+        actor=actor,
     )
 
 
@@ -273,12 +283,33 @@ def _register_initialized(name: str, load: _Load, actor: str) -> Plugin:
     return services.plugin_mark_initialized(name=name, actor=actor)
 
 
-def _write(name: str, write: Any) -> LoadReport:
+def _write(name: str, write: Any, *, source: str, actor: str) -> LoadReport:
     try:
         plugin = write()
     except IllegalTransition as exc:  # runs in progress: the reload waits for them
         plugin = Plugin.objects.get(name=name)
         return LoadReport(name, plugin.state, str(exc), plugin.source)
+    except ValidationError as exc:  # a declared value the registry refuses: this plugin only
+        return _write_refused(name, exc, source=source, actor=actor)
+    _discard_warm_host(name)
+    return LoadReport(name, plugin.state, plugin.reason, plugin.source)
+
+
+def _write_refused(name: str, exc: ValidationError, *, source: str, actor: str) -> LoadReport:
+    """Record FAILED, without the refused metadata, for a write the registry's checks refused."""
+    problems = "; ".join(
+        f"{field}: {' '.join(messages)}" for field, messages in exc.message_dict.items()
+    )
+    reason = reasons.invalid_declaration(name, _shorten(problems), source)
+    logger.warning("%s", reason)
+    try:
+        plugin = services.plugin_mark_failed(
+            name=name, reason=reason, actor=actor, source=source[:1000]
+        )
+    except (ValidationError, IllegalTransition):
+        # Not even the name or source fits: report it, the other plugins still load.
+        logger.exception("Plugin %s could not be recorded", name)
+        return LoadReport(name, "FAILED", reason, source)
     _discard_warm_host(name)
     return LoadReport(name, plugin.state, plugin.reason, plugin.source)
 
@@ -296,6 +327,8 @@ def _record_vanished(name: str, found: Discovery, actor: str) -> LoadReport | No
     return _write(
         name,
         lambda: services.plugin_mark_unavailable(name=name, reason=reason, actor=actor),
+        source=source,
+        actor=actor,
     )
 
 

@@ -18,6 +18,7 @@ import importlib
 import importlib.util
 import inspect
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,10 @@ from typing import Any
 # Plugins import under this parent so that a plugin file never shadows a real module.
 PACKAGE = "portal_plugins"
 REQUIRE_KEYS = ("modules", "gpu", "files", "env")
+# Same as plugins_app.discovery._NAME (the host never imports Django): names are URL parts.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+MAX_NAME_CHARS = 200  # Plugin.name's max_length
+MAX_VERSION_CHARS = 100  # Plugin.version's max_length
 
 # Loaded plugins of this process, by spec: a warm host keeps them between calls.
 _loaded: dict[tuple, _Plugin] = {}
@@ -233,10 +238,24 @@ def _declarations(spec: dict[str, Any], module: Any) -> tuple[dict, dict | None]
 
 def _declaration_problem(declared: dict[str, Any], module: Any) -> tuple[str, str] | None:
     name = declared["name"]
-    if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        return "name", f"name must be a non-empty string of at most 200 characters, not {name!r}"
-    if not isinstance(declared["version"], str | int | float):
-        return "version", f"version must be a string, not {type(declared['version']).__name__}"
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_CHARS:
+        return "name", (
+            f"name must be a non-empty string of at most {MAX_NAME_CHARS} characters, "
+            f"not {name!r:.{MAX_NAME_CHARS}}"
+        )
+    if not NAME_PATTERN.fullmatch(name):
+        return "name", (
+            "name must start with a letter or digit and hold only letters, digits, _ and - "
+            f"(it is part of the plugin's URLs), not {name!r}"
+        )
+    version = declared["version"]
+    if not isinstance(version, str | int | float):
+        return "version", f"version must be a string, not {type(version).__name__}"
+    if len(str(version)) > MAX_VERSION_CHARS:
+        return "version", (
+            f"version must be a string of at most {MAX_VERSION_CHARS} characters, "
+            f"not one of {len(str(version))} characters"
+        )
     description = declared["description"]
     if description is not None and not isinstance(description, str):
         return "description", f"description must be a string, not {type(description).__name__}"

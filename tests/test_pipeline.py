@@ -300,6 +300,43 @@ class TestLoadFails:
         assert plugin.state == PluginState.FAILED
         assert "Unknown sandbox limit 'timeout'" in plugin.reason
 
+    def test_overlong_version__failed_and_others_still_loaded(self, plugins):
+        """A version over 100 characters is FAILED naming the field; later plugins still load."""
+        plugins.add("a", "version = '1.0+' + 'x' * 150\ndef run(): pass\n")
+        plugins.add("b", "def run(): pass\n")
+        reports = {r.name: r for r in pipeline.load_plugins(actor=ACTOR)}
+        assert reports["a"].state == PluginState.FAILED
+        assert "invalid declaration: version must be" in reports["a"].reason
+        assert "then reload the plugin" in reports["a"].reason
+        assert reports["b"].state == PluginState.INITIALIZED
+
+    def test_declared_name_unreachable_by_url__failed(self, plugins):
+        """A declared name with a slash is FAILED under its file name, saying what is allowed."""
+        plugins.add("ocr", "name = 'team/ocr'\ndef run(): pass\n")
+        (report,) = pipeline.load_plugins(actor=ACTOR)
+        assert (report.name, report.state) == ("ocr", PluginState.FAILED)
+        assert "invalid declaration: name must" in report.reason
+
+    def test_value_the_registry_rejects__failed_not_raised(self, plugins, monkeypatch):
+        """A declaration the database refuses makes that plugin FAILED; the load goes on."""
+        from django.core.exceptions import ValidationError
+
+        def refuse(**kwargs):
+            raise ValidationError({"version": ["Ensure this value has at most 100 characters."]})
+
+        plugins.add("a", "def run(): pass\n")
+        plugins.add("b", "def run(): pass\n")
+        real = services.plugin_register
+        monkeypatch.setattr(
+            services,
+            "plugin_register",
+            lambda **kw: refuse(**kw) if kw["name"] == "a" else real(**kw),
+        )
+        reports = {r.name: r for r in pipeline.load_plugins(actor=ACTOR)}
+        assert reports["a"].state == PluginState.FAILED
+        assert "version" in reports["a"].reason and "at most 100" in reports["a"].reason
+        assert reports["b"].state == PluginState.INITIALIZED
+
     def test_missing_run__failed(self, plugins):
         """A module without run() is FAILED, saying it defines none."""
         plugins.add("p", "x = 1\n")

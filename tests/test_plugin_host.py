@@ -178,6 +178,9 @@ class TestDeclarations:
             ("limits = [1]\ndef run(): pass\n", "limits", "limits must be a dict"),
             ("setup = 3\ndef run(): pass\n", "setup", "setup must be a function"),
             ("x = 1\n", "run", "defines no run(**params) function"),
+            ("version = '1.0+' + 'x' * 150\ndef run(): pass\n", "version", "at most 100"),
+            ("name = 'team/ocr'\ndef run(): pass\n", "name", "letters, digits, _ and -"),
+            ("name = '-ocr'\ndef run(): pass\n", "name", "letters, digits, _ and -"),
         ],
     )
     def test_bad_declaration__failed_naming_field(self, plugin_dir, source, field, words):
