@@ -23,7 +23,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from plugins_app import admin_display as show
-from plugins_app import pipeline, selectors, services
+from plugins_app import executor, pipeline, selectors, services
 from plugins_app.errors import PluginError
 from plugins_app.models import Plugin, PluginEvent, PluginRun
 from sandbox import Outcome
@@ -409,6 +409,10 @@ class PluginAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return selectors.plugin_list_problems_first()
+
+    def changelist_view(self, request, extra_context=None):
+        executor.sweep_if_due()  # after a restart, runs of a dead process must not show RUNNING
+        return super().changelist_view(request, extra_context)
 
     def get_ordering(self, request):
         return ("problem_rank", "name")

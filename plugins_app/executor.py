@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -48,6 +49,28 @@ def reconcile_interrupted(*, actor: str = services.SYSTEM_ACTOR) -> list[PluginR
     for run in runs:
         logger.warning("%s", run.reason)
     return runs
+
+
+_last_sweep = float("-inf")  # time.monotonic() of this process's last sweep_if_due()
+_sweep_lock = threading.Lock()
+
+
+def sweep_if_due() -> None:
+    """Reconcile interrupted runs at most once per PORTAL_RUN_HEARTBEAT_S (request paths).
+
+    After a restart nothing else may sweep until a run is submitted; pages that show runs or
+    plugins call this so orphaned runs stop showing as RUNNING. A failing sweep is logged.
+    """
+    global _last_sweep
+    now = time.monotonic()
+    with _sweep_lock:
+        if now - _last_sweep < settings.PORTAL_RUN_HEARTBEAT_S:
+            return
+        _last_sweep = now
+    try:
+        reconcile_interrupted()
+    except Exception:
+        logger.exception("Reconciling interrupted runs failed; the next request retries")
 
 
 class Heartbeat:

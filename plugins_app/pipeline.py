@@ -86,6 +86,7 @@ def load_plugins(*, names: Sequence[str] | None = None, actor: str) -> list[Load
     """Discover and (re)load plugins: all of them, or the named ones (PluginNotFound if a name
     is neither registered nor discovered). Plugins registered but no longer found are marked
     UNAVAILABLE with a reason; two sources giving one name make it UNAVAILABLE, naming both."""
+    reconcile_interrupted()  # runs orphaned by a dead process must not block the reload
     found = discover()
     wanted = None if names is None else list(dict.fromkeys(names))
     specs = found.specs if wanted is None else _candidates(wanted, found)
@@ -108,6 +109,7 @@ def reload_plugin(*, name: str, actor: str) -> Plugin:
 
     Raises PluginNotFound, or IllegalTransition while runs of the plugin are in progress.
     """
+    reconcile_interrupted()  # after a restart, orphaned runs would otherwise say "wait"
     running = Plugin.objects.filter(name=name).values_list("running_count", flat=True).first()
     if running:
         raise IllegalTransition(reasons.reload_while_running(name, running))

@@ -149,6 +149,23 @@ class TestPluginChangeList:
         assert re.fullmatch(r"\d+s", ready[7])
         assert cells(row(content, "loader"))[8] == "never"
 
+    def test_changelist__run_orphaned_by_dead_process_shown_interrupted(
+        self, operator_client, make_plugin, monkeypatch
+    ):
+        """After a restart the plugin list finishes runs whose process died: not RUNNING."""
+        from plugins_app import executor
+
+        monkeypatch.setattr(executor, "_last_sweep", float("-inf"))
+        make_plugin("orphan")
+        run = services.run_queue(name="orphan", params={}, actor="t")
+        services.run_start(run_id=run.pk, worker="deadhost:1")
+        PluginRun.objects.filter(pk=run.pk).update(
+            heartbeat_at=datetime.now(UTC) - timedelta(hours=1)
+        )
+        operator_client.get(PLUGINS)
+        assert Plugin.objects.get(name="orphan").state == PluginState.FAILED
+        assert PluginRun.objects.get(pk=run.pk).status == RunStatus.INTERRUPTED
+
     def test_changelist__problems_sort_first(self, operator_client, make_plugin, finish_run):
         """FAILED, then UNAVAILABLE, then disabled plugins come first; the rest by name."""
         fleet(make_plugin, finish_run)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
 from plugins_app import pipeline, services
 from plugins_app.errors import (
@@ -415,6 +417,27 @@ class TestLoadSet:
         assert "run(s) in progress and cannot be reloaded now" in report.reason
         with pytest.raises(IllegalTransition, match="cannot be reloaded now"):
             pipeline.reload_plugin(name="p", actor=ACTOR)
+
+    def test_reload_after_worker_died__reconciles_then_reloads(self, plugins):
+        """A run orphaned by a killed process is INTERRUPTED by the reload, which then applies."""
+        plugins.add("p", "def run(): pass\n")
+        load("p")
+        run = services.run_queue(name="p", params={}, actor=ACTOR)
+        services.run_start(run_id=run.pk, worker="deadhost:1")
+        PluginRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+        assert load("p").state == PluginState.INITIALIZED
+        assert PluginRun.objects.get(pk=run.pk).status == RunStatus.INTERRUPTED
+
+    def test_load_all_after_worker_died__reconciles_first(self, plugins):
+        """load_plugins finishes orphaned runs before reloading, so nothing is left waiting."""
+        plugins.add("p", "def run(): pass\n")
+        load("p")
+        run = services.run_queue(name="p", params={}, actor=ACTOR)
+        services.run_start(run_id=run.pk, worker="deadhost:1")
+        PluginRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+        (report,) = pipeline.load_plugins(actor=ACTOR)
+        assert report.state == PluginState.INITIALIZED
+        assert PluginRun.objects.get(pk=run.pk).status == RunStatus.INTERRUPTED
 
 
 class TestRun:
