@@ -449,7 +449,25 @@ def execute_run(run_id: int, *, timeout_s: float | None = None) -> PluginRun:
                 reason=reasons.run_internal_error(plugin.name, type(exc).__name__),
                 traceback=traceback.format_exc(),
             )
+        except BaseException as exc:
+            # Ctrl-C or SystemExit: close the run so it is not left RUNNING, then stop as asked.
+            _finish_interrupted(run.pk, plugin.name, exc)
+            raise
         return services.run_finish(run_id=run.pk, outcome=outcome)
+
+
+def _finish_interrupted(run_id: int, name: str, exc: BaseException) -> None:
+    outcome = services.RunOutcome(
+        status=RunStatus.INTERRUPTED,
+        outcome="interrupted",
+        error_type=type(exc).__name__,
+        reason=reasons.run_interrupted_here(name, run_id, type(exc).__name__),
+    )
+    try:
+        services.run_finish(run_id=run_id, outcome=outcome)
+    except Exception:
+        # The sweep finishes it later (its heartbeat stops); the interruption still propagates.
+        logger.exception("Recording the interruption of run %s failed", run_id)
 
 
 def _call(plugin: Plugin, params: dict[str, Any], timeout_s: float | None) -> services.RunOutcome:

@@ -43,6 +43,13 @@ def run_interrupted(name: str, run_id: int, worker: str, last_seen: datetime | N
     )
 
 
+def run_interrupted_here(name: str, run_id: int, cause: str) -> str:
+    return (
+        f"Run {run_id} of plugin '{name}' was interrupted in the process running it "
+        f"({cause}, such as Ctrl-C or a shutdown) before it finished (rerun the plugin)"
+    )
+
+
 def counters_reset(successes: int, errors: int, consecutive: int, note: str) -> str:
     why = f": {note}" if note else ""
     return (

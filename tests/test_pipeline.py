@@ -644,6 +644,27 @@ class TestPortalFailures:
         assert "LookupError: portal bug" in run.traceback
         assert Plugin.objects.get(name="p").running_count == 0
 
+    @pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit])
+    def test_ctrl_c_or_exit_during_run__interrupted_then_reraised(self, plugins, monkeypatch, stop):
+        """Ctrl-C or SystemExit mid-run: the run ends INTERRUPTED saying to rerun; it propagates."""
+        plugins.add("p", "def run(): pass\n")
+        load("p")
+
+        def stopped(*args, **kwargs):
+            raise stop()
+
+        monkeypatch.setattr(pipeline, "_call", stopped)
+        with pytest.raises(stop):
+            pipeline.run_plugin(name="p", params={}, actor=ACTOR)
+        run = PluginRun.objects.get()
+        assert run.status == RunStatus.INTERRUPTED
+        assert run.reason == (
+            f"Run {run.pk} of plugin 'p' was interrupted in the process running it "
+            f"({stop.__name__}, such as Ctrl-C or a shutdown) before it finished (rerun the plugin)"
+        )
+        plugin = Plugin.objects.get(name="p")
+        assert (plugin.running_count, plugin.state) == (0, PluginState.FAILED)
+
     def test_wait_for_unknown_run__not_found(self):
         """Waiting for a run that does not exist raises RunNotFound."""
         with pytest.raises(RunNotFound):
