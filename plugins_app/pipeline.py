@@ -199,6 +199,8 @@ def _missing_reason(name: str, spec: PluginSpec, missing: dict[str, Any]) -> str
     kind, item = missing["kind"], missing["item"]
     if kind == "module":
         return reasons.missing_module(item, name)
+    if kind == "library":
+        return reasons.missing_library(item, name)
     if kind == "entry_point":
         return reasons.missing_entry_point_module(item, name, spec.source)
     if kind == "source":
@@ -220,7 +222,13 @@ def _missing_reason(name: str, spec: PluginSpec, missing: dict[str, Any]) -> str
 
 
 def _missing_words(missing: dict[str, Any]) -> str:
-    words = {"module": "module", "env": "environment variable", "file": "file", "gpu": "a"}
+    words = {
+        "module": "module",
+        "library": "system library",
+        "env": "environment variable",
+        "file": "file",
+        "gpu": "a",
+    }
     return f"{words.get(missing['kind'], missing['kind'])} {missing.get('path') or missing['item']}"
 
 

@@ -100,6 +100,13 @@ def missing_module(module: str, plugin: str) -> str:
     )
 
 
+def missing_library(library: str, plugin: str) -> str:
+    return (
+        f"Missing system library '{library}' required by plugin '{plugin}' (install the system "
+        f"library {library}, e.g. with your OS package manager, then reload)"
+    )
+
+
 def missing_entry_point_module(module: str, plugin: str, source: str) -> str:
     return (
         f"Plugin '{plugin}' comes from {source}, but its module '{module}' is not installed "

@@ -34,6 +34,8 @@ REQUIRE_KEYS = ("modules", "gpu", "files", "env")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 MAX_NAME_CHARS = 200  # Plugin.name's max_length
 MAX_VERSION_CHARS = 100  # Plugin.version's max_length
+# The dynamic loader's message when a shared library (libGL.so.1, libcudart.so.12) is absent.
+_MISSING_LIBRARY = re.compile(r"([^\s:'\"]+\.so(?:\.[\w.]+)?): cannot open shared object file")
 
 # Loaded plugins of this process, by spec: a warm host keeps them between calls.
 _loaded: dict[tuple, _Plugin] = {}
@@ -125,7 +127,11 @@ def _load(spec: dict[str, Any], *, check_requires: bool) -> tuple[_Plugin | None
         try:
             setup()
         except BaseException as exc:  # whatever setup() raises is its failure
-            return None, _failure("setup", exc, spec, declared=declared)
+            report = _failure("setup", exc, spec, declared=declared)
+            library = _missing_library(exc)  # say, setup() importing cv2 lazily
+            if library:
+                report.update(status="unavailable", missing=[_item("library", library)])
+            return None, report
     report = _report("ok", "setup", declared=declared)
     report["has_setup"] = setup is not None
     return _Plugin(module, declared), report
@@ -184,6 +190,12 @@ def _ensure_parent_package() -> None:
 
 
 def _import_failure(exc: BaseException, spec: dict[str, Any], *, own: str) -> dict[str, Any]:
+    library = _missing_library(exc)
+    if library:
+        # The environment lacks a system library: installing it fixes this, not the code.
+        report = _failure("import", exc, spec)
+        report.update(status="unavailable", missing=[_item("library", library)])
+        return report
     missing_name = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
     if missing_name and not _is_internal(missing_name):
         if missing_name == own or own.startswith(missing_name + "."):
@@ -197,6 +209,13 @@ def _import_failure(exc: BaseException, spec: dict[str, Any], *, own: str) -> di
             report.update(status="unavailable", missing=[_item("module", missing_name)])
             return report
     return _failure("import", exc, spec)
+
+
+def _missing_library(exc: BaseException) -> str | None:
+    if not isinstance(exc, ImportError | OSError):
+        return None
+    match = _MISSING_LIBRARY.search(str(exc))
+    return match.group(1) if match else None
 
 
 def _is_internal(module: str) -> bool:

@@ -155,6 +155,20 @@ class TestLoadUnavailable:
             "(install with: pip install cv2_not_installed)"
         )
 
+    def test_missing_system_library__unavailable_saying_to_install_it(self, plugins):
+        """cv2's classic libGL.so.1 error is UNAVAILABLE, saying which library to install."""
+        plugins.add(
+            "cv",
+            "raise ImportError('libGL.so.1: cannot open shared object file: No such file')\n"
+            "def run(): pass\n",
+        )
+        plugin = load("cv")
+        assert plugin.state == PluginState.UNAVAILABLE
+        assert plugin.reason == (
+            "Missing system library 'libGL.so.1' required by plugin 'cv' (install the system "
+            "library libGL.so.1, e.g. with your OS package manager, then reload)"
+        )
+
     def test_missing_module_in_requires__pip_name_mapped(self, plugins):
         """A missing module from requires.modules names the pip distribution to install."""
         plugins.add("p", "requires = {'modules': ['cv2']}\ndef run(): pass\n")

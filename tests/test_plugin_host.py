@@ -126,6 +126,40 @@ class TestImport:
         assert report["stage"] == "import"
         assert report["missing"] == [{"kind": "module", "item": "torch_not_here"}]
 
+    @pytest.mark.parametrize(
+        ("error", "library"),
+        [
+            (
+                "ImportError('libGL.so.1: cannot open shared object file: No such file')",
+                "libGL.so.1",
+            ),
+            (
+                "OSError('libcudart.so.12: cannot open shared object file: No such file')",
+                "libcudart.so.12",
+            ),
+        ],
+    )
+    def test_missing_system_library_at_import__unavailable_naming_it(
+        self, plugin_dir, error, library
+    ):
+        """A shared library the import cannot open (cv2's libGL) is UNAVAILABLE, not FAILED."""
+        path = plugin_dir.add("cv", f"raise {error}\ndef run():\n    pass\n")
+        report = load(path)
+        assert (report["status"], report["stage"]) == ("unavailable", "import")
+        assert report["missing"] == [{"kind": "library", "item": library}]
+
+    def test_missing_system_library_in_setup__unavailable(self, plugin_dir):
+        """setup() that cannot open a shared library is UNAVAILABLE, naming it."""
+        path = plugin_dir.add(
+            "cv",
+            "def setup():\n"
+            "    raise ImportError('libGL.so.1: cannot open shared object file')\n"
+            "def run():\n    pass\n",
+        )
+        report = load(path)
+        assert (report["status"], report["stage"]) == ("unavailable", "setup")
+        assert report["missing"] == [{"kind": "library", "item": "libGL.so.1"}]
+
     def test_missing_own_submodule__failed_not_unavailable(self, plugin_dir):
         """A package that imports a submodule it does not have is broken, not unavailable."""
         directory = plugin_dir.add("pkg", "from . import nothere\ndef run(): pass\n", package=True)
