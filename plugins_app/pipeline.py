@@ -30,7 +30,14 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from plugins_app import reasons, services
-from plugins_app.discovery import Discovery, PluginSpec, discover, spec_for_source
+from plugins_app.discovery import (
+    ENTRY_POINT_GROUP,
+    ENTRY_POINT_PREFIX,
+    Discovery,
+    PluginSpec,
+    discover,
+    spec_for_source,
+)
 from plugins_app.errors import IllegalTransition, InvalidParams, PluginNotFound, RunNotFound
 from plugins_app.executor import get_executor, heartbeat, reconcile_interrupted, worker_id
 from plugins_app.models import Plugin, PluginRun, RunStatus
@@ -407,6 +414,7 @@ def run_plugin(*, name: str, params: dict, actor: str, timeout_s: float | None =
     """
     params = _checked_params(params)
     _checked_timeout(timeout_s)
+    _unavailable_if_gone(name, actor)
     run = services.run_queue(name=name, params=params, actor=actor)
     return execute_run(run.pk, timeout_s=timeout_s)
 
@@ -414,6 +422,7 @@ def run_plugin(*, name: str, params: dict, actor: str, timeout_s: float | None =
 def submit_run(*, name: str, params: dict, actor: str) -> PluginRun:
     """Queue a run for the background executor and return it at once (status queued)."""
     params = _checked_params(params)
+    _unavailable_if_gone(name, actor)
     run = services.run_queue(name=name, params=params, actor=actor)
     get_executor().submit(execute_run, run.pk)
     run.refresh_from_db()
@@ -435,7 +444,14 @@ def wait_for_run(*, run_id: int, timeout_s: float) -> PluginRun:
 
 
 def execute_run(run_id: int, *, timeout_s: float | None = None) -> PluginRun:
-    """Start a queued run, call the plugin in the sandbox and record the outcome."""
+    """Start a queued run, call the plugin in the sandbox and record the outcome.
+
+    A plugin whose source vanished becomes UNAVAILABLE first, so the run closes uncounted;
+    a run already going when its source vanishes ends FAILED (see docs/state-machine.md).
+    """
+    queued = PluginRun.objects.select_related("plugin").filter(pk=run_id).first()
+    if queued is not None and queued.status == RunStatus.QUEUED:
+        _unavailable_if_gone(queued.plugin.name, queued.actor)
     try:
         run = services.run_start(run_id=run_id, worker=worker_id())
     except IllegalTransition:
@@ -476,6 +492,22 @@ def _finish_interrupted(run_id: int, name: str, exc: BaseException) -> None:
     except Exception:
         # The sweep finishes it later (its heartbeat stops); the interruption still propagates.
         logger.exception("Recording the interruption of run %s failed", run_id)
+
+
+def _unavailable_if_gone(name: str, actor: str) -> None:
+    """Mark the plugin UNAVAILABLE when its recorded source no longer exists (as a load would)."""
+    source = Plugin.objects.filter(name=name).values_list("source", flat=True).first()
+    if not source or "; " in source or spec_for_source(source) is not None:
+        return  # unknown (run_queue says so), a name conflict (already UNAVAILABLE), or there
+    if source.startswith(ENTRY_POINT_PREFIX):
+        reason = reasons.plugin_vanished(name, source, f"the '{ENTRY_POINT_GROUP}' entry points")
+    else:
+        reason = reasons.source_missing(name, source)
+    try:
+        services.plugin_mark_unavailable(name=name, reason=reason, actor=actor)
+    except IllegalTransition:
+        return  # runs in progress: this one runs and fails, naming the missing source
+    _discard_warm_host(name)
 
 
 def _call(plugin: Plugin, params: dict[str, Any], timeout_s: float | None) -> services.RunOutcome:

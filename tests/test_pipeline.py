@@ -632,14 +632,28 @@ class TestRun:
         plugin = Plugin.objects.get(name="p")
         assert (plugin.state, plugin.reason, plugin.consecutive_failures) == ("INITIALIZED", "", 0)
 
-    def test_source_gone_before_run__failed_saying_so(self, plugins):
-        """A run whose plugin file vanished since the load fails, naming the file."""
+    def test_source_gone_before_run__unavailable_and_refused(self, plugins):
+        """A plugin whose file vanished since the load is UNAVAILABLE; the run is refused."""
         path = plugins.add("p", "def run(): pass\n")
         load("p")
         path.unlink()
-        run = pipeline.run_plugin(name="p", params={}, actor=ACTOR)
-        assert run.status == RunStatus.FAILED
-        assert run.reason.startswith(f"Plugin 'p' is gone: {path} no longer exists")
+        with pytest.raises(PluginRefused, match="is gone"):
+            pipeline.run_plugin(name="p", params={}, actor=ACTOR)
+        plugin = Plugin.objects.get(name="p")
+        assert plugin.state == PluginState.UNAVAILABLE
+        assert plugin.reason.startswith(f"Plugin 'p' is gone: {path} no longer exists")
+        assert (plugin.error_count, PluginRun.objects.count()) == (0, 0)
+
+    def test_source_gone_while_queued__run_closed_uncounted(self, plugins):
+        """A queued run whose plugin file vanished is closed uncounted; the plugin UNAVAILABLE."""
+        path = plugins.add("p", "def run(): pass\n")
+        load("p")
+        run = services.run_queue(name="p", params={}, actor=ACTOR)
+        path.unlink()
+        closed = pipeline.execute_run(run.pk)
+        assert (closed.status, closed.outcome) == (RunStatus.FAILED, "refused")
+        plugin = Plugin.objects.get(name="p")
+        assert (plugin.state, plugin.error_count) == (PluginState.UNAVAILABLE, 0)
 
 
 class TestPortalFailures:
