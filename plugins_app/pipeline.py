@@ -612,10 +612,23 @@ def _succeeded(name: str, value: Any, facts: dict[str, Any]) -> services.RunOutc
     return services.RunOutcome(status=RunStatus.SUCCEEDED, result=json.loads(text), **facts)
 
 
+# How sandbox/_client.py words a failed Preload warm-up (timeout, exit, crash or exception):
+# "... could not run: the Preload warm-up 'target' <what happened> (<its own advice>)".
+_WARMUP_FAILURE = re.compile(
+    r"could not run: the Preload warm-up '[^']*' (?P<what>.*?)(?: \([^()]*\))?$"
+)
+
+
 def _failed(
     name: str, result: SandboxResult, limits: Limits, plugin_root: str
 ) -> tuple[RunStatus, str]:
     outcome = result.outcome
+    warmup = _WARMUP_FAILURE.search(" ".join((result.error or "").split()))
+    if warmup:
+        # The warm host never got to run(): timeout_s or the run's params are not the cause.
+        crashed = outcome in (Outcome.CRASHED, Outcome.MEMORY)
+        status = RunStatus.CRASHED if crashed else RunStatus.FAILED
+        return status, reasons.run_warmup_failed(name, _shorten(warmup["what"]))
     if outcome == Outcome.TIMEOUT:
         if result.error_type == "CPUTimeLimit":
             return RunStatus.TIMED_OUT, reasons.run_cpu_exceeded(name, limits.cpu_s)

@@ -252,6 +252,13 @@ def run_load_failed(plugin: str, message: str) -> str:
     )
 
 
+def run_warmup_failed(plugin: str, detail: str) -> str:
+    return (
+        f"Plugin '{plugin}' could not be prepared for this run: its import or setup() in the "
+        f"warm host {detail} (fix the plugin's import or setup(), then reload the plugin)"
+    )
+
+
 def run_timed_out(plugin: str, timeout_s: float) -> str:
     return (
         f"Plugin '{plugin}' did not finish within its {timeout_s:g} s timeout and was stopped "

@@ -655,6 +655,30 @@ class TestRun:
         plugin = Plugin.objects.get(name="p")
         assert (plugin.state, plugin.error_count) == (PluginState.UNAVAILABLE, 0)
 
+    def test_warm_up_exits__reason_says_fix_setup_then_reload(self, plugins, tmp_path):
+        """A setup() that kills the warm host says the warm-up failed, not run() raising."""
+        flag = tmp_path / "broken"
+        plugins.add(
+            "p",
+            f"""
+            import os
+            def setup():
+                if os.path.exists({str(flag)!r}):
+                    os._exit(3)
+            def run():
+                return 1
+            """,
+        )
+        load("p")
+        flag.write_text("")
+        run = pipeline.run_plugin(name="p", params={}, actor=ACTOR)
+        assert run.status == RunStatus.FAILED
+        assert run.reason.startswith(
+            "Plugin 'p' could not be prepared for this run: its import or setup() in the warm "
+            "host ended the sandbox host with exit code 3"
+        )
+        assert "in run()" not in run.reason
+
 
 class TestPortalFailures:
     def test_portal_error_during_run__run_failed_not_stuck(self, plugins, monkeypatch):

@@ -117,3 +117,51 @@ class TestSuccess:
             [1, "a"],
             False,
         )
+
+
+WARM = "the Preload warm-up 'sandbox.plugin_host:warm_plugin'"
+
+
+class TestWarmUpFailures:
+    @pytest.mark.parametrize(
+        ("outcome", "error_type", "error", "status", "why"),
+        [
+            (
+                Outcome.TIMEOUT,
+                "Timeout",
+                f"{WARM} did not finish starting within 330 s and was killed (make the warm-up "
+                "faster or raise SandboxConfig.warmup_timeout_s)",
+                RunStatus.FAILED,
+                "did not finish starting within 330 s and was killed",
+            ),
+            (
+                Outcome.ERROR,
+                "WarmupExited",
+                f"{WARM} ended the sandbox host with exit code 3 before it was ready (fix the "
+                "plugin's import/warm-up; the next call retries it once)",
+                RunStatus.FAILED,
+                "ended the sandbox host with exit code 3 before it was ready",
+            ),
+            (
+                Outcome.CRASHED,
+                "SIGSEGV",
+                f"{WARM} killed the sandbox host with SIGSEGV (segmentation fault) before it was "
+                "ready (fix the plugin's import/warm-up; the next call retries it once)",
+                RunStatus.CRASHED,
+                "killed the sandbox host with SIGSEGV (segmentation fault) before it was ready",
+            ),
+        ],
+    )
+    def test_warm_up_failure__says_setup_failed_not_raise_timeout(
+        self, outcome, error_type, error, status, why
+    ):
+        """A warm host that failed to import/set up says so and why, not 'raise timeout_s'."""
+        mapped = outcome_from_result(
+            "p",
+            result(outcome, error_type=error_type, error=f"Plugin call 'x' could not run: {error}"),
+            LIMITS,
+        )
+        assert mapped.status == status
+        assert mapped.reason == reasons.run_warmup_failed("p", why)
+        assert "timeout_s" not in mapped.reason and "in run()" not in mapped.reason
+        assert reasons.is_actionable(mapped.reason)
