@@ -65,6 +65,7 @@ LOAD_CONCURRENCY = 4
 RESULT_STORE_CHARS = 64 * 1024  # results above this are stored as a truncated JSON text
 OUTPUT_TAIL_CHARS = 4000  # of stdout and of stderr, kept on the run row
 MESSAGE_CHARS = 500  # of an exception message, quoted in a reason
+MAX_TIMEOUT_S = 7 * 24 * 3600  # longer is a typo, and overflows the sandbox's timers
 
 
 @dataclass(frozen=True)
@@ -178,12 +179,22 @@ def _load_one(spec: PluginSpec) -> _Load:
         )
     if report["status"] == "ok":
         try:
-            Limits.from_mapping(report["limits"])
+            _declared_limits(report["limits"])
         except (TypeError, ValueError) as exc:
             reason = reasons.invalid_declaration(name, f"limits: {exc}", spec.source)
             return _Load(spec, name, "failed", reason, metadata)
         return _Load(spec, name, "ok", "", metadata)
     return _Load(spec, name, report["status"], _report_reason(name, spec, report), metadata)
+
+
+def _declared_limits(declared: dict[str, Any]) -> Limits:
+    """The sandbox limits a plugin declares; ValueError for unknown or out-of-range ones."""
+    limits = Limits.from_mapping(declared)
+    if limits.timeout_s is not None and limits.timeout_s > MAX_TIMEOUT_S:
+        raise ValueError(
+            f"timeout_s must be at most {MAX_TIMEOUT_S} seconds (7 days), not {limits.timeout_s!r}"
+        )
+    return limits
 
 
 def _report_reason(name: str, spec: PluginSpec, report: dict[str, Any]) -> str:
@@ -520,7 +531,7 @@ def _call(plugin: Plugin, params: dict[str, Any], timeout_s: float | None) -> se
             reason=reasons.source_missing(plugin.name, plugin.source),
         )
     try:
-        limits = Limits.from_mapping(plugin.limits or {})
+        limits = _declared_limits(plugin.limits or {})
     except (TypeError, ValueError) as exc:
         return services.RunOutcome(
             status=RunStatus.FAILED,
@@ -560,9 +571,10 @@ def _checked_timeout(timeout_s: Any) -> None:
     if timeout_s is None:
         return
     number = isinstance(timeout_s, int | float) and not isinstance(timeout_s, bool)
-    if not number or not math.isfinite(timeout_s) or timeout_s <= 0:
+    if not number or not math.isfinite(timeout_s) or not 0 < timeout_s <= MAX_TIMEOUT_S:
         raise InvalidParams(
-            f"Invalid timeout: {timeout_s!r} (give a positive number of seconds, such as 30)"
+            f"Invalid timeout: {timeout_s!r} (give a positive number of seconds, such as 30, "
+            f"at most {MAX_TIMEOUT_S} seconds (7 days))"
         )
 
 

@@ -196,6 +196,7 @@ class TestRunPlugin:
             (["ok", "--params-json", "[1]"], "--params-json must be a JSON object"),
             (["ok", "--param", "bad-key=1"], "parameter names must be Python identifiers"),
             (["ok", "--timeout", "-1"], "Invalid timeout: -1.0"),
+            (["ok", "--timeout", "1e300"], "at most 604800 seconds (7 days)"),
         ],
     )
     def test_misuse__exit_2_with_message(self, loaded, args, words):

@@ -353,6 +353,13 @@ class TestLoadFails:
         assert "version" in reports["a"].reason and "at most 100" in reports["a"].reason
         assert reports["b"].state == PluginState.INITIALIZED
 
+    def test_huge_declared_timeout__failed_naming_the_cap(self, plugins):
+        """limits.timeout_s beyond 7 days is an invalid declaration, not a sandbox bug later."""
+        plugins.add("p", "limits = {'timeout_s': 1e300}\ndef run(): pass\n")
+        plugin = load("p")
+        assert plugin.state == PluginState.FAILED
+        assert "invalid declaration: limits: timeout_s must be at most 604800" in plugin.reason
+
     def test_missing_run__failed(self, plugins):
         """A module without run() is FAILED, saying it defines none."""
         plugins.add("p", "x = 1\n")
@@ -608,6 +615,14 @@ class TestRun:
         load("p")
         with pytest.raises(InvalidParams, match=words):
             pipeline.run_plugin(name="p", params=params, actor=ACTOR)
+        assert PluginRun.objects.count() == 0
+
+    def test_huge_timeout__invalid_params_and_no_run(self, plugins):
+        """A timeout beyond 7 days is refused before any run, naming the cap."""
+        plugins.add("p", "def run(): pass\n")
+        load("p")
+        with pytest.raises(InvalidParams, match="at most 604800 seconds"):
+            pipeline.run_plugin(name="p", params={}, actor=ACTOR, timeout_s=1e300)
         assert PluginRun.objects.count() == 0
 
     def test_bad_timeout__invalid_params(self, plugins):
