@@ -290,15 +290,24 @@ def _locked_run(run_id: int) -> PluginRun:
 
 
 @transaction.atomic
-def run_finish(*, run_id: int, outcome: RunOutcome, actor: str | None = None) -> PluginRun:
+def run_finish(
+    *,
+    run_id: int,
+    outcome: RunOutcome,
+    actor: str | None = None,
+    stale_before: datetime | None = None,
+) -> PluginRun:
     """Record how a running run ended: run row, counters, state and event, once.
 
     A run that already finished (say, reconciled as interrupted while its worker was slow) is
-    left as it is and counted nowhere a second time.
+    left as it is and counted nowhere a second time. With `stale_before` (the reconciler), a
+    run whose heartbeat is at or after it is alive after all and is left to its worker.
     """
     run = _locked_run(run_id)
     plugin = _locked_plugin(run.plugin.name)
     if run.status != RunStatus.RUNNING:
+        return run
+    if stale_before is not None and run.heartbeat_at and run.heartbeat_at >= stale_before:
         return run
     now = timezone.now()
     PluginRun.objects.filter(pk=run.pk).update(
@@ -383,7 +392,9 @@ def runs_reconcile_interrupted(
             error_type="Interrupted",
             reason=reason,
         )
-        finished.append(run_finish(run_id=run_id, outcome=outcome, actor=actor))
+        run = run_finish(run_id=run_id, outcome=outcome, actor=actor, stale_before=cutoff)
+        if run.status == RunStatus.INTERRUPTED:
+            finished.append(run)
     return finished
 
 

@@ -221,6 +221,40 @@ class TestReconcile:
         assert services.runs_reconcile_interrupted(stale_after=timedelta(seconds=60)) == []
         assert PluginRun.objects.get(pk=run.pk).status == RunStatus.RUNNING
 
+    def test_heartbeat_arriving_during_sweep__run_left_to_its_worker(
+        self, make_plugin, monkeypatch
+    ):
+        """A late heartbeat landing after the sweep picked the run keeps it RUNNING, uncounted."""
+        from plugins_app import reasons
+
+        make_plugin("p")
+        run = services.run_queue(name="p", params={}, actor="t")
+        services.run_start(run_id=run.pk, worker="host:1")
+        PluginRun.objects.filter(pk=run.pk).update(
+            heartbeat_at=timezone.now() - timedelta(minutes=5)
+        )
+        real = reasons.run_interrupted
+
+        def beat_then_word(*args, **kwargs):
+            services.run_heartbeat(run_ids=[run.pk])  # the live worker beats just now
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(reasons, "run_interrupted", beat_then_word)
+        assert services.runs_reconcile_interrupted(stale_after=timedelta(seconds=60)) == []
+        assert PluginRun.objects.get(pk=run.pk).status == RunStatus.RUNNING
+        assert Plugin.objects.get(name="p").error_count == 0
+
+    def test_finish_with_stale_before__skipped_when_heartbeat_is_newer(self, make_plugin):
+        """run_finish(stale_before=...) re-checks the heartbeat under the row lock."""
+        make_plugin("p")
+        run = services.run_queue(name="p", params={}, actor="t")
+        services.run_start(run_id=run.pk, worker="host:1")
+        outcome = services.RunOutcome(status=RunStatus.INTERRUPTED, reason="x" * 40)
+        cutoff = timezone.now() - timedelta(seconds=60)
+        kept = services.run_finish(run_id=run.pk, outcome=outcome, stale_before=cutoff)
+        assert kept.status == RunStatus.RUNNING
+        assert Plugin.objects.get(name="p").running_count == 1
+
 
 class TestOperatorActions:
     def test_disable_enable__recorded_with_actor(self, make_plugin):
