@@ -86,7 +86,12 @@ class Plugin(models.Model):
         "average run duration (ms)",
         null=True,
         blank=True,
-        help_text="Running mean over the finished runs since the counters were last reset.",
+        help_text="Running mean over the timed runs since the counters were last reset.",
+    )
+    timed_run_count = models.PositiveBigIntegerField(
+        "timed runs",
+        default=0,
+        help_text="Finished runs with a duration since the last reset: what the average is over.",
     )
     created_at = models.DateTimeField("registered at", auto_now_add=True)
     updated_at = models.DateTimeField("updated at", auto_now=True)

@@ -339,15 +339,15 @@ def run_finish(
             last_error_at=now,
         )
     if outcome.duration_ms is not None:
-        finished_runs = F("success_count") + F("error_count")
+        timed_runs = F("timed_run_count")  # runs without a duration (interrupted) are not in it
         counters.update(
             last_duration_ms=outcome.duration_ms,
+            timed_run_count=timed_runs + 1,
             # SQL evaluates every right-hand side on the old row, so this is the running mean.
             avg_duration_ms=(
-                Coalesce(F("avg_duration_ms"), Value(0.0)) * finished_runs
-                + Value(outcome.duration_ms)
+                Coalesce(F("avg_duration_ms"), Value(0.0)) * timed_runs + Value(outcome.duration_ms)
             )
-            / (finished_runs + 1),
+            / (timed_runs + 1),
         )
     still_running = plugin.running_count - 1 > 0
     if still_running:
@@ -462,6 +462,7 @@ def plugin_reset_counters(*, name: str, note: str, actor: str) -> Plugin:
         error_count=0,
         consecutive_failures=0,
         avg_duration_ms=None,
+        timed_run_count=0,
         updated_at=now,
     )
     PluginEvent.objects.create(

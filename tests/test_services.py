@@ -158,6 +158,24 @@ class TestRuns:
             finish_run("p", duration_ms=duration)
         assert Plugin.objects.get(name="p").avg_duration_ms == pytest.approx(30.0)
 
+    def test_average_duration__ignores_runs_without_duration(self, make_plugin, finish_run):
+        """Interrupted runs (no duration) do not drag the average down."""
+        make_plugin("p")
+        finish_run("p", duration_ms=10.0)
+        finish_run("p", RunStatus.INTERRUPTED, duration_ms=None)
+        finish_run("p", duration_ms=30.0)
+        plugin = Plugin.objects.get(name="p")
+        assert (plugin.avg_duration_ms, plugin.timed_run_count) == (pytest.approx(20.0), 2)
+
+    def test_reset_counters__average_starts_over(self, make_plugin, finish_run):
+        """After a reset the average is over the runs since the reset only."""
+        make_plugin("p")
+        finish_run("p", duration_ms=1000.0)
+        services.plugin_reset_counters(name="p", note="", actor="user:ann")
+        finish_run("p", duration_ms=10.0)
+        plugin = Plugin.objects.get(name="p")
+        assert (plugin.avg_duration_ms, plugin.timed_run_count) == (pytest.approx(10.0), 1)
+
     def test_disabled__refused_without_counting(self, make_plugin):
         """A disabled plugin is refused with who disabled it and why; nothing is counted."""
         make_plugin("p")
