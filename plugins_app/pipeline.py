@@ -381,6 +381,17 @@ def _warm_host(name: str, spec: PluginSpec) -> Preload:
     return preload
 
 
+def _discard_if_replaced(name: str, used: Preload) -> None:
+    """Stop the warm host a run used if another run or a reload replaced it meanwhile.
+
+    The sandbox re-creates a discarded host on use; without this, nobody would stop it.
+    """
+    with _warm_hosts_lock:
+        current = _warm_hosts.get(name)
+    if current != used:
+        discard_preload(used)
+
+
 def discard_warm_hosts() -> None:
     """Stop every warm host this process started for plugin runs (tests, shutdown)."""
     with _warm_hosts_lock:
@@ -541,13 +552,11 @@ def _call(plugin: Plugin, params: dict[str, Any], timeout_s: float | None) -> se
         )
     if timeout_s is not None:
         limits = limits.replace(timeout_s=timeout_s)
+    preload = _warm_host(plugin.name, spec)
     result = run_plugin_sandboxed(
-        CALL_TARGET,
-        spec.host_spec(),
-        params,
-        limits=limits,
-        preload=_warm_host(plugin.name, spec),
+        CALL_TARGET, spec.host_spec(), params, limits=limits, preload=preload
     )
+    _discard_if_replaced(plugin.name, preload)
     return outcome_from_result(plugin.name, result, limits, plugin_root=spec.path)
 
 

@@ -778,3 +778,25 @@ class TestWarmHosts:
         path.write_text("def run():\n    return 'version two'\n")
         os.utime(path, ns=(1, 1))  # a different modification time, however fast the test runs
         assert pipeline.run_plugin(name="p", params={}, actor=ACTOR).result == "version two"
+
+    def test_swapped_during_run__old_warm_host_discarded_after_it(self, plugins, monkeypatch):
+        """A run that used a warm host another thread replaced meanwhile discards it after."""
+        plugins.add("p", "def run(): return 1\n")
+        load("p")
+        newer = pipeline.Preload(pipeline.WARM_TARGET, ("other", "version"))
+        discarded = []
+        real_call, real_discard = pipeline.run_plugin_sandboxed, pipeline.discard_preload
+
+        def call_while_another_thread_swaps(*args, preload, **kwargs):
+            result = real_call(*args, preload=preload, **kwargs)
+            with pipeline._warm_hosts_lock:
+                pipeline._warm_hosts["p"] = newer  # thread B's run of edited code
+            return result
+
+        monkeypatch.setattr(pipeline, "run_plugin_sandboxed", call_while_another_thread_swaps)
+        monkeypatch.setattr(pipeline, "discard_preload", discarded.append)
+        run = pipeline.run_plugin(name="p", params={}, actor=ACTOR)
+        assert run.status == RunStatus.SUCCEEDED
+        assert len(discarded) == 1 and discarded[0] != newer
+        assert discarded[0].target == pipeline.WARM_TARGET
+        real_discard(discarded[0])  # the test stood in for the discard: stop the host now
