@@ -341,9 +341,13 @@ def _as_utc_hour(value: datetime | str) -> datetime:
 
 
 def plugin_last_run_params(*, name: str) -> dict[str, Any]:
-    """The params of the plugin's newest run (what a rerun repeats), or {} if it never ran."""
+    """The params of the plugin's newest run (what a rerun repeats), or {} if it never ran.
+
+    Refused runs (closed uncounted: disabled, UNAVAILABLE) never ran and are skipped.
+    """
     params = (
         PluginRun.objects.filter(plugin__name=name)
+        .exclude(outcome="refused")
         .order_by("-queued_at", "-id")
         .values_list("params", flat=True)
         .first()

@@ -48,7 +48,7 @@ class Command(BaseCommand):
         if not plugins:
             self.stdout.write("Nothing to rerun: no plugin matches.")
             return
-        jobs = [(plugin.name, self._last_params(plugin.name)) for plugin in plugins]
+        jobs = [(p.name, selectors.plugin_last_run_params(name=p.name)) for p in plugins]
         results = self._run_all(jobs, concurrency)
         self._summary(results)
         failures = sum(1 for _, status, _ in results if status != RunStatus.SUCCEEDED)
@@ -72,10 +72,6 @@ class Command(BaseCommand):
         elif failed:
             chosen.update((p.name, p) for p in runnable.filter(state=PluginState.FAILED))
         return sorted(chosen.values(), key=lambda plugin: plugin.name)
-
-    def _last_params(self, name: str) -> dict:
-        last = selectors.plugin_runs(name=name).exclude(outcome="refused").first()
-        return dict(last.params) if last is not None else {}
 
     def _run_all(self, jobs, concurrency) -> list[tuple[str, str, str]]:
         results = []
