@@ -196,6 +196,11 @@ class TestProgrammerErrorsRaiseImmediately:
         with pytest.raises(TypeError, match="preload"):
             run_plugin_sandboxed(f"{BASIC}:add", 1, 2, preload="x:y")
 
+    def test_huge_timeout__raises_value_error_instead_of_a_sandbox_failure(self):
+        """timeout_s=1e300 is a mistake in the call: ValueError at once, never sandbox_failure."""
+        with pytest.raises(ValueError, match=r"timeout_s.*at most 604800"):
+            run_plugin_sandboxed(f"{BASIC}:add", 1, 2, limits={"timeout_s": 1e300})
+
     def test_malformed_target_string(self):
         with pytest.raises(ValueError, match=r"module\.path:attribute"):
             run_plugin_sandboxed("not a target")
