@@ -654,22 +654,34 @@ class _Sandbox:
             return slot
 
     def _host_for(self, preload: Preload | None) -> _Host | StartFailure:
-        slot = self._slot(preload)
-        host = slot.host
-        if host is not None and host.usable:
-            return host  # fast path, no lock: usable hosts are only ever replaced
-        seen = slot.attempts
-        with slot.lock:
-            if slot.host is not None and slot.host.usable:
-                return slot.host
-            if slot.attempts != seen and slot.last_failure is not None:
-                return slot.last_failure  # we waited on someone else's attempt: that was ours
-            slot.attempts += 1
-            host = _Host(preload, self.config)
-            failure = host.start()
-            slot.host = None if failure else host
-            slot.last_failure = failure
-            return failure or host
+        while True:
+            slot = self._slot(preload)
+            host = slot.host
+            if host is not None and host.usable:
+                return host  # fast path, no lock: usable hosts are only ever replaced
+            seen = slot.attempts
+            with slot.lock:
+                # Discarded (or shut down) since we looked it up: a host started in it
+                # would be invisible to discard_preload/shutdown_sandbox. Use the new slot.
+                if self._is_registered(preload, slot):
+                    return self._start_in(slot, preload, seen)
+
+    def _is_registered(self, preload: Preload | None, slot: _Slot) -> bool:
+        with self._lock:
+            return self._slots.get(preload) is slot
+
+    def _start_in(self, slot: _Slot, preload: Preload | None, seen: int) -> _Host | StartFailure:
+        """Under ``slot.lock``: the slot's host, or start one (at most one attempt per call)."""
+        if slot.host is not None and slot.host.usable:
+            return slot.host
+        if slot.attempts != seen and slot.last_failure is not None:
+            return slot.last_failure  # we waited on someone else's attempt: that was ours
+        slot.attempts += 1
+        host = _Host(preload, self.config)
+        failure = host.start()
+        slot.host = None if failure else host
+        slot.last_failure = failure
+        return failure or host
 
     def discard(self, preload: Preload) -> bool:
         with self._lock:
