@@ -207,3 +207,23 @@ def test_discard_racing_a_first_call__leaves_no_host_that_shutdown_cannot_see(mo
     assert warm_pid in [entry["pid"] for entry in sandbox_status()]
     shutdown_sandbox()
     assert wait_until(lambda: not is_running(warm_pid))
+
+
+def test_warm_hosts_beyond_max_warm_hosts__evict_the_least_recently_used_idle_one():
+    """With max_warm_hosts=2, a third preload stops the warm host used longest ago."""
+    old = configure_sandbox(max_warm_hosts=2)
+    try:
+        first, second, third = (Preload(f"{WARM}:warm", (new_marker(),)) for _ in range(3))
+        pids = {}
+        for preload in (first, second, first, third):  # `second` is now the least recent
+            result = call("state", preload)
+            assert result.ok, result.error
+            pids[preload] = result.value["warm_pid"]
+        assert wait_until(lambda: not is_running(pids[second]))
+        assert is_running(pids[first]) and is_running(pids[third])
+        listed = {entry["pid"] for entry in sandbox_status()}
+        assert {pids[first], pids[third]} <= listed and pids[second] not in listed
+        again = call("state", second)  # an evicted preload simply warms up again
+        assert again.ok and again.value["warm_pid"] != pids[second]
+    finally:
+        configure_sandbox(old)

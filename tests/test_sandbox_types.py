@@ -184,6 +184,14 @@ class TestEnvironmentScrubbing:
         assert config.run_as is None
         assert config.env_deny == DEFAULT_ENV_DENY
 
+    def test_max_warm_hosts__defaults_to_16_and_reads_the_environment(self):
+        """SANDBOX_MAX_WARM_HOSTS caps warm hosts; garbage or < 1 is refused by name."""
+        assert SandboxConfig().max_warm_hosts == 16
+        assert SandboxConfig.from_env({"SANDBOX_MAX_WARM_HOSTS": "3"}).max_warm_hosts == 3
+        for bad in ("many", "0"):
+            with pytest.raises(ValueError, match="SANDBOX_MAX_WARM_HOSTS"):
+                SandboxConfig.from_env({"SANDBOX_MAX_WARM_HOSTS": bad})
+
     def test_from_env_rejects_garbage_flag(self):
         with pytest.raises(ValueError, match="SANDBOX_NO_NETWORK"):
             SandboxConfig.from_env({"SANDBOX_NO_NETWORK": "maybe"})
