@@ -261,7 +261,19 @@ class ReadOnlyInline(admin.TabularInline):
         return False
 
 
-class LatestRunsInline(ReadOnlyInline):
+class RunColumns:
+    """A run's status badge and duration, the same on the plugin page and in the run list."""
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: PluginRun):
+        return show.state_badge(f"run-{obj.status}", obj.get_status_display())
+
+    @admin.display(description="duration", ordering="duration_ms")
+    def duration(self, obj: PluginRun):
+        return show.milliseconds(obj.duration_ms)
+
+
+class LatestRunsInline(RunColumns, ReadOnlyInline):
     model = PluginRun
     verbose_name = "run"
     verbose_name_plural = f"latest runs (newest {LATEST_RUNS})"
@@ -272,14 +284,6 @@ class LatestRunsInline(ReadOnlyInline):
     @admin.display(description="run")
     def run(self, obj: PluginRun):
         return run_link(obj.pk)
-
-    @admin.display(description="status")
-    def status_badge(self, obj: PluginRun):
-        return show.state_badge(f"run-{obj.status}", obj.get_status_display())
-
-    @admin.display(description="duration")
-    def duration(self, obj: PluginRun):
-        return show.milliseconds(obj.duration_ms)
 
     @admin.display(description="reason")
     def reason_short(self, obj: PluginRun):
@@ -623,7 +627,7 @@ class PluginAdmin(admin.ModelAdmin):
 
 
 @admin.register(PluginRun)
-class PluginRunAdmin(LargeHistoryAdmin):
+class PluginRunAdmin(RunColumns, LargeHistoryAdmin):
     list_display = (
         "id",
         "plugin_name",
@@ -701,10 +705,6 @@ class PluginRunAdmin(LargeHistoryAdmin):
     def plugin_name(self, obj: PluginRun):
         return plugin_link(obj.plugin_id, obj.plugin.name)
 
-    @admin.display(description="status", ordering="status")
-    def status_badge(self, obj: PluginRun):
-        return show.state_badge(f"run-{obj.status}", obj.get_status_display())
-
     @admin.display(description="reason")
     def reason_short(self, obj: PluginRun):
         return show.short_text(obj.reason, 60)
@@ -712,10 +712,6 @@ class PluginRunAdmin(LargeHistoryAdmin):
     @admin.display(description="reason")
     def reason_full(self, obj: PluginRun):
         return show.preformatted(obj.reason)
-
-    @admin.display(description="duration", ordering="duration_ms")
-    def duration(self, obj: PluginRun):
-        return show.milliseconds(obj.duration_ms)
 
     @admin.display(description="peak memory", ordering="peak_rss_kb")
     def peak_memory(self, obj: PluginRun):

@@ -240,6 +240,8 @@ class TestPluginDetail:
         assert kinds[0] == ("RUNNING", "FAILED")
         assert len(kinds) == portal_admin.LATEST_EVENTS
         assert "All runs of flaky" in content
+        assert '<span class="state-badge state-run-failed">Failed</span>' in content
+        assert "10 ms" in content  # each run's duration
 
     @pytest.mark.parametrize(
         ("role", "buttons"),
@@ -577,6 +579,7 @@ class TestRunAdmin:
             "SIGSEGV",
             "200.0 MiB",
             "1.23 s",
+            '<span class="state-badge state-run-crashed">Crashed</span>',
             "loading model",
             "segfault in libfoo.so",
             "user:alice",
