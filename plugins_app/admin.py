@@ -23,7 +23,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from plugins_app import admin_display as show
-from plugins_app import executor, pipeline, selectors, services
+from plugins_app import executor, pipeline, reasons, selectors, services
 from plugins_app.errors import PluginError
 from plugins_app.models import Plugin, PluginEvent, PluginRun
 from sandbox import Outcome
@@ -261,7 +261,19 @@ class ReadOnlyInline(admin.TabularInline):
         return False
 
 
-class LatestRunsInline(ReadOnlyInline):
+class RunColumns:
+    """A run's status badge and duration, the same on the plugin page and in the run list."""
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: PluginRun):
+        return show.state_badge(f"run-{obj.status}", obj.get_status_display())
+
+    @admin.display(description="duration", ordering="duration_ms")
+    def duration(self, obj: PluginRun):
+        return show.milliseconds(obj.duration_ms)
+
+
+class LatestRunsInline(RunColumns, ReadOnlyInline):
     model = PluginRun
     verbose_name = "run"
     verbose_name_plural = f"latest runs (newest {LATEST_RUNS})"
@@ -272,14 +284,6 @@ class LatestRunsInline(ReadOnlyInline):
     @admin.display(description="run")
     def run(self, obj: PluginRun):
         return run_link(obj.pk)
-
-    @admin.display(description="status")
-    def status_badge(self, obj: PluginRun):
-        return show.state_badge(f"run-{obj.status}", obj.get_status_display())
-
-    @admin.display(description="duration")
-    def duration(self, obj: PluginRun):
-        return show.milliseconds(obj.duration_ms)
 
     @admin.display(description="reason")
     def reason_short(self, obj: PluginRun):
@@ -528,24 +532,34 @@ class PluginAdmin(admin.ModelAdmin):
         description="Reload selected plugins (re-check their environment)", permissions=["run"]
     )
     def reload_selected(self, request, queryset):
-        actor = actor_of(request)
-        for name in self._names(queryset):
+        # Plugins with runs in progress are refused (as reload_plugin does); the rest are
+        # reloaded together: one discovery, a few sandboxed loads at a time.
+        busy = dict(queryset.filter(running_count__gt=0).values_list("name", "running_count"))
+        for name, running in sorted(busy.items()):
+            why = reasons.reload_while_running(name, running)
+            self.message_user(request, f"Could not reload '{name}': {why}", messages.ERROR)
+        names = [name for name in self._names(queryset) if name not in busy]
+        if names:
             try:
-                plugin = pipeline.reload_plugin(name=name, actor=actor)
+                pipeline.load_plugins(names=names, actor=actor_of(request))
             except PluginError as error:
-                self.message_user(request, f"Could not reload '{name}': {error}", messages.ERROR)
-                continue
-            if plugin.is_available:
-                self.message_user(
-                    request, f"Reloaded '{name}': it is {plugin.state} now.", messages.SUCCESS
-                )
-            else:
-                self.message_user(
-                    request,
-                    f"Reloaded '{name}': it is still {plugin.state}: {plugin.reason}",
-                    messages.ERROR,
-                )
+                self.message_user(request, f"Could not reload: {error}", messages.ERROR)
+                return self._back_to_detail(request)
+        for plugin in queryset.filter(name__in=names).order_by("name"):
+            self._report_reload(request, plugin)
         return self._back_to_detail(request)
+
+    def _report_reload(self, request, plugin: Plugin) -> None:
+        if plugin.is_available:
+            self.message_user(
+                request, f"Reloaded '{plugin.name}': it is {plugin.state} now.", messages.SUCCESS
+            )
+        else:
+            self.message_user(
+                request,
+                f"Reloaded '{plugin.name}': it is still {plugin.state}: {plugin.reason}",
+                messages.ERROR,
+            )
 
     @admin.action(description="Disable selected plugins (with a note)", permissions=["operate"])
     def disable_selected(self, request, queryset):
@@ -627,7 +641,7 @@ class PluginAdmin(admin.ModelAdmin):
 
 
 @admin.register(PluginRun)
-class PluginRunAdmin(LargeHistoryAdmin):
+class PluginRunAdmin(RunColumns, LargeHistoryAdmin):
     list_display = (
         "id",
         "plugin_name",
@@ -705,10 +719,6 @@ class PluginRunAdmin(LargeHistoryAdmin):
     def plugin_name(self, obj: PluginRun):
         return plugin_link(obj.plugin_id, obj.plugin.name)
 
-    @admin.display(description="status", ordering="status")
-    def status_badge(self, obj: PluginRun):
-        return show.state_badge(f"run-{obj.status}", obj.get_status_display())
-
     @admin.display(description="reason")
     def reason_short(self, obj: PluginRun):
         return show.short_text(obj.reason, 60)
@@ -716,10 +726,6 @@ class PluginRunAdmin(LargeHistoryAdmin):
     @admin.display(description="reason")
     def reason_full(self, obj: PluginRun):
         return show.preformatted(obj.reason)
-
-    @admin.display(description="duration", ordering="duration_ms")
-    def duration(self, obj: PluginRun):
-        return show.milliseconds(obj.duration_ms)
 
     @admin.display(description="peak memory", ordering="peak_rss_kb")
     def peak_memory(self, obj: PluginRun):

@@ -418,29 +418,32 @@ def runs_prune(
         total += per_model.get(PluginRun._meta.label, 0)
 
 
-@transaction.atomic
 def plugin_disable(*, name: str, note: str, actor: str) -> Plugin:
-    plugin = _locked_plugin(name)
-    now = timezone.now()
-    Plugin.objects.filter(pk=plugin.pk).update(
-        enabled=False, disabled_by=actor, disabled_at=now, disabled_note=note, updated_at=now
-    )
-    PluginEvent.objects.create(
-        plugin=plugin, kind=EventKind.DISABLED, reason=note, actor=actor, created_at=now
-    )
-    plugin.refresh_from_db()
-    return plugin
+    return _plugin_set_enabled(name=name, enabled=False, note=note, actor=actor)
+
+
+def plugin_enable(*, name: str, note: str, actor: str) -> Plugin:
+    return _plugin_set_enabled(name=name, enabled=True, note=note, actor=actor)
 
 
 @transaction.atomic
-def plugin_enable(*, name: str, note: str, actor: str) -> Plugin:
+def _plugin_set_enabled(*, name: str, enabled: bool, note: str, actor: str) -> Plugin:
+    """Flip `enabled`: disabling records who, when and why on the plugin, enabling clears it."""
     plugin = _locked_plugin(name)
     now = timezone.now()
     Plugin.objects.filter(pk=plugin.pk).update(
-        enabled=True, disabled_by="", disabled_at=None, disabled_note="", updated_at=now
+        enabled=enabled,
+        disabled_by="" if enabled else actor,
+        disabled_at=None if enabled else now,
+        disabled_note="" if enabled else note,
+        updated_at=now,
     )
     PluginEvent.objects.create(
-        plugin=plugin, kind=EventKind.ENABLED, reason=note, actor=actor, created_at=now
+        plugin=plugin,
+        kind=EventKind.ENABLED if enabled else EventKind.DISABLED,
+        reason=note,
+        actor=actor,
+        created_at=now,
     )
     plugin.refresh_from_db()
     return plugin

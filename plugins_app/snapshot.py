@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 logger = logging.getLogger("plugins_app.health")
@@ -31,19 +32,24 @@ class HealthSnapshot:
     def remember_list(
         self, records: list[Record], *, state: str | None = None, enabled: bool | None = None
     ) -> None:
-        fresh = {record["name"]: record for record in records}
+        read_at = max((_checked_at(record) for record in records), default=None)
         with self._lock:
             if state is None and enabled is None:
-                # The whole registry: plugins missing from it are gone.
-                self._records = fresh
+                # The whole registry: plugins missing from it are gone, unless read after it.
+                kept = {
+                    name: record
+                    for name, record in self._records.items()
+                    if read_at is not None and _checked_at(record) > read_at
+                }
+                self._records = _newest(kept, records)
                 self._complete = True
             else:
-                self._records = {**self._records, **fresh}
+                self._records = _newest(self._records, records)
             self._served_filters.add((state, enabled))
 
     def remember_record(self, record: Record) -> None:
         with self._lock:
-            self._records = {**self._records, record["name"]: record}
+            self._records = _newest(self._records, [record])
 
     def forget(self, name: str) -> None:
         """The database says this plugin does not exist."""
@@ -82,6 +88,25 @@ class HealthSnapshot:
             self._records = {}
             self._complete = False
             self._served_filters = set()
+
+
+def _newest(records: dict[str, Record], incoming: Iterable[Record]) -> dict[str, Record]:
+    """A copy of records with each incoming one in, unless the held one was checked later.
+
+    A slow read can finish after a faster, newer one: the later answer must not win.
+    """
+    merged = dict(records)
+    for record in incoming:
+        held = merged.get(record["name"])
+        if held is None or _checked_at(record) >= _checked_at(held):
+            merged[record["name"]] = record
+    return merged
+
+
+def _checked_at(record: Record) -> datetime:
+    # Parsed, not compared as text: isoformat() drops ".000000", which breaks text order.
+    checked = record.get("checked_at")
+    return datetime.fromisoformat(checked) if checked else datetime.min.replace(tzinfo=UTC)
 
 
 def _stale(record: Record) -> Record:

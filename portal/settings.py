@@ -6,6 +6,7 @@ DEBUG          off unless set to 1/true/yes
 ALLOWED_HOSTS  comma-separated (default: 127.0.0.1,localhost)
 """
 
+import math
 import os
 import secrets
 from pathlib import Path
@@ -34,9 +35,10 @@ def env_number(name: str, default: float, kind: type = float) -> float:
         value = kind(raw)
     except ValueError:
         value = 0
-    if value <= 0:
+    # nan and inf parse as floats but break every timer and sleep they reach.
+    if not math.isfinite(value) or value <= 0:
         raise ImproperlyConfigured(
-            f"{name}={raw!r} is not a positive {kind.__name__}: set it to a number like "
+            f"{name}={raw!r} is not a positive {kind.__name__}: set it to a finite number like "
             f"{default!r}, or unset it for that default"
         )
     return value
@@ -223,6 +225,13 @@ PORTAL_RUN_WORKERS = int(env_number("PORTAL_RUN_WORKERS", 4, int))
 # PORTAL_RUN_STALE_AFTER_S is finished as INTERRUPTED (its process died).
 PORTAL_RUN_HEARTBEAT_S = env_number("PORTAL_RUN_HEARTBEAT_S", 10.0)
 PORTAL_RUN_STALE_AFTER_S = env_number("PORTAL_RUN_STALE_AFTER_S", 60.0)
+if PORTAL_RUN_STALE_AFTER_S <= 2 * PORTAL_RUN_HEARTBEAT_S:
+    # One late heartbeat must not make a live run look dead and get it interrupted.
+    raise ImproperlyConfigured(
+        f"PORTAL_RUN_STALE_AFTER_S={PORTAL_RUN_STALE_AFTER_S:g} must be more than twice "
+        f"PORTAL_RUN_HEARTBEAT_S={PORTAL_RUN_HEARTBEAT_S:g}, or live runs get interrupted: raise "
+        f"PORTAL_RUN_STALE_AFTER_S above {2 * PORTAL_RUN_HEARTBEAT_S:g} or lower the heartbeat"
+    )
 # How long importing a plugin and running its setup() may take before the load is FAILED.
 PORTAL_PLUGIN_LOAD_TIMEOUT_S = env_number("PORTAL_PLUGIN_LOAD_TIMEOUT_S", 120.0)
 

@@ -258,6 +258,11 @@ class _Host:
     def usable(self) -> bool:
         return self._lost is None
 
+    @property
+    def idle(self) -> bool:
+        with self._lock:
+            return not self._pending
+
     # start-up
 
     def start(self) -> StartFailure | None:
@@ -611,6 +616,7 @@ class _Slot:
     host: _Host | None = None
     attempts: int = 0
     last_failure: StartFailure | None = None
+    last_used: float = 0.0  # monotonic; picks the warm host to evict
 
 
 class _Sandbox:
@@ -654,22 +660,68 @@ class _Sandbox:
             return slot
 
     def _host_for(self, preload: Preload | None) -> _Host | StartFailure:
-        slot = self._slot(preload)
-        host = slot.host
-        if host is not None and host.usable:
-            return host  # fast path, no lock: usable hosts are only ever replaced
-        seen = slot.attempts
-        with slot.lock:
-            if slot.host is not None and slot.host.usable:
-                return slot.host
-            if slot.attempts != seen and slot.last_failure is not None:
-                return slot.last_failure  # we waited on someone else's attempt: that was ours
-            slot.attempts += 1
-            host = _Host(preload, self.config)
-            failure = host.start()
-            slot.host = None if failure else host
-            slot.last_failure = failure
-            return failure or host
+        while True:
+            slot = self._slot(preload)
+            slot.last_used = time.monotonic()
+            host = slot.host
+            if host is not None and host.usable:
+                return host  # fast path, no lock: usable hosts are only ever replaced
+            seen = slot.attempts
+            with slot.lock:
+                # Discarded (or shut down) since we looked it up: a host started in it
+                # would be invisible to discard_preload/shutdown_sandbox. Use the new slot.
+                if self._is_registered(preload, slot):
+                    return self._start_in(slot, preload, seen)
+
+    def _is_registered(self, preload: Preload | None, slot: _Slot) -> bool:
+        with self._lock:
+            return self._slots.get(preload) is slot
+
+    def _start_in(self, slot: _Slot, preload: Preload | None, seen: int) -> _Host | StartFailure:
+        """Under ``slot.lock``: the slot's host, or start one (at most one attempt per call)."""
+        if slot.host is not None and slot.host.usable:
+            return slot.host
+        if slot.attempts != seen and slot.last_failure is not None:
+            return slot.last_failure  # we waited on someone else's attempt: that was ours
+        slot.attempts += 1
+        if preload is not None:
+            self._evict_warm_hosts(keep=slot)
+        host = _Host(preload, self.config)
+        failure = host.start()
+        slot.host = None if failure else host
+        slot.last_failure = failure
+        return failure or host
+
+    def _evict_warm_hosts(self, keep: _Slot) -> None:
+        """Make room for one more warm host: drain the least recently used idle ones."""
+        while True:
+            with self._lock:
+                warm = [
+                    (slot.last_used, key, slot)
+                    for key, slot in self._slots.items()
+                    if key is not None and slot is not keep and slot.host is not None
+                ]
+                if len(warm) < self.config.max_warm_hosts:
+                    return
+                idle = [entry for entry in warm if entry[2].host is not None and entry[2].host.idle]
+                if not idle:
+                    return  # all busy: exceed the cap rather than make calls wait
+                _, key, victim = min(idle, key=lambda entry: entry[0])
+            # Never wait on another slot's lock while holding ours (deadlock); a slot whose
+            # lock is held is busy starting a host: leave it and exceed the cap for now.
+            if not victim.lock.acquire(blocking=False):
+                return
+            try:
+                with self._lock:
+                    if self._slots.get(key) is not victim:
+                        continue  # discarded meanwhile
+                    del self._slots[key]
+                host, victim.host = victim.host, None
+            finally:
+                victim.lock.release()
+            if host is not None:
+                log.info("sandbox: max_warm_hosts reached, stopping the warm host of %s", key)
+                host.drain()
 
     def discard(self, preload: Preload) -> bool:
         with self._lock:

@@ -63,6 +63,8 @@ DEFAULT_RESULT_GLOBALS: tuple[str, ...] = (
     "pathlib.PosixPath",
 )
 
+DEFAULT_MAX_WARM_HOSTS = 16  # each idle warm host holds its imports (often 100s of MiB)
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
 
@@ -89,6 +91,8 @@ class SandboxConfig:
     python:           interpreter used for hosts.
     result_globals:   "module.name" globals a return value's pickle may reference; the
                       portal refuses others (outcome ``unserialisable``).
+    max_warm_hosts:   Preload warm hosts kept per portal process; starting one more stops
+                      the least recently used idle one (``SANDBOX_MAX_WARM_HOSTS``).
     """
 
     env_deny: tuple[str, ...] = DEFAULT_ENV_DENY
@@ -102,6 +106,7 @@ class SandboxConfig:
     spare_children: int = 1
     python: str = sys.executable
     result_globals: tuple[str, ...] = DEFAULT_RESULT_GLOBALS
+    max_warm_hosts: int = DEFAULT_MAX_WARM_HOSTS
 
     def __post_init__(self) -> None:
         for name in ("env_deny", "env_allow", "result_globals"):
@@ -113,6 +118,15 @@ class SandboxConfig:
             raise ValueError(
                 f"SandboxConfig.spare_children must be 0..64, got {self.spare_children!r}"
             )
+        if (
+            isinstance(self.max_warm_hosts, bool)
+            or not isinstance(self.max_warm_hosts, int)
+            or self.max_warm_hosts < 1
+        ):
+            raise ValueError(
+                f"SandboxConfig.max_warm_hosts (SANDBOX_MAX_WARM_HOSTS) must be a whole "
+                f"number >= 1, got {self.max_warm_hosts!r}"
+            )
         for name in ("grace_s", "start_timeout_s", "warmup_timeout_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
@@ -121,13 +135,15 @@ class SandboxConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SandboxConfig:
         """Settings from ``SANDBOX_ENV_DENY``, ``SANDBOX_ENV_ALLOW`` (comma-separated),
-        ``SANDBOX_NO_NETWORK`` (1/0) and ``SANDBOX_RUN_AS`` (user name)."""
+        ``SANDBOX_NO_NETWORK`` (1/0), ``SANDBOX_RUN_AS`` (user name) and
+        ``SANDBOX_MAX_WARM_HOSTS`` (a whole number)."""
         environ = os.environ if environ is None else environ
         return cls(
             env_deny=DEFAULT_ENV_DENY + _split(environ.get("SANDBOX_ENV_DENY", "")),
             env_allow=_split(environ.get("SANDBOX_ENV_ALLOW", "")),
             no_network=_flag(environ, "SANDBOX_NO_NETWORK"),
             run_as=environ.get("SANDBOX_RUN_AS", "").strip() or None,
+            max_warm_hosts=_whole(environ, "SANDBOX_MAX_WARM_HOSTS", DEFAULT_MAX_WARM_HOSTS),
         )
 
     def replace(self, **changes: Any) -> SandboxConfig:
@@ -159,3 +175,13 @@ def _flag(environ: Mapping[str, str], name: str) -> bool:
     if value in _FALSE:
         return False
     raise ValueError(f"{name} must be 1 or 0 (or true/false), got {environ[name]!r}")
+
+
+def _whole(environ: Mapping[str, str], name: str, default: int) -> int:
+    value = environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {environ[name]!r}") from None

@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["Limits"]
+__all__ = ["MAXIMA", "Limits"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -28,6 +28,9 @@ class Limits:
 
     ``cpu_s``, ``memory_mb``, ``open_files`` and ``file_size_mb`` may be ``None`` to leave
     that rlimit as the sandbox host has it (usually unlimited).
+
+    Each limit has a maximum (``MAXIMA``); a larger value raises ``ValueError``, since
+    e.g. ``timeout_s=1e300`` would overflow the timers that enforce it.
     """
 
     timeout_s: float = 30.0
@@ -69,6 +72,18 @@ class Limits:
 # Limits that map onto an rlimit may be None ("leave as is"); the others always apply.
 _NULLABLE = frozenset({"cpu_s", "memory_mb", "open_files", "file_size_mb"})
 _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Limits))
+_WEEK_S = 7 * 24 * 3600
+_MiB_PER_TiB = 1024 * 1024
+# Largest accepted value per limit: beyond these, timers overflow or memory cannot hold it.
+MAXIMA: dict[str, int] = {
+    "timeout_s": _WEEK_S,
+    "cpu_s": _WEEK_S,
+    "memory_mb": _MiB_PER_TiB,
+    "output_bytes": 64 * 1024 * 1024,  # each tail is held whole in the host and the result
+    "result_bytes": 1024 * 1024 * 1024,  # the pickled value is held whole in the portal
+    "open_files": 1024 * 1024,  # Linux's default fs.nr_open
+    "file_size_mb": _MiB_PER_TiB,
+}
 
 
 def _check_value(name: str, value: object) -> None:
@@ -83,3 +98,9 @@ def _check_value(name: str, value: object) -> None:
     ):
         allowed = "a positive number" + (" or None" if name in _NULLABLE else "")
         raise ValueError(f"Sandbox limit {name!r} must be {allowed}, got {value!r}")
+    if value > MAXIMA[name]:
+        unlimited = ", or None to leave it unlimited" if name in _NULLABLE else ""
+        raise ValueError(
+            f"Sandbox limit {name!r} is {value!r}, above its maximum: it must be at most "
+            f"{MAXIMA[name]} (declare a smaller value{unlimited})"
+        )

@@ -257,6 +257,8 @@ class TestPluginDetail:
         assert kinds[0] == ("RUNNING", "FAILED")
         assert len(kinds) == portal_admin.LATEST_EVENTS
         assert "All runs of flaky" in content
+        assert '<span class="state-badge state-run-failed">Failed</span>' in content
+        assert "10 ms" in content  # each run's duration
 
     @pytest.mark.parametrize(
         ("role", "buttons"),
@@ -487,6 +489,34 @@ class TestRerunAndReload:
         assert text == f"Reloaded 'vision': it is still UNAVAILABLE: {reason}"
         assert str(model) in reason
 
+    def test_reload__several_selected_discovered_once_each_reported(
+        self, operator_client, example_plugins, tmp_path, monkeypatch
+    ):
+        """Reloading several plugins scans the plugin folders once and reports each by name."""
+        example_plugins.add("alpha", "def run():\n    return 1\n")
+        model = tmp_path / "missing.bin"
+        example_plugins.add("beta", f"requires = {{'files': [{str(model)!r}]}}\ndef run(): pass\n")
+        example_plugins.add("gamma", "def run():\n    return 3\n")
+        pipeline.load_plugins(actor="t")
+        queued = services.run_queue(name="gamma", params={}, actor="t")
+        services.run_start(run_id=queued.pk, worker="w:1")
+        scans = []
+        discover = pipeline.discover
+        monkeypatch.setattr(pipeline, "discover", lambda: scans.append(1) or discover())
+        response = act(operator_client, "reload_selected", "alpha", "beta", "gamma")
+        beta_reason = Plugin.objects.get(name="beta").reason
+        assert sorted(messages_of(response)) == [
+            (
+                "error",
+                "Could not reload 'gamma': Plugin 'gamma' has 1 run(s) in progress and cannot be "
+                "reloaded now (wait for them to finish, then reload)",
+            ),
+            ("error", f"Reloaded 'beta': it is still UNAVAILABLE: {beta_reason}"),
+            ("success", "Reloaded 'alpha': it is INITIALIZED now."),
+        ]
+        assert len(scans) == 1
+        assert Plugin.objects.get(name="gamma").state == PluginState.RUNNING
+
     def test_reload__plugin_with_runs_in_progress_is_refused_with_the_reason(
         self, operator_client, make_plugin
     ):
@@ -594,6 +624,7 @@ class TestRunAdmin:
             "SIGSEGV",
             "200.0 MiB",
             "1.23 s",
+            '<span class="state-badge state-run-crashed">Crashed</span>',
             "loading model",
             "segfault in libfoo.so",
             "user:alice",

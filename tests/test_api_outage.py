@@ -13,6 +13,7 @@ import pytest
 
 from plugins_app import selectors, services
 from plugins_app.api import views
+from plugins_app.snapshot import HealthSnapshot
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -262,3 +263,48 @@ class TestOutageWithReadsRequiringAuth:
         assert response.status_code == 503
         assert "Cannot check your credentials" in response.json()["detail"]
         assert "records" not in response.json() and "name" not in response.content.decode()
+
+
+def snapshot_record(name: str, checked_at: str, state: str = "LOADED") -> dict:
+    return {"name": name, "state": state, "enabled": True, "checked_at": checked_at}
+
+
+class TestSnapshotOrdering:
+    """A slow read that finishes late never replaces a newer answer already served."""
+
+    def test_older_list__keeps_the_newer_single_record(self):
+        """A list read before a single-plugin read, remembered after it, keeps the newer one."""
+        snapshot = HealthSnapshot()
+        snapshot.remember_record(snapshot_record("ok", "2026-01-01T10:00:05Z", "FAILED"))
+        snapshot.remember_list([snapshot_record("ok", "2026-01-01T10:00:00Z")])
+        assert snapshot.stale_record("ok")["state"] == "FAILED"
+        assert [r["state"] for r in snapshot.stale_list()] == ["FAILED"]
+
+    def test_older_record__does_not_replace_a_newer_list(self):
+        """A single read remembered after a newer list does not roll that plugin back."""
+        snapshot = HealthSnapshot()
+        snapshot.remember_list([snapshot_record("ok", "2026-01-01T10:00:05Z", "FAILED")])
+        snapshot.remember_record(snapshot_record("ok", "2026-01-01T10:00:00Z"))
+        assert snapshot.stale_record("ok")["state"] == "FAILED"
+
+    def test_times_compare_as_times__not_as_text(self):
+        """10:00:05Z is newer than 10:00:04.900000Z although it sorts before it as text."""
+        snapshot = HealthSnapshot()
+        snapshot.remember_record(snapshot_record("ok", "2026-01-01T10:00:05Z", "FAILED"))
+        snapshot.remember_record(snapshot_record("ok", "2026-01-01T10:00:04.900000Z"))
+        assert snapshot.stale_record("ok")["state"] == "FAILED"
+
+    def test_older_full_list__keeps_a_plugin_read_after_it(self):
+        """A plugin first read after the slow full list started is not dropped by that list."""
+        snapshot = HealthSnapshot()
+        snapshot.remember_record(snapshot_record("new", "2026-01-01T10:00:05Z"))
+        snapshot.remember_list([snapshot_record("ok", "2026-01-01T10:00:00Z")])
+        assert [r["name"] for r in snapshot.stale_list()] == ["new", "ok"]
+
+    def test_newer_full_list__drops_plugins_gone_and_refreshes_the_rest(self):
+        """A newer full list still replaces older records and drops plugins it lacks."""
+        snapshot = HealthSnapshot()
+        snapshot.remember_record(snapshot_record("gone", "2026-01-01T10:00:00Z"))
+        snapshot.remember_record(snapshot_record("ok", "2026-01-01T10:00:00Z"))
+        snapshot.remember_list([snapshot_record("ok", "2026-01-01T10:00:05Z", "FAILED")])
+        assert [(r["name"], r["state"]) for r in snapshot.stale_list()] == [("ok", "FAILED")]

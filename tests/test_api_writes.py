@@ -129,6 +129,38 @@ class TestSubmitRunBadInput:
         assert response.json()["detail"].startswith(message), response.json()
         assert PluginRun.objects.count() == 0
 
+    def test_deeply_nested_body__400_not_500(self, operator_client, echo):
+        """JSON nested too deep to parse (20,000 levels) is a 400 saying so, not a 500."""
+        body = '{"params": {"x": ' + "[" * 20_000 + "]" * 20_000 + "}}"
+        response = operator_client.post(
+            "/v1/plugins/echo/runs", body, content_type="application/json"
+        )
+        assert response.status_code == 400
+        assert response.json()["detail"].startswith("Request body is nested too deeply")
+        assert PluginRun.objects.count() == 0
+
+    def test_deeply_nested_params__400_naming_the_limit(self, operator_client, echo):
+        """Parseable params nested 900 levels deep are a 400 stating the depth limit."""
+        body = '{"params": {"x": ' + "[" * 900 + "]" * 900 + "}}"
+        response = operator_client.post(
+            "/v1/plugins/echo/runs", body, content_type="application/json"
+        )
+        assert response.status_code == 400
+        assert response.json()["detail"].startswith(
+            "Invalid request body: params: Parameters nest at most 100 levels deep"
+        ), response.json()
+        assert PluginRun.objects.count() == 0
+
+    def test_nested_params_within_the_limit__run(self, operator_client, echo):
+        """Params nested 90 levels deep still run and come back intact."""
+        nested: list = []
+        for _ in range(89):
+            nested = [nested]
+        response = post_json(operator_client, "/v1/plugins/echo/runs", {"params": {"x": nested}})
+        assert response.status_code == 202, response.json()
+        stored = operator_client.get(response["Location"]).json()
+        assert stored["result"] == {"echo": {"x": nested}}
+
     @pytest.mark.parametrize("wait", ["-1", "61", "soon", ""])
     def test_bad_wait__400(self, operator_client, echo, wait):
         """`?wait=` must be a number of seconds from 0 to PORTAL_API_MAX_WAIT_S."""

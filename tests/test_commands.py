@@ -430,12 +430,17 @@ class TestPrunePluginRuns:
     @pytest.mark.parametrize(
         ("args", "words"),
         [
-            (["--older-than", "-1"], "--older-than must be 0 or more days"),
-            (["--older-than", "1", "--batch-size", "0"], "--batch-size must be 1 or more"),
+            (["--older-than", "-1"], "--older-than must be a number of days from 0 to 36500"),
+            (["--older-than", "1", "--batch-size", "0"], "--batch-size must be from 1 to 10000"),
+            (["--older-than", "nan"], "--older-than must be a number of days from 0 to 36500"),
+            (["--older-than", "inf"], "--older-than must be a number of days from 0 to 36500"),
+            (["--older-than", "1e12"], "--older-than must be a number of days from 0 to 36500"),
+            (["--older-than", "36501"], "--older-than must be a number of days from 0 to 36500"),
+            (["--older-than", "1", "--batch-size", "10" * 12], "--batch-size must be from 1 to"),
         ],
     )
     def test_misuse__exit_2(self, args, words):
-        """Negative ages and empty batches are misuse: exit 2."""
+        """Negative, non-finite or huge ages and empty or huge batches are misuse: exit 2."""
         code, message, _ = failing("prunepluginruns", *args)
         assert (code, words in message) == (2, True)
 

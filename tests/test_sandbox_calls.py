@@ -14,11 +14,9 @@ import pytest
 from sandbox import (
     Limits,
     Outcome,
-    Preload,
     SandboxResult,
     configure_sandbox,
     run_plugin_sandboxed,
-    sandbox_config,
     shutdown_sandbox,
 )
 from tests.sandbox_targets import basic
@@ -196,6 +194,11 @@ class TestProgrammerErrorsRaiseImmediately:
         with pytest.raises(TypeError, match="preload"):
             run_plugin_sandboxed(f"{BASIC}:add", 1, 2, preload="x:y")
 
+    def test_huge_timeout__raises_value_error_instead_of_a_sandbox_failure(self):
+        """timeout_s=1e300 is a mistake in the call: ValueError at once, never sandbox_failure."""
+        with pytest.raises(ValueError, match=r"timeout_s.*at most 604800"):
+            run_plugin_sandboxed(f"{BASIC}:add", 1, 2, limits={"timeout_s": 1e300})
+
     def test_malformed_target_string(self):
         with pytest.raises(ValueError, match=r"module\.path:attribute"):
             run_plugin_sandboxed("not a target")
@@ -208,6 +211,16 @@ class TestProgrammerErrorsRaiseImmediately:
         with pytest.raises(TypeError, match="argument"):
             run_plugin_sandboxed(f"{BASIC}:echo", lambda: 1)
 
-    def test_preload_is_reserved(self):
-        assert isinstance(Preload("a:b"), Preload)  # the type callers must pass
-        assert isinstance(sandbox_config().grace_s, float)
+    def test_preload_and_limits_are_reserved__never_reach_the_target(self):
+        """A target taking **kwargs gets every keyword except the sandbox's own two."""
+        result = run_plugin_sandboxed(
+            f"{BASIC}:echo", 1, preload=None, limits={"timeout_s": 10}, target="t", mode="x"
+        )
+        assert result.ok, result.error
+        assert result.value == {"args": (1,), "kwargs": {"target": "t", "mode": "x"}}
+
+    @pytest.mark.parametrize("reserved", ["preload", "limits"])
+    def test_reserved_keyword_with_a_plugin_value__raises_type_error(self, reserved):
+        """A plugin argument that happens to be named preload/limits is refused, not passed."""
+        with pytest.raises(TypeError, match=reserved):
+            run_plugin_sandboxed(f"{BASIC}:echo", **{reserved: ["plugin", "data"]})

@@ -175,3 +175,55 @@ def test_discard_lets_running_calls_finish():
     assert discard_preload(preload)
     thread.join(10)
     assert box["result"].ok and box["result"].value == "slept", box["result"].error
+
+
+def test_discard_racing_a_first_call__leaves_no_host_that_shutdown_cannot_see(monkeypatch):
+    """A call that looked up its preload just before discard_preload still ends up in a host
+    the sandbox knows about: it is listed and shutdown_sandbox kills it."""
+    from sandbox import _client
+
+    preload = Preload(f"{WARM}:warm", (new_marker(),))
+    looked_up = threading.Event()
+    discarded = threading.Event()
+    real_slot = _client._Sandbox._slot
+
+    def slot_then_pause(self, key):
+        slot = real_slot(self, key)
+        if key == preload and not looked_up.is_set():
+            looked_up.set()  # the call is descheduled right after its lookup...
+            discarded.wait(5)  # ...while discard_preload runs
+        return slot
+
+    monkeypatch.setattr(_client._Sandbox, "_slot", slot_then_pause)
+    results = []
+    caller = threading.Thread(target=lambda: results.append(call("state", preload)))
+    caller.start()
+    assert looked_up.wait(5)
+    discard_preload(preload)
+    discarded.set()
+    caller.join(30)
+    assert results and results[0].ok, results and results[0].error
+    warm_pid = results[0].value["warm_pid"]
+    assert warm_pid in [entry["pid"] for entry in sandbox_status()]
+    shutdown_sandbox()
+    assert wait_until(lambda: not is_running(warm_pid))
+
+
+def test_warm_hosts_beyond_max_warm_hosts__evict_the_least_recently_used_idle_one():
+    """With max_warm_hosts=2, a third preload stops the warm host used longest ago."""
+    old = configure_sandbox(max_warm_hosts=2)
+    try:
+        first, second, third = (Preload(f"{WARM}:warm", (new_marker(),)) for _ in range(3))
+        pids = {}
+        for preload in (first, second, first, third):  # `second` is now the least recent
+            result = call("state", preload)
+            assert result.ok, result.error
+            pids[preload] = result.value["warm_pid"]
+        assert wait_until(lambda: not is_running(pids[second]))
+        assert is_running(pids[first]) and is_running(pids[third])
+        listed = {entry["pid"] for entry in sandbox_status()}
+        assert {pids[first], pids[third]} <= listed and pids[second] not in listed
+        again = call("state", second)  # an evicted preload simply warms up again
+        assert again.ok and again.value["warm_pid"] != pids[second]
+    finally:
+        configure_sandbox(old)

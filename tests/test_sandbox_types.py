@@ -51,6 +51,28 @@ class TestLimits:
         with pytest.raises(ValueError, match="timeout_s"):
             Limits.from_mapping({"timeout_s": value})
 
+    @pytest.mark.parametrize(
+        ("name", "maximum"),
+        [
+            ("timeout_s", 604800),
+            ("cpu_s", 604800),
+            ("memory_mb", 1024 * 1024),
+            ("output_bytes", 64 * 1024 * 1024),
+            ("result_bytes", 1024 * 1024 * 1024),
+            ("open_files", 1024 * 1024),
+            ("file_size_mb", 1024 * 1024),
+        ],
+    )
+    def test_from_mapping_rejects_value_above_maximum__naming_key_value_and_maximum(
+        self, name, maximum
+    ):
+        """A huge limit (e.g. timeout_s=1e300) is refused at once, not turned into a sandbox bug."""
+        assert Limits.from_mapping({name: maximum}).as_dict()[name] == maximum
+        with pytest.raises(ValueError, match=rf"{name}.*1e\+300.*at most {maximum}\b"):
+            Limits.from_mapping({name: 1e300})
+        with pytest.raises(ValueError, match=rf"{name}.*at most {maximum}\b"):
+            Limits.from_mapping({name: maximum + 1})
+
     def test_from_mapping_rejects_non_mapping(self):
         with pytest.raises(TypeError):
             Limits.from_mapping([("timeout_s", 1)])  # type: ignore[arg-type]
@@ -161,6 +183,14 @@ class TestEnvironmentScrubbing:
         assert config.no_network is False
         assert config.run_as is None
         assert config.env_deny == DEFAULT_ENV_DENY
+
+    def test_max_warm_hosts__defaults_to_16_and_reads_the_environment(self):
+        """SANDBOX_MAX_WARM_HOSTS caps warm hosts; garbage or < 1 is refused by name."""
+        assert SandboxConfig().max_warm_hosts == 16
+        assert SandboxConfig.from_env({"SANDBOX_MAX_WARM_HOSTS": "3"}).max_warm_hosts == 3
+        for bad in ("many", "0"):
+            with pytest.raises(ValueError, match="SANDBOX_MAX_WARM_HOSTS"):
+                SandboxConfig.from_env({"SANDBOX_MAX_WARM_HOSTS": bad})
 
     def test_from_env_rejects_garbage_flag(self):
         with pytest.raises(ValueError, match="SANDBOX_NO_NETWORK"):

@@ -289,6 +289,20 @@ class TestOperatorActions:
         assert kinds == [("disabled", "user:ann", "noisy"), ("enabled", "user:bob", "fixed")]
         assert Plugin.objects.get(name="p").enabled
 
+    def test_disable_enable__sets_then_clears_who_when_why(self, make_plugin):
+        """Disabling records who, when and why on the plugin; enabling clears all three."""
+        make_plugin("p")
+        disabled = services.plugin_disable(name="p", note="noisy", actor="user:ann")
+        assert (disabled.enabled, disabled.disabled_by, disabled.disabled_note) == (
+            False,
+            "user:ann",
+            "noisy",
+        )
+        assert disabled.disabled_at is not None
+        enabled = services.plugin_enable(name="p", note="fixed", actor="user:bob")
+        assert (enabled.enabled, enabled.disabled_by, enabled.disabled_note) == (True, "", "")
+        assert enabled.disabled_at is None
+
     def test_reset_counters__zeroes_and_records_previous_values(self, make_plugin, finish_run):
         """Reset zeroes the counters and the event keeps what they were."""
         make_plugin("p")

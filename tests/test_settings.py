@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -58,6 +60,36 @@ class TestSettings:
         result = python_in_portal("import django; django.setup()", PORTAL_RUN_WORKERS="four")
         assert result.returncode != 0
         assert "PORTAL_RUN_WORKERS='four' is not a positive int" in result.stderr
+
+    @pytest.mark.parametrize("raw", ["nan", "inf", "-inf", "1e400"])
+    def test_non_finite_number_setting__refuses_with_the_variable_named(self, raw):
+        """nan or infinity in a numeric setting (it would stop the heartbeat) stops the start."""
+        result = python_in_portal("import django; django.setup()", PORTAL_RUN_HEARTBEAT_S=raw)
+        assert result.returncode != 0
+        assert f"PORTAL_RUN_HEARTBEAT_S={raw!r} is not a positive float" in result.stderr
+
+    @pytest.mark.parametrize(("heartbeat", "stale"), [("10", "20"), ("30", "60"), ("10", "5")])
+    def test_stale_after_within_two_heartbeats__refuses_naming_both(self, heartbeat, stale):
+        """A stale limit at or under two heartbeats would interrupt live runs: refused."""
+        result = python_in_portal(
+            "import django; django.setup()",
+            PORTAL_RUN_HEARTBEAT_S=heartbeat,
+            PORTAL_RUN_STALE_AFTER_S=stale,
+        )
+        assert result.returncode != 0
+        assert (
+            f"PORTAL_RUN_STALE_AFTER_S={float(stale):g} must be more than twice "
+            f"PORTAL_RUN_HEARTBEAT_S={float(heartbeat):g}"
+        ) in result.stderr
+
+    def test_stale_after_over_two_heartbeats__starts(self):
+        """A stale limit above two heartbeats is accepted as given."""
+        code = (
+            "import django; django.setup(); from django.conf import settings; "
+            "print(settings.PORTAL_RUN_HEARTBEAT_S, settings.PORTAL_RUN_STALE_AFTER_S)"
+        )
+        result = python_in_portal(code, PORTAL_RUN_HEARTBEAT_S="10", PORTAL_RUN_STALE_AFTER_S="21")
+        assert result.stdout.split() == ["10.0", "21.0"], result.stderr
 
     def test_unknown_executor__refuses_with_the_choices(self):
         """An unknown executor name is refused with the two that exist."""

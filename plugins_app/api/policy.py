@@ -68,6 +68,12 @@ class CappedJSONParser(JSONParser):
             raise ParseError(f"Request body is not valid {encoding} text: {error.reason}") from None
         except ValueError as error:
             raise ParseError(f"Request body is not valid JSON: {error}") from None
+        except RecursionError:
+            # The C parser recurses per level: thousands of `[` exhaust the stack.
+            raise ParseError(
+                "Request body is nested too deeply to read (send plain values, nested at most "
+                "a few levels)"
+            ) from None
 
 
 def json_object(data: Any, *, where: str = "request body") -> dict:

@@ -111,6 +111,20 @@ class RunSubmitQuery(serializers.Serializer):
 
 
 PARAM_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# Deeper values break json.dumps/pickle on the way to the sandbox (recursion limit), so refuse.
+MAX_PARAM_DEPTH = 100
+
+
+def nesting_depth(value: Any) -> int:
+    """How many arrays/objects deep a parsed JSON value goes (iterative: no recursion)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 @extend_schema_field(
@@ -124,6 +138,11 @@ class ParamsField(serializers.DictField):
     """Keyword arguments for a plugin's run(): names are plain identifiers (ASCII)."""
 
     def to_internal_value(self, data: Any) -> dict:
+        if nesting_depth(data) > MAX_PARAM_DEPTH:
+            raise serializers.ValidationError(
+                f"Parameters nest at most {MAX_PARAM_DEPTH} levels deep (flatten the value or "
+                f"pass it as a string)."
+            )
         params = super().to_internal_value(data)
         bad = [key for key in params if not re.match(PARAM_NAME_PATTERN, key)]
         if bad:

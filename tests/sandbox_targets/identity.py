@@ -16,7 +16,8 @@ def raise_own_memory_limit():
     return "raised"
 
 
-def import_socket():
-    import socket  # not preloaded in the host: needs the stdlib to be readable
+def import_unloaded_stdlib_module():
+    # Nothing the host (or coverage inside it) loads: importing it must read the stdlib.
+    import colorsys
 
-    return socket.__name__
+    return colorsys.__name__

@@ -1,10 +1,14 @@
 """Delete old finished runs in batches; plugin counters and history events stay."""
 
+import math
 from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 
 from plugins_app import services
+
+MAX_DAYS = 36500  # a hundred years
+MAX_BATCH_SIZE = 10_000  # stays under SQLite's limit on query parameters
 
 
 class Command(BaseCommand):
@@ -18,10 +22,16 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=1000, metavar="N")
 
     def handle(self, *args, days, batch_size, **options):
-        if days < 0:
-            raise CommandError(f"--older-than must be 0 or more days, got {days:g}", returncode=2)
-        if batch_size < 1:
-            raise CommandError(f"--batch-size must be 1 or more, got {batch_size}", returncode=2)
+        # nan/inf/huge ages would break timedelta; a huge batch overflows the database's integers.
+        if not (math.isfinite(days) and 0 <= days <= MAX_DAYS):
+            raise CommandError(
+                f"--older-than must be a number of days from 0 to {MAX_DAYS}, got {days:g}",
+                returncode=2,
+            )
+        if not 1 <= batch_size <= MAX_BATCH_SIZE:
+            raise CommandError(
+                f"--batch-size must be from 1 to {MAX_BATCH_SIZE}, got {batch_size}", returncode=2
+            )
         deleted = services.runs_prune(older_than=timedelta(days=days), batch_size=batch_size)
         self.stdout.write(
             f"Deleted {deleted} finished run(s) older than {days:g} day(s); "
