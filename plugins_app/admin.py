@@ -534,6 +534,7 @@ class PluginAdmin(admin.ModelAdmin):
     def reload_selected(self, request, queryset):
         # Plugins with runs in progress are refused (as reload_plugin does); the rest are
         # reloaded together: one discovery, a few sandboxed loads at a time.
+        pipeline.reconcile_interrupted()  # runs of a killed process are not "in progress"
         busy = dict(queryset.filter(running_count__gt=0).values_list("name", "running_count"))
         for name, running in sorted(busy.items()):
             why = reasons.reload_while_running(name, running)

@@ -473,6 +473,24 @@ class TestRerunAndReload:
         assert messages_of(response) == [("success", "Reloaded 'vision': it is INITIALIZED now.")]
         assert Plugin.objects.get(name="vision").state == PluginState.INITIALIZED
 
+    def test_reload__run_orphaned_by_dead_process_does_not_block(
+        self, operator_client, example_plugins, monkeypatch
+    ):
+        """A run left RUNNING by a killed server is INTERRUPTED first; the reload applies."""
+        from plugins_app import executor
+
+        monkeypatch.setattr(executor, "_last_sweep", time.monotonic())  # the list just swept
+        example_plugins.add("vision", "def run():\n    return 1\n")
+        pipeline.reload_plugin(name="vision", actor="t")
+        run = services.run_queue(name="vision", params={}, actor="t")
+        services.run_start(run_id=run.pk, worker="deadhost:1")
+        PluginRun.objects.filter(pk=run.pk).update(
+            heartbeat_at=datetime.now(UTC) - timedelta(hours=1)
+        )
+        response = act(operator_client, "reload_selected", "vision")
+        assert messages_of(response) == [("success", "Reloaded 'vision': it is INITIALIZED now.")]
+        assert PluginRun.objects.get(pk=run.pk).status == RunStatus.INTERRUPTED
+
     def test_reload__still_unavailable_reports_the_reason(
         self, operator_client, example_plugins, tmp_path
     ):
