@@ -5,31 +5,11 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from plugins_app import pipeline
+from plugins_app.api.serializers import RunSerializer
 from plugins_app.errors import InvalidParams, PluginNotFound, PluginRefused
 from plugins_app.models import PluginRun, RunStatus
 
 ACTOR = "command:runplugin"
-RUN_FIELDS = (
-    "status",
-    "outcome",
-    "params",
-    "result",
-    "result_truncated",
-    "error_type",
-    "reason",
-    "traceback",
-    "exit_code",
-    "signal",
-    "peak_rss_kb",
-    "duration_ms",
-    "stdout_tail",
-    "stderr_tail",
-    "actor",
-    "worker",
-    "queued_at",
-    "started_at",
-    "finished_at",
-)
 
 
 def parse_params(pairs: list[str], params_json: str | None) -> dict:
@@ -58,11 +38,8 @@ def parse_params(pairs: list[str], params_json: str | None) -> dict:
 
 
 def run_record(run: PluginRun) -> dict:
-    record = {"id": run.pk, "plugin": run.plugin.name}
-    for field in RUN_FIELDS:
-        value = getattr(run, field)
-        record[field] = value.isoformat() if hasattr(value, "isoformat") else value
-    return record
+    """The run as GET /v1/runs/{id} shows it, with the plugin's output (an operator's shell)."""
+    return dict(RunSerializer(run, context={"show_output": True}).data)
 
 
 class Command(BaseCommand):
