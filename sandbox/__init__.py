@@ -11,7 +11,8 @@ machinery (threads, subprocess, logging): every megabyte in the host slows each 
 """
 
 import importlib
-from typing import TYPE_CHECKING
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing grows every fork
 
 if TYPE_CHECKING:  # the type checker sees the real names; the host never imports them
     from sandbox._client import (

@@ -1,10 +1,11 @@
 """The per-call child ("spare"): forked from a host ahead of time, runs exactly one call.
 
 A spare is forked while the host is idle. It joins its own process group, puts its
-output pipes on fds 1-3, closes every other host fd, arms its parent-death signal and
-pre-faults the memory every call touches; then it blocks on its command pipe (fd 4). The
-call's command brings the payload, rlimits, working directory and user: the spare applies
-them and runs the plugin. Fork and setup are thus off the call's critical path.
+output pipes on fds 1-3, closes every other host fd, arms its parent-death signal, enters
+the working directory the host made for its call and rehearses a call to take the memory
+faults every call causes; then it blocks on its command pipe (fd 4). The call's command
+brings the payload, rlimits and user: the spare applies them and runs the plugin. Fork and
+setup are thus off the call's critical path.
 
 Everything here runs *after* ``os.fork()`` in the host. ``run_spare`` never returns: a
 child that fell back into the host's event loop would be a second host.
@@ -26,17 +27,17 @@ import select
 import signal
 import stat
 import sys
-from typing import TYPE_CHECKING
 
 from sandbox import _linux
 from sandbox._protocol import (
     COMMAND_FD,
     FRAME_HEADER,
     RESULT_FD,
-    RESULT_FILE,
     RESULT_LOST_EXIT,
     encode_result,
 )
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing grows every fork
 
 if TYPE_CHECKING:  # typing-only names: the host (and so every fork) never imports them
     from collections.abc import Callable, Mapping
@@ -51,21 +52,39 @@ MiB = 1024 * 1024
 INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE: the sandbox's own code failed in the child
 TRACEBACK_LIMIT = 32 * 1024
 MESSAGE_LIMIT = 2000
+LOWEST_PRIORITY = 19  # nice value of a spare while it gets ready
 
 
 class SpareSpec:
-    """The fds and host pid a spare inherits (in memory, at fork); ``prefault`` is false
-    when the host is busy: then a call is due soon and the pre-faulting is only extra CPU."""
+    """What a spare inherits (in memory, at fork): its fds, the host pid, the working
+    directory the host made for its call, whether to rehearse a call while it waits (false
+    when the host is busy: then the CPU is better left to running calls), and whether to
+    do that setup at the lowest CPU priority (the host restores it before the call)."""
 
-    __slots__ = ("command_r", "host_pid", "prefault", "result_w", "stderr_w", "stdout_w")
+    __slots__ = (
+        "calldir",
+        "command_r",
+        "host_pid",
+        "low_priority",
+        "rehearse",
+        "result_file",
+        "result_pipe",
+        "result_w",
+        "stderr_w",
+        "stdout_w",
+    )
+    calldir: str
     command_r: int
     host_pid: int
-    prefault: bool
+    low_priority: bool
+    rehearse: bool
+    result_file: str  # where the result goes if the plugin closed or reused fd 3
+    result_pipe: tuple[int, int]  # (st_dev, st_ino) of the result pipe, to recognise fd 3
     result_w: int
     stderr_w: int
     stdout_w: int
 
-    def __init__(self, **fields: int) -> None:
+    def __init__(self, **fields: object) -> None:
         for name in self.__slots__:
             setattr(self, name, fields[name])
 
@@ -77,8 +96,7 @@ class Command:
     (soft, hard)) pairs; run_as: (uid, gid) to drop to, or None.
     """
 
-    __slots__ = ("calldir", "payload", "result_bytes", "rlimits", "run_as", "target_name")
-    calldir: str
+    __slots__ = ("payload", "result_bytes", "rlimits", "run_as", "target_name")
     payload: bytes
     result_bytes: int
     rlimits: RLimits
@@ -125,14 +143,15 @@ def run_spare(spec: SpareSpec) -> None:  # never returns: ends in os._exit
 
 def _serve_one_call(spec: SpareSpec) -> int:
     _become_spare(spec)
-    if spec.prefault and not _command_waiting():
-        _prefault()  # idle time: take the copy-on-write faults now, not during the call
+    _enter_call_dir(spec.calldir)
+    channel = _ResultChannel(RESULT_FD, spec.result_file, spec.result_pipe)
+    if spec.rehearse and not _command_waiting():
+        _rehearse()  # idle time: take the copy-on-write faults now, not during the call
     command = _read_command()
     if command is None:
         return 0  # the host retired this spare
     try:
         _become_call_process(command, spec.host_pid)
-        channel = _ResultChannel(RESULT_FD, os.path.join(command.calldir, RESULT_FILE))
     except BaseException as exc:  # setup failed: report it as ours
         _last_words()
         return _emergency_deliver(exc)
@@ -145,6 +164,8 @@ def _serve_one_call(spec: SpareSpec) -> int:
 
 
 def _become_spare(spec: SpareSpec) -> None:
+    if spec.low_priority:  # getting ready must not slow running calls, the host or portal
+        os.setpriority(os.PRIO_PROCESS, 0, LOWEST_PRIORITY)
     # Own process group: one killpg() reaches everything it spawns. The host does the
     # same from its side (whoever is first wins the race), so failure here is fine.
     with contextlib.suppress(OSError):
@@ -173,14 +194,26 @@ def _command_waiting() -> bool:
     return bool(select.select([COMMAND_FD], [], [], 0)[0])
 
 
-def _prefault() -> None:
-    # Every call imports a module and pickles; doing both once here copies the host pages
-    # they write to (~0.5 ms of page faults) before the call arrives.
-    importlib.import_module("sandbox._prefault")
-    sys.modules.pop("sandbox._prefault", None)
-    with contextlib.suppress(AttributeError):
-        delattr(sys.modules["sandbox"], "_prefault")
-    pickle.loads(pickle.dumps(("x:y", (1,), {"k": None}), pickle.HIGHEST_PROTOCOL))
+def _enter_call_dir(calldir: str) -> None:
+    os.chdir(calldir)
+    os.environ["TMPDIR"] = calldir  # tempfile, if the plugin imports it, uses this
+    tempfile: Any = sys.modules.get("tempfile")  # Any: we set a module attribute
+    if tempfile is not None:  # imported by a Preload warm-up: drop its cached default
+        tempfile.tempdir = calldir
+
+
+def _rehearse() -> None:
+    # Every call unpickles, imports a module, pickles and builds a record; doing all of it
+    # once here copies the host pages they write to (~0.5 ms of page faults) before the
+    # call arrives. Nothing is written anywhere, and the module is forgotten again.
+    payload = pickle.dumps(("sandbox._prefault:rehearse", (1,), {"k": None}), -1)
+    try:
+        envelope, value = _invoke(payload, 1 << 20)
+        encode_result(envelope, value, _own_usage())
+    finally:
+        sys.modules.pop("sandbox._prefault", None)
+        with contextlib.suppress(AttributeError):
+            delattr(sys.modules["sandbox"], "_prefault")
 
 
 def _read_command() -> Command | None:
@@ -219,11 +252,6 @@ def _become_call_process(command: Command, host_pid: int) -> None:
         _linux.set_parent_death_signal(signal.SIGKILL)
         if os.getppid() != host_pid:
             os._exit(INTERNAL_ERROR_EXIT)
-    os.chdir(command.calldir)
-    os.environ["TMPDIR"] = command.calldir  # tempfile, if the plugin imports it, uses this
-    tempfile: Any = sys.modules.get("tempfile")  # Any: we set a module attribute
-    if tempfile is not None:  # imported by a Preload warm-up: drop its cached default
-        tempfile.tempdir = command.calldir
     sys.argv = [command.target_name]
 
 
@@ -416,10 +444,10 @@ def _flush_stdio() -> None:
 class _ResultChannel:
     """The result pipe on fd 3, with a file fallback if the plugin closed or reused fd 3."""
 
-    def __init__(self, fd: int, fallback_path: str) -> None:
+    def __init__(self, fd: int, fallback_path: str, identity: tuple[int, int]) -> None:
         self.fd = fd
         self.fallback_path = fallback_path
-        self.identity = self._identify(fd)
+        self.identity = identity  # of the pipe the host made: fd 3 until a plugin changes it
 
     @staticmethod
     def _identify(fd: int) -> tuple[int, int] | None:
@@ -430,7 +458,7 @@ class _ResultChannel:
         return (st.st_dev, st.st_ino) if stat.S_ISFIFO(st.st_mode) else None
 
     def deliver(self, envelope: dict[str, object] | None, value: bytes | memoryview) -> int:
-        buffers = encode_result(envelope, value)
+        buffers = encode_result(envelope, value, _own_usage())
         if self.identity is not None and self._identify(self.fd) == self.identity:
             try:
                 _write_all(self.fd, buffers)
@@ -462,11 +490,20 @@ def _write_all(fd: int, buffers: list) -> None:
             view = view[os.write(fd, view) :]
 
 
+def _own_usage() -> tuple[int, int]:
+    """(peak RSS KiB, CPU microseconds) of this process and the children it waited for:
+    what wait4() reports, known before the exit, so the host can answer without waiting."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    return max(me.ru_maxrss, kids.ru_maxrss), int(cpu_s * 1e6)
+
+
 def _emergency_deliver(exc: BaseException) -> int:
     envelope = _exception_envelope(exc, phase="setup")
     envelope["outcome"] = "sandbox_failure"
     try:
-        _write_all(RESULT_FD, encode_result(envelope))
+        _write_all(RESULT_FD, encode_result(envelope, b"", _own_usage()))
         return 0
     except OSError:
         return INTERNAL_ERROR_EXIT

@@ -15,8 +15,12 @@ import itertools
 import logging
 import os
 import pickle
+import pwd
+import re
 import select
+import shutil
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -26,8 +30,14 @@ from typing import Any
 
 from sandbox import _linux
 from sandbox._outcome import CallReport, build_result, failure_result
-from sandbox._protocol import FRAME_HEADER, MAX_FRAME, encode_frame
-from sandbox.config import SandboxConfig, scrub_environment
+from sandbox._protocol import (
+    BYTECODE_DIR_KIND,
+    CALL_DIR_KIND,
+    FRAME_HEADER,
+    MAX_FRAME,
+    encode_frame,
+)
+from sandbox.config import SandboxConfig, private_cache_dir, scrub_environment
 from sandbox.limits import Limits
 from sandbox.result import Outcome, SandboxResult
 from sandbox.targets import Preload, check_target_string, describe_target
@@ -45,6 +55,7 @@ log = logging.getLogger("sandbox")
 
 _SANDBOX_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STOP_GRACE_S = 2.0  # terminate -> wait -> kill, for hosts
+SMALL_FRAME = 64 * 1024  # below this, joining a frame's parts is cheaper than a 2nd syscall
 
 
 def run_plugin_sandboxed(
@@ -269,7 +280,7 @@ class _Host:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.proc = subprocess.Popen(
-                [self.config.python, "-m", "sandbox._host", "--fd", str(child_sock.fileno())],
+                [self.config.python, "-P", "-m", "sandbox._host", "--fd", str(child_sock.fileno())],
                 pass_fds=(child_sock.fileno(),),
                 env=self._host_environment(),
                 stdin=subprocess.DEVNULL,
@@ -290,6 +301,7 @@ class _Host:
         failure = self._handshake()
         if failure is not None:
             self._kill_process()
+            _remove_dirs_of(self.pid, self.config)
             parent_sock.close()
             self._lost = failure.reason
             return failure
@@ -306,6 +318,14 @@ class _Host:
         # The host runs `-m sandbox._host`: make this very package importable first.
         paths = [_SANDBOX_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+        if self.config.bytecode_cache and sys.dont_write_bytecode:
+            cache = private_cache_dir("host-bytecode")
+            if cache is not None:
+                # Else the host compiles its own modules at every start and keeps ~2.5 MiB
+                # of compiler leftovers that every fork copies. The host puts both
+                # variables back for plugins (see "plugin_env").
+                env.pop("PYTHONDONTWRITEBYTECODE", None)
+                env["PYTHONPYCACHEPREFIX"] = cache
         return env
 
     def _init_message(self) -> dict[str, Any]:
@@ -323,6 +343,12 @@ class _Host:
             "run_as": self.config.run_as,
             "tmp_dir": self.config.tmp_dir,
             "spare_children": self.config.spare_children,
+            "bytecode_cache": self.config.bytecode_cache,
+            "dont_write_bytecode": sys.dont_write_bytecode,
+            "plugin_env": {
+                name: os.environ.get(name)
+                for name in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
+            },
         }
 
     def _handshake(self) -> StartFailure | None:
@@ -418,6 +444,8 @@ class _Host:
             self._pending[call_id] = pending
         deadline = time.monotonic() + wait_s
         frames = encode_frame(("call", call_id, limits.as_dict(), payload, name))
+        if len(frames[1]) < SMALL_FRAME:
+            frames = [b"".join(frames)]  # one send() instead of two for the common call
         try:
             self._send(frames, deadline)
         except _NotDelivered:
@@ -496,6 +524,8 @@ class _Host:
 
     def _on_lost(self, reason: str) -> None:
         code = self._reap(timeout=STOP_GRACE_S)
+        if code is not None and self.pid is not None:
+            _remove_dirs_of(self.pid, self.config)
         with self._lock:
             first = self._lost is None
             if first:
@@ -605,6 +635,30 @@ class _Host:
             "warnings": list(self.warnings),
             "started_at": self.started_at,
         }
+
+
+def _remove_dirs_of(host_pid: int, config: SandboxConfig) -> None:
+    """Remove what a host that is gone left in the temporary directory: a host killed
+    (SIGKILL, OOM killer) cannot remove its call and bytecode directories itself."""
+    tmp_dir = config.tmp_dir or os.environ.get("TMPDIR") or "/tmp"
+    kinds = "|".join(re.escape(kind) for kind in (CALL_DIR_KIND, BYTECODE_DIR_KIND))
+    ours = re.compile(rf"(?:{kinds})-{host_pid}-\d+-[0-9a-f]{{6}}")
+    owners = {os.geteuid()}
+    if config.run_as:
+        with contextlib.suppress(KeyError):
+            owners.add(pwd.getpwnam(config.run_as).pw_uid)
+    try:
+        names = [name for name in os.listdir(tmp_dir) if ours.fullmatch(name)]
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(tmp_dir, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_uid in owners:  # never a symlink, nor another's
+            shutil.rmtree(path, ignore_errors=True)
 
 
 # --- all hosts of this process -----------------------------------------------------------

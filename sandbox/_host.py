@@ -21,15 +21,16 @@ import faulthandler
 import fcntl
 import gc
 import importlib.machinery
+import itertools
 import os
 import pickle
 import pwd
+import resource
 import select
 import signal
 import stat
 import sys
 import time
-from typing import TYPE_CHECKING
 
 from sandbox import _linux
 from sandbox._child import (
@@ -42,16 +43,21 @@ from sandbox._child import (
     run_spare,
 )
 from sandbox._protocol import (
+    BYTECODE_DIR_KIND,
+    CALL_DIR_KIND,
     ENVELOPE_LIMIT,
     FRAME_HEADER,
     RESULT_FILE,
+    ResultRecord,
     decode_result,
     encode_frame,
+    record_size,
 )
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing grows every fork
 
 if TYPE_CHECKING:  # typing-only names: kept out of the host, whose size slows every fork
     import io
-    import resource
     from collections.abc import Callable
 
 READ_CHUNK = 1 << 20
@@ -63,8 +69,17 @@ EXIT_GRACE_S = 5.0  # when the portal goes away, how long to wait for calls to d
 NO_PIDFD_POLL_S = 0.01  # without pidfd_open (Linux < 5.3), poll for exits this often
 IDLE_DIRS = 32  # untouched call directories kept for reuse: mkdir+rmdir on ext4 ~0.5 ms
 COMMAND_TIMEOUT_S = 5.0  # a spare that does not read its command in this long is replaced
+# After a fork the host re-copies every page it then writes (copy-on-write), ~200 pages per
+# call cycle. While calls keep coming, fork spares in batches (one per call started in the
+# last BUSY_WINDOW_S, up to BURST_SPARES) so those copies are paid once per batch, not once
+# per call; when calls stop for BUSY_WINDOW_S, drop back to the idle count.
+BURST_SPARES = 12
+BUSY_WINDOW_S = 0.5
+REHEARSE_UP_TO_CALLS = 1
+READY_LOOKS = 3
 IN = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
 IOV_MAX = 1024
+CAP_SYS_NICE = 23
 
 
 class _Tail:
@@ -91,12 +106,14 @@ class _Call:
     """One running call: its child, pipes, deadline and what it has said so far."""
 
     __slots__ = (
+        "answered",
         "call_id",
         "calldir",
         "deadline",
         "fds",
         "pid",
         "pidfd",
+        "proc",
         "result",
         "result_cap",
         "result_overflow",
@@ -120,22 +137,79 @@ class _Call:
         self.stderr = _Tail(int(limits["output_bytes"]))
         self.result = bytearray()
         self.result_overflow = False
+        self.answered = False  # the portal has its result; the process may still be exiting
         self.timed_out = False
         self.status: int | None = None
         self.rusage: resource.struct_rusage | None = None
         self.pidfd: int | None = None
+        self.proc: _ProcFiles | None = None
+
+
+class _ProcFiles:
+    """A process's /proc children and stat files, opened once and re-read with pread():
+    a fresh open costs ~0.1 ms on the path that answers a call."""
+
+    __slots__ = ("children_fd", "stat_fd")
+
+    def __init__(self, pid: int) -> None:
+        self.children_fd: int | None = None
+        self.stat_fd: int | None = None
+        try:
+            self.children_fd = os.open(f"/proc/{pid}/task/{pid}/children", os.O_RDONLY)
+            self.stat_fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+        except OSError:  # no /proc or no CONFIG_PROC_CHILDREN: callers take the slow path
+            self.close()
+
+    def children(self) -> list[int] | None:
+        """Children of the main thread, or None if unknown."""
+        if self.children_fd is None:
+            return None
+        try:
+            return [int(p) for p in os.pread(self.children_fd, 1 << 16, 0).split()]
+        except OSError:
+            return None
+
+    def _stat(self) -> list[bytes] | None:
+        """/proc/PID/stat from field 3 (state) on: what follows the ")" ending the name."""
+        if self.stat_fd is None:
+            return None
+        try:
+            stat = os.pread(self.stat_fd, 4096, 0)
+        except OSError:
+            return None
+        return stat[stat.rfind(b")") + 2 :].split()
+
+    def single_threaded(self) -> bool:
+        fields = self._stat()
+        return fields is not None and fields[17] == b"1"  # field 20: num_threads
+
+    def waiting(self) -> bool:
+        """Asleep (a spare blocked reading its command), as opposed to still getting ready."""
+        fields = self._stat()
+        return fields is None or fields[0] == b"S"
+
+    def close(self) -> None:
+        for fd in (self.children_fd, self.stat_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.children_fd = self.stat_fd = None
 
 
 class _Spare:
     """A pre-forked call process waiting on its command pipe."""
 
-    __slots__ = ("command_w", "fds", "pid", "pidfd")
+    __slots__ = ("calldir", "command_w", "fds", "pid", "pidfd", "proc")
 
-    def __init__(self, pid: int, fds: dict, command_w: int, pidfd: int | None) -> None:
+    def __init__(
+        self, pid: int, fds: dict, command_w: int, pidfd: int | None, calldir: str
+    ) -> None:
         self.pid = pid
         self.fds = fds
         self.command_w = command_w
         self.pidfd = pidfd
+        self.calldir = calldir
+        self.proc = _ProcFiles(pid)
 
 
 class Host:
@@ -145,6 +219,7 @@ class Host:
         self.pid = os.getpid()
         self.calls: dict[int, _Call] = {}  # by child pid
         self.finished: collections.deque[_Call] = collections.deque()
+        self.answerable: collections.deque[_Call] = collections.deque()  # record complete
         self.poller = select.epoll()
         self.handlers: dict[int, Callable[[int], None]] = {}
         self.inbuf = bytearray()
@@ -170,6 +245,14 @@ class Host:
         self.spares: collections.deque[_Spare] = collections.deque()
         self.spare_pids: dict[int, _Spare] = {}
         self.spare_target = max(0, int(init.get("spare_children", 1)))
+        # Spares get ready at the lowest priority only if we may raise it back for the call.
+        self.priority = os.getpriority(os.PRIO_PROCESS, 0)
+        self.low_priority_spares = _may_raise_priority()
+        self.proc = _ProcFiles(self.pid)
+        self.last_call_at = -BUSY_WINDOW_S  # monotonic; recent calls mean "busy"
+        self.recent_calls: collections.deque[float] = collections.deque(maxlen=BURST_SPARES)
+        self.refilling = False
+        self.pycache_dir: str | None = None
 
     # --- start-up ------------------------------------------------------------------------
 
@@ -186,12 +269,15 @@ class Host:
             self._warn(f"cannot become child subreaper ({exc}); escaped grandchildren may leak")
         self._isolate_network()
         self._resolve_run_as()
+        _restore_plugin_environment(self.init.get("plugin_env", {}))
+        self._cache_bytecode()
         failure = self._warm_up()
         _restore_stdio(stdio)  # children write through these; the warm-up may have swapped them
         if failure is not None:
             return {"ok": False, "pid": self.pid, "warnings": self.warnings, **failure}
         self.own_children = set(self.children_of(self.pid))
         gc.collect()
+        _linux.release_free_memory()  # start-up and warm-up garbage, which forks would copy
         gc.freeze()  # keep the GC from touching (and copying) the host's pages in children
         self.base_vsz_mb = _linux.address_space_mb()
         return {
@@ -250,6 +336,22 @@ class Host:
                 "modules from there will fail (make them readable by that user)"
             )
 
+    def _cache_bytecode(self) -> None:
+        """Under PYTHONDONTWRITEBYTECODE every call would compile its plugin's source again
+        (a fresh process keeps nothing): compile once into a directory private to this host."""
+        if not (self.init.get("dont_write_bytecode") and self.init.get("bytecode_cache", True)):
+            return
+        try:
+            self.pycache_dir = self._make_private_dir(BYTECODE_DIR_KIND)
+        except OSError as exc:
+            self._warn(f"no bytecode cache ({exc}); each call compiles its plugin's source")
+            sys.dont_write_bytecode = True  # as the portal asked: write nowhere
+            return
+        # Children running as SANDBOX_RUN_AS cannot write here (0700, ours): one plugin must
+        # not plant bytecode that another plugin's call would then run.
+        sys.pycache_prefix = self.pycache_dir
+        sys.dont_write_bytecode = False
+
     def _warn(self, message: str) -> None:
         self.warnings.append(message)
         self.log(message)
@@ -273,11 +375,17 @@ class Host:
                     break
             elif self.draining and not self.calls and not self.outq:
                 break
-            self._replenish_spares()
-            for fd, events in self.poller.poll(self._poll_timeout()):
+            fork_next = self._spare_needed()
+            ready = self.poller.poll(0 if fork_next else self._poll_timeout())
+            for fd, events in ready:
                 handler = self.handlers.get(fd)
                 if handler is not None:  # None: closed by an earlier handler in this batch
                     handler(events)
+            if fork_next and not ready:  # fork only when nothing else is waiting
+                self._add_spares()
+            self._trim_spares()
+            while self.answerable:
+                self._answer_early(self.answerable.popleft())
             self._reap()
             self._expire_calls()
             while self.finished:
@@ -299,6 +407,8 @@ class Host:
         if self.stopping or self.sweep_pending:
             return SWEEP_INTERVAL_S
         deadlines = [c.deadline for c in self.calls.values() if c.status is None]
+        if len(self.spares) > self.spare_target:  # wake up to trim the burst's extras
+            deadlines.append(self.last_call_at + BUSY_WINDOW_S)
         if not deadlines:
             return -1
         timeout = max(0.0, min(deadlines) - time.monotonic())
@@ -381,53 +491,126 @@ class Host:
             with contextlib.suppress(OSError, ValueError):
                 self.poller.modify(self.ctrl, IN | (select.EPOLLOUT if want_write else 0))
 
-    # --- starting a call -----------------------------------------------------------------
-
     # --- spares and starting calls -------------------------------------------------------
 
-    def _replenish_spares(self) -> None:
-        while len(self.spares) < self.spare_target and not (self.stopping or self.draining):
-            try:
-                self.spares.append(self._fork_spare())
-            except OSError as exc:
-                self.log(f"could not fork a spare call process: {exc}")
-                return
+    def _busy(self) -> bool:
+        return time.monotonic() - self.last_call_at < BUSY_WINDOW_S
 
-    def _fork_spare(self) -> _Spare:
+    def _spare_needed(self) -> bool:
+        """Whether to fork a spare now: refill when below the idle count, up to a burst
+        while busy."""
+        if self.stopping or self.draining or self.spare_target == 0:
+            return False
+        wanted = self._spares_wanted()
+        if len(self.spares) >= wanted:
+            self.refilling = False
+        elif len(self.spares) < self.spare_target:
+            self.refilling = True
+        return self.refilling
+
+    def _spares_wanted(self) -> int:
+        """The idle count, or one per call started in the last BUSY_WINDOW_S (at most
+        BURST_SPARES): a call now and then forks one spare, a stream of calls a batch."""
+        if self.spare_target == 0:
+            return 0
+        since = time.monotonic() - BUSY_WINDOW_S
+        recent = sum(1 for started in self.recent_calls if started > since)
+        return max(self.spare_target, recent)
+
+    def _add_spares(self) -> None:
+        try:
+            self.spares.extend(self._fork_spares(max(1, self._spares_wanted() - len(self.spares))))
+        except OSError as exc:
+            self.refilling = False  # retried when the next call takes a spare
+            self.log(f"could not fork a spare call process: {exc}")
+
+    def _trim_spares(self) -> None:
+        while len(self.spares) > self.spare_target and not self._busy():
+            self._retire_spare(self.spares[-1])
+
+    def _fork_spares(self, count: int) -> list[_Spare]:
+        """Fork up to ``count`` spares (at least one, or raise OSError).
+
+        Each fork makes the host copy every page it writes afterwards, so everything that
+        can be prepared comes before the forks, which run back to back, and the
+        bookkeeping after them touches the host's pages once for the whole batch.
+        """
+        kits: list[tuple[str, list[tuple[int, int]]]] = []
+        try:
+            for _ in range(count):
+                kits.append(self._spare_kit())
+        except OSError:
+            if not kits:
+                raise
+        forked: list[tuple[int, str, list[tuple[int, int]]]] = []
+        problem: OSError | None = None
+        # Rehearsing takes ~1 ms of CPU per spare: worth it while calls come one at a time,
+        # not when several run at once and the CPU is the bottleneck.
+        rehearse = len(self.calls) <= REHEARSE_UP_TO_CALLS
+        # Built here, not in the children: every object a child makes costs it page copies.
+        specs = [
+            SpareSpec(
+                stdout_w=pipes[0][1],
+                stderr_w=pipes[1][1],
+                result_w=pipes[2][1],
+                result_pipe=_pipe_identity(pipes[2][1]),
+                result_file=os.path.join(calldir, RESULT_FILE),
+                command_r=pipes[3][0],
+                host_pid=self.pid,
+                calldir=calldir,
+                rehearse=rehearse,
+                low_priority=self.low_priority_spares,
+            )
+            for calldir, pipes in kits
+        ]
+        for spec, (calldir, pipes) in zip(specs, kits, strict=True):
+            try:
+                pid = os.fork() if problem is None else -1
+            except OSError as exc:
+                problem, pid = exc, -1
+            if pid == 0:
+                run_spare(spec)  # never returns
+            if pid < 0:  # not forked: give its pipes and directory back
+                for r, w in pipes:
+                    os.close(r)
+                    os.close(w)
+                self._release_call_dir(calldir)
+            else:
+                forked.append((pid, calldir, pipes))
+        if not forked:
+            assert problem is not None
+            raise problem
+        return [self._adopt_spare(pid, calldir, pipes) for pid, calldir, pipes in forked]
+
+    def _spare_kit(self) -> tuple[str, list[tuple[int, int]]]:
+        """A spare's working directory and its stdout, stderr, result and command pipes,
+        the host's ends already non-blocking and enlarged."""
+        calldir = self._take_call_dir()
         pipes: list[tuple[int, int]] = []
         try:
-            for _ in range(4):  # stdout, stderr, result, command
+            for _ in range(4):
                 pipes.append(os.pipe())
-            pid = os.fork()
         except OSError:
             for r, w in pipes:
                 os.close(r)
                 os.close(w)
+            self._release_call_dir(calldir)
             raise
-        if pid == 0:
-            run_spare(
-                SpareSpec(
-                    stdout_w=pipes[0][1],
-                    stderr_w=pipes[1][1],
-                    result_w=pipes[2][1],
-                    command_r=pipes[3][0],
-                    host_pid=self.pid,
-                    prefault=not self.calls,
-                )
-            )  # never returns
-        with contextlib.suppress(OSError):  # the child does it too; first one wins
-            os.setpgid(pid, pid)
-        fds = {}
-        for name, (r, w) in zip(("stdout", "stderr", "result"), pipes[:3], strict=True):
-            os.close(w)  # only the child may hold write ends, so its exit means EOF
+        for r, _ in pipes[:3]:
             os.set_blocking(r, False)
             _grow_pipe(r)
-            fds[name] = r
-        command_r, command_w = pipes[3]
-        os.close(command_r)
-        os.set_blocking(command_w, False)
-        _grow_pipe(command_w)
-        spare = _Spare(pid, fds, command_w, self._open_pidfd(pid))
+        os.set_blocking(pipes[3][1], False)
+        _grow_pipe(pipes[3][1])
+        return calldir, pipes
+
+    def _adopt_spare(self, pid: int, calldir: str, pipes: list[tuple[int, int]]) -> _Spare:
+        with contextlib.suppress(OSError):  # the child does it too; first one wins
+            os.setpgid(pid, pid)
+        for _, w in pipes[:3]:
+            os.close(w)  # only the child may hold write ends, so its exit means EOF
+        os.close(pipes[3][0])
+        fds = {"stdout": pipes[0][0], "stderr": pipes[1][0], "result": pipes[2][0]}
+        spare = _Spare(pid, fds, pipes[3][1], self._open_pidfd(pid), calldir)
         self.spare_pids[pid] = spare
         return spare
 
@@ -453,38 +636,38 @@ class Host:
         with contextlib.suppress(ValueError):
             self.spares.remove(spare)
         if not reaped:  # a reaped pid may already belong to someone else
-            _kill(spare.pid, signal.SIGKILL)  # reaped by _reap() like any other child
+            _kill(spare.pid, signal.SIGKILL)
+            _reap_soon(spare.pid)  # its pidfd goes now: no event would tell us it died
         for fd in (*spare.fds.values(), spare.command_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
         if spare.pidfd is not None:
             self._unwatch(spare.pidfd)
             os.close(spare.pidfd)
+        spare.proc.close()
+        # Only an idle spare is retired, so the directory is empty unless a stranger wrote.
+        self._release_call_dir(spare.calldir)
 
     def _start_call(self, call_id: int, limits: dict, payload: bytes, target_name: str) -> None:
+        self.last_call_at = time.monotonic()
+        self.recent_calls.append(self.last_call_at)
         if self.stopping or self.draining:
             self._send_failure(call_id, "the sandbox host is shutting down; retry the call")
-            return
-        try:
-            calldir = self._take_call_dir()
-        except OSError as exc:
-            self._send_failure(call_id, f"could not create the call's working directory: {exc}")
             return
         command = Command(
             payload=payload,
             rlimits=rlimits_for(limits, self.hard_limits),
-            calldir=calldir,
             result_bytes=int(limits["result_bytes"]),
             run_as=self.run_as,
             target_name=target_name,
         ).encode()
         spare = self._hand_over(command)
         if isinstance(spare, str):
-            self._release_call_dir(calldir)
             self._send_failure(call_id, f"could not start the call process: {spare}")
             return
-        call = _Call(call_id, spare.pid, calldir, limits, spare.fds)
+        call = _Call(call_id, spare.pid, spare.calldir, limits, spare.fds)
         call.pidfd = spare.pidfd
+        call.proc = spare.proc
         self.calls[spare.pid] = call
         for name, fd in call.fds.items():
             self._watch(fd, IN, self._pipe_reader(call, name))
@@ -493,11 +676,15 @@ class Host:
         """Give the command to a spare (forking one if none is ready); or say why not."""
         problem = "no spare call process"
         for _ in range(3):  # a spare may have died while idle: try another
+            if not self.spares:  # a batch: calls are arriving faster than spares
+                try:
+                    self.spares.extend(self._fork_spares(max(1, self._spares_wanted())))
+                except OSError as exc:
+                    return str(exc)
+            spare = self._ready_spare()
             try:
-                spare = self.spares.popleft() if self.spares else self._fork_spare()
-            except OSError as exc:
-                return str(exc)
-            try:
+                if self.low_priority_spares:
+                    os.setpriority(os.PRIO_PROCESS, spare.pid, self.priority)
                 _write_with_deadline(spare.command_w, command, COMMAND_TIMEOUT_S)
             except OSError as exc:
                 problem = f"the spare call process did not take its command ({exc})"
@@ -507,6 +694,15 @@ class Host:
             os.close(spare.command_w)
             return spare
         return problem
+
+    def _ready_spare(self) -> _Spare:
+        """The oldest spare that has finished getting ready (of the first few), else the
+        oldest: under load they are all still busy, and each look costs a /proc read."""
+        for spare in itertools.islice(self.spares, READY_LOOKS):
+            if spare.proc.waiting():
+                self.spares.remove(spare)
+                return spare
+        return self.spares.popleft()
 
     def _take_call_dir(self) -> str:
         if self.idle_dirs:
@@ -524,9 +720,12 @@ class Host:
             _remove_tree(path)
 
     def _make_call_dir(self) -> str:
+        return self._make_private_dir(CALL_DIR_KIND)
+
+    def _make_private_dir(self, prefix: str) -> str:
         while True:
             self.dir_counter += 1
-            name = f"sandbox-call-{self.pid}-{self.dir_counter}-{os.urandom(3).hex()}"
+            name = f"{prefix}-{self.pid}-{self.dir_counter}-{os.urandom(3).hex()}"
             path = os.path.join(self.tmp_dir, name)
             try:
                 os.mkdir(path, 0o700)
@@ -569,6 +768,36 @@ class Host:
             call.result_overflow = True
             call.result = bytearray()
             self._kill_group(call.pid, wait=False)
+            return
+        try:
+            size = record_size(call.result)
+        except ValueError:
+            return  # garbage: the normal path reports it once the process is gone
+        if size == len(call.result) and not call.answered:
+            self.answerable.append(call)
+
+    def _answer_early(self, call: _Call) -> None:
+        """Answer as soon as the child's record is complete, without waiting ~0.5 ms for
+        the kernel to tear its memory down; only when the call left no other process (it
+        has no children and nothing new was reparented to us), so nothing it started is
+        running once the portal has its answer. Otherwise the normal path answers."""
+        if call.answered or call.status is not None or call.timed_out or call.proc is None:
+            return
+        if call.proc.children() != [] or not call.proc.single_threaded():
+            return  # a child (or a thread that may have one): wait until all are gone
+        ours = self.proc.children()  # the main thread's: orphans are reparented to it
+        if ours is None or self._escaped(ours):
+            return
+        # It is exiting anyway; make sure it runs no more code, nor anything it forks now.
+        self._kill_group(call.pid, wait=False)
+        for name in ("stdout", "stderr"):  # what it printed is in the pipes already
+            while self._read_pipe(call, name):
+                pass
+        header, value = self._response(call)
+        call.answered = True
+        self._send(("result", call.call_id, header, value))
+        for name in list(call.fds):  # nobody will read more: spare the loop three EOF wake-ups
+            self._close_pipe(call, name)
 
     def _close_pipe(self, call: _Call, name: str) -> None:
         fd = call.fds.pop(name, None)
@@ -633,13 +862,16 @@ class Host:
             self._unwatch(call.pidfd)
             os.close(call.pidfd)
             call.pidfd = None
+        if call.proc is not None:
+            call.proc.close()
         self._kill_group(call.pid)
         self._drain(call)
         self._sweep(budget_s=CLEANUP_BUDGET_S)
-        header, value = self._response(call)
+        if not call.answered:
+            header, value = self._response(call)
+            self._send(("result", call.call_id, header, value))
         self._release_call_dir(call.calldir)
         del self.calls[call.pid]
-        self._send(("result", call.call_id, header, value))
 
     def _drain(self, call: _Call) -> None:
         # The child is dead and its group killed: what it wrote is in the pipe buffers.
@@ -665,9 +897,17 @@ class Host:
             time.sleep(0.001)
 
     def _kill_escaped(self) -> int:
+        escaped = self._escaped(self.children_of(self.pid))
+        for pid in escaped:
+            _kill(pid, signal.SIGKILL)
+        return len(escaped)
+
+    def _escaped(self, children: list[int]) -> list[int]:
+        """Those of our ``children`` that are neither a call, a spare, nor a running call's
+        own process orphaned inside its group: descendants a finished call left behind."""
         running = {c.pid for c in self.calls.values() if c.status is None}
-        killed = 0
-        for pid in self.children_of(self.pid):
+        escaped = []
+        for pid in children:
             if pid in running or pid in self.own_children or pid in self.spare_pids:
                 continue
             try:
@@ -675,20 +915,29 @@ class Host:
                     continue  # a running call's own process, orphaned inside its group
             except ProcessLookupError:
                 continue
-            _kill(pid, signal.SIGKILL)
-            killed += 1
-        return killed
+            escaped.append(pid)
+        return escaped
 
     def _response(self, call: _Call) -> tuple[dict, bytes]:
+        # Not reaped yet (an early answer): the record's own exit intent and usage stand in.
         status = call.status if call.status is not None else 0
         rusage = call.rusage
-        envelope, value, problem = self._read_result(call)
+        record, problem = self._read_result(call)
+        envelope, value = (record.envelope, record.value) if record else (None, b"")
+        cpu_s: float | None
+        peak_rss_kb: int | None
+        if rusage is not None:
+            cpu_s, peak_rss_kb = rusage.ru_utime + rusage.ru_stime, rusage.ru_maxrss
+        elif record is not None:
+            cpu_s, peak_rss_kb = record.cpu_s, record.peak_rss_kb
+        else:
+            cpu_s = peak_rss_kb = None
         header = {
             "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
             "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
             "timed_out": call.timed_out,
-            "cpu_s": (rusage.ru_utime + rusage.ru_stime) if rusage else None,
-            "peak_rss_kb": rusage.ru_maxrss if rusage else None,
+            "cpu_s": cpu_s,
+            "peak_rss_kb": peak_rss_kb,
             "run_s": time.monotonic() - call.started,
             "stdout": call.stdout.value(),
             "stdout_total": call.stdout.total,
@@ -701,26 +950,24 @@ class Host:
         }
         return header, value
 
-    def _read_result(self, call: _Call) -> tuple[dict | None, bytes, str | None]:
+    def _read_result(self, call: _Call) -> tuple[ResultRecord | None, str | None]:
         if call.result_overflow:
-            return None, b"", "the plugin flooded the sandbox's result channel (fd 3)"
+            return None, "the plugin flooded the sandbox's result channel (fd 3)"
         problem = None
         if call.result:
             try:
-                envelope, value = decode_result(call.result)
-                return envelope, value, None
+                return decode_result(call.result), None
             except ValueError as exc:
                 problem = f"the result channel (fd 3) held garbage: {exc}"
         fallback = os.path.join(call.calldir, RESULT_FILE)
         try:
             with open(fallback, "rb") as handle:
                 data = handle.read(call.result_cap + 1)
-            envelope, value = decode_result(data)
-            return envelope, value, None
+            return decode_result(data), None
         except FileNotFoundError:
-            return None, b"", problem
+            return None, problem
         except (OSError, ValueError) as exc:
-            return None, b"", f"the fallback result file was unreadable: {exc}"
+            return None, f"the fallback result file was unreadable: {exc}"
 
     def _send_failure(self, call_id: int, reason: str) -> None:
         self.log(reason)
@@ -735,11 +982,45 @@ class Host:
                 self._close_pipe(call, name)
             if call.pidfd is not None:
                 os.close(call.pidfd)
+            if call.proc is not None:
+                call.proc.close()
             _remove_tree(call.calldir)
         for path in self.idle_dirs:
             _remove_tree(path)
+        if self.pycache_dir is not None:
+            _remove_tree(self.pycache_dir)
         self._reap()
         self._sweep(budget_s=1.0)
+
+
+def _may_raise_priority() -> bool:
+    """Whether we may set a process's nice value back to ours after lowering it: with
+    CAP_SYS_NICE, or an RLIMIT_NICE that allows it."""
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    nice_limit = resource.getrlimit(resource.RLIMIT_NICE)[0]
+    if nice_limit == resource.RLIM_INFINITY or nice_limit >= 20 - ours:
+        return True
+    try:
+        with open("/proc/self/status", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_SYS_NICE & 1)
+    except OSError:
+        pass
+    return False
+
+
+def _reap_soon(pid: int, budget_s: float = 1.0) -> None:
+    """Reap a child just sent SIGKILL (an idle spare dies within a millisecond); one that
+    takes longer is left to the loop's _reap()."""
+    give_up = time.monotonic() + budget_s
+    while True:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] or time.monotonic() > give_up:
+                return
+        except ChildProcessError:
+            return
+        time.sleep(0.0002)
 
 
 def _kill(pid: int, signum: int) -> None:
@@ -769,6 +1050,11 @@ def _write_with_deadline(fd: int, buffers: list[bytes], seconds: float) -> None:
             if remaining <= 0:
                 raise TimeoutError(errno.ETIMEDOUT, "the reader stopped reading") from None
             poller.poll(remaining * 1000)
+
+
+def _pipe_identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
 
 
 def _grow_pipe(fd: int) -> None:
@@ -816,6 +1102,15 @@ def _remove_tree(root: str) -> None:
             else:
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
+
+
+def _restore_plugin_environment(values: dict[str, str | None]) -> None:
+    """Put back the variables the portal changed only to start this host."""
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _configure_stdio() -> tuple[io.TextIOWrapper, io.TextIOWrapper]:
@@ -942,6 +1237,7 @@ def main(argv: list[str]) -> int:
     hello = host.prepare()
     _write_blocking(ctrl, encode_frame(("hello", hello)))
     if not hello["ok"]:
+        host._shutdown()
         return 1
     try:
         host.serve()

@@ -28,6 +28,13 @@ def _check(result: int, what: str) -> None:
         raise OSError(errno, f"{what}: {os.strerror(errno)}")
 
 
+def release_free_memory() -> None:
+    """Give the C heap's free pages back to the kernel (glibc malloc_trim; elsewhere no-op)."""
+    trim = getattr(_libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
 def set_parent_death_signal(signum: int) -> None:
     """Have the kernel send ``signum`` to this process when its parent dies."""
     _check(_prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
@@ -35,8 +42,17 @@ def set_parent_death_signal(signum: int) -> None:
 
 def set_process_name(name: str) -> None:
     """What ps/top show as the command (15 bytes): tells hosts, spares and calls apart."""
-    buffer = ctypes.create_string_buffer(name.encode()[:15])
-    _check(_prctl(PR_SET_NAME, ctypes.addressof(buffer), 0, 0, 0), "prctl(PR_SET_NAME)")
+    try:
+        # Same effect as prctl(PR_SET_NAME) for a single-threaded process, and in a forked
+        # child it touches (copies) ~100 fewer memory pages than a ctypes call: ~0.3 ms.
+        fd = os.open("/proc/self/comm", os.O_WRONLY)
+        try:
+            os.write(fd, name.encode()[:15])
+        finally:
+            os.close(fd)
+    except OSError:  # no /proc
+        buffer = ctypes.create_string_buffer(name.encode()[:15])
+        _check(_prctl(PR_SET_NAME, ctypes.addressof(buffer), 0, 0, 0), "prctl(PR_SET_NAME)")
 
 
 def become_child_subreaper() -> None:

@@ -11,7 +11,7 @@ import signal
 from typing import Any
 
 from sandbox import _linux
-from sandbox._protocol import RESULT_LOST_EXIT
+from sandbox._protocol import RESULT_LOST_EXIT, parse_envelope
 from sandbox.limits import Limits
 from sandbox.result import Outcome, SandboxResult
 
@@ -24,7 +24,13 @@ class CallReport:
         self.limits = limits
         self.header = header
         self.value = value
-        self.envelope: dict[str, Any] | None = header.get("envelope")
+        self.envelope: dict[str, Any] | None = None
+        text = header.get("envelope")
+        if text is not None:
+            try:
+                self.envelope = parse_envelope(text)
+            except ValueError as exc:  # e.g. a plugin wrote a look-alike record to fd 3
+                header["result_problem"] = f"the result channel (fd 3) held garbage: {exc}"
 
 
 def build_result(

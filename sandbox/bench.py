@@ -227,7 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     for host in sandbox_status():
         kind = "warm host" if host["preload"] else "default host"
         for pid, role in [(host["pid"], kind)] + [(p, "  its spare") for p in spares(host["pid"])]:
-            rss, pss = memory_kib(pid)
+            try:
+                rss, pss = memory_kib(pid)
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # a process that ended while we looked
             print(
                 f"  pid {pid:<7d} {role:14s} RSS {rss / 1024:6.1f} MiB  PSS {pss / 1024:6.1f} MiB"
             )

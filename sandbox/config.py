@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import os
+import stat
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -93,6 +94,10 @@ class SandboxConfig:
                       portal refuses others (outcome ``unserialisable``).
     max_warm_hosts:   Preload warm hosts kept per portal process; starting one more stops
                       the least recently used idle one (``SANDBOX_MAX_WARM_HOSTS``).
+    bytecode_cache:   when Python may not write bytecode beside the source
+                      (``PYTHONDONTWRITEBYTECODE``), keep each host's compiled plugin modules
+                      in a private directory instead, so calls do not recompile them
+                      (``SANDBOX_BYTECODE_CACHE=0`` turns it off).
     """
 
     env_deny: tuple[str, ...] = DEFAULT_ENV_DENY
@@ -107,6 +112,7 @@ class SandboxConfig:
     python: str = sys.executable
     result_globals: tuple[str, ...] = DEFAULT_RESULT_GLOBALS
     max_warm_hosts: int = DEFAULT_MAX_WARM_HOSTS
+    bytecode_cache: bool = True
 
     def __post_init__(self) -> None:
         for name in ("env_deny", "env_allow", "result_globals"):
@@ -135,8 +141,8 @@ class SandboxConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SandboxConfig:
         """Settings from ``SANDBOX_ENV_DENY``, ``SANDBOX_ENV_ALLOW`` (comma-separated),
-        ``SANDBOX_NO_NETWORK`` (1/0), ``SANDBOX_RUN_AS`` (user name) and
-        ``SANDBOX_MAX_WARM_HOSTS`` (a whole number)."""
+        ``SANDBOX_NO_NETWORK`` (1/0), ``SANDBOX_RUN_AS`` (user name),
+        ``SANDBOX_MAX_WARM_HOSTS`` (a whole number) and ``SANDBOX_BYTECODE_CACHE`` (1/0)."""
         environ = os.environ if environ is None else environ
         return cls(
             env_deny=DEFAULT_ENV_DENY + _split(environ.get("SANDBOX_ENV_DENY", "")),
@@ -144,6 +150,7 @@ class SandboxConfig:
             no_network=_flag(environ, "SANDBOX_NO_NETWORK"),
             run_as=environ.get("SANDBOX_RUN_AS", "").strip() or None,
             max_warm_hosts=_whole(environ, "SANDBOX_MAX_WARM_HOSTS", DEFAULT_MAX_WARM_HOSTS),
+            bytecode_cache=_flag(environ, "SANDBOX_BYTECODE_CACHE", default=True),
         )
 
     def replace(self, **changes: Any) -> SandboxConfig:
@@ -164,12 +171,29 @@ def scrub_environment(environ: Mapping[str, str], config: SandboxConfig) -> dict
     return {name: value for name, value in environ.items() if keep(name)}
 
 
+def private_cache_dir(*parts: str) -> str | None:
+    """A directory under ``$XDG_CACHE_HOME`` (default ``~/.cache``)/portal-sandbox that only
+    this user can write, made if missing; None when there is no such place."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = os.path.join(base, "portal-sandbox", *parts)
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        return None  # someone else's, or writable by others: never load bytecode from it
+    return path
+
+
 def _split(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
-def _flag(environ: Mapping[str, str], name: str) -> bool:
+def _flag(environ: Mapping[str, str], name: str, default: bool = False) -> bool:
     value = environ.get(name, "").strip().lower()
+    if not value:
+        return default
     if value in _TRUE:
         return True
     if value in _FALSE:

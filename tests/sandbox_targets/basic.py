@@ -51,6 +51,10 @@ def process_info():
     return {"pid": os.getpid(), "ppid": os.getppid(), "uid": os.getuid()}
 
 
+def own_priority():
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
 def unpicklable():
     return lambda: None
 
