@@ -785,9 +785,8 @@ class Host:
             return
         if call.proc.children() != [] or not call.proc.single_threaded():
             return  # a child (or a thread that may have one): wait until all are gone
-        ours = self.proc.children()  # the main thread's: orphans are reparented to it
-        if ours is None or self._escaped(ours):
-            return
+        if not self._only_known_children():
+            return  # an orphan, perhaps this call's (it may have exited already): ditto
         # It is exiting anyway; make sure it runs no more code, nor anything it forks now.
         self._kill_group(call.pid, wait=False)
         for name in ("stdout", "stderr"):  # what it printed is in the pipes already
@@ -798,6 +797,16 @@ class Host:
         self._send(("result", call.call_id, header, value))
         for name in list(call.fds):  # nobody will read more: spare the loop three EOF wake-ups
             self._close_pipe(call, name)
+
+    def _only_known_children(self) -> bool:
+        """Whether every child of ours is a call process, a spare or a warm-up's own."""
+        ours = self.proc.children()  # the main thread's: orphans are reparented to it
+        if ours is None:
+            return False
+        return all(
+            pid in self.calls or pid in self.spare_pids or pid in self.own_children
+            for pid in ours
+        )
 
     def _close_pipe(self, call: _Call, name: str) -> None:
         fd = call.fds.pop(name, None)
