@@ -804,8 +804,7 @@ class Host:
         if ours is None:
             return False
         return all(
-            pid in self.calls or pid in self.spare_pids or pid in self.own_children
-            for pid in ours
+            pid in self.calls or pid in self.spare_pids or pid in self.own_children for pid in ours
         )
 
     def _close_pipe(self, call: _Call, name: str) -> None:
