@@ -69,6 +69,7 @@ EXIT_GRACE_S = 5.0  # when the portal goes away, how long to wait for calls to d
 NO_PIDFD_POLL_S = 0.01  # without pidfd_open (Linux < 5.3), poll for exits this often
 IDLE_DIRS = 32  # untouched call directories kept for reuse: mkdir+rmdir on ext4 ~0.5 ms
 COMMAND_TIMEOUT_S = 5.0  # a spare that does not read its command in this long is replaced
+EXIT_LINGER_S = 1.0  # how long an answered call process may take to finish exiting
 # After a fork the host re-copies every page it then writes (copy-on-write), ~200 pages per
 # call cycle. While calls keep coming, fork spares in batches (one per call started in the
 # last BUSY_WINDOW_S, up to BURST_SPARES) so those copies are paid once per batch, not once
@@ -787,8 +788,10 @@ class Host:
             return  # a child (or a thread that may have one): wait until all are gone
         if not self._only_known_children():
             return  # an orphan, perhaps this call's (it may have exited already): ditto
-        # It is exiting anyway; make sure it runs no more code, nor anything it forks now.
-        self._kill_group(call.pid, wait=False)
+        # It is at the end of its exit path, in our code; should it linger (a plugin's
+        # signal handler, say), its deadline now kills it. Not killed at once: a process
+        # may still do useful work on its way out (coverage measurement saves its data).
+        call.deadline = min(call.deadline, time.monotonic() + EXIT_LINGER_S)
         for name in ("stdout", "stderr"):  # what it printed is in the pipes already
             while self._read_pipe(call, name):
                 pass

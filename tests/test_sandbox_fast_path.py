@@ -15,7 +15,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psutil
 import pytest
 
-from sandbox import SandboxConfig, configure_sandbox, run_plugin_sandboxed, sandbox_status
+from sandbox import (
+    Limits,
+    SandboxConfig,
+    configure_sandbox,
+    run_plugin_sandboxed,
+    sandbox_status,
+)
 from tests.sandbox_targets.process_checks import (
     assert_nothing_left,
     host_pids,
@@ -116,6 +122,12 @@ class TestAnswering:
             result = run_plugin_sandboxed(f"{HOSTILE}:spawn_sleeper", marker, setsid=setsid)
             assert result.ok, result.error
             assert not is_running(result.value), f"setsid={setsid}: still running"
+
+    def test_a_call_process_that_lingers_after_its_answer_is_killed(self):
+        result = run_plugin_sandboxed(f"{HOSTILE}:hang_on_exit", limits=Limits(timeout_s=60))
+        assert result.ok, result.error
+        # Answered at once; the hung exit is killed after about a second, not at 60 s.
+        assert wait_until(lambda: not is_running(result.value), timeout=5.0)
 
 
 def idle_spares(host: int) -> dict[int, int]:

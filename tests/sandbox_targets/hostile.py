@@ -115,3 +115,13 @@ def call_process_group_kill():
     """Signal its own process group: must not reach the host or the portal."""
     os.killpg(0, signal.SIGTERM)
     return "survived?"
+
+
+def hang_on_exit():
+    """Return normally, but make the call process's final os._exit() hang."""
+
+    def never_exit(code):
+        time.sleep(3600)
+
+    os._exit = never_exit
+    return os.getpid()
