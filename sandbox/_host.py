@@ -725,14 +725,33 @@ class Host:
 
     def _make_private_dir(self, prefix: str) -> str:
         while True:
-            self.dir_counter += 1
-            name = f"{prefix}-{self.pid}-{self.dir_counter}-{os.urandom(3).hex()}"
-            path = os.path.join(self.tmp_dir, name)
+            path = self._new_dir_name(prefix)
             try:
                 os.mkdir(path, 0o700)
                 return path
             except FileExistsError:
                 continue
+
+    def _new_dir_name(self, prefix: str) -> str:
+        """A path in the temporary directory no directory of ours had: the counter makes
+        it unique for this host, the pid among hosts, the random part against guessing."""
+        self.dir_counter += 1
+        name = f"{prefix}-{self.pid}-{self.dir_counter}-{os.urandom(3).hex()}"
+        return os.path.join(self.tmp_dir, name)
+
+    def _park_call_dir(self, call: _Call) -> None:
+        """Before an early answer: the directory the call saw must be gone when the portal
+        has its result, but removing it costs ~0.15 ms and its reuse would be lost. A
+        rename does both; the directory is checked and reused or removed once the call
+        process has been reaped."""
+        parked = self._new_dir_name(CALL_DIR_KIND)
+        if os.path.lexists(parked):
+            return  # cannot happen for a fresh counter; then the normal cleanup does it
+        try:
+            os.rename(call.calldir, parked)
+        except OSError:
+            return
+        call.calldir = parked
 
     def _pipe_reader(self, call: _Call, name: str):
         def on_readable(_events: int) -> None:
@@ -792,6 +811,7 @@ class Host:
         # signal handler, say), its deadline now kills it. Not killed at once: a process
         # may still do useful work on its way out (coverage measurement saves its data).
         call.deadline = min(call.deadline, time.monotonic() + EXIT_LINGER_S)
+        self._park_call_dir(call)
         for name in ("stdout", "stderr"):  # what it printed is in the pipes already
             while self._read_pipe(call, name):
                 pass
