@@ -164,6 +164,24 @@ def make_operator(django_user_model):
     return factory
 
 
+# --- sandbox ---
+
+
+@pytest.fixture
+def sandbox_settings():
+    """Apply SandboxConfig changes for one test (hosts restart), then restore the previous."""
+    from sandbox import configure_sandbox
+
+    previous = []
+
+    def apply(**changes):
+        previous.append(configure_sandbox(**changes))
+
+    yield apply
+    if previous:
+        configure_sandbox(previous[0])
+
+
 # --- health and operations API ---
 
 

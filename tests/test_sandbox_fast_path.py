@@ -18,7 +18,6 @@ import pytest
 from sandbox import (
     Limits,
     SandboxConfig,
-    configure_sandbox,
     run_plugin_sandboxed,
     sandbox_status,
 )
@@ -32,19 +31,6 @@ from tests.sandbox_targets.process_checks import (
 
 BASIC = "tests.sandbox_targets.basic"
 HOSTILE = "tests.sandbox_targets.hostile"
-
-
-@pytest.fixture
-def sandbox_settings():
-    """Apply a SandboxConfig for one test (restarting hosts), then restore the previous one."""
-    previous = []
-
-    def apply(**changes):
-        previous.append(configure_sandbox(**changes))
-
-    yield apply
-    if previous:
-        configure_sandbox(previous[0])
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from sandbox import (
     Limits,
     Outcome,
     SandboxConfig,
-    configure_sandbox,
     run_plugin_sandboxed,
 )
 
@@ -50,43 +49,30 @@ def loopback_server():
     server.close()
 
 
-@pytest.fixture
-def config():
-    """Apply a SandboxConfig for one test, then restore the previous one."""
-    previous = []
-
-    def apply(**changes):
-        previous.append(configure_sandbox(**changes))
-
-    yield apply
-    if previous:
-        configure_sandbox(previous[0])
-
-
 def test_network_is_reachable_by_default(loopback_server):
     result = run_plugin_sandboxed(f"{NET}:try_connect", loopback_server, limits=LIMITS)
     assert result.value == "connected"
 
 
-def test_no_network_isolates_plugins(loopback_server, config):
-    config(no_network=True)
+def test_no_network_isolates_plugins(loopback_server, sandbox_settings):
+    sandbox_settings(no_network=True)
     result = run_plugin_sandboxed(f"{NET}:try_connect", loopback_server, limits=LIMITS)
     assert result.ok, result.error
     assert result.value != "connected"
     assert not result.warnings
 
 
-def test_no_network_from_the_environment(loopback_server, config, monkeypatch):
+def test_no_network_from_the_environment(loopback_server, sandbox_settings, monkeypatch):
     monkeypatch.setenv("SANDBOX_NO_NETWORK", "1")
-    config(**vars_of(SandboxConfig.from_env()))
+    sandbox_settings(**vars_of(SandboxConfig.from_env()))
     result = run_plugin_sandboxed(f"{NET}:try_connect", loopback_server, limits=LIMITS)
     assert result.value != "connected"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root")
-def test_run_as_drops_privileges(config):
+def test_run_as_drops_privileges(sandbox_settings):
     nobody = pwd.getpwnam("nobody")
-    config(run_as="nobody")
+    sandbox_settings(run_as="nobody")
     result = run_plugin_sandboxed(f"{IDENTITY}:identity", limits=LIMITS)
     assert result.ok, result.error
     assert result.value == {"uid": nobody.pw_uid, "gid": nobody.pw_gid, "groups": []}
@@ -97,9 +83,9 @@ def test_run_as_drops_privileges(config):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root")
-def test_run_as_user_who_cannot_read_the_stdlib_is_warned_about(config):
+def test_run_as_user_who_cannot_read_the_stdlib_is_warned_about(sandbox_settings):
     stdlib = os.path.dirname(os.__file__)
-    config(run_as="nobody")
+    sandbox_settings(run_as="nobody")
     result = run_plugin_sandboxed(f"{IDENTITY}:import_unloaded_stdlib_module", limits=LIMITS)
     readable = not any(stdlib in w for w in result.warnings)
     if readable:
@@ -110,8 +96,8 @@ def test_run_as_user_who_cannot_read_the_stdlib_is_warned_about(config):
         assert result.error_type in ("ModuleNotFoundError", "ImportError", "PermissionError")
 
 
-def test_unavailable_isolation_is_reported_not_pretended(config, caplog):
-    config(run_as="no-such-user-for-the-sandbox")
+def test_unavailable_isolation_is_reported_not_pretended(sandbox_settings, caplog):
+    sandbox_settings(run_as="no-such-user-for-the-sandbox")
     with caplog.at_level(logging.WARNING, logger="sandbox"):
         result = run_plugin_sandboxed(f"{IDENTITY}:identity", limits=LIMITS)
     assert result.ok, result.error
