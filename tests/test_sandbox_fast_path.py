@@ -24,6 +24,7 @@ from sandbox import (
 from tests.sandbox_targets.process_checks import (
     assert_nothing_left,
     host_pids,
+    idle_spares,
     is_running,
     new_marker,
     wait_until,
@@ -114,18 +115,6 @@ class TestAnswering:
         assert result.ok, result.error
         # Answered at once; the hung exit is killed after about a second, not at 60 s.
         assert wait_until(lambda: not is_running(result.value), timeout=5.0)
-
-
-def idle_spares(host: int) -> dict[int, int]:
-    """pid -> nice value of the host's idle spares (they come and go while we look)."""
-    found = {}
-    for proc in psutil.Process(host).children():
-        try:
-            if proc.name() == "sandbox-spare":
-                found[proc.pid] = proc.nice()
-        except psutil.NoSuchProcess:
-            continue
-    return found
 
 
 class TestSpares:

@@ -12,7 +12,6 @@ from pathlib import Path
 # This branch has no conftest or pytest `pythonpath`; put the repo root on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import psutil
 import pytest
 
 from sandbox import (
@@ -26,6 +25,7 @@ from sandbox import (
 from tests.sandbox_targets.process_checks import (
     assert_nothing_left,
     host_pids,
+    idle_spares,
     is_running,
     open_fd_count,
     wait_until,
@@ -219,14 +219,6 @@ class TestSpares:
         try:
             host = warm_default_host()
             assert run_plugin_sandboxed(f"{BASIC}:add", 1, 1).ok
-            assert idle_spares(host) == []
+            assert idle_spares(host) == {}
         finally:
             configure_sandbox(old)
-
-
-def idle_spares(host_pid: int) -> list[int]:
-    return [
-        child.pid
-        for child in psutil.Process(host_pid).children()
-        if child.name() == "sandbox-spare" and is_running(child.pid)
-    ]

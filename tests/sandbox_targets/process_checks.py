@@ -58,6 +58,19 @@ def host_descendants() -> list[psutil.Process]:
     return found
 
 
+def idle_spares(host_pid: int) -> dict[int, int]:
+    """pid -> nice value of a host's idle spare call processes. Spares come and go (the
+    host forks them in batches and drops the extra ones), so some vanish while we look."""
+    found = {}
+    for proc in psutil.Process(host_pid).children():
+        try:
+            if _is_idle_spare(proc) and is_running(proc.pid):
+                found[proc.pid] = proc.nice()
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
 def _is_idle_spare(proc: psutil.Process) -> bool:
     try:
         return proc.name() == "sandbox-spare"
