@@ -250,7 +250,7 @@ class Host:
         self.priority = os.getpriority(os.PRIO_PROCESS, 0)
         self.low_priority_spares = _may_raise_priority()
         self.proc = _ProcFiles(self.pid)
-        self.last_call_at = -BUSY_WINDOW_S  # monotonic; recent calls mean "busy"
+        # Start times (monotonic) of the latest calls: how busy we are, so how many spares.
         self.recent_calls: collections.deque[float] = collections.deque(maxlen=BURST_SPARES)
         self.refilling = False
         self.pycache_dir: str | None = None
@@ -409,7 +409,7 @@ class Host:
             return SWEEP_INTERVAL_S
         deadlines = [c.deadline for c in self.calls.values() if c.status is None]
         if len(self.spares) > self.spare_target:  # wake up to trim the burst's extras
-            deadlines.append(self.last_call_at + BUSY_WINDOW_S)
+            deadlines.append(self._last_call_at() + BUSY_WINDOW_S)
         if not deadlines:
             return -1
         timeout = max(0.0, min(deadlines) - time.monotonic())
@@ -494,8 +494,11 @@ class Host:
 
     # --- spares and starting calls -------------------------------------------------------
 
+    def _last_call_at(self) -> float:
+        return self.recent_calls[-1] if self.recent_calls else -BUSY_WINDOW_S
+
     def _busy(self) -> bool:
-        return time.monotonic() - self.last_call_at < BUSY_WINDOW_S
+        return time.monotonic() - self._last_call_at() < BUSY_WINDOW_S
 
     def _spare_needed(self) -> bool:
         """Whether to fork a spare now: refill when below the idle count, up to a burst
@@ -650,8 +653,7 @@ class Host:
         self._release_call_dir(spare.calldir)
 
     def _start_call(self, call_id: int, limits: dict, payload: bytes, target_name: str) -> None:
-        self.last_call_at = time.monotonic()
-        self.recent_calls.append(self.last_call_at)
+        self.recent_calls.append(time.monotonic())
         if self.stopping or self.draining:
             self._send_failure(call_id, "the sandbox host is shutting down; retry the call")
             return
@@ -928,17 +930,9 @@ class Host:
             time.sleep(0.001)
 
     def _kill_escaped(self) -> int:
-        escaped = self._escaped(self.children_of(self.pid))
-        for pid in escaped:
-            _kill(pid, signal.SIGKILL)
-        return len(escaped)
-
-    def _escaped(self, children: list[int]) -> list[int]:
-        """Those of our ``children`` that are neither a call, a spare, nor a running call's
-        own process orphaned inside its group: descendants a finished call left behind."""
         running = {c.pid for c in self.calls.values() if c.status is None}
-        escaped = []
-        for pid in children:
+        killed = 0
+        for pid in self.children_of(self.pid):
             if pid in running or pid in self.own_children or pid in self.spare_pids:
                 continue
             try:
@@ -946,8 +940,9 @@ class Host:
                     continue  # a running call's own process, orphaned inside its group
             except ProcessLookupError:
                 continue
-            escaped.append(pid)
-        return escaped
+            _kill(pid, signal.SIGKILL)
+            killed += 1
+        return killed
 
     def _response(self, call: _Call) -> tuple[dict, bytes]:
         # Not reaped yet (an early answer): the record's own exit intent and usage stand in.
