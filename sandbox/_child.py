@@ -79,7 +79,7 @@ class SpareSpec:
     low_priority: bool
     rehearse: bool
     result_file: str  # where the result goes if the plugin closed or reused fd 3
-    result_pipe: tuple[int, int]  # (st_dev, st_ino) of the result pipe, to recognise fd 3
+    result_pipe: tuple[int, int] | None  # (st_dev, st_ino) of the result pipe, to recognise fd 3
     result_w: int
     stderr_w: int
     stdout_w: int
@@ -444,22 +444,14 @@ def _flush_stdio() -> None:
 class _ResultChannel:
     """The result pipe on fd 3, with a file fallback if the plugin closed or reused fd 3."""
 
-    def __init__(self, fd: int, fallback_path: str, identity: tuple[int, int]) -> None:
+    def __init__(self, fd: int, fallback_path: str, identity: tuple[int, int] | None) -> None:
         self.fd = fd
         self.fallback_path = fallback_path
         self.identity = identity  # of the pipe the host made: fd 3 until a plugin changes it
 
-    @staticmethod
-    def _identify(fd: int) -> tuple[int, int] | None:
-        try:
-            st = os.fstat(fd)
-        except OSError:
-            return None
-        return (st.st_dev, st.st_ino) if stat.S_ISFIFO(st.st_mode) else None
-
     def deliver(self, envelope: dict[str, object] | None, value: bytes | memoryview) -> int:
         buffers = encode_result(envelope, value, _own_usage())
-        if self.identity is not None and self._identify(self.fd) == self.identity:
+        if self.identity is not None and pipe_identity(self.fd) == self.identity:
             try:
                 _write_all(self.fd, buffers)
                 return 0
@@ -488,6 +480,15 @@ def _write_all(fd: int, buffers: list) -> None:
         written = 0
         while view:
             view = view[os.write(fd, view) :]
+
+
+def pipe_identity(fd: int) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the pipe open on ``fd``; None if it is not a pipe (or closed)."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISFIFO(st.st_mode) else None
 
 
 def _own_usage() -> tuple[int, int]:

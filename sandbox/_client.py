@@ -341,7 +341,7 @@ class _Host:
             "preload": preload,
             "no_network": self.config.no_network,
             "run_as": self.config.run_as,
-            "tmp_dir": self.config.tmp_dir,
+            "tmp_dir": _tmp_dir(self.config),
             "spare_children": self.config.spare_children,
             "bytecode_cache": self.config.bytecode_cache,
             "dont_write_bytecode": sys.dont_write_bytecode,
@@ -637,10 +637,15 @@ class _Host:
         }
 
 
+def _tmp_dir(config: SandboxConfig) -> str:
+    """Where a host makes its directories: decided here, so cleanup looks in the same place."""
+    return config.tmp_dir or os.environ.get("TMPDIR") or "/tmp"
+
+
 def _remove_dirs_of(host_pid: int, config: SandboxConfig) -> None:
     """Remove what a host that is gone left in the temporary directory: a host killed
     (SIGKILL, OOM killer) cannot remove its call and bytecode directories itself."""
-    tmp_dir = config.tmp_dir or os.environ.get("TMPDIR") or "/tmp"
+    tmp_dir = _tmp_dir(config)
     kinds = "|".join(re.escape(kind) for kind in (CALL_DIR_KIND, BYTECODE_DIR_KIND))
     ours = re.compile(rf"(?:{kinds})-{host_pid}-\d+-[0-9a-f]{{6}}")
     owners = {os.geteuid()}

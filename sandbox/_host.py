@@ -38,6 +38,7 @@ from sandbox._child import (
     SpareSpec,
     _exception_envelope,
     host_hard_limits,
+    pipe_identity,
     resolve_target,
     rlimits_for,
     run_spare,
@@ -231,7 +232,7 @@ class Host:
         self.warnings: list[str] = []
         self.run_as: tuple[int, int] | None = None
         self.own_children: set[int] = set()  # processes a Preload warm-up started on purpose
-        self.tmp_dir = init.get("tmp_dir") or os.environ.get("TMPDIR") or "/tmp"
+        self.tmp_dir = init["tmp_dir"]
         self.dir_counter = 0
         self.idle_dirs: list[str] = []
         self.dir_owner = os.geteuid()
@@ -559,7 +560,7 @@ class Host:
                 stdout_w=pipes[0][1],
                 stderr_w=pipes[1][1],
                 result_w=pipes[2][1],
-                result_pipe=_pipe_identity(pipes[2][1]),
+                result_pipe=pipe_identity(pipes[2][1]),
                 result_file=os.path.join(calldir, RESULT_FILE),
                 command_r=pipes[3][0],
                 host_pid=self.pid,
@@ -577,10 +578,7 @@ class Host:
             if pid == 0:
                 run_spare(spec)  # never returns
             if pid < 0:  # not forked: give its pipes and directory back
-                for r, w in pipes:
-                    os.close(r)
-                    os.close(w)
-                self._release_call_dir(calldir)
+                self._discard_kit(calldir, pipes)
             else:
                 forked.append((pid, calldir, pipes))
         if not forked:
@@ -597,10 +595,7 @@ class Host:
             for _ in range(4):
                 pipes.append(os.pipe())
         except OSError:
-            for r, w in pipes:
-                os.close(r)
-                os.close(w)
-            self._release_call_dir(calldir)
+            self._discard_kit(calldir, pipes)
             raise
         for r, _ in pipes[:3]:
             os.set_blocking(r, False)
@@ -608,6 +603,12 @@ class Host:
         os.set_blocking(pipes[3][1], False)
         _grow_pipe(pipes[3][1])
         return calldir, pipes
+
+    def _discard_kit(self, calldir: str, pipes: list[tuple[int, int]]) -> None:
+        for r, w in pipes:
+            os.close(r)
+            os.close(w)
+        self._release_call_dir(calldir)
 
     def _adopt_spare(self, pid: int, calldir: str, pipes: list[tuple[int, int]]) -> _Spare:
         with contextlib.suppress(OSError):  # the child does it too; first one wins
@@ -712,7 +713,7 @@ class Host:
     def _take_call_dir(self) -> str:
         if self.idle_dirs:
             return self.idle_dirs.pop()
-        path = self._make_call_dir()
+        path = self._make_private_dir(CALL_DIR_KIND)
         if self.run_as is not None:
             os.chown(path, *self.run_as)
         return path
@@ -723,9 +724,6 @@ class Host:
             self.idle_dirs.append(path)
         else:
             _remove_tree(path)
-
-    def _make_call_dir(self) -> str:
-        return self._make_private_dir(CALL_DIR_KIND)
 
     def _make_private_dir(self, prefix: str) -> str:
         while True:
@@ -1078,11 +1076,6 @@ def _write_with_deadline(fd: int, buffers: list[bytes], seconds: float) -> None:
             if remaining <= 0:
                 raise TimeoutError(errno.ETIMEDOUT, "the reader stopped reading") from None
             poller.poll(remaining * 1000)
-
-
-def _pipe_identity(fd: int) -> tuple[int, int]:
-    st = os.fstat(fd)
-    return st.st_dev, st.st_ino
 
 
 def _grow_pipe(fd: int) -> None:
