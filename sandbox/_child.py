@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import json
 import math
 import os
 import pickle
@@ -31,7 +32,7 @@ import sys
 from sandbox import _linux
 from sandbox._protocol import (
     COMMAND_FD,
-    FRAME_HEADER,
+    COMMAND_HEADER,
     RESULT_FD,
     RESULT_LOST_EXIT,
     encode_result,
@@ -93,12 +94,14 @@ class Command:
     """One call, sent by the host down a spare's command pipe.
 
     payload: pickle of (target, args, kwargs) made by the portal; rlimits: (resource,
-    (soft, hard)) pairs; run_as: (uid, gid) to drop to, or None.
+    (soft, hard)) pairs; run_as: (uid, gid) to drop to, or None; result_format: "json"
+    (the default: data only) or "pickle" (trusted code only, see SandboxConfig).
     """
 
-    __slots__ = ("payload", "result_bytes", "rlimits", "run_as", "target_name")
+    __slots__ = ("payload", "result_bytes", "result_format", "rlimits", "run_as", "target_name")
     payload: bytes
     result_bytes: int
+    result_format: str
     rlimits: RLimits
     run_as: tuple[int, int] | None
     target_name: str
@@ -111,7 +114,7 @@ class Command:
         data = pickle.dumps(
             tuple(getattr(self, name) for name in self.__slots__), pickle.HIGHEST_PROTOCOL
         )
-        return [FRAME_HEADER.pack(len(data)), data]
+        return [COMMAND_HEADER.pack(len(data)), data]
 
     @classmethod
     def decode(cls, data: bytes) -> Command:
@@ -155,7 +158,7 @@ def _serve_one_call(spec: SpareSpec) -> int:
     except BaseException as exc:  # setup failed: report it as ours
         _last_words()
         return _emergency_deliver(exc)
-    envelope, value = _invoke(command.payload, command.result_bytes)
+    envelope, value = _invoke(command.payload, command.result_bytes, command.result_format)
     _flush_stdio()
     return channel.deliver(envelope, value)
 
@@ -208,7 +211,7 @@ def _rehearse() -> None:
     # call arrives. Nothing is written anywhere, and the module is forgotten again.
     payload = pickle.dumps(("sandbox._prefault:rehearse", (1,), {"k": None}), -1)
     try:
-        envelope, value = _invoke(payload, 1 << 20)
+        envelope, value = _invoke(payload, 1 << 20, "json")
         encode_result(envelope, value, _own_usage())
     finally:
         sys.modules.pop("sandbox._prefault", None)
@@ -218,10 +221,10 @@ def _rehearse() -> None:
 
 def _read_command() -> Command | None:
     first = os.read(COMMAND_FD, 1 << 16)  # usually the whole command, in one read
-    if len(first) < FRAME_HEADER.size:
+    if len(first) < COMMAND_HEADER.size:
         return None  # the host retired this spare (or died)
-    size = FRAME_HEADER.unpack_from(first)[0]
-    data = first[FRAME_HEADER.size :]
+    size = COMMAND_HEADER.unpack_from(first)[0]
+    data = first[COMMAND_HEADER.size :]
     if len(data) < size:
         rest = _read_exact(COMMAND_FD, size - len(data))
         if rest is None:
@@ -304,7 +307,7 @@ def _drop_privileges(uid: int, gid: int) -> None:
 
 
 def _invoke(
-    payload: bytes, result_bytes: int
+    payload: bytes, result_bytes: int, result_format: str
 ) -> tuple[dict[str, object] | None, bytes | memoryview]:
     try:
         target, args, kwargs = pickle.loads(payload)
@@ -318,7 +321,9 @@ def _invoke(
     except BaseException as exc:  # KeyboardInterrupt included, by contract
         return _exception_envelope(exc, phase="call"), b""
     del func, args, kwargs
-    return _serialise(value, result_bytes)
+    if result_format == "pickle":
+        return _pickle(value, result_bytes)
+    return _to_json(value, result_bytes)
 
 
 def _exit_envelope(exc: SystemExit) -> dict[str, object]:
@@ -405,7 +410,29 @@ class _CappedWriter(io.BytesIO):
         return super().write(data)
 
 
-def _serialise(value: object, cap: int) -> tuple[dict[str, object] | None, bytes | memoryview]:
+# JSON text, ASCII only (a lone surrogate stays an escape), no NaN: what the portal parses.
+_JSON = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+
+
+def _to_json(value: object, cap: int) -> tuple[dict[str, object] | None, bytes | memoryview]:
+    try:
+        data = _JSON.encode(value).encode("ascii")
+    except MemoryError as exc:
+        return _exception_envelope(exc, phase="serialise"), b""
+    except BaseException as exc:  # TypeError, ValueError (NaN, a cycle), RecursionError
+        envelope = _exception_envelope(exc, phase="serialise")
+        envelope.update(outcome="unserialisable", value_type=_type_name(value))
+        return envelope, b""
+    if len(data) > cap:
+        return {
+            "outcome": "output_limit",
+            "phase": "serialise",
+            "value_type": _type_name(value),
+        }, b""
+    return None, data
+
+
+def _pickle(value: object, cap: int) -> tuple[dict[str, object] | None, bytes | memoryview]:
     writer = _CappedWriter(cap)
     try:
         pickle.Pickler(writer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)

@@ -29,14 +29,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from sandbox import _linux
+from sandbox._leftovers import OWNER_VARIABLE, kill_marked
 from sandbox._outcome import CallReport, build_result, failure_result
 from sandbox._protocol import (
     BYTECODE_DIR_KIND,
     CALL_DIR_KIND,
     FRAME_HEADER,
-    MAX_FRAME,
+    ProtocolError,
+    decode_fields,
     encode_frame,
+    frame_sizes,
+    split_blobs,
 )
+from sandbox._spawn import spawner
+from sandbox._wire import HelloFields, answer_blob_limits, check_answer, check_hello
 from sandbox.config import SandboxConfig, private_cache_dir, scrub_environment
 from sandbox.limits import Limits
 from sandbox.result import Outcome, SandboxResult
@@ -198,15 +204,37 @@ def _recv_exact(sock: socket.socket, size: int) -> bytearray | None:
     return buffer
 
 
-def _recv_frame(sock: socket.socket) -> Any | None:
+BlobLimits = dict[str, tuple[int, str]]  # blob name: (most bytes, the limit that says so)
+
+
+def _recv_frame(
+    sock: socket.socket, blob_limits: Any
+) -> tuple[dict[str, Any], dict[str, bytes]] | None:
+    """A frame from a host, or None at EOF. ``blob_limits(fields)`` says how large each blob
+    may be; they are checked before a byte of them is read. ProtocolError for a bad frame."""
     header = _recv_exact(sock, FRAME_HEADER.size)
     if header is None:
         return None
-    (size,) = FRAME_HEADER.unpack(header)
-    if size > MAX_FRAME:
-        raise OSError(f"sandbox protocol frame of {size} bytes is corrupt")
-    payload = _recv_exact(sock, size)
-    return None if payload is None else pickle.loads(payload)
+    text_len, blobs_len = frame_sizes(header)
+    text = _recv_exact(sock, text_len)
+    if text is None:
+        return None
+    fields, declared = decode_fields(text)
+    limits: BlobLimits = blob_limits(fields)
+    for name, length in declared:
+        if name not in limits:
+            raise ProtocolError(f"unexpected blob {name[:40]!r}")
+        most, limit = limits[name]
+        if length > most:
+            raise ProtocolError(f"{name} of {length} bytes is over {limit} ({most} bytes)")
+    data = _recv_exact(sock, blobs_len)
+    if data is None:
+        return None
+    return fields, split_blobs(data, declared)
+
+
+def _no_blobs(fields: dict[str, Any]) -> BlobLimits:
+    return {}
 
 
 # --- one host process ------------------------------------------------------------------
@@ -218,9 +246,10 @@ class _NotDelivered(Exception):
 
 @dataclasses.dataclass(eq=False)
 class _Pending:
+    limits: Limits
     event: threading.Event = dataclasses.field(default_factory=threading.Event)
     header: dict[str, Any] | None = None
-    value: bytes = b""
+    blobs: dict[str, bytes] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -264,6 +293,7 @@ class _Host:
         self._pending: dict[int, _Pending] = {}
         self._lost: str | None = None
         self._reader: threading.Thread | None = None
+        self.mark = ""  # SANDBOX_OWNER of this host and of everything its plugins start
 
     @property
     def usable(self) -> bool:
@@ -276,10 +306,13 @@ class _Host:
 
     # start-up
 
-    def start(self) -> StartFailure | None:
+    def start(self, warmup_s: float | None = None) -> StartFailure | None:
+        """Start the host; a warm-up may take ``warmup_s`` (the first call's timeout) at most."""
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        starter = spawner(self.config.python, _tmp_dir(self.config))
+        self.mark = starter.mark()
         try:
-            self.proc = subprocess.Popen(
+            self.proc = starter.popen(
                 [self.config.python, "-P", "-m", "sandbox._host", "--fd", str(child_sock.fileno())],
                 pass_fds=(child_sock.fileno(),),
                 env=self._host_environment(),
@@ -298,10 +331,10 @@ class _Host:
             child_sock.close()
         self.sock = parent_sock
         self.pid = self.proc.pid
-        failure = self._handshake()
+        failure = self._handshake(warmup_s)
         if failure is not None:
             self._kill_process()
-            _remove_dirs_of(self.pid, self.config)
+            self._clean_up()
             parent_sock.close()
             self._lost = failure.reason
             return failure
@@ -326,6 +359,7 @@ class _Host:
                 # variables back for plugins (see "plugin_env").
                 env.pop("PYTHONDONTWRITEBYTECODE", None)
                 env["PYTHONPYCACHEPREFIX"] = cache
+        env[OWNER_VARIABLE] = self.mark
         return env
 
     def _init_message(self) -> dict[str, Any]:
@@ -333,12 +367,10 @@ class _Host:
         sys_path = [os.path.abspath(p) for p in sys.path]
         if _SANDBOX_ROOT not in sys_path:
             sys_path.append(_SANDBOX_ROOT)
-        preload = None
-        if self.preload is not None:
-            preload = (self.preload.target, self.preload.args)
         return {
+            "type": "init",
+            "portal_pid": os.getpid(),
             "sys_path": sys_path,
-            "preload": preload,
             "no_network": self.config.no_network,
             "run_as": self.config.run_as,
             "tmp_dir": _tmp_dir(self.config),
@@ -351,24 +383,32 @@ class _Host:
             },
         }
 
-    def _handshake(self) -> StartFailure | None:
+    def _handshake(self, warmup_s: float | None) -> StartFailure | None:
         assert self.sock is not None
         timeout = self.config.start_timeout_s
         if self.preload is not None:
             timeout += self.config.warmup_timeout_s
+            if warmup_s is not None:  # the call waiting for it would give up by then anyway
+                timeout = min(timeout, warmup_s)
+        blobs: dict[str, bytes | memoryview] = {}
+        if self.preload is not None:
+            target = (self.preload.target, self.preload.args)
+            blobs["preload"] = pickle.dumps(target, protocol=pickle.HIGHEST_PROTOCOL)
         try:
             self.sock.settimeout(timeout)
-            for buffer in encode_frame(("init", self._init_message())):
+            for buffer in encode_frame(self._init_message(), blobs):
                 self.sock.sendall(buffer)
-            message = _recv_frame(self.sock)
+            frame = _recv_frame(self.sock, _no_blobs)
             self.sock.settimeout(None)
+            hello = None if frame is None else check_hello(frame[0])
         except TimeoutError:
-            return self._start_timeout(timeout)
+            return self._start_timeout(timeout, bounded_by_call=timeout == warmup_s)
+        except ProtocolError as exc:
+            return self._malformed_handshake(exc)
         except OSError:
-            message = None
-        if message is None:
+            hello = None
+        if hello is None:
             return self._died_while_starting()
-        hello = message[1]
         if not hello.get("ok"):
             return self._warm_up_raised(hello)
         self.warnings = list(hello.get("warnings", []))
@@ -380,13 +420,25 @@ class _Host:
             return "the sandbox host"
         return f"the Preload warm-up {self.preload.target!r}"
 
-    def _start_timeout(self, timeout: float) -> StartFailure:
+    def _start_timeout(self, timeout: float, bounded_by_call: bool) -> StartFailure:
         setting = "warmup_timeout_s" if self.preload is not None else "start_timeout_s"
+        fix = f"make the warm-up faster or raise SandboxConfig.{setting}"
+        if bounded_by_call:
+            fix = "make the warm-up faster or give the call a longer timeout"
         return StartFailure(
             Outcome.TIMEOUT,
             "Timeout",
             f"{self._what()} did not finish starting within {timeout:g} s and was killed "
-            f"(make the warm-up faster or raise SandboxConfig.{setting})",
+            f"({fix}; the next call tries again)",
+        )
+
+    def _malformed_handshake(self, problem: ProtocolError) -> StartFailure:
+        return StartFailure(
+            Outcome.SANDBOX_FAILURE,
+            "ProtocolError",
+            f"{self._what()} sent a malformed handshake ({problem}), so the host was killed "
+            "(the plugin's import or warm-up code writes to the sandbox's control socket or "
+            "patches the sandbox; fix the plugin)",
         )
 
     def _died_while_starting(self) -> StartFailure:
@@ -418,7 +470,7 @@ class _Host:
             exit_code=code,
         )
 
-    def _warm_up_raised(self, hello: dict[str, Any]) -> StartFailure:
+    def _warm_up_raised(self, hello: HelloFields) -> StartFailure:
         kind = hello.get("error_type") or "Exception"
         message = hello.get("message")
         location = hello.get("location")
@@ -436,15 +488,22 @@ class _Host:
 
     def request(
         self, call_id: int, limits: Limits, payload: bytes, name: str, wait_s: float
-    ) -> tuple[dict[str, Any], bytes]:
-        pending = _Pending()
+    ) -> tuple[dict[str, Any], dict[str, bytes]]:
+        pending = _Pending(limits)
         with self._lock:
             if self._lost is not None:
                 raise _NotDelivered(self._lost)
             self._pending[call_id] = pending
         deadline = time.monotonic() + wait_s
-        frames = encode_frame(("call", call_id, limits.as_dict(), payload, name))
-        if len(frames[1]) < SMALL_FRAME:
+        fields = {
+            "type": "call",
+            "call_id": call_id,
+            "limits": limits.as_dict(),
+            "target_name": name,
+            "result_format": self.config.result_format,
+        }
+        frames = encode_frame(fields, {"payload": payload})
+        if sum(len(frame) for frame in frames) < SMALL_FRAME:
             frames = [b"".join(frames)]  # one send() instead of two for the common call
         try:
             self._send(frames, deadline)
@@ -462,11 +521,11 @@ class _Host:
                 "is overloaded)"
             )
             self.kill(reason)
-            return {"host_lost": reason}, b""
+            return {"host_lost": reason}, {}
         assert pending.header is not None
-        return pending.header, pending.value
+        return pending.header, pending.blobs
 
-    def _send(self, frames: list[bytes], deadline: float) -> None:
+    def _send(self, frames: list[bytes | memoryview], deadline: float) -> None:
         # MSG_DONTWAIT + poll: a deadline on writes without putting the shared socket in
         # non-blocking mode under the reader thread's feet.
         assert self.sock is not None  # only started hosts are kept and sent to
@@ -508,31 +567,64 @@ class _Host:
         assert self.sock is not None  # the reader starts once the handshake succeeded
         try:
             while True:
-                message = _recv_frame(self.sock)
-                if message is None:
+                frame = _recv_frame(self.sock, self._answer_limits)
+                if frame is None:
                     break
-                if message[0] == "result":
-                    _, call_id, header, value = message
-                    with self._lock:
-                        pending = self._pending.pop(call_id, None)
-                    if pending is not None:
-                        pending.header, pending.value = header, value
-                        pending.event.set()
+                fields, blobs = frame
+                header = check_answer(fields)
+                with self._lock:
+                    pending = self._pending.pop(header["call_id"], None)
+                if pending is not None:
+                    pending.header, pending.blobs = dict(header), blobs
+                    pending.event.set()
+        except ProtocolError as exc:
+            self._malformed(exc)
+            reason = f"it sent a malformed answer ({exc})"
         except Exception as exc:  # any failure here means the host is lost
             reason = f"its connection failed ({type(exc).__name__}: {exc})"
         self._on_lost(reason)
 
+    def _answer_limits(self, fields: dict[str, Any]) -> BlobLimits:
+        call_id = fields.get("call_id")
+        with self._lock:
+            pending = self._pending.get(call_id) if type(call_id) is int else None
+        if pending is None:
+            raise ProtocolError(f"answer for a call it was not given ({str(call_id)[:40]})")
+        return answer_blob_limits(pending.limits)
+
+    def _malformed(self, problem: ProtocolError) -> None:
+        """Kill a host that broke the protocol; its running calls say why."""
+        message = (
+            f"the sandbox host (pid {self.pid}) sent a malformed answer ({problem}), so it "
+            "was killed and a new host starts on the next call (if this repeats, the "
+            "plugin's import, warm-up or setup() code writes to or patches the sandbox host)"
+        )
+        with self._lock:
+            if self._lost is None:
+                self._lost = message
+            pendings = list(self._pending.values())
+            self._pending.clear()
+        log.error("sandbox: %s", message)
+        for pending in pendings:
+            pending.header = {"host_error": message}
+            pending.event.set()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+
     def _on_lost(self, reason: str) -> None:
-        code = self._reap(timeout=STOP_GRACE_S)
-        if code is not None and self.pid is not None:
-            _remove_dirs_of(self.pid, self.config)
+        # Lost first, then clean up: a caller must never be handed this host meanwhile.
         with self._lock:
             first = self._lost is None
             if first:
-                self._lost = f"the sandbox host (pid {self.pid}) {self._exit_words(code)}"
-            lost = self._lost
+                self._lost = f"the sandbox host (pid {self.pid}) was lost: {reason}"
             pendings = list(self._pending.values())
             self._pending.clear()
+        code = self._reap(timeout=STOP_GRACE_S)
+        if first:
+            with self._lock:
+                self._lost = f"the sandbox host (pid {self.pid}) {self._exit_words(code)}"
+        lost = self._lost
+        self._clean_up()
         if first and pendings:
             log.error("sandbox: %s with %d calls running (%s)", lost, len(pendings), reason)
         message = (
@@ -545,6 +637,13 @@ class _Host:
         if self.sock is not None:
             with contextlib.suppress(OSError):
                 self.sock.close()
+
+    def _clean_up(self) -> None:
+        """Kill what the host's plugins left running and remove its directories."""
+        if self.mark:
+            kill_marked(self.mark)
+        if self.pid is not None and (self.proc is None or self.proc.poll() is not None):
+            _remove_dirs_of(self.pid, self.config)
 
     def _exit_words(self, code: int | None) -> str:
         if code is None:
@@ -581,7 +680,7 @@ class _Host:
             if self._lost is None:
                 self._lost = "the host was discarded"
         try:
-            self._send(encode_frame(("stop",)), time.monotonic() + STOP_GRACE_S)
+            self._send(encode_frame({"type": "stop"}), time.monotonic() + STOP_GRACE_S)
         except _NotDelivered:
             self.kill("the discarded host could not be told to stop")
 
@@ -596,6 +695,7 @@ class _Host:
             self._kill_process()
         if self._reader is not None and self._reader is not threading.current_thread():
             self._reader.join(STOP_GRACE_S)
+        self._clean_up()
 
     def _shutdown_socket(self) -> None:
         # shutdown() wakes the reader thread with EOF; it closes the socket itself.
@@ -697,17 +797,17 @@ class _Sandbox:
     ) -> SandboxResult:
         wait_s = limits.timeout_s + self.config.grace_s
         for attempt in (1, 2):
-            host = self._host_for(preload)
+            host = self._host_for(preload, limits.timeout_s)
             if isinstance(host, StartFailure):
                 return host.result(name, _elapsed_ms(started))
             try:
-                header, value = host.request(next(self._ids), limits, payload, name, wait_s)
+                header, blobs = host.request(next(self._ids), limits, payload, name, wait_s)
             except _NotDelivered as exc:
                 # The host died between calls: restart it once, the call never started.
                 if attempt == 1:
                     continue
-                header, value = {"host_lost": f"the sandbox host was lost: {exc}"}, b""
-            report = CallReport(name, limits, header, value)
+                header, blobs = {"host_lost": f"the sandbox host was lost: {exc}"}, {}
+            report = CallReport(name, limits, header, blobs, self.config.result_format)
             return build_result(report, _elapsed_ms(started), self.result_globals, host.warnings)
         raise AssertionError("unreachable")
 
@@ -718,7 +818,7 @@ class _Sandbox:
                 slot = self._slots[preload] = _Slot()
             return slot
 
-    def _host_for(self, preload: Preload | None) -> _Host | StartFailure:
+    def _host_for(self, preload: Preload | None, warmup_s: float) -> _Host | StartFailure:
         while True:
             slot = self._slot(preload)
             slot.last_used = time.monotonic()
@@ -730,13 +830,15 @@ class _Sandbox:
                 # Discarded (or shut down) since we looked it up: a host started in it
                 # would be invisible to discard_preload/shutdown_sandbox. Use the new slot.
                 if self._is_registered(preload, slot):
-                    return self._start_in(slot, preload, seen)
+                    return self._start_in(slot, preload, seen, warmup_s)
 
     def _is_registered(self, preload: Preload | None, slot: _Slot) -> bool:
         with self._lock:
             return self._slots.get(preload) is slot
 
-    def _start_in(self, slot: _Slot, preload: Preload | None, seen: int) -> _Host | StartFailure:
+    def _start_in(
+        self, slot: _Slot, preload: Preload | None, seen: int, warmup_s: float
+    ) -> _Host | StartFailure:
         """Under ``slot.lock``: the slot's host, or start one (at most one attempt per call)."""
         if slot.host is not None and slot.host.usable:
             return slot.host
@@ -746,7 +848,7 @@ class _Sandbox:
         if preload is not None:
             self._evict_warm_hosts(keep=slot)
         host = _Host(preload, self.config)
-        failure = host.start()
+        failure = host.start(warmup_s)
         slot.host = None if failure else host
         slot.last_failure = failure
         return failure or host

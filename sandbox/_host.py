@@ -23,7 +23,7 @@ import gc
 import importlib.machinery
 import itertools
 import os
-import pickle
+import pickle  # only for what the portal sends: the call's target and arguments
 import pwd
 import resource
 import select
@@ -36,6 +36,7 @@ from sandbox import _linux
 from sandbox._child import (
     Command,
     SpareSpec,
+    _drop_privileges,
     _exception_envelope,
     host_hard_limits,
     pipe_identity,
@@ -50,8 +51,10 @@ from sandbox._protocol import (
     FRAME_HEADER,
     RESULT_FILE,
     ResultRecord,
+    decode_frame,
     decode_result,
     encode_frame,
+    frame_sizes,
     record_size,
 )
 
@@ -273,6 +276,8 @@ class Host:
             self._warn(f"cannot become child subreaper ({exc}); escaped grandchildren may leak")
         self._isolate_network()
         self._resolve_run_as()
+        if self.run_as is not None and self.init.get("preload") is not None:
+            self._drop_own_privileges(*self.run_as)
         _restore_plugin_environment(self.init.get("plugin_env", {}))
         self._cache_bytecode()
         failure = self._warm_up()
@@ -339,6 +344,17 @@ class Host:
                 f"SANDBOX_RUN_AS={name} cannot read {', '.join(unreadable)}; plugins importing "
                 "modules from there will fail (make them readable by that user)"
             )
+
+    def _drop_own_privileges(self, uid: int, gid: int) -> None:
+        """A warm-up is plugin code: the whole host becomes the unprivileged user before it.
+        Its calls then inherit that user; the host serves this one plugin only."""
+        _drop_privileges(uid, gid)
+        self.run_as = None  # nothing left to drop in the children
+        self.low_priority_spares = _may_raise_priority()
+        # The kernel clears the death signal when credentials change: arm it again.
+        _linux.set_parent_death_signal(signal.SIGKILL)
+        if os.getppid() != self.init["portal_pid"]:
+            os._exit(1)
 
     def _cache_bytecode(self) -> None:
         """Under PYTHONDONTWRITEBYTECODE every call would compile its plugin's source again
@@ -440,18 +456,24 @@ class Host:
     def _dispatch_frames(self) -> None:
         header = FRAME_HEADER.size
         while len(self.inbuf) >= header:
-            (size,) = FRAME_HEADER.unpack_from(self.inbuf)
-            if len(self.inbuf) < header + size:
+            text_len, blobs_len = frame_sizes(self.inbuf)
+            size = header + text_len + blobs_len
+            if len(self.inbuf) < size:
                 return
-            message = pickle.loads(self.inbuf[header : header + size])
-            del self.inbuf[: header + size]
-            self._handle(message)
+            fields, blobs = decode_frame(self.inbuf[:size])
+            del self.inbuf[:size]
+            self._handle(fields, blobs)
 
-    def _handle(self, message: tuple) -> None:
-        kind = message[0]
+    def _handle(self, fields: dict, blobs: dict[str, bytes]) -> None:
+        kind = fields["type"]
         if kind == "call":
-            _, call_id, limits, payload, target_name = message
-            self._start_call(call_id, limits, payload, target_name)
+            self._start_call(
+                fields["call_id"],
+                fields["limits"],
+                blobs["payload"],
+                fields["target_name"],
+                fields.get("result_format", "json"),
+            )
         elif kind == "stop":  # finish running calls, take no new ones, then exit
             self.draining = True
             for spare in list(self.spares):
@@ -464,10 +486,20 @@ class Host:
         self.outq.clear()
         self._unwatch(self.ctrl)
 
-    def _send(self, message: object) -> None:
+    def _send_answer(self, call_id: int, header: dict, value: bytes | memoryview) -> None:
+        """A call's answer: the header's fields as JSON; output, envelope and value as blobs."""
+        fields = dict(header, type="result", call_id=call_id)
+        blobs = {"value": value}
+        for name in ("stdout", "stderr", "envelope"):
+            data = fields.pop(name, None)
+            if data is not None:
+                blobs[name] = data
+        self._send(fields, blobs)
+
+    def _send(self, fields: dict, blobs: dict | None = None) -> None:
         if self.parent_gone:
             return
-        self.outq.extend(memoryview(b) for b in encode_frame(message))
+        self.outq.extend(memoryview(b) for b in encode_frame(fields, blobs))
         self._flush_out()
 
     def _flush_out(self) -> None:
@@ -655,7 +687,9 @@ class Host:
         # Only an idle spare is retired, so the directory is empty unless a stranger wrote.
         self._release_call_dir(spare.calldir)
 
-    def _start_call(self, call_id: int, limits: dict, payload: bytes, target_name: str) -> None:
+    def _start_call(
+        self, call_id: int, limits: dict, payload: bytes, target_name: str, result_format: str
+    ) -> None:
         self.recent_calls.append(time.monotonic())
         if self.stopping or self.draining:
             self._send_failure(call_id, "the sandbox host is shutting down; retry the call")
@@ -664,6 +698,7 @@ class Host:
             payload=payload,
             rlimits=rlimits_for(limits, self.hard_limits),
             result_bytes=int(limits["result_bytes"]),
+            result_format=result_format,
             run_as=self.run_as,
             target_name=target_name,
         ).encode()
@@ -819,7 +854,7 @@ class Host:
                 pass
         header, value = self._response(call)
         call.answered = True
-        self._send(("result", call.call_id, header, value))
+        self._send_answer(call.call_id, header, value)
         for name in list(call.fds):  # nobody will read more: spare the loop three EOF wake-ups
             self._close_pipe(call, name)
 
@@ -902,7 +937,7 @@ class Host:
         self._sweep(budget_s=CLEANUP_BUDGET_S)
         if not call.answered:
             header, value = self._response(call)
-            self._send(("result", call.call_id, header, value))
+            self._send_answer(call.call_id, header, value)
         self._release_call_dir(call.calldir)
         del self.calls[call.pid]
 
@@ -997,7 +1032,7 @@ class Host:
 
     def _send_failure(self, call_id: int, reason: str) -> None:
         self.log(reason)
-        self._send(("result", call_id, {"host_error": reason, "host_pid": self.pid}, b""))
+        self._send_answer(call_id, {"host_error": reason, "host_pid": self.pid}, b"")
 
     def _shutdown(self) -> None:
         for spare in list(self.spares):
@@ -1220,7 +1255,7 @@ def _adopt_control_fd(fd: int) -> int:
     return high
 
 
-def _read_frame_blocking(fd: int) -> object | None:
+def _read_frame_blocking(fd: int) -> tuple[dict, dict[str, bytes]] | None:
     def read_exact(size: int) -> bytes | None:
         data = bytearray()
         while len(data) < size:
@@ -1233,11 +1268,12 @@ def _read_frame_blocking(fd: int) -> object | None:
     header = read_exact(FRAME_HEADER.size)
     if header is None:
         return None
-    payload = read_exact(FRAME_HEADER.unpack(header)[0])
-    return None if payload is None else pickle.loads(payload)
+    text_len, blobs_len = frame_sizes(header)
+    rest = read_exact(text_len + blobs_len)
+    return None if rest is None else decode_frame(header + rest)
 
 
-def _write_blocking(fd: int, buffers: list[bytes]) -> None:
+def _write_blocking(fd: int, buffers: list[bytes | memoryview]) -> None:
     for buffer in buffers:
         view = memoryview(buffer)
         while view:
@@ -1250,13 +1286,21 @@ def main(argv: list[str]) -> int:
     except (ValueError, IndexError):
         print("usage: python -m sandbox._host --fd N", file=sys.stderr)
         return 2
+    # Die with the portal even while a warm-up (plugin code) keeps this process busy. The
+    # portal starts hosts from one long-lived thread: the signal follows the forking thread.
+    _linux.set_parent_death_signal(signal.SIGKILL)
     ctrl = _adopt_control_fd(fd)
-    init = _read_frame_blocking(ctrl)
-    if not isinstance(init, tuple) or init[0] != "init":
+    frame = _read_frame_blocking(ctrl)
+    if frame is None or frame[0].get("type") != "init":
         return 2
-    host = Host(ctrl, init[1])
+    fields, blobs = frame
+    if os.getppid() != fields["portal_pid"]:
+        return 1  # the portal died before the death signal was armed
+    if "preload" in blobs:
+        fields["preload"] = pickle.loads(blobs["preload"])  # from the portal: trusted
+    host = Host(ctrl, fields)
     hello = host.prepare()
-    _write_blocking(ctrl, encode_frame(("hello", hello)))
+    _write_blocking(ctrl, encode_frame(dict(hello, type="hello")))
     if not hello["ok"]:
         host._shutdown()
         return 1

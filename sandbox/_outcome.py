@@ -11,25 +11,35 @@ import signal
 from typing import Any
 
 from sandbox import _linux
-from sandbox._protocol import RESULT_LOST_EXIT, parse_envelope
+from sandbox._protocol import RESULT_LOST_EXIT, ProtocolError
+from sandbox._wire import Envelope, check_envelope, decode_value
 from sandbox.limits import Limits
 from sandbox.result import Outcome, SandboxResult
 
 
 class CallReport:
-    """Everything known about one finished call, from the host's answer."""
+    """Everything known about one finished call, from the host's (checked) answer."""
 
-    def __init__(self, name: str, limits: Limits, header: dict[str, Any], value: bytes) -> None:
+    def __init__(
+        self,
+        name: str,
+        limits: Limits,
+        header: dict[str, Any],
+        blobs: dict[str, bytes],
+        result_format: str = "json",
+    ) -> None:
         self.name = name
         self.limits = limits
         self.header = header
-        self.value = value
-        self.envelope: dict[str, Any] | None = None
-        text = header.get("envelope")
+        self.blobs = blobs
+        self.value = blobs.get("value", b"")
+        self.result_format = result_format
+        self.envelope: Envelope | None = None
+        text = blobs.get("envelope")
         if text is not None:
             try:
-                self.envelope = parse_envelope(text)
-            except ValueError as exc:  # e.g. a plugin wrote a look-alike record to fd 3
+                self.envelope = check_envelope(text)
+            except ProtocolError as exc:  # e.g. a plugin wrote a look-alike record to fd 3
                 header["result_problem"] = f"the result channel (fd 3) held garbage: {exc}"
 
 
@@ -70,7 +80,7 @@ def _copy_process_facts(result: SandboxResult, report: CallReport) -> None:
     result.peak_rss_kb = header.get("peak_rss_kb")
     cap = report.limits.output_bytes
     for stream in ("stdout", "stderr"):
-        data: bytes = header.get(stream, b"")
+        data = report.blobs.get(stream, b"")
         setattr(result, stream, data.decode("utf-8", errors="replace"))
         total = header.get(f"{stream}_total", len(data))
         if total > len(data):
@@ -110,7 +120,7 @@ def _timeout(result: SandboxResult, report: CallReport) -> SandboxResult:
 def _from_envelope(
     result: SandboxResult,
     report: CallReport,
-    envelope: dict[str, Any],
+    envelope: Envelope,
     result_globals: frozenset[str],
 ) -> SandboxResult:
     outcome = envelope.get("outcome")
@@ -134,12 +144,14 @@ def _from_envelope(
     if outcome == "memory":
         return _fail(result, Outcome.MEMORY, "MemoryError", _memory_message(report, envelope), tb)
     if outcome == "unserialisable":
+        carrier = "pickled" if report.result_format == "pickle" else "sent as JSON"
         return _fail(
             result,
             Outcome.UNSERIALISABLE,
             kind,
             f"Plugin call {name!r} returned a {envelope.get('value_type')} that cannot be "
-            f"pickled ({what}) (return plain data: dict, list, str, int, float, bool, None)",
+            f"{carrier} ({what}) (return plain data: dict, list, str, int, float, bool, "
+            "None; e.g. str(value) or value.tolist(); NaN and infinity as None or a string)",
             tb,
         )
     if outcome == "output_limit":
@@ -148,7 +160,7 @@ def _from_envelope(
             Outcome.OUTPUT_LIMIT,
             "ResultTooLarge",
             f"Plugin call {name!r} returned a {envelope.get('value_type')} larger than "
-            f"limits.result_bytes ({report.limits.result_bytes} bytes) when pickled (return "
+            f"limits.result_bytes ({report.limits.result_bytes} bytes) when serialised (return "
             "less data, store large data elsewhere and return a reference, or raise "
             "limits.result_bytes)",
         )
@@ -181,18 +193,18 @@ def _from_envelope(
     )
 
 
-def _exception_text(envelope: dict[str, Any]) -> str:
+def _exception_text(envelope: Envelope) -> str:
     kind = envelope.get("error_type") or "an exception"
     message = envelope.get("message")
     return f"{kind}: {message}" if message else kind
 
 
-def _at(envelope: dict[str, Any]) -> str:
+def _at(envelope: Envelope) -> str:
     location = envelope.get("location")
     return f" at {location}" if location else ""
 
 
-def _memory_message(report: CallReport, envelope: dict[str, Any]) -> str:
+def _memory_message(report: CallReport, envelope: Envelope) -> str:
     limit = report.limits.memory_mb
     base = report.header.get("base_vsz_mb") or 0
     message = (
@@ -288,6 +300,29 @@ class _ResultUnpickler(pickle.Unpickler):
 def _rebuild_value(
     result: SandboxResult, report: CallReport, allowed: frozenset[str]
 ) -> SandboxResult:
+    if report.result_format == "pickle":
+        return _unpickle_value(result, report, allowed)
+    try:
+        value = decode_value(report.value)
+    except ValueError as exc:
+        return _fail(
+            result,
+            Outcome.UNSERIALISABLE,
+            "InvalidJSON",
+            f"Plugin call {report.name!r} returned a value that is not valid JSON data "
+            f"({exc}); the sandbox host or the plugin tampered with the result (return plain "
+            "data, and do not write to the sandbox's file descriptors)",
+        )
+    result.ok = True
+    result.outcome = Outcome.OK
+    result.value = value
+    return result
+
+
+def _unpickle_value(
+    result: SandboxResult, report: CallReport, allowed: frozenset[str]
+) -> SandboxResult:
+    """Trusted code only (SandboxConfig.result_format="pickle"): allow-listed types."""
     name = report.name
     try:
         value = _ResultUnpickler(report.value, allowed).load()

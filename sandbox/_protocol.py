@@ -1,15 +1,21 @@
 """Wire formats.
 
-Portal <-> host: frames of an 8-byte big-endian length followed by a pickle. Both ends are
-sandbox code, so pickle is safe there.
+Portal <-> host: frames of data only, never pickles, because a warm host runs plugin code
+(its import and setup()) and may write anything on its socket. A frame is a 12-byte header
+(length of the rest, length of the JSON part), a JSON object of fields, then the binary
+blobs the JSON names with their lengths ("blobs": [[name, length], ...]). The portal reads
+the header and the JSON (at most HEADER_LIMIT bytes), checks every field and each blob's
+length against the call's limits (sandbox/_wire.py), and only then reads the blobs.
+What the portal sends the host may hold pickles (the call's target and arguments): the
+portal is trusted, the host is not.
 
 Call child -> host: the child runs plugin code, so the host never unpickles what it sends.
-The child writes MAGIC, the lengths of a JSON "envelope" (outcome, error details) and of an
-opaque pickled value, its own peak RSS and CPU time, then envelope and value. The host checks
-only the lengths and forwards both untouched; the portal parses the JSON and rebuilds the
-value with a restricted unpickler. The lengths let the host see a record is complete before
-the child has finished exiting, and the usage figures stand in for wait4()'s, which come
-only after.
+The child writes MAGIC, the lengths of a JSON "envelope" (outcome, error details) and of
+the value (JSON text by default), its own peak RSS and CPU time, then envelope and value.
+The host checks only the lengths and forwards both untouched; the portal checks the
+envelope's fields and parses the value. The lengths let the host see a record is complete
+before the child has finished exiting, and the usage figures stand in for wait4()'s,
+which come only after.
 
 Host-side modules (this one, _child, _host, _linux) import only what the host needs:
 every megabyte the host holds makes each fork slower.
@@ -18,11 +24,16 @@ every megabyte the host holds makes each fork slower.
 from __future__ import annotations
 
 import json
-import pickle
 import struct
 
-FRAME_HEADER = struct.Struct(">Q")
-MAX_FRAME = 1 << 34  # a corrupted length must not make us allocate without bound
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing grows every fork
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+FRAME_HEADER = struct.Struct(">QI")  # length of what follows, length of its JSON part
+HEADER_LIMIT = 1 << 20  # the JSON part of a frame; blobs are bounded by the call's limits
+COMMAND_HEADER = struct.Struct(">Q")  # host -> spare: the length of a pickled Command
 
 RESULT_MAGIC = b"SBX2"
 # magic, envelope length, value length, peak RSS (KiB), CPU time (microseconds)
@@ -37,10 +48,83 @@ CALL_DIR_KIND = "sandbox-call"
 BYTECODE_DIR_KIND = "sandbox-pycache"
 
 
-def encode_frame(message: object) -> list[bytes]:
-    """A message as buffers for sendall/sendmsg (avoids joining a large pickle)."""
-    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return [FRAME_HEADER.pack(len(payload)), payload]
+class ProtocolError(ValueError):
+    """A frame that is not one: the stream cannot be trusted past it."""
+
+
+def encode_frame(
+    fields: Mapping[str, object], blobs: Mapping[str, bytes | memoryview] | None = None
+) -> list[bytes | memoryview]:
+    """A frame as buffers for sendall/writev (avoids joining large blobs)."""
+    blobs = blobs or {}
+    sizes = [(name, memoryview(data).nbytes) for name, data in blobs.items()]
+    text = json.dumps(
+        dict(fields, blobs=[list(size) for size in sizes]),
+        ensure_ascii=True,
+        allow_nan=False,
+        separators=(",", ":"),
+    ).encode("ascii")
+    rest = len(text) + sum(length for _, length in sizes)
+    # No empty buffers: a writer loop that waits for each buffer to drain would spin on one.
+    parts = [data for data in blobs.values() if memoryview(data).nbytes]
+    return [FRAME_HEADER.pack(rest, len(text)), text, *parts]
+
+
+def frame_sizes(header: bytes | bytearray | memoryview) -> tuple[int, int]:
+    """(length of the JSON part, total length of the blobs) a frame header declares."""
+    rest, text_len = FRAME_HEADER.unpack_from(header)
+    if text_len > HEADER_LIMIT or text_len > rest:
+        raise ProtocolError(f"frame header declares {text_len} bytes of fields in {rest}")
+    return text_len, rest - text_len
+
+
+def decode_fields(text: bytes | bytearray | memoryview) -> tuple[dict, list[tuple[str, int]]]:
+    """The JSON object of a frame and its blob list [(name, length)], checked for shape."""
+    try:
+        fields = json.loads(bytes(text), parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"frame fields are not JSON ({exc})") from None
+    if not isinstance(fields, dict):
+        raise ProtocolError("frame fields are not a JSON object")
+    declared = fields.pop("blobs", [])
+    if not isinstance(declared, list):
+        raise ProtocolError("frame blob list is not a list")
+    blobs = []
+    for entry in declared:
+        if (
+            not isinstance(entry, list)
+            or len(entry) != 2
+            or not isinstance(entry[0], str)
+            or type(entry[1]) is not int
+            or entry[1] < 0
+        ):
+            raise ProtocolError(f"frame blob entry {entry!r:.100} is not [name, length]")
+        blobs.append((entry[0], entry[1]))
+    return fields, blobs
+
+
+def split_blobs(data: bytes | bytearray, declared: list[tuple[str, int]]) -> dict[str, bytes]:
+    """The blobs of a frame by name, from the bytes that follow its JSON part."""
+    if sum(length for _, length in declared) != len(data):
+        raise ProtocolError("frame blob lengths do not add up")
+    blobs: dict[str, bytes] = {}
+    offset = 0
+    for name, length in declared:
+        blobs[name] = bytes(data[offset : offset + length])
+        offset += length
+    return blobs
+
+
+def decode_frame(data: bytes | bytearray) -> tuple[dict, dict[str, bytes]]:
+    """A whole frame (header included) as (fields, blobs); for frames from the portal."""
+    text_len, _ = frame_sizes(data)
+    start = FRAME_HEADER.size
+    fields, declared = decode_fields(data[start : start + text_len])
+    return fields, split_blobs(data[start + text_len :], declared)
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON data")
 
 
 OK_ENVELOPE = b'{"outcome": "ok"}'  # the common case, without json.dumps in every child
@@ -85,7 +169,7 @@ def record_size(data: bytes | bytearray) -> int | None:
 
 def decode_result(data: bytes | bytearray) -> ResultRecord:
     """Split a result record; raises ValueError if it is not one (e.g. plugin wrote to fd 3).
-    The envelope stays JSON text: see ``parse_envelope``."""
+    The envelope stays JSON text: the portal checks it (sandbox/_wire.py)."""
     size = record_size(data)
     if size is None:
         raise ValueError(f"result record truncated ({len(data)} bytes)")
@@ -95,11 +179,3 @@ def decode_result(data: bytes | bytearray) -> ResultRecord:
     start = RESULT_HEADER.size
     envelope = bytes(data[start : start + env_len])
     return ResultRecord(envelope, bytes(data[start + env_len :]), peak_rss_kb, cpu_us / 1e6)
-
-
-def parse_envelope(text: bytes) -> dict[str, object]:
-    """The envelope's JSON object (in the portal); ValueError if it is not one."""
-    envelope = json.loads(text)
-    if not isinstance(envelope, dict):
-        raise ValueError("result envelope is not an object")
-    return envelope

@@ -90,8 +90,13 @@ class SandboxConfig:
     spare_children:   call processes each host keeps forked and set up in advance, so a
                       call does not wait for fork; 0 forks on demand.
     python:           interpreter used for hosts.
-    result_globals:   "module.name" globals a return value's pickle may reference; the
-                      portal refuses others (outcome ``unserialisable``).
+    result_format:    how return values travel: "json" (the default: data only, parsed with
+                      bounded size, so nothing a plugin returns can run in the portal) or
+                      "pickle" (for trusted code only: a warm host runs plugin code and could
+                      send any pickle; types are limited to ``result_globals``, but the
+                      parsed size is not bounded by the bytes).
+    result_globals:   with result_format="pickle": "module.name" globals a return value's
+                      pickle may reference; the portal refuses others (``unserialisable``).
     max_warm_hosts:   Preload warm hosts kept per portal process; starting one more stops
                       the least recently used idle one (``SANDBOX_MAX_WARM_HOSTS``).
     bytecode_cache:   when Python may not write bytecode beside the source
@@ -110,6 +115,7 @@ class SandboxConfig:
     tmp_dir: str | None = None
     spare_children: int = 1
     python: str = sys.executable
+    result_format: str = "json"
     result_globals: tuple[str, ...] = DEFAULT_RESULT_GLOBALS
     max_warm_hosts: int = DEFAULT_MAX_WARM_HOSTS
     bytecode_cache: bool = True
@@ -120,6 +126,11 @@ class SandboxConfig:
             if isinstance(value, str) or not all(isinstance(p, str) for p in value):
                 raise TypeError(f"SandboxConfig.{name} must be a sequence of strings")
             object.__setattr__(self, name, tuple(value))
+        if self.result_format not in ("json", "pickle"):
+            raise ValueError(
+                "SandboxConfig.result_format must be 'json' or 'pickle', "
+                f"got {self.result_format!r}"
+            )
         if not isinstance(self.spare_children, int) or not 0 <= self.spare_children <= 64:
             raise ValueError(
                 f"SandboxConfig.spare_children must be 0..64, got {self.spare_children!r}"

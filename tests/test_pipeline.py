@@ -558,7 +558,7 @@ class TestRun:
             ("return float('nan')", "Out of range float values are not JSON compliant"),
             (
                 "import threading\n    return threading.Lock()",
-                "cannot pickle '_thread.lock' object",
+                "Object of type lock is not JSON serializable",
             ),
         ],
     )

@@ -47,7 +47,7 @@ class TestValuesCrossTheBoundary:
         kwargs = {"mapping": {"ключ": "значение", "n": -(2**70)}, "empty": []}
         result = call(f"{BASIC}:echo", *args, **kwargs)
         assert result.ok, result.error
-        assert result.value == {"args": args, "kwargs": kwargs}
+        assert result.value == {"args": list(args), "kwargs": kwargs}  # JSON: a tuple is a list
 
     def test_callable_targets_by_reference(self):
         assert call(basic.add, 1, 1).value == 2
@@ -65,13 +65,13 @@ class TestValuesCrossTheBoundary:
 
     def test_reserved_keywords_are_consumed_and_the_rest_reach_the_target(self):
         result = run_plugin_sandboxed(f"{BASIC}:echo", 1, target="t", limits=FAST, preload=None)
-        assert result.value == {"args": (1,), "kwargs": {"target": "t"}}
+        assert result.value == {"args": [1], "kwargs": {"target": "t"}}
 
     def test_limits_may_be_a_mapping(self):
         assert run_plugin_sandboxed(f"{BASIC}:add", 1, 2, limits={"timeout_s": 5}).value == 3
 
     def test_to_dict_of_a_real_result_is_json(self):
-        data = call(f"{BASIC}:echo", b"bytes", (1, 2)).to_dict()
+        data = call(f"{BASIC}:echo", "text", (1, 2)).to_dict()
         assert json.loads(json.dumps(data))["outcome"] == "ok"
 
 
@@ -127,7 +127,7 @@ class TestPluginFailuresMapToOutcomes:
         result = call(f"{BASIC}:unpicklable")
         assert result.outcome is Outcome.UNSERIALISABLE
         assert result.error_type
-        assert "pickle" in result.error.lower()
+        assert "JSON" in result.error
 
     def test_oversized_return_value(self):
         result = call(f"{BASIC}:big_value", 2_000_000, limits=Limits(result_bytes=1_000_000))
@@ -217,7 +217,7 @@ class TestProgrammerErrorsRaiseImmediately:
             f"{BASIC}:echo", 1, preload=None, limits={"timeout_s": 10}, target="t", mode="x"
         )
         assert result.ok, result.error
-        assert result.value == {"args": (1,), "kwargs": {"target": "t", "mode": "x"}}
+        assert result.value == {"args": [1], "kwargs": {"target": "t", "mode": "x"}}
 
     @pytest.mark.parametrize("reserved", ["preload", "limits"])
     def test_reserved_keyword_with_a_plugin_value__raises_type_error(self, reserved):

@@ -107,7 +107,7 @@ class TestConcurrency:
         def caller(n):
             for i in range(25):
                 result = run_plugin_sandboxed(f"{BASIC}:echo", n, i, who=f"thread-{n}")
-                expected = {"args": (n, i), "kwargs": {"who": f"thread-{n}"}}
+                expected = {"args": [n, i], "kwargs": {"who": f"thread-{n}"}}
                 if not result.ok or result.value != expected:
                     errors.append((n, i, result.outcome, result.error, result.value))
 

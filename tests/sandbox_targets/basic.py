@@ -60,7 +60,7 @@ def unpicklable():
 
 
 def big_value(n_bytes):
-    return b"x" * n_bytes
+    return "x" * n_bytes
 
 
 class Greeter:

@@ -1,0 +1,72 @@
+"""Processes a host's plugins started and left behind, found by the mark in their environment.
+
+Runs in the portal and in the janitor (never in a host). Every host is started with
+``SANDBOX_OWNER=<portal>.<host>`` in its environment, where ``<portal>`` is the portal
+process's pid and start time: whatever the plugins fork inherits it, also after it leaves
+the host's process group or session and is reparented away from the host. When a host is
+gone (stopped, killed, lost) or its portal is, everything still carrying its mark is killed.
+A process that replaces its whole environment (exec with a new one) escapes the mark;
+a cgroup would close that gap (docs/sandbox.md).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+OWNER_VARIABLE = "SANDBOX_OWNER"
+SWEEPS = 5  # processes may fork while we look: look again until a sweep finds none
+
+
+def process_token(pid: int | None = None) -> str:
+    """'<pid>-<start time in ticks>': unique to one process for the machine's uptime."""
+    pid = os.getpid() if pid is None else pid
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        stat = handle.read()
+    start_ticks = stat[stat.rfind(b")") + 2 :].split()[19]
+    return f"{pid}-{start_ticks.decode()}"
+
+
+def is_alive(token: str) -> bool:
+    """Whether the process a token names still runs (not a later one with its pid)."""
+    pid = int(token.split("-", 1)[0])
+    try:
+        return process_token(pid) == token
+    except (OSError, IndexError):
+        return False
+
+
+def marked(prefix: str) -> list[tuple[int, str]]:
+    """(pid, mark) of every process whose mark is ``prefix`` or starts with ``prefix.``."""
+    wanted = f"{OWNER_VARIABLE}={prefix}".encode()
+    found = []
+    own = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == own:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                environ = handle.read()
+        except OSError:
+            continue  # gone, or not ours to read
+        for entry in environ.split(b"\0"):
+            if entry == wanted or entry.startswith(wanted + b"."):
+                found.append((int(name), entry.split(b"=", 1)[1].decode(errors="replace")))
+                break
+    return found
+
+
+def kill_marked(prefix: str) -> list[int]:
+    """SIGKILL every process carrying the mark; the pids killed."""
+    killed: list[int] = []
+    for _ in range(SWEEPS):
+        victims = [pid for pid, _ in marked(prefix)]
+        if not victims:
+            break
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except OSError:
+                continue
+    return killed

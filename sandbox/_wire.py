@@ -1,0 +1,203 @@
+"""What a host or a call child may send the portal, declared once and checked on arrival.
+
+Runs in the portal. Everything here comes from a process that ran plugin code, so each field
+is checked for type and range before anything reads it; a frame that fails is a
+``ProtocolError`` naming the field, and the host that sent it is killed. Values are JSON
+text parsed with bounded nesting: no pickle, so nothing a host sends can run in the portal,
+and the parsed size is bounded by the bytes (~20x at worst, for empty containers).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, TypedDict
+
+from sandbox._protocol import ENVELOPE_LIMIT, ProtocolError
+from sandbox.limits import Limits
+
+__all__ = [
+    "AnswerFields",
+    "Envelope",
+    "HelloFields",
+    "ProtocolError",
+    "answer_blob_limits",
+    "check_answer",
+    "check_envelope",
+    "check_hello",
+    "decode_value",
+]
+
+TEXT_LIMIT = 64 * 1024  # a reason, a warning, a traceback: more is not a message
+INT64 = 2**63
+OUTCOMES = frozenset(
+    {"ok", "error", "exited", "memory", "unserialisable", "output_limit", "sandbox_failure"}
+)
+
+
+class HelloFields(TypedDict, total=False):
+    """The host's handshake reply: ready, or why its warm-up failed."""
+
+    ok: bool
+    pid: int
+    warnings: list[str]
+    base_vsz_mb: float | None
+    phase: str | None
+    error_type: str | None
+    message: str | None
+    location: str | None
+    traceback: str | None
+
+
+class AnswerFields(TypedDict, total=False):
+    """A call's answer (its blobs, stdout, stderr, envelope and value, travel beside it)."""
+
+    call_id: int
+    host_error: str | None
+    exit_code: int | None
+    signal: int | None
+    timed_out: bool
+    cpu_s: float | None
+    peak_rss_kb: int | None
+    run_s: float
+    stdout_total: int
+    stderr_total: int
+    result_problem: str | None
+    base_vsz_mb: float | None
+    host_pid: int
+
+
+class Envelope(TypedDict, total=False):
+    """What the call child says of its call, on fd 3."""
+
+    outcome: str
+    phase: str
+    error_type: str
+    message: str | None
+    location: str | None
+    traceback: str
+    exit_code: int
+    value_type: str
+
+
+# field: (kind, largest value or length); a missing field or None is allowed unless required
+_HELLO = {
+    "ok": ("bool", None),
+    "pid": ("int", INT64),
+    "warnings": ("texts", TEXT_LIMIT),
+    "base_vsz_mb": ("float", 1e12),
+    "phase": ("text", 100),
+    "error_type": ("text", TEXT_LIMIT),
+    "message": ("text", TEXT_LIMIT),
+    "location": ("text", TEXT_LIMIT),
+    "traceback": ("text", TEXT_LIMIT),
+}
+_ANSWER = {
+    "call_id": ("int", INT64),
+    "host_error": ("text", TEXT_LIMIT),
+    "exit_code": ("int", 255),
+    "signal": ("int", 128),
+    "timed_out": ("bool", None),
+    "cpu_s": ("float", 1e12),
+    "peak_rss_kb": ("int", 2**50),
+    "run_s": ("float", 1e12),
+    "stdout_total": ("int", INT64),
+    "stderr_total": ("int", INT64),
+    "result_problem": ("text", TEXT_LIMIT),
+    "base_vsz_mb": ("float", 1e12),
+    "host_pid": ("int", INT64),
+}
+_ENVELOPE = {
+    "outcome": ("text", 100),
+    "phase": ("text", 100),
+    "error_type": ("text", TEXT_LIMIT),
+    "message": ("text", TEXT_LIMIT),
+    "location": ("text", TEXT_LIMIT),
+    "traceback": ("text", ENVELOPE_LIMIT),
+    "exit_code": ("int", INT64),
+    "value_type": ("text", TEXT_LIMIT),
+}
+
+
+def check_hello(fields: dict[str, Any]) -> HelloFields:
+    checked = _check(fields, _HELLO, "handshake")
+    if "ok" not in checked or "pid" not in checked:
+        raise ProtocolError("handshake lacks 'ok' or 'pid'")
+    return checked  # type: ignore[return-value]  # _check enforced _HELLO's types
+
+
+def check_answer(fields: dict[str, Any]) -> AnswerFields:
+    if fields.get("type") != "result":
+        raise ProtocolError(f"frame type {str(fields.get('type'))[:40]!r} is not 'result'")
+    checked = _check(fields, _ANSWER, "answer")
+    if "call_id" not in checked:
+        raise ProtocolError("answer lacks 'call_id'")
+    return checked  # type: ignore[return-value]  # _check enforced _ANSWER's types
+
+
+def check_envelope(text: bytes) -> Envelope:
+    """The child's envelope; ProtocolError if it is not JSON or a field has the wrong type."""
+    try:
+        envelope = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"the envelope is not JSON ({exc})") from None
+    if not isinstance(envelope, dict):
+        raise ProtocolError("the envelope is not a JSON object")
+    checked = _check(envelope, _ENVELOPE, "envelope")
+    if checked.get("outcome") not in OUTCOMES:
+        raise ProtocolError(f"envelope field 'outcome' is {str(checked.get('outcome'))[:40]!r}")
+    return checked  # type: ignore[return-value]  # _check enforced _ENVELOPE's types
+
+
+def answer_blob_limits(limits: Limits) -> dict[str, tuple[int, str]]:
+    """The most each blob of an answer may hold, and the limit that says so."""
+    output = (limits.output_bytes, "limits.output_bytes")
+    return {
+        "stdout": output,
+        "stderr": output,
+        "envelope": (ENVELOPE_LIMIT, "the envelope limit"),
+        "value": (limits.result_bytes, "limits.result_bytes"),
+    }
+
+
+def decode_value(data: bytes) -> Any:
+    """A call's return value from its JSON text; ValueError for anything else."""
+    try:
+        return json.loads(data, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError("the value is nested too deeply") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON data")
+
+
+def _check(fields: dict[str, Any], schema: dict, what: str) -> dict[str, Any]:
+    checked: dict[str, Any] = {}
+    for name, (kind, limit) in schema.items():
+        value = fields.get(name)
+        if value is None:
+            if name in fields:
+                checked[name] = None
+            continue
+        if not _fits(value, kind, limit):
+            raise ProtocolError(f"{what} field {name!r} is not a valid {kind}: {value!r:.60}")
+        checked[name] = value
+    return checked
+
+
+def _fits(value: Any, kind: str, limit: Any) -> bool:
+    if kind == "bool":
+        return type(value) is bool
+    if kind == "int":
+        return type(value) is int and -limit <= value <= limit
+    if kind == "float":
+        number = type(value) in (int, float)
+        return number and math.isfinite(value) and 0 <= value <= limit
+    if kind == "text":
+        return type(value) is str and len(value) <= limit
+    return (
+        type(value) is list
+        and len(value) <= 100
+        and all(type(item) is str and len(item) <= limit for item in value)
+    )
