@@ -36,9 +36,9 @@ def is_alive(token: str) -> bool:
         return False
 
 
-def marked(prefix: str) -> list[tuple[int, str]]:
-    """(pid, mark) of every process whose mark is ``prefix`` or starts with ``prefix.``."""
-    wanted = f"{OWNER_VARIABLE}={prefix}".encode()
+def marks() -> list[tuple[int, str]]:
+    """(pid, mark) of every process (but this one) that carries a SANDBOX_OWNER mark."""
+    wanted = f"{OWNER_VARIABLE}=".encode()
     found = []
     own = os.getpid()
     for name in os.listdir("/proc"):
@@ -50,10 +50,26 @@ def marked(prefix: str) -> list[tuple[int, str]]:
         except OSError:
             continue  # gone, or not ours to read
         for entry in environ.split(b"\0"):
-            if entry == wanted or entry.startswith(wanted + b"."):
-                found.append((int(name), entry.split(b"=", 1)[1].decode(errors="replace")))
+            if entry.startswith(wanted):
+                found.append((int(name), entry[len(wanted) :].decode(errors="replace")))
                 break
     return found
+
+
+def marked(prefix: str) -> list[tuple[int, str]]:
+    """(pid, mark) of every process whose mark is ``prefix`` or starts with ``prefix.``."""
+    return [(pid, mark) for pid, mark in marks() if mark == prefix or mark.startswith(prefix + ".")]
+
+
+def kill_orphaned() -> list[int]:
+    """At a portal's start: kill what the plugins of portals that no longer run left behind
+    (in case their janitor could not: it was killed too, or the machine ran out of pids)."""
+    dead = {mark.split(".", 1)[0] for _, mark in marks()}
+    dead = {token for token in dead if not is_alive(token)}
+    killed: list[int] = []
+    for token in dead:
+        killed += kill_marked(token)
+    return killed
 
 
 def kill_marked(prefix: str) -> list[int]:

@@ -20,7 +20,7 @@ import sys
 import threading
 from typing import Any
 
-from sandbox._leftovers import OWNER_VARIABLE, process_token
+from sandbox._leftovers import OWNER_VARIABLE, kill_orphaned, process_token
 
 log = logging.getLogger("sandbox")
 
@@ -36,6 +36,13 @@ class Spawner:
         self._numbers = itertools.count(1)
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         self._janitor = self._start_janitor(python, tmp_dir)
+        leftovers = kill_orphaned()
+        if leftovers:
+            log.warning(
+                "sandbox: killed %d processes left by plugins of portals that are gone: %s",
+                len(leftovers),
+                leftovers[:20],
+            )
         threading.Thread(target=self._serve, name="sandbox-spawner", daemon=True).start()
 
     def mark(self) -> str:

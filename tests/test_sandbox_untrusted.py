@@ -17,6 +17,7 @@ import tracemalloc
 import pytest
 
 from sandbox import Limits, Outcome, Preload, run_plugin_sandboxed, shutdown_sandbox
+from sandbox._leftovers import process_token
 from sandbox._wire import decode_value
 from tests.sandbox_targets.process_checks import is_running, wait_until
 
@@ -237,3 +238,18 @@ def test_decode_value_rejects_non_json():
     assert decode_value(json.dumps({"a": [1, 2.5, None, True, "é"]}).encode()) == {
         "a": [1, 2.5, None, True, "é"]
     }
+
+
+def test_a_starting_portal_kills_what_dead_portals_plugins_left(tmp_path):
+    """Processes marked by a portal that no longer runs are killed when a portal starts."""
+    gone = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.2)"])
+    token = process_token(gone.pid)
+    gone.wait()
+    leftover = subprocess.Popen(["sleep", "600"], env={"SANDBOX_OWNER": f"{token}.1"})
+    try:
+        portal = f"import sys; sys.path.insert(0, {REPO!r}); import sandbox._spawn as m"
+        portal += "; m.spawner()"
+        subprocess.run([sys.executable, "-c", portal], check=True, timeout=30)
+        assert leftover.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        leftover.kill()
