@@ -748,14 +748,17 @@ def _run_facts(result: SandboxResult) -> tuple[dict[str, Any], list[str]]:
 def _succeeded(
     name: str, value: Any, facts: dict[str, Any]
 ) -> tuple[services.RunOutcome, list[str]]:
+    changes: list[str] = []
     try:
-        value, changed = untrusted.data(value)
         text = json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        if untrusted.has_unstorable(text):
+            value, changed = untrusted.data(value)
+            changes = [f"result: {change}" for change in changed]
+            text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
         facts.update(outcome=Outcome.UNSERIALISABLE.value, error_type=type(exc).__name__)
         reason = reasons.run_unserialisable(name, _shorten(str(exc)))
         return services.RunOutcome(status=RunStatus.FAILED, reason=reason, **facts), []
-    changes = [f"result: {change}" for change in changed]
     if len(text) > RESULT_STORE_CHARS:
         truncated = services.RunOutcome(
             status=RunStatus.SUCCEEDED,

@@ -29,7 +29,7 @@ T = TypeVar("T")
 
 REPLACEMENT = "\ufffd"
 ELLIPSIS = "…"
-MAX_DEPTH = 200  # of JSON data: deeper structures overflow encoders and database parsers
+MAX_DEPTH = 500  # of JSON data: deeper structures overflow encoders and database parsers
 
 LOAD_STATUSES = ("ok", "unavailable", "failed")
 LOAD_STAGES = ("import", "declarations", "requires", "setup")
@@ -57,6 +57,10 @@ _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 # what a terminal shows (the "Trojan Source" characters).
 _SUSPECT = re.compile(
     r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+# The same without newline and tab, which a block keeps: most tracebacks need no rewriting.
+_SUSPECT_IN_BLOCK = re.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
 )
 _LINE_SPACES = frozenset("\t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\u2028\u2029")
 
@@ -90,7 +94,7 @@ def block(
     """Text with lines: newlines and tabs stay (CR and CRLF become newlines), other controls
     become U+FFFD; over `limit`, the start (or the end) is kept."""
     text, changes = _as_text(value)
-    if _SUSPECT.search(text):
+    if _SUSPECT_IN_BLOCK.search(text):
         text, replaced = _replace(text, multiline=True)
         changes += replaced
     return _cut(text, limit, keep, changes)
@@ -153,6 +157,15 @@ def _cut(
 # --- Data ----------------------------------------------------------------------------------
 
 
+def has_unstorable(json_text: str) -> bool:
+    """Whether text from json.dumps() (ASCII, the default) may hold a NUL or a lone surrogate:
+    a check at C speed, so that only such data pays for data()'s walk.
+
+    Surrogate escapes of characters outside the BMP (emoji) also answer True; data() keeps them.
+    """
+    return "\\u0000" in json_text or "\\ud" in json_text
+
+
 def data(value: Any) -> Cleaned[Any]:
     """JSON data with NULs and lone surrogates in strings and keys replaced, at any depth.
 
@@ -171,12 +184,18 @@ def _data(value: Any, counts: dict[str, int], depth: int) -> Any:
         return value
     if depth >= MAX_DEPTH:
         raise ValueError(f"it nests deeper than {MAX_DEPTH} levels")
+    # Loops, not comprehensions: one stack frame per level, so MAX_DEPTH levels fit.
     if isinstance(value, dict):
-        return {
-            _storable(key, counts) if isinstance(key, str) else key: _data(item, counts, depth + 1)
-            for key, item in value.items()
-        }
-    return [_data(item, counts, depth + 1) for item in value]
+        cleaned: dict[Any, Any] = {}
+        for key, item in value.items():
+            cleaned[_storable(key, counts) if isinstance(key, str) else key] = _data(
+                item, counts, depth + 1
+            )
+        return cleaned
+    items = []
+    for item in value:
+        items.append(_data(item, counts, depth + 1))
+    return items
 
 
 def _storable(text: str, counts: dict[str, int]) -> str:

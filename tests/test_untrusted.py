@@ -112,6 +112,14 @@ class TestData:
         with pytest.raises(TypeError, match="set is not JSON serializable"):
             json.dumps(value)
 
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [({"a": "plain", "b": [1, "é"]}, False), ("a\x00b", True), ("\udcff", True)],
+    )
+    def test_has_unstorable__on_json_text(self, value, expected):
+        """The fast check on encoded JSON finds NULs and surrogates and passes plain data."""
+        assert untrusted.has_unstorable(json.dumps(value)) is expected
+
     def test_too_deep__value_error(self):
         """Data nested deeper than MAX_DEPTH is refused before any encoder recurses into it."""
         deep: list = []
