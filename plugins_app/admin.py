@@ -681,6 +681,7 @@ class PluginRunAdmin(RunColumns, LargeHistoryAdmin):
                     "heartbeat_at",
                     "duration",
                     "peak_memory",
+                    "warnings_text",
                 )
             },
         ),
@@ -731,6 +732,10 @@ class PluginRunAdmin(RunColumns, LargeHistoryAdmin):
     @admin.display(description="peak memory", ordering="peak_rss_kb")
     def peak_memory(self, obj: PluginRun):
         return show.kibibytes(obj.peak_rss_kb)
+
+    @admin.display(description="warnings")
+    def warnings_text(self, obj: PluginRun):
+        return show.preformatted("\n".join(obj.warnings or ()))
 
     @admin.display(description="traceback")
     def traceback_text(self, obj: PluginRun):

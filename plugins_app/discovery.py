@@ -22,6 +22,7 @@ ENTRY_POINT_GROUP = "portal.plugins"
 ENTRY_POINT_PREFIX = "entry point: "
 # Names become module names in the plugin host and parts of API URLs.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+MAX_NAME_CHARS = 200  # Plugin.name's max_length
 _ENTRY_POINT_SOURCE = re.compile(r"entry point: (?P<name>\S+) = ")
 
 
@@ -57,6 +58,11 @@ class Discovery:
     specs: list[PluginSpec]
     warnings: list[str] = field(default_factory=list)
     searched: str = ""  # in words, for a reason that says where a plugin was looked for
+
+
+def is_plugin_name(name: str) -> bool:
+    """Whether `name` can be a plugin's name (a module name in the host, part of URLs)."""
+    return len(name) <= MAX_NAME_CHARS and _NAME.fullmatch(name) is not None
 
 
 def plugin_dirs() -> list[Path]:

@@ -225,6 +225,13 @@ class PluginRun(models.Model):
     duration_ms = models.FloatField("duration (ms)", null=True, blank=True)
     stdout_tail = models.TextField("stdout (tail)", blank=True, default="")
     stderr_tail = models.TextField("stderr (tail)", blank=True, default="")
+    warnings = models.JSONField(
+        "warnings",
+        default=list,
+        blank=True,
+        help_text="What an operator should know that did not fail the run: values changed "
+        "so they could be stored, output the sandbox cut.",
+    )
     actor = models.CharField(
         "triggered by",
         max_length=200,

@@ -12,6 +12,7 @@ comes back into registry states, reasons and run records through plugins_app.ser
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -27,15 +28,17 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import DatabaseError, transaction
+from django.db.models import CharField
 
-from plugins_app import reasons, services
+from plugins_app import reasons, services, untrusted
 from plugins_app.discovery import (
     ENTRY_POINT_GROUP,
     ENTRY_POINT_PREFIX,
     Discovery,
     PluginSpec,
     discover,
+    is_plugin_name,
     spec_for_source,
 )
 from plugins_app.errors import IllegalTransition, InvalidParams, PluginNotFound, RunNotFound
@@ -67,6 +70,36 @@ RESULT_STORE_CHARS = 64 * 1024  # results above this are stored as a truncated J
 OUTPUT_TAIL_CHARS = 4000  # of stdout and of stderr, kept on the run row
 MESSAGE_CHARS = 500  # of an exception message, quoted in a reason
 MAX_TIMEOUT_S = MAXIMA["timeout_s"]  # 7 days: longer is a typo, and overflows the sandbox's timers
+TRACEBACK_CHARS = 64 * 1024  # of a plugin's traceback, kept from its end (where it raised)
+DESCRIPTION_CHARS = 10_000  # of a plugin's description (its docstring, by default)
+# Where a load's process is lost, a neighbour in the shared host may be the cause: retry alone.
+LOST_LOAD_OUTCOMES = frozenset({Outcome.SANDBOX_FAILURE, Outcome.CRASHED})
+# The warm-up of a load's own sandbox host does nothing: only its Preload key, unique, matters.
+ALONE_WARMUP = "builtins:hash"
+# What a database or its driver may still refuse in a row the boundary made storable.
+REFUSED_WRITES = (DatabaseError, UnicodeError, OverflowError)
+BAD_LIMITS = (TypeError, ValueError, OverflowError)  # Limits.from_mapping on a declaration
+
+
+def _max_chars(model: type[Plugin] | type[PluginRun], name: str) -> int:
+    field = model._meta.get_field(name)
+    assert isinstance(field, CharField), f"{model.__name__}.{name} is not a CharField"
+    assert field.max_length is not None
+    return field.max_length
+
+
+ERROR_TYPE_CHARS = _max_chars(PluginRun, "error_type")
+SIGNAL_CHARS = _max_chars(PluginRun, "signal")
+VERSION_CHARS = _max_chars(Plugin, "version")
+REPORT_CHARS = {
+    "version": VERSION_CHARS,
+    "description": DESCRIPTION_CHARS,
+    "error_type": ERROR_TYPE_CHARS,
+    "where": MESSAGE_CHARS,
+}
+EXIT_CODE_RANGE = (-(2**31), 2**31 - 1)  # PluginRun.exit_code, an IntegerField
+PEAK_RSS_RANGE = (0, 2**63 - 1)  # PluginRun.peak_rss_kb, a PositiveBigIntegerField
+DURATION_MS_RANGE = (0.0, 1e12)  # about 30 years: beyond it a duration is not a measurement
 
 
 @dataclass(frozen=True)
@@ -86,6 +119,7 @@ class _Load:
     status: str  # "ok", "unavailable" or "failed"
     reason: str = ""
     metadata: services.PluginMetadata | None = None
+    lost: bool = False  # its sandbox process was lost, in a host other loads shared
 
 
 # --- Loading -------------------------------------------------------------------------------
@@ -143,10 +177,36 @@ def _candidates(wanted: list[str], found: Discovery) -> list[PluginSpec]:
 
 def _load_all(specs: list[PluginSpec]) -> list[_Load]:
     if len(specs) <= 1:
-        return [_load_one(spec) for spec in specs]
-    # Loads wait on sandbox processes, not on this one; a few at a time bound a slow import.
-    with ThreadPoolExecutor(max_workers=LOAD_CONCURRENCY, thread_name_prefix="portal-load") as pool:
-        return list(pool.map(_load_one, specs))
+        loads = [_load_guarded(spec) for spec in specs]
+    else:
+        # Loads wait on sandbox processes, not on this one; a few at a time bound a slow import.
+        with ThreadPoolExecutor(
+            max_workers=LOAD_CONCURRENCY, thread_name_prefix="portal-load"
+        ) as pool:
+            loads = list(pool.map(_load_guarded, specs))
+    # Loads share one sandbox host, which any plugin's import can kill (or its neighbours'
+    # processes with it): a load whose process was lost is retried once, one at a time, in a
+    # host of its own, so a healthy plugin loads and only the culprit fails again.
+    return [_load_alone(load.spec) if load.lost else load for load in loads]
+
+
+def _load_alone(spec: PluginSpec) -> _Load:
+    preload = Preload(ALONE_WARMUP, ((spec.source, time.monotonic_ns()),))
+    try:
+        return _load_guarded(spec, preload=preload)
+    finally:
+        discard_preload(preload)
+
+
+def _load_guarded(spec: PluginSpec, *, preload: Preload | None = None) -> _Load:
+    try:
+        return _load_one(spec, preload=preload)
+    except Exception as exc:
+        # One plugin's load must not stop the others': record it and go on.
+        logger.exception("Loading plugin %s failed in the portal", spec.name)
+        return _Load(
+            spec, spec.name, "failed", reasons.load_internal_error(spec.name, type(exc).__name__)
+        )
 
 
 def _load_limits() -> Limits:
@@ -155,9 +215,10 @@ def _load_limits() -> Limits:
     return Limits(timeout_s=settings.PORTAL_PLUGIN_LOAD_TIMEOUT_S, cpu_s=None, memory_mb=None)
 
 
-def _load_one(spec: PluginSpec) -> _Load:
+def _load_one(spec: PluginSpec, *, preload: Preload | None = None) -> _Load:
     limits = _load_limits()
-    result = run_plugin_sandboxed(LOAD_TARGET, spec.host_spec(), limits=limits)
+    result = run_plugin_sandboxed(LOAD_TARGET, spec.host_spec(), limits=limits, preload=preload)
+    alone = preload is not None
     if not result.ok:
         logger.warning(
             "Loading plugin %s from %s: %s\nstderr tail:\n%s",
@@ -166,26 +227,39 @@ def _load_one(spec: PluginSpec) -> _Load:
             result.error,
             result.stderr[-OUTPUT_TAIL_CHARS:],
         )
-        return _Load(spec, spec.name, "failed", _load_failure_reason(spec.name, result, limits))
-    report: dict[str, Any] = result.value
-    name = report.get("name") or spec.name
+        reason = _load_failure_reason(spec.name, result, limits, alone=alone)
+        lost = result.outcome in LOST_LOAD_OUTCOMES and not alone
+        return _Load(spec, spec.name, "failed", reason, lost=lost)
+    try:
+        report = untrusted.load_report(result.value, is_name=is_plugin_name, max_chars=REPORT_CHARS)
+    except untrusted.MalformedReport as exc:
+        reason = reasons.load_report_malformed(spec.name, _shorten(str(exc)), spec.source)
+        logger.warning("%s", reason)
+        return _Load(spec, spec.name, "failed", reason)
+    name = report.name or spec.name
+    if report.changes:
+        logger.warning(
+            "Plugin %s: its load report was changed to be stored: %s",
+            name,
+            "; ".join(report.changes),
+        )
     metadata = None
-    if report["stage"] not in ("import", "declarations"):
+    if report.stage not in ("import", "declarations"):
         metadata = services.PluginMetadata(
             source=spec.source,
-            description=report["description"],
-            version=report["version"],
-            requirements=report["requires"],
-            limits=report["limits"],
+            description=report.description,
+            version=report.version,
+            requirements=report.requires,
+            limits=report.limits,
         )
-    if report["status"] == "ok":
+    if report.status == "ok":
         try:
-            _declared_limits(report["limits"])
-        except (TypeError, ValueError) as exc:
-            reason = reasons.invalid_declaration(name, f"limits: {exc}", spec.source)
+            _declared_limits(report.limits)
+        except BAD_LIMITS as exc:
+            reason = reasons.invalid_declaration(name, _shorten(f"limits: {exc}"), spec.source)
             return _Load(spec, name, "failed", reason, metadata)
         return _Load(spec, name, "ok", "", metadata)
-    return _Load(spec, name, report["status"], _report_reason(name, spec, report), metadata)
+    return _Load(spec, name, report.status, _report_reason(name, spec, report), metadata)
 
 
 def _declared_limits(declared: dict[str, Any]) -> Limits:
@@ -194,24 +268,26 @@ def _declared_limits(declared: dict[str, Any]) -> Limits:
     return Limits.from_mapping(declared)
 
 
-def _report_reason(name: str, spec: PluginSpec, report: dict[str, Any]) -> str:
+def _report_reason(name: str, spec: PluginSpec, report: untrusted.LoaderReport) -> str:
     """The reason for a load the plugin host reported as unavailable or failed."""
-    if report["status"] == "unavailable":
-        first, *others = report["missing"]
+    if report.status == "unavailable":
+        first, *others = report.missing
         reason = _missing_reason(name, spec, first)
         if others:
             reason += "; also missing: " + ", ".join(_missing_words(item) for item in others)
         return reason
-    message = _shorten(report["message"] or "")
-    if report["stage"] == "declarations":
+    message = _shorten(report.message)
+    error_type = report.error_type or "Exception"
+    where = report.where or None
+    if report.stage == "declarations":
         return reasons.invalid_declaration(name, message, spec.source)
-    if report["stage"] == "setup":
-        return reasons.setup_failed(name, report["error_type"], message, report["where"])
-    return reasons.import_failed(name, report["error_type"], message, report["where"])
+    if report.stage == "setup":
+        return reasons.setup_failed(name, error_type, message, where)
+    return reasons.import_failed(name, error_type, message, where)
 
 
-def _missing_reason(name: str, spec: PluginSpec, missing: dict[str, Any]) -> str:
-    kind, item = missing["kind"], missing["item"]
+def _missing_reason(name: str, spec: PluginSpec, missing: untrusted.MissingItem) -> str:
+    kind, item = missing.kind, missing.item
     if kind == "module":
         return reasons.missing_module(item, name)
     if kind == "library":
@@ -224,19 +300,18 @@ def _missing_reason(name: str, spec: PluginSpec, missing: dict[str, Any]) -> str
         # Set here but not in the plugin's process: the sandbox withheld it (SANDBOX_ENV_DENY).
         return reasons.env_missing(item, name, withheld=bool(os.environ.get(item)))
     if kind == "gpu":
-        return reasons.gpu_missing(name, missing.get("checked", ""))
-    problem = missing.get("problem")
-    path = missing.get("path") or item
-    if problem == "unset_variable":
+        return reasons.gpu_missing(name, missing.checked)
+    path = missing.path or item
+    if missing.problem == "unset_variable":
         return reasons.model_file_unset_variable(item, name)
-    if problem == "empty":
+    if missing.problem == "empty":
         return reasons.model_file_empty(path, name)
-    if problem == "unreadable":
+    if missing.problem == "unreadable":
         return reasons.model_file_unreadable(path, name)
     return reasons.model_file_missing(path, name)
 
 
-def _missing_words(missing: dict[str, Any]) -> str:
+def _missing_words(missing: untrusted.MissingItem) -> str:
     words = {
         "module": "module",
         "library": "system library",
@@ -244,11 +319,16 @@ def _missing_words(missing: dict[str, Any]) -> str:
         "file": "file",
         "gpu": "a",
     }
-    return f"{words.get(missing['kind'], missing['kind'])} {missing.get('path') or missing['item']}"
+    return f"{words.get(missing.kind, missing.kind)} {missing.path or missing.item}"
 
 
-def _load_failure_reason(name: str, result: SandboxResult, limits: Limits) -> str:
-    """The reason for a load whose sandbox process itself failed (crash, hang, exit)."""
+def _load_failure_reason(
+    name: str, result: SandboxResult, limits: Limits, *, alone: bool = False
+) -> str:
+    """The reason for a load whose sandbox process itself failed (crash, hang, exit).
+
+    `alone`: the load ran in a sandbox host of its own, shared with no other load.
+    """
     if result.outcome == Outcome.TIMEOUT:
         return reasons.load_timed_out(name, limits.timeout_s)
     if result.outcome == Outcome.CRASHED:
@@ -257,7 +337,10 @@ def _load_failure_reason(name: str, result: SandboxResult, limits: Limits) -> st
         return reasons.load_crashed(name, "ran out of memory")
     if result.outcome == Outcome.EXITED:
         return reasons.load_crashed(name, f"ended the process with exit code {result.exit_code}")
-    return reasons.load_sandbox_failure(name, result.error or str(result.outcome))
+    detail = _shorten(result.error or str(result.outcome))
+    if alone and result.outcome == Outcome.SANDBOX_FAILURE:
+        return reasons.load_lost_host(name, detail)
+    return reasons.load_sandbox_failure(name, detail)
 
 
 def _record(name: str, group: list[_Load], actor: str) -> LoadReport:
@@ -315,23 +398,27 @@ def _write(name: str, write: Any, *, source: str, actor: str) -> LoadReport:
         plugin = Plugin.objects.get(name=name)
         return LoadReport(name, plugin.state, str(exc), plugin.source)
     except ValidationError as exc:  # a declared value the registry refuses: this plugin only
-        return _write_refused(name, exc, source=source, actor=actor)
+        problems = "; ".join(
+            f"{field}: {' '.join(messages)}" for field, messages in exc.message_dict.items()
+        )
+        reason = reasons.invalid_declaration(name, _shorten(problems), source)
+        return _record_failed(name, reason, source=source, actor=actor)
+    except REFUSED_WRITES as exc:  # the database refused it: this plugin only, the rest load
+        logger.exception("Storing the load of plugin %s failed", name)
+        reason = reasons.load_not_stored(name, _shorten(f"{type(exc).__name__}: {exc}"))
+        return _record_failed(name, reason, source=source, actor=actor)
     _discard_warm_host(name)
     return LoadReport(name, plugin.state, plugin.reason, plugin.source)
 
 
-def _write_refused(name: str, exc: ValidationError, *, source: str, actor: str) -> LoadReport:
-    """Record FAILED, without the refused metadata, for a write the registry's checks refused."""
-    problems = "; ".join(
-        f"{field}: {' '.join(messages)}" for field, messages in exc.message_dict.items()
-    )
-    reason = reasons.invalid_declaration(name, _shorten(problems), source)
+def _record_failed(name: str, reason: str, *, source: str, actor: str) -> LoadReport:
+    """Record FAILED without the refused metadata, for a write the registry refused."""
     logger.warning("%s", reason)
     try:
         plugin = services.plugin_mark_failed(
             name=name, reason=reason, actor=actor, source=source[:1000]
         )
-    except (ValidationError, IllegalTransition):
+    except (ValidationError, IllegalTransition, *REFUSED_WRITES):
         # Not even the name or source fits: report it, the other plugins still load.
         logger.exception("Plugin %s could not be recorded", name)
         return LoadReport(name, "FAILED", reason, source)
@@ -496,7 +583,25 @@ def execute_run(run_id: int, *, timeout_s: float | None = None) -> PluginRun:
             # Ctrl-C or SystemExit: close the run so it is not left RUNNING, then stop as asked.
             _finish_interrupted(run.pk, plugin.name, exc)
             raise
-        return services.run_finish(run_id=run.pk, outcome=outcome)
+        return _finish(run.pk, plugin.name, outcome)
+
+
+def _finish(run_id: int, name: str, outcome: services.RunOutcome) -> PluginRun:
+    """Record how the run ended; an outcome the database refuses is recorded as FAILED."""
+    try:
+        return services.run_finish(run_id=run_id, outcome=outcome)
+    except REFUSED_WRITES as exc:
+        logger.exception("Storing the outcome of run %s of plugin %s failed", run_id, name)
+        problem = _shorten(f"{type(exc).__name__}: {exc}")
+        stored = services.RunOutcome(
+            status=RunStatus.FAILED,
+            outcome=outcome.outcome,
+            error_type="OutcomeNotStored",
+            reason=reasons.run_outcome_not_stored(name, run_id, outcome.status.value, problem),
+            duration_ms=outcome.duration_ms,
+        )
+        # A second refusal means the database itself is failing: the caller sees that error.
+        return services.run_finish(run_id=run_id, outcome=stored)
 
 
 def _finish_interrupted(run_id: int, name: str, exc: BaseException) -> None:
@@ -594,40 +699,77 @@ def outcome_from_result(
 
     timeout → TIMED_OUT; crashed and memory → CRASHED (the process had to be stopped); every
     other failure (exception, bad params, exit, unserialisable or oversized result) → FAILED.
+    Every value from the plugin is made storable first (plugins_app.untrusted); what that
+    changed is one of the run's warnings.
     """
-    facts: dict[str, Any] = {
-        "outcome": result.outcome.value,
-        "error_type": result.error_type or "",
-        "traceback": result.traceback or "",
-        "exit_code": result.exit_code,
-        "signal": result.signal or "",
-        "peak_rss_kb": result.peak_rss_kb,
-        "duration_ms": result.duration_ms,
-        "stdout_tail": result.stdout[-OUTPUT_TAIL_CHARS:],
-        "stderr_tail": result.stderr[-OUTPUT_TAIL_CHARS:],
-    }
+    facts, changes = _run_facts(result)
     if result.ok:
-        return _succeeded(name, result.value, facts)
-    status, reason = _failed(name, result, limits, plugin_root)
-    return services.RunOutcome(status=status, reason=reason, **facts)
+        outcome, value_changes = _succeeded(name, result.value, facts)
+        changes += value_changes
+    else:
+        # Reasons quote the numbers as stored; the texts are cleaned as the reason is built.
+        numbers = {key: facts[key] for key in ("exit_code", "peak_rss_kb")}
+        checked = dataclasses.replace(result, signal=facts["signal"] or None, **numbers)
+        status, reason = _failed(name, checked, limits, plugin_root)
+        outcome = services.RunOutcome(status=status, reason=untrusted.line(reason).value, **facts)
+    warnings = [untrusted.line(warning, limit=MESSAGE_CHARS).value for warning in result.warnings]
+    if changes:
+        warnings.append(reasons.run_output_changed(name, changes))
+    return dataclasses.replace(outcome, warnings=tuple(warnings))
 
 
-def _succeeded(name: str, value: Any, facts: dict[str, Any]) -> services.RunOutcome:
+def _run_facts(result: SandboxResult) -> tuple[dict[str, Any], list[str]]:
+    """The run row's forensic fields from a sandbox result, storable, and what was changed."""
+    cleaned: dict[str, untrusted.Cleaned[Any]] = {
+        "error_type": untrusted.line(result.error_type, limit=ERROR_TYPE_CHARS),
+        "traceback": untrusted.block(result.traceback, limit=TRACEBACK_CHARS, keep="end"),
+        "exit_code": untrusted.integer(
+            result.exit_code, low=EXIT_CODE_RANGE[0], high=EXIT_CODE_RANGE[1]
+        ),
+        "signal": untrusted.line(result.signal, limit=SIGNAL_CHARS),
+        "peak_rss_kb": untrusted.integer(
+            result.peak_rss_kb, low=PEAK_RSS_RANGE[0], high=PEAK_RSS_RANGE[1]
+        ),
+        "duration_ms": untrusted.number(
+            result.duration_ms, low=DURATION_MS_RANGE[0], high=DURATION_MS_RANGE[1]
+        ),
+        "stdout_tail": untrusted.block(result.stdout[-OUTPUT_TAIL_CHARS:]),
+        "stderr_tail": untrusted.block(result.stderr[-OUTPUT_TAIL_CHARS:]),
+    }
+    facts: dict[str, Any] = {"outcome": result.outcome.value}
+    changes = []
+    for field, (value, changed) in cleaned.items():
+        facts[field] = value
+        label = field.removesuffix("_tail")
+        changes += [f"{label}: {change}" for change in changed]
+    return facts, changes
+
+
+def _succeeded(
+    name: str, value: Any, facts: dict[str, Any]
+) -> tuple[services.RunOutcome, list[str]]:
+    changes: list[str] = []
     try:
         text = json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        if untrusted.has_unstorable(text):
+            value, changed = untrusted.data(value)
+            changes = [f"result: {change}" for change in changed]
+            text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
         facts.update(outcome=Outcome.UNSERIALISABLE.value, error_type=type(exc).__name__)
-        return services.RunOutcome(
-            status=RunStatus.FAILED, reason=reasons.run_unserialisable(name, str(exc)), **facts
-        )
+        reason = reasons.run_unserialisable(name, _shorten(str(exc)))
+        return services.RunOutcome(status=RunStatus.FAILED, reason=reason, **facts), []
     if len(text) > RESULT_STORE_CHARS:
-        return services.RunOutcome(
+        truncated = services.RunOutcome(
             status=RunStatus.SUCCEEDED,
             result=text[:RESULT_STORE_CHARS],
             result_truncated=True,
             **facts,
         )
-    return services.RunOutcome(status=RunStatus.SUCCEEDED, result=json.loads(text), **facts)
+        return truncated, changes
+    return services.RunOutcome(
+        status=RunStatus.SUCCEEDED, result=json.loads(text), **facts
+    ), changes
 
 
 # How sandbox/_client.py words a failed Preload warm-up (timeout, exit, crash or exception):
@@ -666,17 +808,19 @@ def _failed(
         return RunStatus.FAILED, reasons.run_unserialisable(name, _message(result))
     if outcome == Outcome.ERROR:
         return RunStatus.FAILED, _error_reason(name, result, plugin_root)
-    return RunStatus.FAILED, reasons.run_sandbox_failure(name, result.error or outcome.value)
+    return RunStatus.FAILED, reasons.run_sandbox_failure(
+        name, _shorten(result.error or outcome.value)
+    )
 
 
 def _error_reason(name: str, result: SandboxResult, plugin_root: str) -> str:
-    error_type = result.error_type or "Exception"
+    error_type = untrusted.line(result.error_type or "Exception", limit=ERROR_TYPE_CHARS).value
     if error_type == "PluginParamsError":
         return reasons.run_bad_params(name, _message(result))
     if error_type == "PluginLoadError":
         return reasons.run_load_failed(name, _message(result))
     where = _where(result.traceback or "", plugin_root)
-    return reasons.run_raised(name, error_type, _message(result), where)
+    return reasons.run_raised(name, error_type, _message(result), where and _shorten(where))
 
 
 def _message(result: SandboxResult) -> str:
@@ -706,5 +850,5 @@ def _where(traceback_text: str, plugin_root: str) -> str | None:
 
 
 def _shorten(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"
+    """A plugin's words for a reason: one terminal-safe line of at most MESSAGE_CHARS."""
+    return untrusted.line(" ".join(text.split()), limit=MESSAGE_CHARS).value

@@ -224,6 +224,38 @@ def load_crashed(plugin: str, how: str) -> str:
     )
 
 
+def load_lost_host(plugin: str, detail: str) -> str:
+    return (
+        f"Loading plugin '{plugin}' lost the sandbox host that ran it, also in a host of its "
+        f"own: {detail} (its import or setup() may be killing the process that loads it: fix "
+        "the plugin, then reload it)"
+    )
+
+
+def load_report_malformed(plugin: str, problem: str, source: str) -> str:
+    return (
+        f"The sandbox's load report for plugin '{plugin}' is malformed: {problem} (its code "
+        f"may tamper with the portal's loader: check {source or 'its source'}, fix it, then "
+        "reload the plugin)"
+    )
+
+
+def load_not_stored(plugin: str, problem: str) -> str:
+    return (
+        f"What loading plugin '{plugin}' found could not be stored: the database refused it "
+        f"({problem}) (it is recorded as FAILED without what it declared; see the portal log "
+        "for the error, then reload the plugin)"
+    )
+
+
+def load_internal_error(plugin: str, error_type: str) -> str:
+    return (
+        f"The portal failed to process the load of plugin '{plugin}' ({error_type}; a bug in "
+        "the portal or a report it did not expect): see the portal log for the traceback, "
+        "then reload the plugin"
+    )
+
+
 def load_sandbox_failure(plugin: str, detail: str) -> str:
     return (
         f"The sandbox could not load plugin '{plugin}': {detail} "
@@ -320,6 +352,25 @@ def run_sandbox_failure(plugin: str, detail: str) -> str:
     return (
         f"The sandbox failed while running plugin '{plugin}': {detail} "
         "(check the portal log, then rerun)"
+    )
+
+
+def run_outcome_not_stored(plugin: str, run_id: int, status: str, problem: str) -> str:
+    return (
+        f"The outcome of run {run_id} of plugin '{plugin}' ({status or 'unknown'}) could not "
+        f"be stored: the database refused it ({problem}) (the run is recorded as failed "
+        "without its result and output; see the portal log for the error, then rerun the "
+        "plugin)"
+    )
+
+
+def run_output_changed(plugin: str, changes: list[str]) -> str:
+    """A run's warning: what the portal changed in a plugin's output so it could store it."""
+    return (
+        f"Plugin '{plugin}' produced values the registry cannot store as they are; they were "
+        f"changed before storing: {'; '.join(changes) or 'some values'} (the stored values "
+        "differ there from what the plugin produced; have it return such data encoded, for "
+        "example as base64 text)"
     )
 
 

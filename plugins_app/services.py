@@ -66,6 +66,7 @@ class RunOutcome:
     duration_ms: float | None = None
     stdout_tail: str = ""
     stderr_tail: str = ""
+    warnings: tuple[str, ...] = ()
 
     @property
     def succeeded(self) -> bool:
@@ -324,6 +325,7 @@ def run_finish(
         duration_ms=outcome.duration_ms,
         stdout_tail=outcome.stdout_tail,
         stderr_tail=outcome.stderr_tail,
+        warnings=list(outcome.warnings),
         finished_at=now,
         heartbeat_at=now,
     )

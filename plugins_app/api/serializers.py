@@ -242,6 +242,12 @@ class RunSerializer(serializers.ModelSerializer):
     status = serializers.ChoiceField(choices=RunStatus.choices, read_only=True)
     result = serializers.JSONField(allow_null=True, read_only=True)
     params = serializers.DictField(read_only=True)
+    warnings = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="What did not fail the run but an operator should know: values the portal "
+        "changed so it could store them, output the sandbox cut.",
+    )
     traceback = serializers.SerializerMethodField(
         help_text="The plugin's traceback; null without the run_plugin permission."
     )
@@ -274,6 +280,7 @@ class RunSerializer(serializers.ModelSerializer):
             "started_at",
             "finished_at",
             "heartbeat_at",
+            "warnings",
             "traceback",
             "stdout_tail",
             "stderr_tail",
