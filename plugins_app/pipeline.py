@@ -802,7 +802,7 @@ def _failed(
     if outcome == Outcome.EXITED:
         return RunStatus.FAILED, reasons.run_exited(name, result.exit_code)
     if outcome == Outcome.OUTPUT_LIMIT:
-        detail = f"more than limits.result_bytes ({limits.result_bytes} bytes) when pickled"
+        detail = f"more than limits.result_bytes ({limits.result_bytes} bytes) as JSON"
         return RunStatus.FAILED, reasons.run_result_too_large(name, detail)
     if outcome == Outcome.UNSERIALISABLE:
         return RunStatus.FAILED, reasons.run_unserialisable(name, _message(result))
