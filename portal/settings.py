@@ -121,7 +121,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
     "axes",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -230,6 +230,10 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "plugins_app.api.errors.api_exception_handler",
 }
 
+# API tokens (docs/api.md): stored hashed; `Authorization: Token <key>` as before; no expiry
+# unless issued with one (manage.py issuetoken --expires-in-days).
+REST_KNOX = {"TOKEN_TTL": None, "AUTH_HEADER_PREFIX": "Token", "AUTO_REFRESH": False}
+
 # Health and operations API (docs/api.md).
 # Reads (health, runs) are public unless this is on; writes always need run_plugin.
 PORTAL_API_READS_REQUIRE_AUTH = env_flag("PORTAL_API_READS_REQUIRE_AUTH")
@@ -296,4 +300,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # django-axes announces its version at every start, commands included; its lockouts stay.
+    "loggers": {"axes.apps": {"level": "WARNING"}},
 }

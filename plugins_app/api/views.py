@@ -21,7 +21,7 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import serializers, status
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import APIException, UnsupportedMediaType
 from rest_framework.permissions import SAFE_METHODS, AllowAny
 from rest_framework.renderers import JSONRenderer
@@ -32,6 +32,7 @@ from rest_framework.views import APIView
 from plugins_app import selectors
 from plugins_app.api import schema as _schema_extensions  # noqa: F401 - registers them
 from plugins_app.api import serializers as api
+from plugins_app.api.authentication import TokenAuthentication
 from plugins_app.api.deadline import read_deadline
 from plugins_app.api.errors import ServiceUnavailable
 from plugins_app.api.policy import (
