@@ -3,14 +3,15 @@
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from plugins_app.management.arguments import PortalCommand
 from plugins_app.tokens import issue_token
 
 MAX_DAYS = 36500  # a hundred years
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = (
         "Issue an API token for USERNAME and print it once (the database keeps only its hash). "
         "Send it as: Authorization: Token <token>."
