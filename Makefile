@@ -35,7 +35,9 @@ ifeq ($(DEMO),1)
 endif
 	$(VENV)/bin/python manage.py ensureadmin
 	@echo "Portal: http://$(HOST):$(PORT)/admin/  health: http://$(HOST):$(PORT)/v1/plugins"
-	$(VENV)/bin/python manage.py runserver --noreload $(HOST):$(PORT)
+	@# Plain HTTP on this machine: Secure cookies would not come back over it in every browser.
+	SESSION_COOKIE_SECURE=0 CSRF_COOKIE_SECURE=0 \
+	  $(VENV)/bin/python manage.py runserver --noreload $(HOST):$(PORT)
 
 # Branch coverage of the whole suite, sandbox children included; below the floor fails
 # (fail_under in pyproject.toml, repeated here so a narrowed config cannot drop it).

@@ -24,6 +24,7 @@ from django.utils.http import urlencode
 
 from plugins_app import admin_display as show
 from plugins_app import executor, pipeline, reasons, selectors, services
+from plugins_app import token_admin as _token_admin  # noqa: F401 - registers the token page
 from plugins_app.errors import PluginError
 from plugins_app.models import Plugin, PluginEvent, PluginRun
 from sandbox import Outcome

@@ -17,6 +17,7 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 from django.utils.timesince import timesince
 
+from plugins_app import storable
 from plugins_app.selectors import HourBucket
 
 SHORT_REASON_CHARS = 80
@@ -48,7 +49,11 @@ def preformatted(text: str) -> SafeString | str:
 def pretty_json(value: Any) -> SafeString | str:
     if value is None:
         return "—"
-    return preformatted(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False))
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+    if storable.text_problem(text):
+        # A lone surrogate (stored by an older version) cannot be sent as UTF-8: show escapes.
+        text = json.dumps(value, indent=2, sort_keys=True)
+    return preformatted(text)
 
 
 def human_duration(seconds: float | None) -> str:

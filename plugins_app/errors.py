@@ -1,5 +1,7 @@
 """Domain errors raised by the services; each has a label an interface can show or map."""
 
+from plugins_app.storable import shown
+
 
 class PluginError(Exception):
     """Base of the registry's domain errors; `str(error)` is an actionable sentence."""
@@ -12,6 +14,16 @@ class PluginNotFound(PluginError):
 
     def __init__(self, name: str) -> None:
         super().__init__(f"Plugin '{name}' not found")
+        self.name = name
+
+
+class InvalidName(PluginNotFound):
+    """A name no plugin can have (NUL, a lone surrogate, too long): not looked up at all."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        PluginError.__init__(
+            self, f"Plugin '{shown(name)}' not found: no plugin can have this name, since {problem}"
+        )
         self.name = name
 
 

@@ -13,7 +13,7 @@ from django.db.models import Case, Count, Func, IntegerField, Q, QuerySet, Sum, 
 from django.db.models.functions import Substr, TruncHour
 from django.utils import timezone
 
-from plugins_app.errors import PluginNotFound, RunNotFound
+from plugins_app.errors import InvalidName, PluginNotFound, RunNotFound
 from plugins_app.models import (
     AVAILABLE_STATES,
     FINISHED_RUN_STATUSES,
@@ -22,6 +22,7 @@ from plugins_app.models import (
     PluginState,
     RunStatus,
 )
+from plugins_app.storable import name_problem
 
 HEALTH_FIELDS = (
     "name",
@@ -72,7 +73,16 @@ def plugin_list(*, state: str | None = None, enabled: bool | None = None) -> Que
     return plugins
 
 
+def checked_name(name: str) -> str:
+    """The name, or InvalidName (a 404) when no plugin can have it: it is never queried."""
+    problem = name_problem(name)
+    if problem:
+        raise InvalidName(name, problem)
+    return name
+
+
 def plugin_get(*, name: str) -> Plugin:
+    checked_name(name)
     try:
         return Plugin.objects.get(name=name)
     except Plugin.DoesNotExist:
@@ -90,6 +100,7 @@ def health_record(plugin: Plugin, *, now: datetime | None = None) -> dict[str, A
 
 def health_record_by_name(*, name: str) -> dict[str, Any]:
     """One plugin's health, read with only the columns it needs (the API's hot path)."""
+    checked_name(name)
     database = connections[DEFAULT_DB_ALIAS]  # this thread's connection
     sql, compiler, converters = _compiled_health_query(database)
     with database.cursor() as cursor:

@@ -1,22 +1,27 @@
-"""Settings for the plugin operations portal, read from the environment.
+"""Settings for the plugin operations portal, read from the environment (README's table).
 
 DATABASE_URL   database (default: the embedded SQLite file var/db.sqlite3)
 SECRET_KEY     required for production starts (wsgi/asgi); development generates one
 DEBUG          off unless set to 1/true/yes
 ALLOWED_HOSTS  comma-separated (default: 127.0.0.1,localhost)
+
+Reading them has one side effect: a development start without SECRET_KEY creates var/ and the
+key file in it (owner-only). Everything else on disk is done once at start by portal/apps.py.
 """
 
 import math
 import os
-import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from portal.local_files import development_secret_key
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("PORTAL_VAR_DIR", BASE_DIR / "var"))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+SECRET_KEY_FILE = VAR_DIR / ".secret_key"
 
 
 def env_flag(name: str, default: bool = False) -> bool:
@@ -44,6 +49,19 @@ def env_number(name: str, default: float, kind: type = float) -> float:
     return value
 
 
+def env_whole_number(name: str, default: int) -> int:
+    """A whole number from the environment, 0 allowed (0 turns HSTS off)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ImproperlyConfigured(
+            f"{name}={raw!r} is not a whole number of seconds: set it to 0 or more, like "
+            f"{default!r}, or unset it for that default"
+        )
+    return int(raw)
+
+
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
@@ -59,20 +77,40 @@ def load_secret_key() -> str:
             "the environment. Generate one with: "
             "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
         )
-    key_file = BASE_DIR / ".secret_key"
-    try:
-        return key_file.read_text().strip()
-    except FileNotFoundError:
-        key = secrets.token_urlsafe(50)
-        key_file.write_text(key)
-        key_file.chmod(0o600)
-        return key
+    return development_secret_key(SECRET_KEY_FILE)
 
 
 SECRET_KEY = load_secret_key()
 DEBUG = env_flag("DEBUG")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+
+def env_proxy_ssl_header() -> tuple[str, str] | None:
+    """`HTTP_X_FORWARDED_PROTO,https` → the header (as request.META names it) and its value."""
+    raw = os.environ.get("SECURE_PROXY_SSL_HEADER", "").strip()
+    if not raw:
+        return None
+    parts = [part.strip() for part in raw.split(",")]
+    if len(parts) != 2 or not parts[0].startswith("HTTP_") or not parts[1]:
+        raise ImproperlyConfigured(
+            f"SECURE_PROXY_SSL_HEADER={raw!r} is not HEADER,VALUE: give the header your proxy "
+            "sets on HTTPS requests as Django names it and its value, e.g. "
+            "HTTP_X_FORWARDED_PROTO,https (only behind a proxy that always sets it)"
+        )
+    return parts[0], parts[1]
+
+
+# HTTPS (docs/admin.md): on by default outside development; each can be turned off by name.
+SECURE_HSTS_SECONDS = env_whole_number("SECURE_HSTS_SECONDS", 0 if DEBUG else 365 * 86400)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_flag("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_flag("SECURE_HSTS_PRELOAD", not DEBUG)
+SESSION_COOKIE_SECURE = env_flag("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_flag("CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_SSL_REDIRECT = env_flag("SECURE_SSL_REDIRECT")
+# Load balancers probe health and scrape metrics over plain HTTP on the backend; no credentials.
+SECURE_REDIRECT_EXEMPT = [r"^v1/plugins/?$", r"^v1/plugins/[^/]+/health/?$", r"^metrics/?$"]
+SECURE_PROXY_SSL_HEADER = env_proxy_ssl_header()
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -83,10 +121,12 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
+    "axes",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "plugins_app",
+    "portal.apps.PortalConfig",
 ]
 
 MIDDLEWARE = [
@@ -100,7 +140,23 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# django-axes first: it refuses a locked-out login before the password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+# Admin login throttle (docs/admin.md): per user name and client address, so a stranger's
+# guesses lock only themselves out of that account, not its owner from elsewhere.
+AXES_FAILURE_LIMIT = int(env_number("PORTAL_LOGIN_FAILURE_LIMIT", 5, int))
+AXES_COOLOFF_TIME = timedelta(minutes=env_number("PORTAL_LOGIN_LOCKOUT_MINUTES", 15.0))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "portal.lockout.lockout_response"
 
 ROOT_URLCONF = "portal.urls"
 WSGI_APPLICATION = "portal.wsgi.application"
@@ -155,8 +211,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
-STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns on every request when it is missing
+STATIC_ROOT = BASE_DIR / "staticfiles"  # created at start by portal/apps.py
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -169,11 +224,15 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_RENDERER_CLASSES": ["plugins_app.api.renderers.SafeJSONRenderer"],
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "plugins_app.api.errors.api_exception_handler",
 }
+
+# API tokens (docs/api.md): stored hashed; `Authorization: Token <key>` as before; no expiry
+# unless issued with one (manage.py issuetoken --expires-in-days).
+REST_KNOX = {"TOKEN_TTL": None, "AUTH_HEADER_PREFIX": "Token", "AUTO_REFRESH": False}
 
 # Health and operations API (docs/api.md).
 # Reads (health, runs) are public unless this is on; writes always need run_plugin.
@@ -241,4 +300,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # django-axes announces its version at every start, commands included; its lockouts stay.
+    "loggers": {"axes.apps": {"level": "WARNING"}},
 }

@@ -228,12 +228,13 @@ def make_user(django_user_model):
 @pytest.fixture
 def operator_client(make_user):
     """An API client authenticated by token as a user who may run plugins."""
-    from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
+
+    from plugins_app.tokens import issue_token
 
     user = make_user("operator", "plugins_app.run_plugin")
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {issue_token(user=user)}")
     return client
 
 

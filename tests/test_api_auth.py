@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 from django.core.cache import cache
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from plugins_app import pipeline
 from plugins_app.models import PluginRun
+from plugins_app.tokens import issue_token
 
 pytestmark = pytest.mark.django_db
 
@@ -33,7 +33,7 @@ def echo(plugin_dir, settings):
 
 def token_client(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {issue_token(user=user)}")
     return client
 
 

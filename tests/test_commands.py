@@ -448,3 +448,70 @@ class TestPrunePluginRuns:
         """--older-than is required; the parser says so."""
         _, message, _ = failing("prunepluginruns")
         assert "the following arguments are required: --older-than" in message
+
+
+DEEP_JSON = "[" * 5000 + "]" * 5000
+
+
+@pytest.mark.django_db(transaction=True)
+class TestHostileArguments:
+    """Real `manage.py` processes given what a shell can pass: exit 2, a message, no traceback."""
+
+    @pytest.mark.parametrize(
+        ("args", "words"),
+        [
+            (["runplugin", b"\xff"], "The name argument '\\udcff' is not UTF-8 text (b'\\xff')"),
+            (["runplugin", "ok", "--param", b"k=\xff"], "The param argument 'k=\\udcff' is not"),
+            (["rerunplugins", b"ok\xfe"], "The names argument 'ok\\udcfe' is not UTF-8 text"),
+            (["pluginhealth", b"\xff"], "The name argument '\\udcff' is not UTF-8 text"),
+            (["loadplugins", b"\xc3"], "The names argument '\\udcc3' is not UTF-8 text"),
+            (["issuetoken", b"\xff"], "The username argument '\\udcff' is not UTF-8 text"),
+            (["runplugin", "ok", "--params-json", DEEP_JSON], "--params-json is nested deeper"),
+            (["runplugin", "ok", "--param", f"k={DEEP_JSON}"], "--param k is nested deeper"),
+            (
+                ["runplugin", "ok", "--params-json", '{"k": ' + "[" * 101 + "]" * 101 + "}"],
+                "A parameter is nested deeper than the 100 levels",
+            ),
+            (
+                ["runplugin", "ok", "--params-json", r'{"text": "\udcff"}'],
+                "Invalid params: params.text: contains a lone surrogate (\\udcff)",
+            ),
+            (
+                ["runplugin", "ok", "--params-json", r'{"a": {"b": ["x\u0000"]}}'],
+                "Invalid params: params.a.b[0]: contains a NUL character",
+            ),
+        ],
+        ids=[
+            "name",
+            "param",
+            "rerun name",
+            "health name",
+            "load name",
+            "token user",
+            "deep json",
+            "deep param",
+            "over 100 levels",
+            "surrogate",
+            "nul",
+        ],
+    )
+    def test_bad_argument__exit_2_with_message_no_traceback(self, loaded, args, words):
+        """Bad text or a too-deep value on the command line: exit 2 and the reason, no run."""
+        result = manage(*args)
+        assert result.returncode == 2, result.stderr
+        assert words in result.stderr
+        assert "Traceback" not in result.stderr
+        assert PluginRun.objects.count() == 0
+
+    def test_rerun__stored_bad_params_exit_2_naming_the_plugin(self, loaded):
+        """Last params stored by an older version with a lone surrogate: not rerun, exit 2."""
+        if connection.vendor != "sqlite":
+            pytest.skip("PostgreSQL cannot store a lone surrogate in jsonb at all")
+        services.run_queue(name="echo", params={"text": "\udcff"}, actor="old version")
+        result = manage("rerunplugins", "echo")
+        assert result.returncode == 2, result.stderr
+        assert "Cannot rerun 'echo' with its last params, params.text: contains a lone" in (
+            result.stderr
+        )
+        assert "Traceback" not in result.stderr
+        assert PluginRun.objects.count() == 1

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import DatabaseError
+from django.db import DatabaseError, DataError
 from rest_framework import status
 from rest_framework.exceptions import APIException
 from rest_framework.response import Response
@@ -40,6 +40,10 @@ DATABASE_UNAVAILABLE = (
 INTERNAL_ERROR = (
     "The portal hit an unexpected error handling this request; it was logged for the operators "
     "with its traceback (retry, and report it if it persists)"
+)
+VALUE_REFUSED = (
+    "The database refused a value in this request as invalid (such as a NUL character or a "
+    "number out of range), so nothing was changed (check the values you sent)"
 )
 RETRY_AFTER_S = "5"
 
@@ -77,6 +81,10 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         return error_response(str(exc), _domain_status(exc))
     if isinstance(exc, RequestDataTooBig):
         exc = PayloadTooLarge(settings.PORTAL_API_MAX_BODY_BYTES)
+    if isinstance(exc, DataError):
+        # The database is up and answered: it refused the request's value, not an outage.
+        logger.warning("Value refused in %s: %s", _where(context), exc)
+        return error_response(VALUE_REFUSED, status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, DatabaseError):
         logger.warning("Database error in %s: %s: %s", _where(context), type(exc).__name__, exc)
         return database_unavailable_response()

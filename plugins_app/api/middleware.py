@@ -43,6 +43,17 @@ def json_error(detail: str, status: int, **headers: str) -> HttpResponse:
     return response
 
 
+LENGTH_REQUIRED = (
+    "Send the request body with a Content-Length header, not Transfer-Encoding: chunked: the "
+    "server cannot pass a chunked body on, so its params would be lost (nothing was run)"
+)
+
+
+def length_required() -> HttpResponse:
+    """411 for a chunked body, which WSGI servers hand Django as empty (params silently lost)."""
+    return json_error(LENGTH_REQUIRED, 411)
+
+
 class ApiSafetyNetMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -50,6 +61,8 @@ class ApiSafetyNetMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if not is_api_path(request.path):
             return self.get_response(request)
+        if "HTTP_TRANSFER_ENCODING" in request.META:
+            return length_required()
         try:
             response = self.get_response(request)
         except Exception as error:  # a last resort: Django converts most errors itself

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import binascii
 import json
+from base64 import b64decode
 from typing import Any
 
 from django.conf import settings
+from django.utils.dateparse import parse_datetime
 from rest_framework import permissions
-from rest_framework.exceptions import ParseError
-from rest_framework.pagination import CursorPagination
+from rest_framework.exceptions import NotFound, ParseError
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.throttling import UserRateThrottle
@@ -108,3 +111,22 @@ class RunCursorPagination(CursorPagination):
         "This cursor does not point to a page of runs (follow the next/previous links "
         "from a previous page)"
     )
+
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        """DRF's decoding, strict: only a cursor this API could have issued is followed."""
+        encoded = request.query_params.get(self.cursor_query_param)
+        if encoded is not None:
+            try:
+                b64decode(encoded.encode("ascii"), validate=True)
+            except (UnicodeEncodeError, binascii.Error):
+                raise NotFound(self.invalid_cursor_message) from None
+        cursor = super().decode_cursor(request)
+        # The position is a queued_at; anything else (a NUL) broke the query with a 500.
+        if cursor is not None and cursor.position is not None:
+            try:
+                parsed = parse_datetime(str(cursor.position))
+            except ValueError:
+                parsed = None
+            if parsed is None:
+                raise NotFound(self.invalid_cursor_message)
+        return cursor

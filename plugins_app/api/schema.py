@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerExtension
+from drf_spectacular.plumbing import build_bearer_security_scheme_object
 
 
 def drop_trailing_slash_aliases(endpoints: list[tuple], **kwargs) -> list[tuple]:
@@ -19,3 +20,15 @@ class StrictSerializerExtension(OpenApiSerializerExtension):
     def map_serializer(self, auto_schema, direction):
         schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
         return {**schema, "additionalProperties": False}
+
+
+class TokenScheme(OpenApiAuthenticationExtension):
+    """Our knox-backed token check: `Authorization: Token <key>`, as DRF's tokens were."""
+
+    target_class = "plugins_app.api.authentication.TokenAuthentication"
+    name = "tokenAuth"
+
+    def get_security_definition(self, auto_schema):
+        return build_bearer_security_scheme_object(
+            header_name="Authorization", token_prefix="Token"
+        )

@@ -11,6 +11,7 @@ from rest_framework import serializers
 
 from plugins_app.api.errors import InvalidInput
 from plugins_app.models import PluginRun, PluginState, RunStatus
+from plugins_app.storable import value_problem
 
 
 def validated(serializer_class: type[serializers.Serializer], data: Any, *, where: str) -> dict:
@@ -143,6 +144,9 @@ class ParamsField(serializers.DictField):
                 f"Parameters nest at most {MAX_PARAM_DEPTH} levels deep (flatten the value or "
                 f"pass it as a string)."
             )
+        problem = value_problem(data, "params")
+        if problem:
+            raise serializers.ValidationError(f"{problem}; nothing was stored or run.")
         params = super().to_internal_value(data)
         bad = [key for key in params if not re.match(PARAM_NAME_PATTERN, key)]
         if bad:

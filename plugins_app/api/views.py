@@ -10,6 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import DataError
 from django.http import Http404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
@@ -21,7 +22,7 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import serializers, status
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import APIException, UnsupportedMediaType
 from rest_framework.permissions import SAFE_METHODS, AllowAny
 from rest_framework.renderers import JSONRenderer
@@ -32,6 +33,7 @@ from rest_framework.views import APIView
 from plugins_app import selectors
 from plugins_app.api import schema as _schema_extensions  # noqa: F401 - registers them
 from plugins_app.api import serializers as api
+from plugins_app.api.authentication import TokenAuthentication
 from plugins_app.api.deadline import read_deadline
 from plugins_app.api.errors import ServiceUnavailable
 from plugins_app.api.policy import (
@@ -43,6 +45,7 @@ from plugins_app.api.policy import (
     read_permissions,
     write_permissions,
 )
+from plugins_app.api.renderers import SafeJSONRenderer
 from plugins_app.errors import PluginError, PluginNotFound
 from plugins_app.snapshot import (
     health_read_failures,
@@ -103,7 +106,8 @@ def api_actor(request: Request) -> str:
 def _is_client_error(exc: Exception) -> bool:
     if isinstance(exc, APIException):
         return exc.status_code < 500
-    return isinstance(exc, Http404 | DjangoPermissionDenied | PluginError)
+    # DataError: the database answered, refusing a value; not a reason to answer stale.
+    return isinstance(exc, Http404 | DjangoPermissionDenied | PluginError | DataError)
 
 
 class ApiView(APIView):
@@ -112,7 +116,7 @@ class ApiView(APIView):
 
     authentication_classes = [TokenAuthentication, SessionAuthentication]
     parser_classes = [CappedJSONParser]
-    renderer_classes = [JSONRenderer]
+    renderer_classes = [SafeJSONRenderer]
 
     def is_write(self) -> bool:
         """A write this view serves; a method it does not serve is a 405 whoever asks."""
@@ -121,6 +125,12 @@ class ApiView(APIView):
 
     def get_permissions(self):
         return write_permissions() if self.is_write() else read_permissions()
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        if "name" in kwargs:
+            # A NUL reaching PostgreSQL is a DataError, which read as a database outage.
+            selectors.checked_name(kwargs["name"])
 
     def get_throttles(self):
         return [PluginWriteThrottle()] if self.is_write() else []
@@ -160,7 +170,7 @@ class HealthApiView(ApiView):
 
     def plain_json(self, response: Response) -> Response:
         """Render with JSON directly, bypassing the negotiation that may be what failed."""
-        response.accepted_renderer = JSONRenderer()
+        response.accepted_renderer = SafeJSONRenderer()
         response.accepted_media_type = "application/json"
         # DRF's Response reads renderer_context when rendering; its stubs do not declare it.
         context = {"view": self, "response": response}

@@ -3,10 +3,11 @@
 import secrets
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+
+from plugins_app.management.arguments import PortalCommand
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = "Create an admin account with a generated password if no superuser exists yet."
 
     def add_arguments(self, parser):

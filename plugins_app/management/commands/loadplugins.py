@@ -1,15 +1,16 @@
 """Discover plugins and (re)load them in the sandbox: one line per plugin, state and reason."""
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from plugins_app import pipeline
 from plugins_app.errors import PluginNotFound
+from plugins_app.management.arguments import PortalCommand
 from plugins_app.models import AVAILABLE_STATES, PluginState
 
 ACTOR = "command:loadplugins"
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = (
         "Discover plugins in PORTAL_PLUGIN_DIRS and the 'portal.plugins' entry points and "
         "(re)load them in the sandbox; with names, re-check only those plugins."

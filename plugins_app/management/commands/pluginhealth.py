@@ -2,14 +2,15 @@
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from plugins_app import selectors
 from plugins_app.errors import PluginNotFound
+from plugins_app.management.arguments import PortalCommand
 from plugins_app.models import AVAILABLE_STATES
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = (
         "Show plugin health (as GET /v1/plugins does). Exit code 0 when every enabled plugin "
         "is available, 1 otherwise, 2 for an unknown plugin."

@@ -3,15 +3,16 @@
 import math
 from datetime import timedelta
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from plugins_app import services
+from plugins_app.management.arguments import PortalCommand
 
 MAX_DAYS = 36500  # a hundred years
 MAX_BATCH_SIZE = 10_000  # stays under SQLite's limit on query parameters
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = (
         "Delete finished plugin runs older than DAYS, in batches. Counters on the plugins are "
         "kept; queued and running runs are never deleted."

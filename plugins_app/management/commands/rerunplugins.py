@@ -3,12 +3,14 @@
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import connection
 
 from plugins_app import pipeline, selectors
 from plugins_app.errors import PluginError, PluginNotFound
+from plugins_app.management.arguments import PortalCommand
 from plugins_app.models import Plugin, PluginState, RunStatus
+from plugins_app.storable import value_problem
 
 ACTOR = "command:rerunplugins"
 BAR_WIDTH = 30
@@ -25,7 +27,7 @@ def _rerun(name: str, params: dict) -> tuple[str, str, str]:
         connection.close()
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = (
         "Rerun plugins with the params of their last run: the named ones, --failed (those in "
         "FAILED) or --all (every enabled plugin that can run). Exit code 1 if any run failed."
@@ -49,11 +51,23 @@ class Command(BaseCommand):
             self.stdout.write("Nothing to rerun: no plugin matches.")
             return
         jobs = [(p.name, selectors.plugin_last_run_params(name=p.name)) for p in plugins]
+        self._check_params(jobs)
         results = self._run_all(jobs, concurrency)
         self._summary(results)
         failures = sum(1 for _, status, _ in results if status != RunStatus.SUCCEEDED)
         if failures:
             raise CommandError(f"{failures} of {len(results)} rerun(s) failed", returncode=1)
+
+    def _check_params(self, jobs: list[tuple[str, dict]]) -> None:
+        """Stored params an older version let in (a NUL, a lone surrogate) are not rerun."""
+        for name, params in jobs:
+            problem = value_problem(params, "params")
+            if problem:
+                raise CommandError(
+                    f"Cannot rerun '{name}' with its last params, {problem}; nothing was rerun "
+                    f"(run it with new params: manage.py runplugin {name} --params-json '{{...}}')",
+                    returncode=2,
+                )
 
     def _select(self, names, *, failed, every) -> list[Plugin]:
         if not (names or failed or every):

@@ -2,24 +2,32 @@
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from plugins_app import pipeline
-from plugins_app.api.serializers import RunSerializer
+from plugins_app.api.serializers import MAX_PARAM_DEPTH, RunSerializer, nesting_depth
 from plugins_app.errors import InvalidParams, PluginNotFound, PluginRefused
+from plugins_app.management.arguments import PortalCommand
 from plugins_app.models import PluginRun, RunStatus
+from plugins_app.storable import value_problem
 
 ACTOR = "command:runplugin"
 
 
 def parse_params(pairs: list[str], params_json: str | None) -> dict:
-    """--params-json first, then each --param KEY=VALUE over it (VALUE as JSON, else text)."""
+    """--params-json first, then each --param KEY=VALUE over it (VALUE as JSON, else text).
+
+    Refused with exit code 2, as the API refuses them with a 400: values nested too deeply,
+    and NUL characters or lone surrogates anywhere (keys included).
+    """
     params: dict = {}
     if params_json is not None:
         try:
             params = json.loads(params_json)
         except json.JSONDecodeError as exc:
             raise CommandError(f"--params-json is not valid JSON: {exc}", returncode=2) from None
+        except RecursionError:
+            raise too_deep("--params-json") from None
         if not isinstance(params, dict):
             raise CommandError(
                 f"--params-json must be a JSON object such as '{{\"seconds\": 2}}', "
@@ -34,7 +42,22 @@ def parse_params(pairs: list[str], params_json: str | None) -> dict:
             params[key] = json.loads(value)
         except json.JSONDecodeError:
             params[key] = value  # plain text needs no JSON quotes on the command line
+        except RecursionError:
+            raise too_deep(f"--param {key}") from None
+    if nesting_depth(params) > MAX_PARAM_DEPTH:
+        raise too_deep("A parameter")
+    problem = value_problem(params, "params")
+    if problem:
+        raise CommandError(f"Invalid params: {problem}; nothing was run.", returncode=2)
     return params
+
+
+def too_deep(what: str) -> CommandError:
+    return CommandError(
+        f"{what} is nested deeper than the {MAX_PARAM_DEPTH} levels a run accepts (flatten it "
+        "or pass it as a string)",
+        returncode=2,
+    )
 
 
 def run_record(run: PluginRun) -> dict:
@@ -42,7 +65,7 @@ def run_record(run: PluginRun) -> dict:
     return dict(RunSerializer(run, context={"show_output": True}).data)
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = (
         "Run a plugin synchronously through the sandbox and print its result, or the reason "
         "it failed. Exit code 0: succeeded; 1: the run failed or was refused; 2: misuse."
