@@ -112,7 +112,7 @@ class TestPlainTokensRetired:
             cursor.execute(
                 "INSERT INTO authtoken_token VALUES (%s, %s, CURRENT_TIMESTAMP)", [plain, user.pk]
             )
-        migration = importlib.import_module("plugins_app.migrations.0003_retire_plain_api_tokens")
+        migration = importlib.import_module("plugins_app.migrations.0004_retire_plain_api_tokens")
         with connection.schema_editor() as editor:
             migration.retire_plain_tokens(apps, editor)
         assert "authtoken_token" not in connection.introspection.table_names()

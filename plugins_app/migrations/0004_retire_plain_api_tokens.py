@@ -33,6 +33,6 @@ def retire_plain_tokens(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("plugins_app", "0002_plugin_timed_run_count")]
+    dependencies = [("plugins_app", "0003_pluginrun_warnings")]
 
     operations = [migrations.RunPython(retire_plain_tokens, migrations.RunPython.noop)]
