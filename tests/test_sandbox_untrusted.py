@@ -156,13 +156,14 @@ class TestWarmUpBounds:
 
 PORTAL_SCRIPT = textwrap.dedent(
     """
-    import sys
+    import sys, time
     sys.path.insert(0, {repo!r})
     from sandbox import Limits, Preload, run_plugin_sandboxed
     run_plugin_sandboxed(
         "{host}:noop", limits=Limits(timeout_s=300),
         preload=Preload("{host}:{warm_up}", ({path!r},)),
     )
+    time.sleep(600)  # a portal that goes on serving until it is killed
     """
 )
 

@@ -188,7 +188,9 @@ class TestProductionSecurity:
         exports = production_start_exports()
         assert "SECRET_KEY" in exports and "DATABASE_URL" in exports
         script = f"{exports}\nexec {sys.executable} manage.py check --deploy --fail-level WARNING"
-        clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG"}}
+        # The browser tests set DJANGO_ALLOW_ASYNC_UNSAFE in this process; production has none.
+        test_only = {"SECRET_KEY", "DEBUG", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+        clean = {k: v for k, v in os.environ.items() if k not in test_only}
         result = subprocess.run(
             ["bash", "-c", script],
             cwd=ROOT,
