@@ -7,6 +7,7 @@ can walk every builder and reject vague ones.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 # Words that say nothing on their own; a reason made only of these is rejected by the tests.
 VAGUE_REASONS = frozenset({"error", "failed", "failure", "unknown", "crash", "crashed", "none"})
@@ -149,12 +150,20 @@ def model_file_unset_variable(declared: str, plugin: str) -> str:
     )
 
 
-def env_missing(var: str, plugin: str, *, withheld: bool = False) -> str:
-    if withheld:
+def env_missing(
+    var: str, plugin: str, *, withheld: Literal["secret", "denied"] | None = None
+) -> str:
+    if withheld == "secret":
         return (
             f"Environment variable '{var}' required by plugin '{plugin}' is set in the portal "
-            "but withheld from plugins by the sandbox's deny list "
-            f"(add it to SANDBOX_ENV_ALLOW, e.g. SANDBOX_ENV_ALLOW={var}, then reload the plugin)"
+            "but withheld from plugins because it looks like a secret "
+            f"(allow it with SANDBOX_ENV_ALLOW={var}, then reload the plugin)"
+        )
+    if withheld == "denied":
+        return (
+            f"Environment variable '{var}' required by plugin '{plugin}' is set in the portal "
+            "but SANDBOX_ENV_DENY withholds it from plugins (remove it from SANDBOX_ENV_DENY "
+            "if the plugin may see it, then reload the plugin)"
         )
     return (
         f"Environment variable '{var}' required by plugin '{plugin}' is not set "

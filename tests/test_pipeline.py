@@ -235,7 +235,63 @@ class TestLoadUnavailable:
         """A variable the portal has but the sandbox withholds (a *_KEY) says SANDBOX_ENV_ALLOW."""
         monkeypatch.setenv("PIPELINE_TEST_API_KEY", "secret")
         plugins.add("p", "requires = {'env': ['PIPELINE_TEST_API_KEY']}\ndef run(): pass\n")
-        assert "add it to SANDBOX_ENV_ALLOW" in load("p").reason
+        assert load("p").reason == (
+            "Environment variable 'PIPELINE_TEST_API_KEY' required by plugin 'p' is set in the "
+            "portal but withheld from plugins because it looks like a secret (allow it with "
+            "SANDBOX_ENV_ALLOW=PIPELINE_TEST_API_KEY, then reload the plugin)"
+        )
+
+    def test_env_var_denied_by_operator__says_sandbox_env_deny(
+        self, plugins, monkeypatch, sandbox_settings
+    ):
+        """A declared variable SANDBOX_ENV_DENY removes says so, not "set it"."""
+        monkeypatch.setenv("PIPELINE_TEST_REGION", "eu-west-1")
+        sandbox_settings(env_deny=("PIPELINE_TEST_*",))
+        plugins.add("p", "requires = {'env': ['PIPELINE_TEST_REGION']}\ndef run(): pass\n")
+        assert load("p").reason == (
+            "Environment variable 'PIPELINE_TEST_REGION' required by plugin 'p' is set in the "
+            "portal but SANDBOX_ENV_DENY withholds it from plugins (remove it from "
+            "SANDBOX_ENV_DENY if the plugin may see it, then reload the plugin)"
+        )
+
+    def test_declared_env_var__reaches_that_plugins_setup_and_runs_only(self, plugins, monkeypatch):
+        """A variable in requires.env reaches its plugin's setup() and run(), no other plugin."""
+        monkeypatch.setenv("PIPELINE_TEST_REGION", "eu-west-1")
+        plugins.add(
+            "geo",
+            """
+            import os
+            requires = {"env": ["PIPELINE_TEST_REGION"]}
+            SEEN = {}
+            def setup():
+                SEEN["setup"] = os.environ.get("PIPELINE_TEST_REGION")
+            def run():
+                return {"setup": SEEN.get("setup"), "run": os.environ.get("PIPELINE_TEST_REGION")}
+            """,
+        )
+        plugins.add(
+            "nosy", "import os\ndef run():\n    return os.environ.get('PIPELINE_TEST_REGION')"
+        )
+        reports = pipeline.load_plugins(actor=ACTOR)
+        assert [(r.name, r.state) for r in reports] == [
+            ("geo", "INITIALIZED"),
+            ("nosy", "INITIALIZED"),
+        ]
+        geo = pipeline.run_plugin(name="geo", params={}, actor=ACTOR)
+        assert geo.result == {"setup": "eu-west-1", "run": "eu-west-1"}
+        assert pipeline.run_plugin(name="nosy", params={}, actor=ACTOR).result is None
+
+    def test_model_path_variable__reaches_the_plugin(self, plugins, monkeypatch, tmp_path):
+        """A variable a requires.files path uses is passed to that plugin like requires.env."""
+        (tmp_path / "m.pt").write_bytes(b"weights")
+        monkeypatch.setenv("PIPELINE_TEST_MODEL_DIR", str(tmp_path))
+        plugins.add(
+            "p",
+            "import os\nrequires = {'files': ['${PIPELINE_TEST_MODEL_DIR}/m.pt']}\n"
+            "def run():\n    return os.environ.get('PIPELINE_TEST_MODEL_DIR')\n",
+        )
+        assert load("p").state == PluginState.INITIALIZED
+        assert pipeline.run_plugin(name="p", params={}, actor=ACTOR).result == str(tmp_path)
 
     def test_several_missing__all_named(self, plugins):
         """When several things are missing, the reason names the first and lists the rest."""

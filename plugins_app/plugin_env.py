@@ -1,0 +1,59 @@
+"""Which of the portal's environment variables a plugin's sandbox processes get.
+
+The sandbox passes what every process needs and what the operator allows; a plugin adds the
+variables it declares (``requires.env`` and those its ``requires.files`` paths use), except
+names that look like secrets unless the operator allows them, and never what
+``SANDBOX_ENV_DENY`` lists (see sandbox/config.py).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Literal
+
+from sandbox import SandboxResult, sandbox_config
+from sandbox.config import EnvVerdict, env_verdict
+
+__all__ = ["declared", "env_to_load_with", "withheld"]
+
+_PATH_VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")  # $NAME or ${NAME}, as expandvars reads them
+
+
+def declared(requires: dict[str, Any]) -> tuple[str, ...]:
+    """The variables a plugin needs: its requires.env and those its requires.files paths use."""
+    names = [name for name in requires.get("env", []) if isinstance(name, str)]
+    for path in requires.get("files", []):
+        names += [braced or bare for braced, bare in _PATH_VARIABLE.findall(str(path))]
+    return tuple(name for name in names if name and "=" not in name and "\0" not in name)
+
+
+def env_to_load_with(result: SandboxResult) -> tuple[str, ...]:
+    """After a load without declared variables: the plugin's declared ones, when it lacked a
+    variable the sandbox passes once declared; () when loading again would change nothing."""
+    report = result.value if result.ok else None
+    if not isinstance(report, dict) or report.get("status") != "unavailable":
+        return ()
+    if not any(
+        item["kind"] == "env" or item.get("problem") == "unset_variable"
+        for item in report["missing"]
+    ):
+        return ()
+    names = declared(report["requires"])
+    config = sandbox_config()
+    for name in names:
+        value = os.environ.get(name)
+        if value and env_verdict(name, value, config, names) is EnvVerdict.PASSED:
+            return names
+    return ()
+
+
+def withheld(var: str) -> Literal["secret", "denied"] | None:
+    """Why the sandbox keeps a declared variable that the portal has from plugins, if it does."""
+    value = os.environ.get(var)
+    if not value:
+        return None
+    verdict = env_verdict(var, value, sandbox_config(), (var,))
+    if verdict is EnvVerdict.SECRET:
+        return "secret"
+    return "denied" if verdict is EnvVerdict.DENIED else None
