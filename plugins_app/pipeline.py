@@ -262,6 +262,10 @@ def _load_failure_reason(name: str, result: SandboxResult, limits: Limits) -> st
         return reasons.load_crashed(name, "ran out of memory")
     if result.outcome == Outcome.EXITED:
         return reasons.load_crashed(name, f"ended the process with exit code {result.exit_code}")
+    if result.outcome == Outcome.DISK_LIMIT:
+        return reasons.load_crashed(
+            name, f"wrote more than its {limits.disk_mb} MB disk budget (limits.disk_mb)"
+        )
     return reasons.load_sandbox_failure(name, result.error or str(result.outcome))
 
 
@@ -664,6 +668,10 @@ def _failed(
         return RunStatus.CRASHED, reasons.run_crashed(name, result.signal, result.exit_code)
     if outcome == Outcome.EXITED:
         return RunStatus.FAILED, reasons.run_exited(name, result.exit_code)
+    if outcome == Outcome.DISK_LIMIT:
+        return RunStatus.FAILED, reasons.run_disk_exceeded(
+            name, limits.disk_mb, result.disk_used_kb
+        )
     if outcome == Outcome.OUTPUT_LIMIT:
         detail = f"more than limits.result_bytes ({limits.result_bytes} bytes) when pickled"
         return RunStatus.FAILED, reasons.run_result_too_large(name, detail)

@@ -318,6 +318,16 @@ def run_result_too_large(plugin: str, detail: str) -> str:
     )
 
 
+def run_disk_exceeded(plugin: str, disk_mb: int | None, used_kb: int | None) -> str:
+    written = f"wrote {used_kb // 1024} MB" if used_kb is not None else "wrote more"
+    budget = f"its {disk_mb} MB disk budget" if disk_mb else "its disk budget"
+    return (
+        f"Plugin '{plugin}' {written} in its working directory, more than {budget}, and was "
+        "stopped; its files there were removed (raise limits.disk_mb in the plugin, write "
+        "less, or write large output elsewhere and return a reference)"
+    )
+
+
 def run_unserialisable(plugin: str, detail: str) -> str:
     return (
         f"Plugin '{plugin}' returned a value that is not JSON-serialisable: {detail} "

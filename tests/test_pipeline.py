@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -552,6 +553,33 @@ class TestRun:
             run.reason,
             1,
         )
+
+    def test_writing_past_disk_mb__failed_naming_the_budget(self, plugins):
+        """A run that writes more than its declared limits.disk_mb fails, saying so."""
+        plugins.add(
+            "p",
+            """
+            limits = {"disk_mb": 2, "timeout_s": 30}
+            def run():
+                with open("big.bin", "wb") as handle:
+                    handle.write(b"x" * (8 << 20))
+                return "wrote"
+            """,
+        )
+        load("p")
+        run = pipeline.run_plugin(name="p", params={}, actor=ACTOR)
+        assert (run.status, run.outcome, run.error_type) == (
+            RunStatus.FAILED,
+            "disk_limit",
+            "DiskLimit",
+        )
+        assert re.fullmatch(
+            r"Plugin 'p' wrote \d+ MB in its working directory, more than its 2 MB disk budget, "
+            r"and was stopped; its files there were removed \(raise limits\.disk_mb in the "
+            r"plugin, write less, or write large output elsewhere and return a reference\)",
+            run.reason,
+        ), run.reason
+        assert Plugin.objects.get(name="p").state == PluginState.FAILED
 
     def test_bad_params__failed_with_signature(self, plugins):
         """Params run() does not take fail the run, saying what it accepts."""

@@ -32,6 +32,7 @@ class TestLimits:
         assert limits.result_bytes == 16 * 1024 * 1024
         assert limits.open_files == 256
         assert limits.file_size_mb == 256
+        assert limits.disk_mb == 1024
 
     def test_is_frozen(self):
         with pytest.raises(AttributeError):
@@ -67,6 +68,7 @@ class TestLimits:
             ("result_bytes", 1024 * 1024 * 1024),
             ("open_files", 1024 * 1024),
             ("file_size_mb", 1024 * 1024),
+            ("disk_mb", 1024 * 1024),
         ],
     )
     def test_from_mapping_rejects_value_above_maximum__naming_key_value_and_maximum(
@@ -88,8 +90,8 @@ class TestLimits:
             Limits(memory_mb=-5)
 
     def test_rlimit_style_limits_may_be_none_meaning_unlimited(self):
-        limits = Limits.from_mapping({"memory_mb": None, "cpu_s": None})
-        assert limits.memory_mb is None and limits.cpu_s is None
+        limits = Limits.from_mapping({"memory_mb": None, "cpu_s": None, "disk_mb": None})
+        assert limits.memory_mb is None and limits.cpu_s is None and limits.disk_mb is None
         with pytest.raises(ValueError, match="timeout_s"):
             Limits(timeout_s=None)  # type: ignore[arg-type]
 
@@ -112,6 +114,7 @@ class TestOutcomeAndResult:
             "output_limit",
             "unserialisable",
             "sandbox_failure",
+            "disk_limit",
         ]
         assert Outcome("output_limit") is Outcome.OUTPUT_LIMIT
         assert Outcome.OK == "ok"
