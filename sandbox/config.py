@@ -43,6 +43,10 @@ DEFAULT_ENV_PASS: tuple[str, ...] = (
     "HTTP_PROXY",
     "HTTPS_PROXY",
     "NO_PROXY",
+    "SSL_CERT_FILE",  # the CA bundles TLS through those proxies may need
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
     "LD_LIBRARY_PATH",  # an interpreter built with a shared libpython may not start without it
     "CUDA_VISIBLE_DEVICES",  # withheld, plugins would use every GPU instead of the portal's
     "PYTHONPATH",

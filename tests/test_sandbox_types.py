@@ -156,7 +156,7 @@ LEAKED_SECRETS = (
 
 class TestEnvironmentAllowList:
     def test_default__passes_what_a_process_needs_and_nothing_else(self):
-        """By default a plugin sees PATH, HOME, locale, proxies and Python's own variables only."""
+        """By default a plugin sees PATH, HOME, locale, proxies, CA bundles, Python's variables."""
         env = {
             "PATH": "/bin",
             "HOME": "/home/portal",
@@ -166,6 +166,8 @@ class TestEnvironmentAllowList:
             "https_proxy": "http://proxy:3128",
             "NO_PROXY": "localhost",
             "PYTHONHASHSEED": "0",
+            "SSL_CERT_FILE": "/etc/ssl/certs/corp-ca.pem",
+            "REQUESTS_CA_BUNDLE": "/etc/ssl/certs/corp-ca.pem",
             "SOME_APP_SETTING": "x",
             "SECRET_KEY": "s",
             "DJANGO_SETTINGS_MODULE": "portal.settings",
@@ -180,6 +182,8 @@ class TestEnvironmentAllowList:
             "https_proxy": "http://proxy:3128",
             "NO_PROXY": "localhost",
             "PYTHONHASHSEED": "0",
+            "SSL_CERT_FILE": "/etc/ssl/certs/corp-ca.pem",
+            "REQUESTS_CA_BUNDLE": "/etc/ssl/certs/corp-ca.pem",
         }
 
     def test_declared_names__pass_unless_they_look_like_secrets(self):
