@@ -10,22 +10,31 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Literal
+from typing import Literal
 
 from sandbox import SandboxResult, sandbox_config
 from sandbox.config import EnvVerdict, env_verdict
 
-__all__ = ["declared", "env_to_load_with", "withheld"]
+__all__ = ["MAX_DECLARED", "declared", "env_to_load_with", "withheld"]
 
+MAX_DECLARED = 64  # names per plugin: they key its warm host, and a report may be hostile
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _PATH_VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")  # $NAME or ${NAME}, as expandvars reads them
 
 
-def declared(requires: dict[str, Any]) -> tuple[str, ...]:
-    """The variables a plugin needs: its requires.env and those its requires.files paths use."""
-    names = [name for name in requires.get("env", []) if isinstance(name, str)]
-    for path in requires.get("files", []):
-        names += [braced or bare for braced, bare in _PATH_VARIABLE.findall(str(path))]
-    return tuple(name for name in names if name and "=" not in name and "\0" not in name)
+def declared(requires: object) -> tuple[str, ...]:
+    """The variables a plugin needs: its requires.env and those its requires.files paths use.
+
+    ``requires`` may come from an untrusted load report: anything but lists of strings is
+    ignored, as are names no shell could set.
+    """
+    if not isinstance(requires, dict):
+        return ()
+    names = _strings(requires.get("env"))
+    for path in _strings(requires.get("files")):
+        names += [braced or bare for braced, bare in _PATH_VARIABLE.findall(path)]
+    valid = [name for name in names if _NAME.fullmatch(name)]
+    return tuple(dict.fromkeys(valid))[:MAX_DECLARED]
 
 
 def env_to_load_with(result: SandboxResult) -> tuple[str, ...]:
@@ -34,12 +43,14 @@ def env_to_load_with(result: SandboxResult) -> tuple[str, ...]:
     report = result.value if result.ok else None
     if not isinstance(report, dict) or report.get("status") != "unavailable":
         return ()
-    if not any(
-        item["kind"] == "env" or item.get("problem") == "unset_variable"
-        for item in report["missing"]
+    missing = report.get("missing")
+    if not isinstance(missing, list) or not any(
+        isinstance(item, dict)
+        and (item.get("kind") == "env" or item.get("problem") == "unset_variable")
+        for item in missing
     ):
         return ()
-    names = declared(report["requires"])
+    names = declared(report.get("requires"))
     config = sandbox_config()
     for name in names:
         value = os.environ.get(name)
@@ -50,10 +61,14 @@ def env_to_load_with(result: SandboxResult) -> tuple[str, ...]:
 
 def withheld(var: str) -> Literal["secret", "denied"] | None:
     """Why the sandbox keeps a declared variable that the portal has from plugins, if it does."""
-    value = os.environ.get(var)
+    value = os.environ.get(var) if isinstance(var, str) and "\0" not in var else None
     if not value:
         return None
     verdict = env_verdict(var, value, sandbox_config(), (var,))
     if verdict is EnvVerdict.SECRET:
         return "secret"
     return "denied" if verdict is EnvVerdict.DENIED else None
+
+
+def _strings(value: object) -> list[str]:
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
