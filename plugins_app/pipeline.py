@@ -31,7 +31,7 @@ from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
 from django.db.models import CharField
 
-from plugins_app import reasons, services, untrusted
+from plugins_app import plugin_env, reasons, services, untrusted
 from plugins_app.discovery import (
     ENTRY_POINT_GROUP,
     ENTRY_POINT_PREFIX,
@@ -65,6 +65,7 @@ logger = logging.getLogger(__name__)
 LOAD_TARGET = "sandbox.plugin_host:load_plugin"
 CALL_TARGET = "sandbox.plugin_host:call_plugin"
 WARM_TARGET = "sandbox.plugin_host:warm_plugin"
+LOADER_TARGET = "sandbox.plugin_host:warm_loader"
 LOAD_CONCURRENCY = 4
 RESULT_STORE_CHARS = 64 * 1024  # results above this are stored as a truncated JSON text
 OUTPUT_TAIL_CHARS = 4000  # of stdout and of stderr, kept on the run row
@@ -219,6 +220,11 @@ def _load_one(spec: PluginSpec, *, preload: Preload | None = None) -> _Load:
     limits = _load_limits()
     result = run_plugin_sandboxed(LOAD_TARGET, spec.host_spec(), limits=limits, preload=preload)
     alone = preload is not None
+    env = plugin_env.env_to_load_with(result)
+    if env:  # the plugin declared variables the shared host withholds: load it with them
+        loader = Preload(LOADER_TARGET, env=env)
+        result = run_plugin_sandboxed(LOAD_TARGET, spec.host_spec(), limits=limits, preload=loader)
+        discard_preload(loader)
     if not result.ok:
         logger.warning(
             "Loading plugin %s from %s: %s\nstderr tail:\n%s",
@@ -297,8 +303,7 @@ def _missing_reason(name: str, spec: PluginSpec, missing: untrusted.MissingItem)
     if kind == "source":
         return reasons.source_missing(name, item)
     if kind == "env":
-        # Set here but not in the plugin's process: the sandbox withheld it (SANDBOX_ENV_DENY).
-        return reasons.env_missing(item, name, withheld=bool(os.environ.get(item)))
+        return reasons.env_missing(item, name, withheld=plugin_env.withheld(item))
     if kind == "gpu":
         return reasons.gpu_missing(name, missing.checked)
     path = missing.path or item
@@ -337,6 +342,10 @@ def _load_failure_reason(
         return reasons.load_crashed(name, "ran out of memory")
     if result.outcome == Outcome.EXITED:
         return reasons.load_crashed(name, f"ended the process with exit code {result.exit_code}")
+    if result.outcome == Outcome.DISK_LIMIT:
+        return reasons.load_crashed(
+            name, f"wrote more than its {limits.disk_mb} MB disk budget (limits.disk_mb)"
+        )
     detail = _shorten(result.error or str(result.outcome))
     if alone and result.outcome == Outcome.SANDBOX_FAILURE:
         return reasons.load_lost_host(name, detail)
@@ -450,13 +459,13 @@ _warm_hosts: dict[str, Preload] = {}
 _warm_hosts_lock = threading.Lock()
 
 
-def _warm_host(name: str, spec: PluginSpec) -> Preload:
+def _warm_host(name: str, spec: PluginSpec, env: tuple[str, ...]) -> Preload:
     """The Preload whose warm host serves this plugin's runs in this process.
 
     Its key holds the code's version on disk, so edited plugin code gets a fresh warm host
     even when the reload happened in another process (say, `manage.py loadplugins`).
     """
-    preload = Preload(WARM_TARGET, (spec.host_spec(), _code_version(spec)))
+    preload = Preload(WARM_TARGET, (spec.host_spec(), _code_version(spec)), env=env)
     with _warm_hosts_lock:
         previous = _warm_hosts.get(name)
         _warm_hosts[name] = preload
@@ -654,7 +663,7 @@ def _call(plugin: Plugin, params: dict[str, Any], timeout_s: float | None) -> se
         )
     if timeout_s is not None:
         limits = limits.replace(timeout_s=timeout_s)
-    preload = _warm_host(plugin.name, spec)
+    preload = _warm_host(plugin.name, spec, plugin_env.declared(plugin.requirements or {}))
     result = run_plugin_sandboxed(
         CALL_TARGET, spec.host_spec(), params, limits=limits, preload=preload
     )
@@ -801,6 +810,10 @@ def _failed(
         return RunStatus.CRASHED, reasons.run_crashed(name, result.signal, result.exit_code)
     if outcome == Outcome.EXITED:
         return RunStatus.FAILED, reasons.run_exited(name, result.exit_code)
+    if outcome == Outcome.DISK_LIMIT:
+        return RunStatus.FAILED, reasons.run_disk_exceeded(
+            name, limits.disk_mb, result.disk_used_kb
+        )
     if outcome == Outcome.OUTPUT_LIMIT:
         detail = f"more than limits.result_bytes ({limits.result_bytes} bytes) as JSON"
         return RunStatus.FAILED, reasons.run_result_too_large(name, detail)

@@ -7,6 +7,7 @@ can walk every builder and reject vague ones.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 # Words that say nothing on their own; a reason made only of these is rejected by the tests.
 VAGUE_REASONS = frozenset({"error", "failed", "failure", "unknown", "crash", "crashed", "none"})
@@ -149,12 +150,20 @@ def model_file_unset_variable(declared: str, plugin: str) -> str:
     )
 
 
-def env_missing(var: str, plugin: str, *, withheld: bool = False) -> str:
-    if withheld:
+def env_missing(
+    var: str, plugin: str, *, withheld: Literal["secret", "denied"] | None = None
+) -> str:
+    if withheld == "secret":
         return (
             f"Environment variable '{var}' required by plugin '{plugin}' is set in the portal "
-            "but withheld from plugins by the sandbox's deny list "
-            f"(add it to SANDBOX_ENV_ALLOW, e.g. SANDBOX_ENV_ALLOW={var}, then reload the plugin)"
+            "but withheld from plugins because it looks like a secret "
+            f"(allow it with SANDBOX_ENV_ALLOW={var}, then reload the plugin)"
+        )
+    if withheld == "denied":
+        return (
+            f"Environment variable '{var}' required by plugin '{plugin}' is set in the portal "
+            "but SANDBOX_ENV_DENY withholds it from plugins (remove it from SANDBOX_ENV_DENY "
+            "if the plugin may see it, then reload the plugin)"
         )
     return (
         f"Environment variable '{var}' required by plugin '{plugin}' is not set "
@@ -338,6 +347,16 @@ def run_result_too_large(plugin: str, detail: str) -> str:
     return (
         f"Plugin '{plugin}' returned a result that is too large: {detail} "
         "(return less data, or raise limits.result_bytes)"
+    )
+
+
+def run_disk_exceeded(plugin: str, disk_mb: int | None, used_kb: int | None) -> str:
+    written = f"wrote {used_kb // 1024} MB" if used_kb is not None else "wrote more"
+    budget = f"its {disk_mb} MB disk budget" if disk_mb else "its disk budget"
+    return (
+        f"Plugin '{plugin}' {written} in its working directory, more than {budget}, and was "
+        "stopped; its files there were removed (raise limits.disk_mb in the plugin, write "
+        "less, or write large output elsewhere and return a reference)"
     )
 
 

@@ -62,6 +62,8 @@ log = logging.getLogger("sandbox")
 _SANDBOX_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STOP_GRACE_S = 2.0  # terminate -> wait -> kill, for hosts
 SMALL_FRAME = 64 * 1024  # below this, joining a frame's parts is cheaper than a 2nd syscall
+# Variables the portal may change only to start a host; the host gives plugins the originals.
+_HOST_ONLY_CHANGES = ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
 
 
 def run_plugin_sandboxed(
@@ -286,6 +288,7 @@ class _Host:
         self.sock: socket.socket | None = None
         self.pid: int | None = None
         self.warnings: list[str] = []
+        self.plugin_env: dict[str, str | None] = {}  # what plugins get of _HOST_ONLY_CHANGES
         self.base_vsz_mb: float | None = None
         self.started_at = time.time()
         self._lock = threading.Lock()  # guards _pending and _lost
@@ -347,7 +350,9 @@ class _Host:
         return None
 
     def _host_environment(self) -> dict[str, str]:
-        env = scrub_environment(os.environ, self.config)
+        declared = self.preload.env if self.preload is not None else ()
+        env = scrub_environment(os.environ, self.config, declared)
+        self.plugin_env = {name: env.get(name) for name in _HOST_ONLY_CHANGES}
         # The host runs `-m sandbox._host`: make this very package importable first.
         paths = [_SANDBOX_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
@@ -377,10 +382,7 @@ class _Host:
             "spare_children": self.config.spare_children,
             "bytecode_cache": self.config.bytecode_cache,
             "dont_write_bytecode": sys.dont_write_bytecode,
-            "plugin_env": {
-                name: os.environ.get(name)
-                for name in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
-            },
+            "plugin_env": self.plugin_env,
         }
 
     def _handshake(self, warmup_s: float | None) -> StartFailure | None:

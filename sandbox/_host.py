@@ -35,6 +35,7 @@ import time
 from sandbox import _linux
 from sandbox._child import (
     Command,
+    MiB,
     SpareSpec,
     _drop_privileges,
     _exception_envelope,
@@ -44,6 +45,7 @@ from sandbox._child import (
     rlimits_for,
     run_spare,
 )
+from sandbox._disk import DiskScan, tree_size
 from sandbox._protocol import (
     BYTECODE_DIR_KIND,
     CALL_DIR_KIND,
@@ -84,6 +86,12 @@ BURST_SPARES = 4
 BUSY_WINDOW_S = 0.5
 REHEARSE_UP_TO_CALLS = 1
 READY_LOOKS = 3
+# A running call's working directory is measured every DISK_CHECK_S, DISK_STEP_ENTRIES
+# entries at a time (~2 ms), DISK_STEP_S apart: a tree of a million files delays other calls
+# by one step, not by a whole walk.
+DISK_CHECK_S = 0.05
+DISK_STEP_ENTRIES = 1000
+DISK_STEP_S = 0.02
 IN = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
 IOV_MAX = 1024
 CAP_SYS_NICE = 23
@@ -117,6 +125,11 @@ class _Call:
         "call_id",
         "calldir",
         "deadline",
+        "disk_cap",
+        "disk_check_at",
+        "disk_exceeded",
+        "disk_scan",
+        "disk_used",
         "fds",
         "pid",
         "pidfd",
@@ -139,6 +152,13 @@ class _Call:
         self.fds = fds  # "stdout" / "stderr" / "result" -> our read end
         self.started = time.monotonic()
         self.deadline = self.started + float(limits["timeout_s"])
+        disk_mb = limits.get("disk_mb")
+        self.disk_cap = int(disk_mb * MiB) if disk_mb else None  # bytes; None: no budget
+        # When to measure the working directory next; None once there is nothing to watch.
+        self.disk_check_at = self.started + DISK_CHECK_S if disk_mb else None
+        self.disk_scan: DiskScan | None = None
+        self.disk_used: int | None = None
+        self.disk_exceeded = False
         self.result_cap = int(limits["result_bytes"]) + ENVELOPE_LIMIT
         self.stdout = _Tail(int(limits["output_bytes"]))
         self.stderr = _Tail(int(limits["output_bytes"]))
@@ -427,6 +447,7 @@ class Host:
         if self.stopping or self.sweep_pending:
             return SWEEP_INTERVAL_S
         deadlines = [c.deadline for c in self.calls.values() if c.status is None]
+        deadlines += [c.disk_check_at for c in self.calls.values() if c.disk_check_at]
         if len(self.spares) > self.spare_target:  # wake up to trim the burst's extras
             deadlines.append(self._last_call_at() + BUSY_WINDOW_S)
         if not deadlines:
@@ -844,6 +865,10 @@ class Host:
             return  # a child (or a thread that may have one): wait until all are gone
         if not self._only_known_children():
             return  # an orphan, perhaps this call's (it may have exited already): ditto
+        self._measure_disk_at_end(call)
+        if call.disk_exceeded:  # answered once reaped, after its files are gone
+            self._kill_group(call.pid, wait=False)  # not reaped yet: the pid is still its own
+            return
         # It is at the end of its exit path, in our code; should it linger (a plugin's
         # signal handler, say), its deadline now kills it. Not killed at once: a process
         # may still do useful work on its way out (coverage measurement saves its data).
@@ -894,11 +919,54 @@ class Host:
                 self.sweep_pending = True  # an escaped descendant died; its children are ours
 
     def _expire_calls(self) -> None:
+        """Kill calls past their deadline; measure the working directories that are due."""
         now = time.monotonic()
         for call in self.calls.values():
-            if call.status is None and not call.timed_out and now >= call.deadline:
+            if call.status is not None or call.timed_out:
+                continue
+            if now >= call.deadline:
                 call.timed_out = True
                 self._kill_group(call.pid, wait=False)
+            elif call.disk_check_at is not None and now >= call.disk_check_at:
+                self._measure_disk_step(call, now)
+
+    def _measure_disk_step(self, call: _Call, now: float) -> None:
+        """One step of measuring a running call's working directory; past its budget the
+        call's process group is killed."""
+        assert call.disk_cap is not None  # only calls with a budget are measured
+        if call.disk_scan is None:
+            call.disk_scan = DiskScan(call.calldir)
+        scan = call.disk_scan
+        done = scan.step(DISK_STEP_ENTRIES)
+        if scan.total > call.disk_cap:
+            self._over_disk_budget(call, scan.total)
+            self._kill_group(call.pid, wait=False)
+            return
+        if done:
+            call.disk_used = scan.total
+            scan.restart()
+        call.disk_check_at = now + (DISK_CHECK_S if done else DISK_STEP_S)
+
+    def _measure_disk_at_end(self, call: _Call) -> None:
+        """Measure the whole directory of a call that is done: what it wrote since the last
+        look counts too. An empty directory costs one scandir."""
+        if call.disk_cap is None or call.disk_exceeded:
+            return
+        if call.disk_scan is not None:
+            call.disk_scan.close()
+        call.disk_check_at = None
+        used = tree_size(call.calldir)
+        if used > call.disk_cap:
+            self._over_disk_budget(call, used)
+        else:
+            call.disk_used = used
+
+    def _over_disk_budget(self, call: _Call, used: int) -> None:
+        call.disk_used = used
+        call.disk_exceeded = True
+        call.disk_check_at = None
+        if call.disk_scan is not None:
+            call.disk_scan.close()
 
     def _kill_all_calls(self) -> None:
         for call in self.calls.values():
@@ -936,7 +1004,10 @@ class Host:
         self._drain(call)
         self._sweep(budget_s=CLEANUP_BUDGET_S)
         if not call.answered:
+            self._measure_disk_at_end(call)
             header, value = self._response(call)
+            if call.disk_exceeded:
+                _remove_tree(call.calldir)  # the space is free when the portal hears of it
             self._send_answer(call.call_id, header, value)
         self._release_call_dir(call.calldir)
         del self.calls[call.pid]
@@ -997,6 +1068,8 @@ class Host:
             "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
             "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
             "timed_out": call.timed_out,
+            "disk_exceeded": call.disk_exceeded,
+            "disk_used": call.disk_used,
             "cpu_s": cpu_s,
             "peak_rss_kb": peak_rss_kb,
             "run_s": time.monotonic() - call.started,

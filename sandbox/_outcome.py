@@ -65,6 +65,8 @@ def build_result(
     envelope = report.envelope
     if header.get("timed_out"):
         return _timeout(result, report)
+    if header.get("disk_exceeded"):
+        return _disk_limit(result, report)
     if envelope is not None:
         return _from_envelope(result, report, envelope, result_globals)
     if header.get("signal") is not None:
@@ -78,6 +80,8 @@ def _copy_process_facts(result: SandboxResult, report: CallReport) -> None:
     signum = header.get("signal")
     result.signal = _linux.signal_name(signum) if signum is not None else None
     result.peak_rss_kb = header.get("peak_rss_kb")
+    disk_used = header.get("disk_used")
+    result.disk_used_kb = disk_used // 1024 if disk_used is not None else None
     cap = report.limits.output_bytes
     for stream in ("stdout", "stderr"):
         data = report.blobs.get(stream, b"")
@@ -114,6 +118,18 @@ def _timeout(result: SandboxResult, report: CallReport) -> SandboxResult:
         "Timeout",
         f"Plugin call {report.name!r} exceeded its wall-clock timeout of {seconds:g} s and "
         "was killed (raise limits.timeout_s or make the plugin faster)",
+    )
+
+
+def _disk_limit(result: SandboxResult, report: CallReport) -> SandboxResult:
+    used_mb = (report.header.get("disk_used") or 0) // (1024 * 1024)
+    return _fail(
+        result,
+        Outcome.DISK_LIMIT,
+        "DiskLimit",
+        f"Plugin call {report.name!r} wrote {used_mb} MB in its working directory, more than "
+        f"limits.disk_mb ({report.limits.disk_mb} MB), so it was stopped and its files there "
+        "were removed (raise limits.disk_mb, write less, or write large output elsewhere)",
     )
 
 

@@ -65,6 +65,8 @@ class AnswerFields(TypedDict, total=False):
     result_problem: str | None
     base_vsz_mb: float | None
     host_pid: int
+    disk_used: int | None
+    disk_exceeded: bool
 
 
 class Envelope(TypedDict, total=False):
@@ -106,6 +108,8 @@ _ANSWER = {
     "result_problem": ("text", TEXT_LIMIT),
     "base_vsz_mb": ("float", 1e12),
     "host_pid": ("int", INT64),
+    "disk_used": ("int", INT64),
+    "disk_exceeded": ("bool", None),
 }
 _ENVELOPE = {
     "outcome": ("text", 100),

@@ -3,34 +3,107 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import fnmatch
 import os
+import re
 import stat
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
-    "DEFAULT_ENV_DENY",
+    "DEFAULT_ENV_PASS",
+    "DEFAULT_ENV_SECRET",
     "DEFAULT_RESULT_GLOBALS",
+    "EnvVerdict",
     "SandboxConfig",
+    "env_verdict",
     "scrub_environment",
 ]
 
-# Environment names never passed to plugins (fnmatch patterns, matched case-insensitively).
-DEFAULT_ENV_DENY: tuple[str, ...] = (
-    "SECRET_KEY",
-    "DATABASE_URL",
-    "*PASSWORD*",
-    "*PASSWD*",
+# What any process needs, passed when the portal has it (fnmatch patterns, case-sensitive).
+DEFAULT_ENV_PASS: tuple[str, ...] = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TZ",
+    "TMPDIR",
+    "TERM",
+    "COLUMNS",
+    "LINES",
+    "NO_COLOR",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "SSL_CERT_FILE",  # the CA bundles TLS through those proxies may need
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "LD_LIBRARY_PATH",  # an interpreter built with a shared libpython may not start without it
+    "CUDA_VISIBLE_DEVICES",  # withheld, plugins would use every GPU instead of the portal's
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONDONTWRITEBYTECODE",
+    "PYTHONPYCACHEPREFIX",
+    "PYTHONHASHSEED",
+    "PYTHONIOENCODING",
+    "PYTHONUTF8",
+    "PYTHONUNBUFFERED",
+    "PYTHONWARNINGS",
+    "PYTHONFAULTHANDLER",
+    "COVERAGE_PROCESS_START",  # coverage measures the sandbox's own processes (the test suite)
+    "COVERAGE_PROCESS_CONFIG",
+)
+
+# Names that look like secrets or like the portal's own connections (fnmatch patterns,
+# case-insensitive): never passed, even when a plugin declares them, unless the operator
+# names them in SANDBOX_ENV_ALLOW.
+DEFAULT_ENV_SECRET: tuple[str, ...] = (
+    "*PASS*",
+    "*_PWD",
     "*SECRET*",
     "*TOKEN*",
+    "*KEY*",
     "*CREDENTIAL*",
-    "*_KEY",
+    "*PRIVATE*",
+    "*AUTH*",
+    "*BEARER*",
+    "*COOKIE*",
+    "*SESSION*",
+    "PAT",
+    "*_PAT",
+    "*_PAT_*",
     "*_DSN",
+    "DATABASE_*",
+    "DB_*",
+    "REDIS_*",
+    "*BROKER*",
+    "CELERY_*",
+    "AMQP_*",
+    "RABBITMQ_*",
     "DJANGO_*",
-    "AWS_*",
 )
+
+# A value such as scheme://user:password@host carries a password whatever its name.
+_URL_WITH_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/@\s]*:[^/@\s]*@")
+
+
+class EnvVerdict(enum.StrEnum):
+    """Whether an environment variable reaches plugin processes, and if not, why."""
+
+    PASSED = "passed"
+    DENIED = "denied"  # SANDBOX_ENV_DENY names it
+    SECRET = "secret"  # it looks like a secret and SANDBOX_ENV_ALLOW does not name it
+    UNLISTED = "unlisted"  # no process needs it, the operator did not allow it, nobody declared it
+
 
 # Globals a plugin's pickled return value may reference when it is rebuilt in the portal.
 # Anything else would make the portal import plugin code, which the sandbox exists to avoid.
@@ -74,10 +147,17 @@ _FALSE = {"", "0", "false", "no", "off"}
 class SandboxConfig:
     """Process-wide sandbox settings (per-call limits live in ``Limits``).
 
-    env_deny:         fnmatch patterns of environment names removed from the hosts' and
-                      plugins' environment (case-insensitive). ``SANDBOX_ENV_DENY`` adds to
-                      the defaults.
-    env_allow:        patterns re-admitted even if denied (``SANDBOX_ENV_ALLOW``).
+    env_pass:         fnmatch patterns (case-sensitive) of the environment names every host
+                      and plugin gets: what a process needs (PATH, HOME, locale, proxies,
+                      Python's own variables). Nothing else of the portal's environment
+                      passes unless allowed or declared (``Preload.env``).
+    env_secret:       patterns (case-insensitive) of names that look like secrets: never
+                      passed, even when listed above or declared, unless ``env_allow``
+                      names them. A value that is a URL with a password counts as a secret.
+    env_allow:        patterns (case-insensitive) the operator passes in addition, secret-
+                      looking or not (``SANDBOX_ENV_ALLOW``).
+    env_deny:         patterns (case-insensitive) never passed, whoever allows or declares
+                      them (``SANDBOX_ENV_DENY``).
     no_network:       run plugins in an empty network namespace (``SANDBOX_NO_NETWORK=1``).
     run_as:           user name to drop to in the plugin process when the host is root
                       (``SANDBOX_RUN_AS=nobody``).
@@ -105,8 +185,10 @@ class SandboxConfig:
                       (``SANDBOX_BYTECODE_CACHE=0`` turns it off).
     """
 
-    env_deny: tuple[str, ...] = DEFAULT_ENV_DENY
+    env_pass: tuple[str, ...] = DEFAULT_ENV_PASS
+    env_secret: tuple[str, ...] = DEFAULT_ENV_SECRET
     env_allow: tuple[str, ...] = ()
+    env_deny: tuple[str, ...] = ()
     no_network: bool = False
     run_as: str | None = None
     grace_s: float = 5.0
@@ -121,7 +203,7 @@ class SandboxConfig:
     bytecode_cache: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("env_deny", "env_allow", "result_globals"):
+        for name in ("env_pass", "env_secret", "env_allow", "env_deny", "result_globals"):
             value = getattr(self, name)
             if isinstance(value, str) or not all(isinstance(p, str) for p in value):
                 raise TypeError(f"SandboxConfig.{name} must be a sequence of strings")
@@ -156,8 +238,8 @@ class SandboxConfig:
         ``SANDBOX_MAX_WARM_HOSTS`` (a whole number) and ``SANDBOX_BYTECODE_CACHE`` (1/0)."""
         environ = os.environ if environ is None else environ
         return cls(
-            env_deny=DEFAULT_ENV_DENY + _split(environ.get("SANDBOX_ENV_DENY", "")),
             env_allow=_split(environ.get("SANDBOX_ENV_ALLOW", "")),
+            env_deny=_split(environ.get("SANDBOX_ENV_DENY", "")),
             no_network=_flag(environ, "SANDBOX_NO_NETWORK"),
             run_as=environ.get("SANDBOX_RUN_AS", "").strip() or None,
             max_warm_hosts=_whole(environ, "SANDBOX_MAX_WARM_HOSTS", DEFAULT_MAX_WARM_HOSTS),
@@ -168,18 +250,53 @@ class SandboxConfig:
         return dataclasses.replace(self, **changes)
 
 
-def scrub_environment(environ: Mapping[str, str], config: SandboxConfig) -> dict[str, str]:
-    """The environment without denied names, except those the allow list re-admits."""
-    deny = [p.upper() for p in config.env_deny]
-    allow = [p.upper() for p in config.env_allow]
+def scrub_environment(
+    environ: Mapping[str, str], config: SandboxConfig, declared: Iterable[str] = ()
+) -> dict[str, str]:
+    """What plugin processes see of ``environ``: the variables ``env_verdict`` passes.
 
-    def keep(name: str) -> bool:
+    ``declared`` are exact names a plugin needs (its ``requires.env``, via ``Preload.env``).
+    """
+    policy = _Policy(config, declared)
+    return {
+        name: value
+        for name, value in environ.items()
+        if policy.verdict(name, value) is EnvVerdict.PASSED
+    }
+
+
+def env_verdict(
+    name: str, value: str, config: SandboxConfig, declared: Iterable[str] = ()
+) -> EnvVerdict:
+    """Whether the variable ``name=value`` reaches a plugin that declared ``declared``."""
+    return _Policy(config, declared).verdict(name, value)
+
+
+class _Policy:
+    """The configuration's patterns, prepared once for the names of one environment."""
+
+    def __init__(self, config: SandboxConfig, declared: Iterable[str]) -> None:
+        self.passed = config.env_pass
+        self.secret = [p.upper() for p in config.env_secret]
+        self.allow = [p.upper() for p in config.env_allow]
+        self.deny = [p.upper() for p in config.env_deny]
+        self.declared = frozenset(declared)
+
+    def verdict(self, name: str, value: str) -> EnvVerdict:
         upper = name.upper()
-        if any(fnmatch.fnmatchcase(upper, p) for p in allow):
-            return True
-        return not any(fnmatch.fnmatchcase(upper, p) for p in deny)
+        if _matches(upper, self.deny):
+            return EnvVerdict.DENIED
+        if _matches(upper, self.allow):
+            return EnvVerdict.PASSED  # the operator's explicit word, even for a secret-looking name
+        if _matches(upper, self.secret) or _URL_WITH_PASSWORD.search(value):
+            return EnvVerdict.SECRET
+        if name in self.declared or any(fnmatch.fnmatchcase(name, p) for p in self.passed):
+            return EnvVerdict.PASSED
+        return EnvVerdict.UNLISTED
 
-    return {name: value for name, value in environ.items() if keep(name)}
+
+def _matches(upper_name: str, upper_patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(upper_name, p) for p in upper_patterns)
 
 
 def private_cache_dir(*parts: str) -> str | None:

@@ -25,9 +25,13 @@ class Limits:
     result_bytes: largest pickled return value accepted; bigger is ``output_limit``.
     open_files:   file descriptors (RLIMIT_NOFILE).
     file_size_mb: largest file the plugin may write, in MiB (RLIMIT_FSIZE).
+    disk_mb:      disk budget in MiB: the allocated size of everything in the call's working
+                  directory, which the host measures while the call runs and when it ends;
+                  past it the call's process group is SIGKILLed (outcome ``disk_limit``).
 
     ``cpu_s``, ``memory_mb``, ``open_files`` and ``file_size_mb`` may be ``None`` to leave
-    that rlimit as the sandbox host has it (usually unlimited).
+    that rlimit as the sandbox host has it (usually unlimited); ``disk_mb`` may be ``None``
+    for no disk budget.
 
     Each limit has a maximum (``MAXIMA``); a larger value raises ``ValueError``, since
     e.g. ``timeout_s=1e300`` would overflow the timers that enforce it.
@@ -40,6 +44,7 @@ class Limits:
     result_bytes: int = 16 * 1024 * 1024
     open_files: int | None = 256
     file_size_mb: int | None = 256
+    disk_mb: int | None = 1024
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -69,8 +74,9 @@ class Limits:
         return {name: getattr(self, name) for name in _FIELD_NAMES}
 
 
-# Limits that map onto an rlimit may be None ("leave as is"); the others always apply.
-_NULLABLE = frozenset({"cpu_s", "memory_mb", "open_files", "file_size_mb"})
+# Limits that map onto an rlimit may be None ("leave as is"), and the disk budget ("none");
+# the others always apply.
+_NULLABLE = frozenset({"cpu_s", "memory_mb", "open_files", "file_size_mb", "disk_mb"})
 _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Limits))
 _WEEK_S = 7 * 24 * 3600
 _MiB_PER_TiB = 1024 * 1024
@@ -83,6 +89,7 @@ MAXIMA: dict[str, int] = {
     "result_bytes": 1024 * 1024 * 1024,  # the pickled value is held whole in the portal
     "open_files": 1024 * 1024,  # Linux's default fs.nr_open
     "file_size_mb": _MiB_PER_TiB,
+    "disk_mb": _MiB_PER_TiB,
 }
 
 

@@ -26,6 +26,7 @@ class Outcome(enum.StrEnum):
     OUTPUT_LIMIT = "output_limit"  # the pickled return value is larger than result_bytes
     UNSERIALISABLE = "unserialisable"  # the return value cannot be pickled / rebuilt
     SANDBOX_FAILURE = "sandbox_failure"  # the sandbox machinery itself failed
+    DISK_LIMIT = "disk_limit"  # wrote more than disk_mb in its working directory; killed
 
 
 @dataclasses.dataclass(slots=True)
@@ -36,7 +37,8 @@ class SandboxResult:
     ``ok`` is false. ``stdout``/``stderr`` are the capped *tails* of the plugin's output.
     ``duration_ms`` is the wall time seen by the caller. ``warnings`` lists things an
     operator should know that did not fail the call (output truncated, isolation that was
-    requested but is unavailable).
+    requested but is unavailable). ``disk_used_kb`` is the allocated size of the call's
+    working directory the host last measured (None without a disk budget).
     """
 
     ok: bool
@@ -53,6 +55,7 @@ class SandboxResult:
     stderr: str = ""
     target: str = ""
     warnings: list[str] = dataclasses.field(default_factory=list)
+    disk_used_kb: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict; ``value`` is converted best-effort (see ``jsonable``)."""

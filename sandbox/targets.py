@@ -17,10 +17,15 @@ class Preload:
     ``target`` is a "module.path:attribute" string, called as ``target(*args)`` once when
     the warm host starts (import the heavy library there, cache state in module globals).
     ``args`` must be hashable and picklable: the Preload value is the key of its host.
+    ``env`` names environment variables this host's warm-up and calls need beyond what
+    every plugin gets (a plugin's ``requires.env``): passed from the portal's environment
+    when the host starts, except names that look like secrets (unless ``SANDBOX_ENV_ALLOW``
+    names them) and names ``SANDBOX_ENV_DENY`` lists. Exact names, in any order.
     """
 
     target: str
     args: tuple = ()
+    env: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.target, str):
@@ -34,6 +39,20 @@ class Preload:
             hash(self.args)
         except TypeError as exc:
             raise TypeError(f"Preload args must be hashable (tuples, not lists): {exc}") from None
+        object.__setattr__(self, "env", _env_names(self.env))
+
+
+def _env_names(env: object) -> tuple[str, ...]:
+    """Sorted and unique, so the same names make the same host key."""
+    if isinstance(env, str) or not isinstance(env, list | tuple | set | frozenset):
+        raise TypeError(f"Preload env must be a list of variable names, got {env!r}")
+    for name in env:
+        if not isinstance(name, str) or not name or "=" in name or "\0" in name:
+            raise ValueError(
+                f"Preload env must hold environment variable names (not empty, no '=' or "
+                f"NUL), got {name!r}"
+            )
+    return tuple(sorted(set(env)))
 
 
 def check_target_string(target: str) -> None:

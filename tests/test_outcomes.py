@@ -146,6 +146,7 @@ STATUS_BY_SANDBOX_OUTCOME = {
     Outcome.OUTPUT_LIMIT: RunStatus.FAILED,
     Outcome.UNSERIALISABLE: RunStatus.FAILED,
     Outcome.SANDBOX_FAILURE: RunStatus.FAILED,
+    Outcome.DISK_LIMIT: RunStatus.FAILED,
 }
 TRACEBACK = (
     "Traceback (most recent call last):\n"
@@ -164,6 +165,7 @@ SANDBOX_FACTS = {
     Outcome.OUTPUT_LIMIT: {"error_type": "OutputLimit"},
     Outcome.UNSERIALISABLE: {"error_type": "PicklingError"},
     Outcome.SANDBOX_FAILURE: {"error_type": "SandboxFailure"},
+    Outcome.DISK_LIMIT: {"error_type": "DiskLimit", "signal": "SIGKILL", "disk_used_kb": 262144},
 }
 
 

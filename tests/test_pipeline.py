@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -235,7 +236,63 @@ class TestLoadUnavailable:
         """A variable the portal has but the sandbox withholds (a *_KEY) says SANDBOX_ENV_ALLOW."""
         monkeypatch.setenv("PIPELINE_TEST_API_KEY", "secret")
         plugins.add("p", "requires = {'env': ['PIPELINE_TEST_API_KEY']}\ndef run(): pass\n")
-        assert "add it to SANDBOX_ENV_ALLOW" in load("p").reason
+        assert load("p").reason == (
+            "Environment variable 'PIPELINE_TEST_API_KEY' required by plugin 'p' is set in the "
+            "portal but withheld from plugins because it looks like a secret (allow it with "
+            "SANDBOX_ENV_ALLOW=PIPELINE_TEST_API_KEY, then reload the plugin)"
+        )
+
+    def test_env_var_denied_by_operator__says_sandbox_env_deny(
+        self, plugins, monkeypatch, sandbox_settings
+    ):
+        """A declared variable SANDBOX_ENV_DENY removes says so, not "set it"."""
+        monkeypatch.setenv("PIPELINE_TEST_REGION", "eu-west-1")
+        sandbox_settings(env_deny=("PIPELINE_TEST_*",))
+        plugins.add("p", "requires = {'env': ['PIPELINE_TEST_REGION']}\ndef run(): pass\n")
+        assert load("p").reason == (
+            "Environment variable 'PIPELINE_TEST_REGION' required by plugin 'p' is set in the "
+            "portal but SANDBOX_ENV_DENY withholds it from plugins (remove it from "
+            "SANDBOX_ENV_DENY if the plugin may see it, then reload the plugin)"
+        )
+
+    def test_declared_env_var__reaches_that_plugins_setup_and_runs_only(self, plugins, monkeypatch):
+        """A variable in requires.env reaches its plugin's setup() and run(), no other plugin."""
+        monkeypatch.setenv("PIPELINE_TEST_REGION", "eu-west-1")
+        plugins.add(
+            "geo",
+            """
+            import os
+            requires = {"env": ["PIPELINE_TEST_REGION"]}
+            SEEN = {}
+            def setup():
+                SEEN["setup"] = os.environ.get("PIPELINE_TEST_REGION")
+            def run():
+                return {"setup": SEEN.get("setup"), "run": os.environ.get("PIPELINE_TEST_REGION")}
+            """,
+        )
+        plugins.add(
+            "nosy", "import os\ndef run():\n    return os.environ.get('PIPELINE_TEST_REGION')"
+        )
+        reports = pipeline.load_plugins(actor=ACTOR)
+        assert [(r.name, r.state) for r in reports] == [
+            ("geo", "INITIALIZED"),
+            ("nosy", "INITIALIZED"),
+        ]
+        geo = pipeline.run_plugin(name="geo", params={}, actor=ACTOR)
+        assert geo.result == {"setup": "eu-west-1", "run": "eu-west-1"}
+        assert pipeline.run_plugin(name="nosy", params={}, actor=ACTOR).result is None
+
+    def test_model_path_variable__reaches_the_plugin(self, plugins, monkeypatch, tmp_path):
+        """A variable a requires.files path uses is passed to that plugin like requires.env."""
+        (tmp_path / "m.pt").write_bytes(b"weights")
+        monkeypatch.setenv("PIPELINE_TEST_MODEL_DIR", str(tmp_path))
+        plugins.add(
+            "p",
+            "import os\nrequires = {'files': ['${PIPELINE_TEST_MODEL_DIR}/m.pt']}\n"
+            "def run():\n    return os.environ.get('PIPELINE_TEST_MODEL_DIR')\n",
+        )
+        assert load("p").state == PluginState.INITIALIZED
+        assert pipeline.run_plugin(name="p", params={}, actor=ACTOR).result == str(tmp_path)
 
     def test_several_missing__all_named(self, plugins):
         """When several things are missing, the reason names the first and lists the rest."""
@@ -496,6 +553,33 @@ class TestRun:
             run.reason,
             1,
         )
+
+    def test_writing_past_disk_mb__failed_naming_the_budget(self, plugins):
+        """A run that writes more than its declared limits.disk_mb fails, saying so."""
+        plugins.add(
+            "p",
+            """
+            limits = {"disk_mb": 2, "timeout_s": 30}
+            def run():
+                with open("big.bin", "wb") as handle:
+                    handle.write(b"x" * (8 << 20))
+                return "wrote"
+            """,
+        )
+        load("p")
+        run = pipeline.run_plugin(name="p", params={}, actor=ACTOR)
+        assert (run.status, run.outcome, run.error_type) == (
+            RunStatus.FAILED,
+            "disk_limit",
+            "DiskLimit",
+        )
+        assert re.fullmatch(
+            r"Plugin 'p' wrote \d+ MB in its working directory, more than its 2 MB disk budget, "
+            r"and was stopped; its files there were removed \(raise limits\.disk_mb in the "
+            r"plugin, write less, or write large output elsewhere and return a reference\)",
+            run.reason,
+        ), run.reason
+        assert Plugin.objects.get(name="p").state == PluginState.FAILED
 
     def test_bad_params__failed_with_signature(self, plugins):
         """Params run() does not take fail the run, saying what it accepts."""

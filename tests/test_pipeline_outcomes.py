@@ -30,6 +30,7 @@ class TestStatus:
             (Outcome.OUTPUT_LIMIT, RunStatus.FAILED),
             (Outcome.UNSERIALISABLE, RunStatus.FAILED),
             (Outcome.SANDBOX_FAILURE, RunStatus.FAILED),
+            (Outcome.DISK_LIMIT, RunStatus.FAILED),
         ],
     )
     def test_each_failure_outcome__has_status_and_actionable_reason(self, outcome, status):
@@ -68,6 +69,19 @@ class TestReasons:
             "p", result(Outcome.TIMEOUT, error_type="CPUTimeLimit"), LIMITS
         )
         assert mapped.reason.startswith("Plugin 'p' used more than 3 s of CPU time")
+
+    def test_disk_limit__names_the_budget_what_was_written_and_what_to_do(self):
+        """A call past limits.disk_mb says the budget, how much it wrote and the ways out."""
+        mapped = outcome_from_result(
+            "p",
+            result(Outcome.DISK_LIMIT, error_type="DiskLimit", disk_used_kb=230 * 1024),
+            LIMITS.replace(disk_mb=200),
+        )
+        assert mapped.reason == (
+            "Plugin 'p' wrote 230 MB in its working directory, more than its 200 MB disk "
+            "budget, and was stopped; its files there were removed (raise limits.disk_mb in "
+            "the plugin, write less, or write large output elsewhere and return a reference)"
+        )
 
     def test_output_limit__names_result_bytes(self):
         """A result over result_bytes names the limit."""

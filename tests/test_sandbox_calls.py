@@ -14,14 +14,18 @@ import pytest
 from sandbox import (
     Limits,
     Outcome,
+    Preload,
+    SandboxConfig,
     SandboxResult,
     configure_sandbox,
+    discard_preload,
     run_plugin_sandboxed,
     shutdown_sandbox,
 )
 from tests.sandbox_targets import basic
 
 BASIC = "tests.sandbox_targets.basic"
+WARM = "tests.sandbox_targets.warm"
 FAST = Limits(timeout_s=10)
 
 
@@ -141,31 +145,120 @@ class TestPluginFailuresMapToOutcomes:
         assert "tests.sandbox_targets.basic.Opaque" in result.error
 
 
-class TestChildEnvironment:
-    def test_environment_is_scrubbed(self, monkeypatch):
-        monkeypatch.setenv("SECRET_KEY", "django-secret")
-        monkeypatch.setenv("DATABASE_URL", "postgres://u:p@h/db")
-        monkeypatch.setenv("MY_API_TOKEN", "tok")
-        monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "portal.settings")
-        monkeypatch.setenv("SANDBOX_TEST_VISIBLE", "yes")
-        shutdown_sandbox()  # hosts capture the environment when they start
-        try:
-            env = call(f"{BASIC}:environment").value
-        finally:
-            monkeypatch.undo()
-            shutdown_sandbox()
-        assert env["SANDBOX_TEST_VISIBLE"] == "yes"
-        for name in ("SECRET_KEY", "DATABASE_URL", "MY_API_TOKEN", "DJANGO_SETTINGS_MODULE"):
-            assert name not in env
+# Names that leaked through the old deny list, and older ones it did catch.
+PORTAL_SECRETS = {
+    "DB_PASS": "pw",
+    "REDIS_URL": "redis://:pw@127.0.0.1:6379/0",
+    "CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//",
+    "PRIVATE_KEY_PEM": "-----BEGIN PRIVATE KEY-----",
+    "APIKEY": "k",
+    "PASSPHRASE": "p",
+    "ACCESS_KEY_ID": "AKIA",
+    "GH_PAT": "ghp_x",
+    "AUTH": "Basic x",
+    "BEARER": "ey",
+    "SESSION_COOKIE": "c",
+    "SECRET_KEY": "django-secret",
+    "DATABASE_URL": "postgres://u:p@h/db",
+    "MY_API_TOKEN": "tok",
+    "DJANGO_SETTINGS_MODULE": "portal.settings",
+}
+WARM_UP = "tests.sandbox_targets.warm:warm"
 
-    def test_allow_list_readmits_a_denied_name(self, monkeypatch):
-        monkeypatch.setenv("AWS_REGION", "eu-west-1")
-        old = configure_sandbox(env_allow=("AWS_REGION",))
+
+@pytest.fixture
+def portal_environment(monkeypatch):
+    """Set variables in the portal's environment; hosts started meanwhile see them."""
+
+    def apply(**values):
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        shutdown_sandbox()  # hosts capture the environment when they start
+
+    yield apply
+    monkeypatch.undo()
+    shutdown_sandbox()
+
+
+def plugin_environment(preload=None) -> dict:
+    result = call(f"{BASIC}:environment", preload=preload)
+    assert result.ok, result.error
+    return result.value
+
+
+class TestChildEnvironment:
+    def test_secrets__never_reach_the_plugin(self, portal_environment):
+        """No portal secret reaches a plugin, while PATH, HOME and LANG do."""
+        portal_environment(**PORTAL_SECRETS, HOME="/home/portal", LANG="C.UTF-8")
+        env = plugin_environment()
+        assert sorted(set(PORTAL_SECRETS) & set(env)) == []
+        assert (env["HOME"], env["LANG"]) == ("/home/portal", "C.UTF-8")
+        assert env["PATH"] == os.environ["PATH"]
+
+    def test_unlisted_variable__withheld(self, portal_environment):
+        """A variable nobody allowed or declared stays in the portal."""
+        portal_environment(SANDBOX_TEST_VISIBLE="yes")
+        assert "SANDBOX_TEST_VISIBLE" not in plugin_environment()
+
+    def test_preload_env__reaches_that_hosts_plugins_only(self, portal_environment):
+        """A name a Preload declares reaches its warm-up and calls, not other hosts' calls."""
+        portal_environment(SANDBOX_TEST_REGION="eu-west-1")
+        warm = Preload(WARM_UP, ("env",), env=("SANDBOX_TEST_REGION",))
         try:
-            env = call(f"{BASIC}:environment").value
+            assert plugin_environment(warm)["SANDBOX_TEST_REGION"] == "eu-west-1"
+            assert call(f"{WARM}:state", preload=warm).value["region"] == "eu-west-1"
+            assert "SANDBOX_TEST_REGION" not in plugin_environment()
+            other = Preload(WARM_UP, ("other",))
+            assert "SANDBOX_TEST_REGION" not in plugin_environment(other)
+        finally:
+            discard_preload(warm)
+
+    def test_preload_env__secret_looking_names_withheld(self, portal_environment):
+        """Declaring a portal secret in a Preload's env does not get it to the plugin."""
+        portal_environment(**PORTAL_SECRETS)
+        warm = Preload(WARM_UP, ("greedy",), env=tuple(PORTAL_SECRETS))
+        try:
+            assert sorted(set(PORTAL_SECRETS) & set(plugin_environment(warm))) == []
+        finally:
+            discard_preload(warm)
+
+    def test_sandbox_env_allow__passes_names_and_patterns(self, portal_environment):
+        """SANDBOX_ENV_ALLOW passes the names and patterns it lists, secret-looking or not."""
+        portal_environment(
+            AWS_REGION="eu-west-1",
+            ACME_API_KEY="k",
+            ACME_OTHER="o",
+            SANDBOX_ENV_ALLOW="AWS_REGION, ACME_*",
+        )
+        old = configure_sandbox(SandboxConfig.from_env())
+        try:
+            env = plugin_environment()
         finally:
             configure_sandbox(old)
-        assert env["AWS_REGION"] == "eu-west-1"
+        assert (env["AWS_REGION"], env["ACME_API_KEY"], env["ACME_OTHER"]) == (
+            "eu-west-1",
+            "k",
+            "o",
+        )
+
+    def test_sandbox_env_deny__wins_over_allow_and_declarations(self, portal_environment):
+        """SANDBOX_ENV_DENY removes a name the operator allowed and a Preload declared."""
+        portal_environment(
+            ACME_TOKEN="t",
+            ACME_HOST="h",
+            TZ="UTC",
+            SANDBOX_ENV_ALLOW="ACME_*",
+            SANDBOX_ENV_DENY="ACME_TOKEN,TZ",
+        )
+        old = configure_sandbox(SandboxConfig.from_env())
+        warm = Preload(WARM_UP, ("deny",), env=("ACME_TOKEN", "TZ"))
+        try:
+            env = plugin_environment(warm)
+        finally:
+            discard_preload(warm)
+            configure_sandbox(old)
+        assert env["ACME_HOST"] == "h"
+        assert "ACME_TOKEN" not in env and "TZ" not in env
 
     def test_cwd_is_a_fresh_directory_removed_afterwards(self):
         first = call(f"{BASIC}:working_directory").value

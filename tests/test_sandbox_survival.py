@@ -111,6 +111,70 @@ class TestOutputFloods:
         assert rss_bytes() - rss_before < 20 * 1024 * 1024
 
 
+class TestDiskBudget:
+    def test_five_100_mb_files_under_a_200_mb_budget__killed_and_removed(self, tmp_path):
+        """Writing past limits.disk_mb kills the call (disk_limit) and removes its files."""
+        where = tmp_path / "cwd.txt"
+        limits = Limits(timeout_s=60, disk_mb=200)
+        result, _ = run_timed(f"{HOSTILE}:fill_disk", 5, 100, str(where), limits=limits)
+        assert result.outcome is Outcome.DISK_LIMIT, result.error
+        assert result.error_type == "DiskLimit"
+        assert result.signal == "SIGKILL"  # stopped while writing, not after returning
+        assert result.disk_used_kb is not None and result.disk_used_kb > 200 * 1024
+        assert f"wrote {result.disk_used_kb // 1024} MB" in result.error
+        assert "limits.disk_mb (200 MB)" in result.error
+        assert "raise limits.disk_mb, write less, or write" in result.error
+        assert not Path(where.read_text()).exists(), "the call's files were left on disk"
+        assert_nothing_left()
+        assert run_plugin_sandboxed("tests.sandbox_targets.basic:add", 2, 2).value == 4
+
+    def test_burst_past_the_budget_then_return__still_disk_limit(self, tmp_path):
+        """A call that wrote past its budget faster than the host looks is caught at its end."""
+        where = tmp_path / "cwd.txt"
+        limits = Limits(timeout_s=30, disk_mb=1)
+        result, _ = run_timed(f"{HOSTILE}:fill_disk", 1, 3, str(where), limits=limits)
+        assert result.outcome is Outcome.DISK_LIMIT, result.error
+        assert result.disk_used_kb is not None and result.disk_used_kb >= 3 * 1024
+        assert not Path(where.read_text()).exists()
+
+    def test_within_the_budget__ok_with_the_size_written(self, tmp_path):
+        """A call that stays under its budget succeeds and reports what it wrote."""
+        where = tmp_path / "cwd.txt"
+        limits = Limits(timeout_s=30, disk_mb=10)
+        result, _ = run_timed(f"{HOSTILE}:fill_disk", 2, 1, str(where), limits=limits)
+        assert result.ok, result.error
+        assert 2 * 1024 <= result.disk_used_kb < 3 * 1024
+
+    def test_sparse_file__counts_its_allocated_blocks_not_its_length(self):
+        """A 200 MB sparse file under a 10 MB budget is fine: only allocated blocks count."""
+        result, _ = run_timed(f"{HOSTILE}:sparse_file", 200, limits=Limits(disk_mb=10))
+        assert result.ok, result.error
+        assert result.value > 200 * 1024 * 1024
+        assert result.disk_used_kb is not None and result.disk_used_kb < 1024
+
+    def test_hard_links__count_once(self):
+        """A 3 MB file under six names is 3 MB of disk, within a 10 MB budget."""
+        result, _ = run_timed(f"{HOSTILE}:hard_links", 3, 5, limits=Limits(disk_mb=10))
+        assert result.ok, result.error
+        assert 3 * 1024 <= result.disk_used_kb < 4 * 1024
+
+    def test_data_in_an_unreadable_directory__still_counted(self):
+        """Making a directory unreadable does not hide what is in it from the budget."""
+        limits = Limits(timeout_s=20, disk_mb=2)
+        result, elapsed = run_timed(f"{HOSTILE}:hide_in_unreadable_dir", 4, limits=limits)
+        assert result.outcome is Outcome.DISK_LIMIT, result.error
+        assert elapsed < 10, "found only at the timeout"
+        assert_nothing_left()
+
+    def test_disk_mb_none__no_budget(self, tmp_path):
+        """disk_mb=None turns the budget off; nothing is measured."""
+        where = tmp_path / "cwd.txt"
+        limits = Limits(timeout_s=30, disk_mb=None)
+        result, _ = run_timed(f"{HOSTILE}:fill_disk", 1, 3, str(where), limits=limits)
+        assert result.ok, result.error
+        assert result.disk_used_kb is None
+
+
 class TestEscapingProcesses:
     @pytest.mark.parametrize("setsid", [False, True], ids=["same-session", "setsid"])
     def test_grandchild_left_sleeping_is_killed(self, setsid):

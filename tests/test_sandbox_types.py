@@ -13,7 +13,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pytest
 
 from sandbox import Limits, Outcome, Preload, SandboxConfig, SandboxResult
-from sandbox.config import DEFAULT_ENV_DENY, scrub_environment
+from sandbox.config import (
+    DEFAULT_ENV_PASS,
+    DEFAULT_ENV_SECRET,
+    EnvVerdict,
+    env_verdict,
+    scrub_environment,
+)
 
 
 class TestLimits:
@@ -26,6 +32,7 @@ class TestLimits:
         assert limits.result_bytes == 16 * 1024 * 1024
         assert limits.open_files == 256
         assert limits.file_size_mb == 256
+        assert limits.disk_mb == 1024
 
     def test_is_frozen(self):
         with pytest.raises(AttributeError):
@@ -61,6 +68,7 @@ class TestLimits:
             ("result_bytes", 1024 * 1024 * 1024),
             ("open_files", 1024 * 1024),
             ("file_size_mb", 1024 * 1024),
+            ("disk_mb", 1024 * 1024),
         ],
     )
     def test_from_mapping_rejects_value_above_maximum__naming_key_value_and_maximum(
@@ -82,8 +90,8 @@ class TestLimits:
             Limits(memory_mb=-5)
 
     def test_rlimit_style_limits_may_be_none_meaning_unlimited(self):
-        limits = Limits.from_mapping({"memory_mb": None, "cpu_s": None})
-        assert limits.memory_mb is None and limits.cpu_s is None
+        limits = Limits.from_mapping({"memory_mb": None, "cpu_s": None, "disk_mb": None})
+        assert limits.memory_mb is None and limits.cpu_s is None and limits.disk_mb is None
         with pytest.raises(ValueError, match="timeout_s"):
             Limits(timeout_s=None)  # type: ignore[arg-type]
 
@@ -106,6 +114,7 @@ class TestOutcomeAndResult:
             "output_limit",
             "unserialisable",
             "sandbox_failure",
+            "disk_limit",
         ]
         assert Outcome("output_limit") is Outcome.OUTPUT_LIMIT
         assert Outcome.OK == "ok"
@@ -129,40 +138,106 @@ class TestOutcomeAndResult:
         assert result.warnings == []
 
 
-class TestEnvironmentScrubbing:
-    def test_default_deny_list_covers_the_documented_names(self):
-        for pattern in (
-            "SECRET_KEY",
-            "DATABASE_URL",
-            "*PASSWORD*",
-            "*SECRET*",
-            "*TOKEN*",
-            "*_KEY",
-            "DJANGO_*",
-            "AWS_*",
-        ):
-            assert pattern in DEFAULT_ENV_DENY
+# Names that leaked through the old deny list; each must stay out of plugin processes.
+LEAKED_SECRETS = (
+    "DB_PASS",
+    "REDIS_URL",
+    "CELERY_BROKER_URL",
+    "PRIVATE_KEY_PEM",
+    "APIKEY",
+    "PASSPHRASE",
+    "ACCESS_KEY_ID",
+    "GH_PAT",
+    "AUTH",
+    "BEARER",
+    "SESSION_COOKIE",
+)
 
-    def test_scrub_removes_denied_names_case_insensitively(self):
+
+class TestEnvironmentAllowList:
+    def test_default__passes_what_a_process_needs_and_nothing_else(self):
+        """By default a plugin sees PATH, HOME, locale, proxies, CA bundles, Python's variables."""
         env = {
             "PATH": "/bin",
-            "SECRET_KEY": "s",
-            "db_password": "p",
-            "GITHUB_TOKEN": "t",
-            "STRIPE_API_KEY": "k",
-            "DJANGO_SETTINGS_MODULE": "x",
-            "AWS_REGION": "eu",
+            "HOME": "/home/portal",
             "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "TZ": "UTC",
+            "https_proxy": "http://proxy:3128",
+            "NO_PROXY": "localhost",
+            "PYTHONHASHSEED": "0",
+            "SSL_CERT_FILE": "/etc/ssl/certs/corp-ca.pem",
+            "REQUESTS_CA_BUNDLE": "/etc/ssl/certs/corp-ca.pem",
+            "SOME_APP_SETTING": "x",
+            "SECRET_KEY": "s",
+            "DJANGO_SETTINGS_MODULE": "portal.settings",
+            **{name: "leak" for name in LEAKED_SECRETS},
         }
-        assert scrub_environment(env, SandboxConfig()) == {"PATH": "/bin", "LANG": "C.UTF-8"}
+        assert scrub_environment(env, SandboxConfig()) == {
+            "PATH": "/bin",
+            "HOME": "/home/portal",
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "TZ": "UTC",
+            "https_proxy": "http://proxy:3128",
+            "NO_PROXY": "localhost",
+            "PYTHONHASHSEED": "0",
+            "SSL_CERT_FILE": "/etc/ssl/certs/corp-ca.pem",
+            "REQUESTS_CA_BUNDLE": "/etc/ssl/certs/corp-ca.pem",
+        }
 
-    def test_allow_list_readmits(self):
-        config = SandboxConfig(env_allow=("AWS_REGION",))
-        assert scrub_environment({"AWS_REGION": "eu", "AWS_SECRET": "x"}, config) == {
-            "AWS_REGION": "eu"
+    def test_declared_names__pass_unless_they_look_like_secrets(self):
+        """A name a plugin declares passes; a secret-looking one does not, even when declared."""
+        env = {"YOLO_REGION": "eu", "WEATHER_API_URL": "https://w.example", "OTHER": "x"}
+        env.update({name: "leak" for name in LEAKED_SECRETS})
+        declared = ("YOLO_REGION", "WEATHER_API_URL", *LEAKED_SECRETS)
+        assert scrub_environment(env, SandboxConfig(), declared) == {
+            "YOLO_REGION": "eu",
+            "WEATHER_API_URL": "https://w.example",
         }
+
+    def test_declared_url_with_a_password__withheld(self):
+        """A declared variable whose value is a URL with a password is a secret too."""
+        env = {"MODEL_STORE_URL": "https://ann:hunter2@store.example/models"}
+        assert scrub_environment(env, SandboxConfig(), ("MODEL_STORE_URL",)) == {}
+
+    def test_secret_looking_names__case_insensitive(self):
+        """db_password and Api_Token look like secrets whatever their case."""
+        verdicts = {
+            name: env_verdict(name, "x", SandboxConfig(), (name,))
+            for name in ("db_password", "Api_Token", "gh_pat", "region")
+        }
+        assert verdicts == {
+            "db_password": EnvVerdict.SECRET,
+            "Api_Token": EnvVerdict.SECRET,
+            "gh_pat": EnvVerdict.SECRET,
+            "region": EnvVerdict.PASSED,
+        }
+
+    def test_operator_allow__passes_names_and_patterns_even_secret_looking(self):
+        """SANDBOX_ENV_ALLOW names or patterns pass, secret-looking or not."""
+        config = SandboxConfig(env_allow=("AWS_REGION", "ACME_*"))
+        env = {"AWS_REGION": "eu", "ACME_API_KEY": "k", "AWS_SECRET": "x"}
+        assert scrub_environment(env, config) == {"AWS_REGION": "eu", "ACME_API_KEY": "k"}
+
+    def test_operator_deny__wins_over_every_allowance(self):
+        """SANDBOX_ENV_DENY removes a name that the defaults, the operator or a plugin allow."""
+        config = SandboxConfig(env_allow=("ACME_*",), env_deny=("ACME_TOKEN", "TZ", "REGION"))
+        env = {"ACME_TOKEN": "t", "ACME_HOST": "h", "TZ": "UTC", "REGION": "eu"}
+        assert scrub_environment(env, config, ("REGION",)) == {"ACME_HOST": "h"}
+        assert env_verdict("REGION", "eu", config, ("REGION",)) is EnvVerdict.DENIED
+
+    def test_unlisted_name__has_its_own_verdict(self):
+        """A name nobody allowed or declared is withheld as unlisted, not as a secret."""
+        assert env_verdict("SOME_SETTING", "x", SandboxConfig()) is EnvVerdict.UNLISTED
+
+    def test_secret_patterns__cover_every_leaked_name(self):
+        """Each name the old deny list let through now looks like a secret."""
+        for name in LEAKED_SECRETS:
+            assert env_verdict(name, "x", SandboxConfig(), (name,)) is EnvVerdict.SECRET, name
 
     def test_from_env_reads_comma_separated_lists_and_flags(self):
+        """SANDBOX_ENV_ALLOW and SANDBOX_ENV_DENY are comma-separated; the flags are read too."""
         config = SandboxConfig.from_env(
             {
                 "SANDBOX_ENV_DENY": "FOO_*, BAR",
@@ -171,19 +246,22 @@ class TestEnvironmentScrubbing:
                 "SANDBOX_RUN_AS": "nobody",
             }
         )
-        # SANDBOX_ENV_DENY extends the defaults: an operator cannot drop them by accident.
-        assert set(DEFAULT_ENV_DENY) <= set(config.env_deny)
-        assert {"FOO_*", "BAR"} <= set(config.env_deny)
+        assert config.env_deny == ("FOO_*", "BAR")
         assert config.env_allow == ("AWS_REGION",)
+        assert config.env_secret == DEFAULT_ENV_SECRET
+        assert config.env_pass == DEFAULT_ENV_PASS
         assert config.no_network is True
         assert config.run_as == "nobody"
 
     def test_from_env_defaults_are_off(self):
+        """Without settings: no isolation, no operator allow or deny list."""
         config = SandboxConfig.from_env({})
         assert config.no_network is False
         assert config.run_as is None
-        assert config.env_deny == DEFAULT_ENV_DENY
+        assert (config.env_allow, config.env_deny) == ((), ())
 
+
+class TestSandboxConfigSettings:
     def test_max_warm_hosts__defaults_to_16_and_reads_the_environment(self):
         """SANDBOX_MAX_WARM_HOSTS caps warm hosts; garbage or < 1 is refused by name."""
         assert SandboxConfig().max_warm_hosts == 16
@@ -211,3 +289,15 @@ class TestPreload:
     def test_rejects_unhashable_args(self):
         with pytest.raises(TypeError, match="hashable"):
             Preload("a:b", ([1],))
+
+    def test_env__names_in_any_order_make_one_host_key(self):
+        """Preload env names are a set: the same names in another order are the same host."""
+        assert Preload("a:b", env=["B", "A", "B"]) == Preload("a:b", env=("A", "B"))
+        assert Preload("a:b", env=("A",)) != Preload("a:b")
+        assert Preload("a:b").env == ()
+
+    @pytest.mark.parametrize("env", ["PATH", ("A=B",), ("",), (1,)], ids=repr)
+    def test_env__rejects_what_is_not_a_list_of_names(self, env):
+        """Preload env takes variable names, not a string, assignments or other values."""
+        with pytest.raises((TypeError, ValueError), match="Preload env"):
+            Preload("a:b", env=env)

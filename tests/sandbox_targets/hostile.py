@@ -125,3 +125,41 @@ def hang_on_exit():
 
     os._exit = never_exit
     return os.getpid()
+
+
+def fill_disk(n_files, mb_each, where_file, then_return=False):
+    """Write n_files files of mb_each MiB into the working directory, saying where first."""
+    with open(where_file, "w") as handle:  # outside the working directory: the test reads it
+        handle.write(os.getcwd())
+    chunk = b"\xa5" * (1 << 20)
+    for index in range(n_files):
+        with open(f"fill-{index}.bin", "wb") as handle:
+            for _ in range(mb_each):
+                handle.write(chunk)
+    return "wrote everything"
+
+
+def sparse_file(apparent_mb):
+    """A file that claims apparent_mb MiB but has almost no blocks allocated."""
+    with open("sparse.bin", "wb") as handle:
+        handle.seek(apparent_mb * (1 << 20))
+        handle.write(b"end")
+    return os.stat("sparse.bin").st_size
+
+
+def hard_links(mb, links):
+    """One file of mb MiB under several names."""
+    with open("data.bin", "wb") as handle:
+        handle.write(b"\x5a" * (mb << 20))
+    for index in range(links):
+        os.link("data.bin", f"link-{index}.bin")
+    return links
+
+
+def hide_in_unreadable_dir(mb):
+    """Write mb MiB inside a directory it then makes unreadable, and keep running."""
+    os.makedirs("hidden/deeper")
+    with open("hidden/deeper/data.bin", "wb") as handle:
+        handle.write(b"\x5a" * (mb << 20))
+    os.chmod("hidden", 0)
+    time.sleep(30)

@@ -16,7 +16,8 @@ def _log_attempt(log_path):
 def warm(tag, delay=0.0, log_path=None):
     _log_attempt(log_path)
     time.sleep(delay)  # the "heavy import"
-    STATE.update(tag=tag, warm_pid=os.getpid(), warmed_at=time.time(), counter=0)
+    region = os.environ.get("SANDBOX_TEST_REGION")  # what a warm-up sees of the environment
+    STATE.update(tag=tag, warm_pid=os.getpid(), warmed_at=time.time(), counter=0, region=region)
 
 
 def warm_raises(log_path, delay=0.0):
