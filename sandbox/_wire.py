@@ -4,7 +4,7 @@ Runs in the portal. Everything here comes from a process that ran plugin code, s
 is checked for type and range before anything reads it; a frame that fails is a
 ``ProtocolError`` naming the field, and the host that sent it is killed. Values are JSON
 text parsed with bounded nesting: no pickle, so nothing a host sends can run in the portal,
-and the parsed size is bounded by the bytes (~20x at worst, for empty containers).
+and the parsed size is bounded by the bytes (~25x at worst, for empty containers).
 """
 
 from __future__ import annotations
