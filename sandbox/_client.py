@@ -548,6 +548,11 @@ class _Host:
                         if sent_any:
                             self.kill(f"the connection to the host broke mid-request: {exc}")
                             raise _NotDelivered(str(exc)) from None
+                        # Lost now, not when the reader thread gets to it: the retry must
+                        # be handed a new host, never this one again.
+                        with self._lock:
+                            if self._lost is None:
+                                self._lost = f"its connection failed ({exc})"
                         raise _NotDelivered(str(exc)) from None
                     sent_any = True
                     view = view[sent:]
