@@ -297,6 +297,7 @@ class _Host:
         self._lost: str | None = None
         self._reader: threading.Thread | None = None
         self.mark = ""  # SANDBOX_OWNER of this host and of everything its plugins start
+        self.import_hint: str | None = None  # why imports may fail in this host's calls
 
     @property
     def usable(self) -> bool:
@@ -414,6 +415,12 @@ class _Host:
         if not hello.get("ok"):
             return self._warm_up_raised(hello)
         self.warnings = list(hello.get("warnings", []))
+        unreadable = hello.get("unreadable") or []
+        if unreadable:
+            self.import_hint = (
+                f"SANDBOX_RUN_AS={self.config.run_as} cannot read {', '.join(unreadable)}: "
+                "make the plugin's code and what it imports readable by that user"
+            )
         self.base_vsz_mb = hello.get("base_vsz_mb")
         return None
 
@@ -815,6 +822,7 @@ class _Sandbox:
                     continue
                 header, blobs = {"host_lost": f"the sandbox host was lost: {exc}"}, {}
             report = CallReport(name, limits, header, blobs, self.config.result_format)
+            report.import_hint = host.import_hint
             return build_result(report, _elapsed_ms(started), self.result_globals, host.warnings)
         raise AssertionError("unreachable")
 

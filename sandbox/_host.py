@@ -280,6 +280,7 @@ class Host:
         self.recent_calls: collections.deque[float] = collections.deque(maxlen=BURST_SPARES)
         self.refilling = False
         self.pycache_dir: str | None = None
+        self.unreadable: list[str] = []  # sys.path entries the run_as user cannot read
 
     # --- start-up ------------------------------------------------------------------------
 
@@ -314,6 +315,7 @@ class Host:
             "pid": self.pid,
             "warnings": self.warnings,
             "base_vsz_mb": self.base_vsz_mb,
+            "unreadable": self.unreadable,
         }
 
     def _warm_up(self) -> dict | None:
@@ -359,6 +361,7 @@ class Host:
         self.run_as = (entry.pw_uid, entry.pw_gid)
         self.dir_owner = entry.pw_uid
         unreadable = _unreadable_as(self.run_as, [p for p in sys.path if os.path.exists(p)])
+        self.unreadable = unreadable
         if unreadable:
             self._warn(
                 f"SANDBOX_RUN_AS={name} cannot read {', '.join(unreadable)}; plugins importing "

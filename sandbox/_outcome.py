@@ -34,6 +34,7 @@ class CallReport:
         self.blobs = blobs
         self.value = blobs.get("value", b"")
         self.result_format = result_format
+        self.import_hint: str | None = None  # e.g. what the run_as user cannot read
         self.envelope: Envelope | None = None
         text = blobs.get("envelope")
         if text is not None:
@@ -190,13 +191,15 @@ def _from_envelope(
             tb,
         )
     if envelope.get("phase") == "import":
+        advice = report.import_hint or (
+            "check the plugin's module path, that it is installed where the portal runs, "
+            "and its imports"
+        )
         return _fail(
             result,
             Outcome.ERROR,
             kind,
-            f"Plugin call {name!r} could not import its target: {what}{_at(envelope)} "
-            "(check the plugin's module path, that it is installed where the portal runs, "
-            "and its imports)",
+            f"Plugin call {name!r} could not import its target: {what}{_at(envelope)} ({advice})",
             tb,
         )
     return _fail(

@@ -42,6 +42,7 @@ class HelloFields(TypedDict, total=False):
     pid: int
     warnings: list[str]
     base_vsz_mb: float | None
+    unreadable: list[str]
     phase: str | None
     error_type: str | None
     message: str | None
@@ -88,6 +89,7 @@ _HELLO = {
     "pid": ("int", INT64),
     "warnings": ("texts", TEXT_LIMIT),
     "base_vsz_mb": ("float", 1e12),
+    "unreadable": ("texts", TEXT_LIMIT),
     "phase": ("text", 100),
     "error_type": ("text", TEXT_LIMIT),
     "message": ("text", TEXT_LIMIT),

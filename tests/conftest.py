@@ -356,3 +356,22 @@ def database_lock(tmp_path):
                 holder.close()
 
     return lock
+
+
+@pytest.fixture
+def targets_readable_by_anyone(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The sandbox test targets copied where any user can import them (a world-readable
+    directory on sys.path): a SANDBOX_RUN_AS user cannot read a checkout under a mode-700
+    directory (root's home, `mktemp -d`). Yields the package name to use in targets."""
+    import shutil
+    import tempfile
+    import uuid
+
+    root = Path(tempfile.mkdtemp(prefix="sandbox-targets-", dir="/tmp"))
+    package = f"readable_targets_{uuid.uuid4().hex[:8]}"
+    shutil.copytree(Path(__file__).parent / "sandbox_targets", root / package)
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    monkeypatch.syspath_prepend(str(root))
+    yield package
+    shutil.rmtree(root, ignore_errors=True)

@@ -70,23 +70,29 @@ def test_no_network_from_the_environment(loopback_server, sandbox_settings, monk
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root")
-def test_run_as_drops_privileges(sandbox_settings):
+def test_run_as_drops_privileges(sandbox_settings, targets_readable_by_anyone):
+    """The call runs as the SANDBOX_RUN_AS user, wherever the checkout lies."""
     nobody = pwd.getpwnam("nobody")
     sandbox_settings(run_as="nobody")
-    result = run_plugin_sandboxed(f"{IDENTITY}:identity", limits=LIMITS)
+    identity = f"{targets_readable_by_anyone}.identity"
+    result = run_plugin_sandboxed(f"{identity}:identity", limits=LIMITS)
     assert result.ok, result.error
     assert result.value == {"uid": nobody.pw_uid, "gid": nobody.pw_gid, "groups": []}
     # As nobody the plugin can no longer lift its own limits.
-    raised = run_plugin_sandboxed(f"{IDENTITY}:raise_own_memory_limit", limits=LIMITS)
+    raised = run_plugin_sandboxed(f"{identity}:raise_own_memory_limit", limits=LIMITS)
     assert raised.outcome is Outcome.ERROR
     assert raised.error_type in ("ValueError", "PermissionError")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root")
-def test_run_as_user_who_cannot_read_the_stdlib_is_warned_about(sandbox_settings):
+def test_run_as_user_who_cannot_read_the_stdlib_is_warned_about(
+    sandbox_settings, targets_readable_by_anyone
+):
+    """An interpreter the run_as user cannot read is warned about; its import fails cleanly."""
     stdlib = os.path.dirname(os.__file__)
     sandbox_settings(run_as="nobody")
-    result = run_plugin_sandboxed(f"{IDENTITY}:import_unloaded_stdlib_module", limits=LIMITS)
+    identity = f"{targets_readable_by_anyone}.identity"
+    result = run_plugin_sandboxed(f"{identity}:import_unloaded_stdlib_module", limits=LIMITS)
     readable = not any(stdlib in w for w in result.warnings)
     if readable:
         assert result.value == "colorsys"
@@ -94,6 +100,23 @@ def test_run_as_user_who_cannot_read_the_stdlib_is_warned_about(sandbox_settings
         assert any("cannot read" in w and "SANDBOX_RUN_AS" in w for w in result.warnings)
         assert result.outcome is Outcome.ERROR
         assert result.error_type in ("ModuleNotFoundError", "ImportError", "PermissionError")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root")
+def test_run_as_user_who_cannot_read_the_target_is_told_why(sandbox_settings, tmp_path):
+    """A target in a directory the run_as user cannot read fails naming that directory."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "secret_plugin_probe.py").write_text("def run():\n    return 1\n")
+    sys.path.insert(0, str(private))
+    try:
+        sandbox_settings(run_as="nobody")
+        result = run_plugin_sandboxed("secret_plugin_probe:run", limits=LIMITS)
+    finally:
+        sys.path.remove(str(private))
+    assert result.outcome is Outcome.ERROR
+    assert "SANDBOX_RUN_AS=nobody cannot read" in result.error
+    assert str(private) in result.error
 
 
 def test_unavailable_isolation_is_reported_not_pretended(sandbox_settings, caplog):

@@ -133,11 +133,13 @@ class TestJsonValues:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root")
-def test_run_as_applies_to_the_warm_up_too(sandbox_settings):
+def test_run_as_applies_to_the_warm_up_too(sandbox_settings, targets_readable_by_anyone):
     """With SANDBOX_RUN_AS the warm host drops privileges before the plugin's import runs."""
     nobody = pwd.getpwnam("nobody")
     sandbox_settings(run_as="nobody")
-    result = warm_call("record_uid", target="identity")
+    module = f"{targets_readable_by_anyone}.hostile_host"
+    preload = Preload(f"{module}:record_uid", ())
+    result = run_plugin_sandboxed(f"{module}:identity", limits=LIMITS, preload=preload)
     assert result.ok, result.error
     assert result.value == {"call_uid": nobody.pw_uid, "warm_uid": nobody.pw_uid}
 
