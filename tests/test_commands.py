@@ -205,6 +205,15 @@ class TestRunPlugin:
         assert (code, words in message) == (2, True), message
         assert PluginRun.objects.count() == 0
 
+    def test_params_not_fitting_run__exit_2_with_the_signature(self, loaded):
+        """Params run() does not accept are misuse: exit 2 naming what it accepts."""
+        code, message, _ = failing("runplugin", "ok", "--param", "colour=red")
+        run = PluginRun.objects.get()
+        assert code == 2
+        assert message == f"Run {run.pk} failed: {run.reason}"
+        assert message.startswith(f"Run {run.pk} failed: Bad params for plugin 'ok': ")
+        assert "it accepts run()" in message
+
     def test_refused__exit_1_with_reason(self, loaded):
         """A disabled plugin is refused with the reason, exit 1, no run."""
         services.plugin_disable(name="ok", note="broken upstream", actor="user:ops")
@@ -216,30 +225,46 @@ class TestRunPlugin:
 @pytest.mark.django_db
 class TestRunPluginHostile:
     @pytest.mark.parametrize(
-        ("args", "status", "reason_start"),
+        ("args", "code", "status", "reason_start"),
         [
-            (["segfault"], "crashed", "Plugin 'segfault' crashed with signal SIGSEGV during run()"),
-            (["memory_hog"], "crashed", "Plugin 'memory_hog' ran out of its 256 MB memory limit"),
-            (["forever"], "timed_out", "Plugin 'forever' did not finish within its 2 s timeout"),
-            (["flaky", "--param", "fail=true"], "failed", "Plugin 'flaky' raised ConnectionError"),
-            (["hello", "--param", "nme=Ada"], "failed", "Bad params for plugin 'hello'"),
+            (
+                ["segfault"],
+                1,
+                "crashed",
+                "Plugin 'segfault' crashed with signal SIGSEGV during run()",
+            ),
+            (
+                ["memory_hog"],
+                1,
+                "crashed",
+                "Plugin 'memory_hog' ran out of its 256 MB memory limit",
+            ),
+            (["forever"], 1, "timed_out", "Plugin 'forever' did not finish within its 2 s timeout"),
+            (
+                ["flaky", "--param", "fail=true"],
+                1,
+                "failed",
+                "Plugin 'flaky' raised ConnectionError",
+            ),
+            (["hello", "--param", "nme=Ada"], 2, "failed", "Bad params for plugin 'hello'"),
             (
                 ["slow", "--param", "seconds=5", "--timeout", "0.5"],
+                1,
                 "timed_out",
                 "Plugin 'slow' did",
             ),
         ],
     )
     def test_hostile_example__run_recorded_with_state_counters_event(
-        self, settings, args, status, reason_start
+        self, settings, args, code, status, reason_start
     ):
         """Each hostile example run through runplugin is recorded: run, counters, state, event."""
         settings.PORTAL_PLUGIN_DIRS = [str(EXAMPLES)]
         name = args[0]
         pipeline.load_plugins(names=sorted({name, "hello"}), actor="test")
-        code, message, out = failing("runplugin", *args, "--json")
+        exit_code, message, out = failing("runplugin", *args, "--json")
         record = json.loads(out)
-        assert (code, record["status"]) == (1, status)
+        assert (exit_code, record["status"]) == (code, status)
         assert record["reason"].startswith(reason_start), record["reason"]
         assert message == f"Run {record['id']} {status}: {record['reason']}"
         plugin = Plugin.objects.get(name=name)
