@@ -62,8 +62,11 @@ class TestEnsureAdminResetPassword:
         ensureadmin()
         for _ in range(2):
             assert not can_log_in("admin", "a wrong guess")
-        new = printed_password(ensureadmin("--reset-password"))
-        assert can_log_in("admin", new)
+        output = ensureadmin("--reset-password")
+        assert output.splitlines()[-1] == (
+            "Its failed logins were cleared, so no lockout refuses the new password."
+        )
+        assert can_log_in("admin", printed_password(output))
 
     def test_reset__no_admin_yet__creates_it(self):
         """On a fresh database --reset-password creates the admin, as a first run does."""

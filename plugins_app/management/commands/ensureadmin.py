@@ -2,6 +2,7 @@
 
 import secrets
 
+from axes.models import AccessAttempt
 from axes.utils import reset as reset_login_failures
 from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
@@ -59,10 +60,9 @@ class Command(PortalCommand):
         password = secrets.token_urlsafe(16)
         account.set_password(password)
         account.save(update_fields=["password"])
-        # Whoever lost the password has often been guessing: the lockout would refuse the new one.
-        reset_login_failures(username=username)
-        self.stdout.write(
-            self.style.SUCCESS(
-                f"New password for admin account '{username}': {password}\n{SHOWN_ONCE}"
-            )
-        )
+        message = f"New password for admin account '{username}': {password}\n{SHOWN_ONCE}"
+        # Whoever lost the password has often been guessing: a lockout would refuse the new one.
+        if AccessAttempt.objects.filter(username=username).exists():
+            reset_login_failures(username=username)
+            message += "\nIts failed logins were cleared, so no lockout refuses the new password."
+        self.stdout.write(self.style.SUCCESS(message))
