@@ -66,6 +66,7 @@ LOAD_TARGET = "sandbox.plugin_host:load_plugin"
 CALL_TARGET = "sandbox.plugin_host:call_plugin"
 WARM_TARGET = "sandbox.plugin_host:warm_plugin"
 LOADER_TARGET = "sandbox.plugin_host:warm_loader"
+CALL_UNAVAILABLE = "PluginUnavailable"  # sandbox.plugin_host's refusal of a call
 LOAD_CONCURRENCY = 4
 RESULT_STORE_CHARS = 64 * 1024  # results above this are stored as a truncated JSON text
 OUTPUT_TAIL_CHARS = 4000  # of stdout and of stderr, kept on the run row
@@ -277,11 +278,7 @@ def _declared_limits(declared: dict[str, Any]) -> Limits:
 def _report_reason(name: str, spec: PluginSpec, report: untrusted.LoaderReport) -> str:
     """The reason for a load the plugin host reported as unavailable or failed."""
     if report.status == "unavailable":
-        first, *others = report.missing
-        reason = _missing_reason(name, spec, first)
-        if others:
-            reason += "; also missing: " + ", ".join(_missing_words(item) for item in others)
-        return reason
+        return _unavailable_reason(name, spec, report.missing)
     message = _shorten(report.message)
     error_type = report.error_type or "Exception"
     where = report.where or None
@@ -290,6 +287,16 @@ def _report_reason(name: str, spec: PluginSpec, report: untrusted.LoaderReport) 
     if report.stage == "setup":
         return reasons.setup_failed(name, error_type, message, where)
     return reasons.import_failed(name, error_type, message, where)
+
+
+def _unavailable_reason(
+    name: str, spec: PluginSpec, missing: tuple[untrusted.MissingItem, ...]
+) -> str:
+    first, *others = missing
+    reason = _missing_reason(name, spec, first)
+    if others:
+        reason += "; also missing: " + ", ".join(_missing_words(item) for item in others)
+    return reason
 
 
 def _missing_reason(name: str, spec: PluginSpec, missing: untrusted.MissingItem) -> str:
@@ -578,6 +585,8 @@ def execute_run(run_id: int, *, timeout_s: float | None = None) -> PluginRun:
     with heartbeat().tracking(run.pk):
         try:
             outcome = _call(plugin, run.params, timeout_s)
+            if isinstance(outcome, _Unavailable):
+                return _refuse_unavailable(run.pk, plugin.name, outcome.reason)
         except Exception as exc:
             # A portal bug must not leave the run RUNNING forever; record it and go on.
             logger.exception("Running plugin %s failed in the portal", plugin.name)
@@ -627,6 +636,19 @@ def _finish_interrupted(run_id: int, name: str, exc: BaseException) -> None:
         logger.exception("Recording the interruption of run %s failed", run_id)
 
 
+@dataclass(frozen=True)
+class _Unavailable:
+    """The process that ran the call lacks what the plugin requires, in a load's words."""
+
+    reason: str
+
+
+def _refuse_unavailable(run_id: int, name: str, reason: str) -> PluginRun:
+    run = services.run_refuse_unavailable(run_id=run_id, reason=reason)
+    _discard_warm_host(name)
+    return run
+
+
 def _unavailable_if_gone(name: str, actor: str) -> None:
     """Mark the plugin UNAVAILABLE when its recorded source no longer exists (as a load would)."""
     source = Plugin.objects.filter(name=name).values_list("source", flat=True).first()
@@ -643,7 +665,9 @@ def _unavailable_if_gone(name: str, actor: str) -> None:
     _discard_warm_host(name)
 
 
-def _call(plugin: Plugin, params: dict[str, Any], timeout_s: float | None) -> services.RunOutcome:
+def _call(
+    plugin: Plugin, params: dict[str, Any], timeout_s: float | None
+) -> services.RunOutcome | _Unavailable:
     spec = spec_for_source(plugin.source)
     if spec is None:
         return services.RunOutcome(
@@ -668,7 +692,24 @@ def _call(plugin: Plugin, params: dict[str, Any], timeout_s: float | None) -> se
         CALL_TARGET, spec.host_spec(), params, limits=limits, preload=preload
     )
     _discard_if_replaced(plugin.name, preload)
+    missing = _missing_at_call(result)
+    if missing:
+        return _Unavailable(_unavailable_reason(plugin.name, spec, missing))
     return outcome_from_result(plugin.name, result, limits, plugin_root=spec.path)
+
+
+def _missing_at_call(result: SandboxResult) -> tuple[untrusted.MissingItem, ...]:
+    """What the call's process lacked of the plugin's requirements, from the load report that
+    sandbox.plugin_host.PluginUnavailable carries as JSON; () for any other outcome."""
+    if result.outcome != Outcome.ERROR or result.error_type != CALL_UNAVAILABLE:
+        return ()
+    last_line = (result.traceback or "").rstrip().rpartition("\n")[2]
+    try:
+        value = json.loads(last_line.partition(": ")[2])
+        report = untrusted.load_report(value, is_name=is_plugin_name, max_chars=REPORT_CHARS)
+    except (ValueError, RecursionError):  # not that report: an ordinary failure of the run
+        return ()
+    return report.missing if report.status == "unavailable" else ()
 
 
 def _checked_params(params: Any) -> dict[str, Any]:

@@ -367,6 +367,37 @@ def run_finish(
     return run
 
 
+@transaction.atomic
+def run_refuse_unavailable(*, run_id: int, reason: str, actor: str | None = None) -> PluginRun:
+    """The process running the call lacks what the plugin requires (`reason`, as a load words
+    it): the run is closed refused and uncounted, and the plugin becomes UNAVAILABLE (it stays
+    RUNNING, with the reason, while other runs are in progress)."""
+    run = _locked_run(run_id)
+    plugin = _locked_plugin(run.plugin.name)
+    if run.status != RunStatus.RUNNING:
+        return run
+    now = timezone.now()
+    PluginRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.FAILED,
+        outcome="refused",
+        reason=reasons.plugin_unavailable_refusal(plugin.name, reason),
+        finished_at=now,
+        heartbeat_at=now,
+    )
+    still_running = plugin.running_count - 1 > 0
+    _transition(
+        plugin,
+        PluginState.RUNNING if still_running else PluginState.UNAVAILABLE,
+        reason=reason,
+        actor=actor or run.actor,
+        run=run,
+        always_record=True,
+        extra_fields={"running_count": F("running_count") - 1},
+    )
+    run.refresh_from_db()
+    return run
+
+
 def run_heartbeat(*, run_ids: list[int]) -> int:
     """Mark runs in progress as alive; returns how many were still running."""
     return PluginRun.objects.filter(pk__in=run_ids, status=RunStatus.RUNNING).update(

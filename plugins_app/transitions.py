@@ -18,8 +18,9 @@ ALLOWED_TRANSITIONS: dict[PluginState | None, frozenset[PluginState]] = {
     S.LOADED: frozenset({S.INITIALIZED, S.FAILED, S.UNAVAILABLE, S.LOADED, S.RUNNING}),
     # Ready: a run starts, or a reload re-checks it.
     S.INITIALIZED: frozenset({S.RUNNING, S.LOADED, S.FAILED, S.UNAVAILABLE}),
-    # In use: the last run to finish decides; another concurrent run keeps it RUNNING.
-    S.RUNNING: frozenset({S.RUNNING, S.INITIALIZED, S.FAILED}),
+    # In use: the last run to finish decides; another concurrent run keeps it RUNNING. A run
+    # refused by its own process's environment check (a variable unset there) is UNAVAILABLE.
+    S.RUNNING: frozenset({S.RUNNING, S.INITIALIZED, S.FAILED, S.UNAVAILABLE}),
     # Transient: a rerun may fix it, and so may a reload.
     S.FAILED: frozenset({S.RUNNING, S.LOADED, S.FAILED, S.UNAVAILABLE}),
     # Permanent until the environment changes: only a reload leaves it.

@@ -13,10 +13,12 @@ distribution), module and attr (what an entry point names).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import importlib
 import importlib.util
 import inspect
+import json
 import os
 import re
 import shutil
@@ -30,6 +32,9 @@ from typing import Any
 # Plugins import under this parent so that a plugin file never shadows a real module.
 PACKAGE = "portal_plugins"
 REQUIRE_KEYS = ("modules", "gpu", "files", "env")
+# What a call re-checks in its own process: cheap, and set by that process's environment (a
+# variable the server had may be unset in the shell of a `runplugin`). Loads check them all.
+CALL_CHECKS = ("env", "files")
 # Same as plugins_app.discovery._NAME (the host never imports Django): names are URL parts.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 MAX_NAME_CHARS = 200  # Plugin.name's max_length
@@ -46,6 +51,15 @@ class PluginLoadError(Exception):
 
     def __init__(self, report: dict[str, Any]) -> None:
         super().__init__(_describe(report))
+        self.report = report
+
+
+class PluginUnavailable(PluginLoadError):
+    """The process of a call lacks what the plugin requires: its message is the load report as
+    JSON, so the portal gives the reason a load gives and counts no failure."""
+
+    def __init__(self, report: dict[str, Any]) -> None:
+        Exception.__init__(self, json.dumps({**report, "description": ""}, default=repr))
         self.report = report
 
 
@@ -68,7 +82,7 @@ class _Plugin:
 def load_plugin(spec: Any) -> dict[str, Any]:
     """Import, read declarations, check requirements and run setup(): the load report."""
     spec = _spec_dict(spec)
-    plugin, report = _load(spec, check_requires=True)
+    plugin, report = _load(spec)
     if plugin is not None:
         _loaded[_key(spec)] = plugin
     return report
@@ -80,7 +94,9 @@ def warm_plugin(spec: Any, version: str | None = None) -> None:
     `version` is not used here: it tells the portal's warm hosts for edited code apart.
     """
     spec = _spec_dict(spec)
-    _plugin_for_call(spec)
+    # Left cold then: each call refuses with the reason, where a failed warm-up would not say it.
+    with contextlib.suppress(PluginUnavailable):
+        _plugin_for_call(spec)
 
 
 def warm_loader() -> None:
@@ -106,27 +122,34 @@ def call_plugin(spec: Any, params: Mapping[str, Any]) -> Any:
 
 def _plugin_for_call(spec: dict[str, Any]) -> _Plugin:
     plugin = _loaded.get(_key(spec))
-    if plugin is not None:
-        return plugin
-    # Requirements were checked when the plugin was loaded; a call only needs it imported.
-    plugin, report = _load(spec, check_requires=False)
     if plugin is None:
-        raise PluginLoadError(report)
-    _loaded[_key(spec)] = plugin
+        plugin, report = _load(spec, checks=CALL_CHECKS)
+        if plugin is None:
+            failed = PluginUnavailable if report["status"] == "unavailable" else PluginLoadError
+            raise failed(report)
+        _loaded[_key(spec)] = plugin
+        return plugin
+    requires = plugin.declared["requires"]
+    missing = check_requirements(requires, base_dir=_base_dir(spec), kinds=CALL_CHECKS)
+    if missing:
+        raise PluginUnavailable(
+            _report("unavailable", "requires", declared=plugin.declared, missing=missing)
+        )
     return plugin
 
 
-def _load(spec: dict[str, Any], *, check_requires: bool) -> tuple[_Plugin | None, dict]:
+def _load(
+    spec: dict[str, Any], *, checks: tuple[str, ...] = REQUIRE_KEYS
+) -> tuple[_Plugin | None, dict]:
     module, failure = _import(spec)
     if failure:
         return None, failure
     declared, failure = _declarations(spec, module)
     if failure:
         return None, failure
-    if check_requires:
-        missing = check_requirements(declared["requires"], base_dir=_base_dir(spec))
-        if missing:
-            return None, _report("unavailable", "requires", declared=declared, missing=missing)
+    missing = check_requirements(declared["requires"], base_dir=_base_dir(spec), kinds=checks)
+    if missing:
+        return None, _report("unavailable", "requires", declared=declared, missing=missing)
     setup = getattr(module, "setup", None)
     if setup is not None:
         try:
@@ -333,15 +356,19 @@ def _normalised_requires(requires: Mapping[str, Any]) -> dict[str, Any]:
 # --- Requirements -------------------------------------------------------------------------
 
 
-def check_requirements(requires: Mapping[str, Any], *, base_dir: str | None) -> list[dict]:
-    """Every missing item of a `requires` declaration, in the order modules, env, files, gpu."""
-    missing = [_item("module", m) for m in requires.get("modules", []) if not _importable(m)]
-    missing += [_item("env", var) for var in requires.get("env", []) if not os.environ.get(var)]
-    for declared_path in requires.get("files", []):
+def check_requirements(
+    requires: Mapping[str, Any], *, base_dir: str | None, kinds: tuple[str, ...] = REQUIRE_KEYS
+) -> list[dict]:
+    """Every missing item of a `requires` declaration, in the order modules, env, files, gpu
+    (only those of `kinds`)."""
+    wanted = {key: requires.get(key, []) if key in kinds else [] for key in REQUIRE_KEYS}
+    missing = [_item("module", m) for m in wanted["modules"] if not _importable(m)]
+    missing += [_item("env", var) for var in wanted["env"] if not os.environ.get(var)]
+    for declared_path in wanted["files"]:
         problem = _file_problem(declared_path, base_dir)
         if problem:
             missing.append(problem)
-    if requires.get("gpu"):
+    if wanted["gpu"]:
         found, checked = gpu_check()
         if not found:
             missing.append(_item("gpu", "CUDA GPU", checked=checked))

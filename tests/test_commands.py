@@ -205,6 +205,15 @@ class TestRunPlugin:
         assert (code, words in message) == (2, True), message
         assert PluginRun.objects.count() == 0
 
+    def test_params_not_fitting_run__exit_2_with_the_signature(self, loaded):
+        """Params run() does not accept are misuse: exit 2 naming what it accepts."""
+        code, message, _ = failing("runplugin", "ok", "--param", "colour=red")
+        run = PluginRun.objects.get()
+        assert code == 2
+        assert message == f"Run {run.pk} failed: {run.reason}"
+        assert message.startswith(f"Run {run.pk} failed: Bad params for plugin 'ok': ")
+        assert "it accepts run()" in message
+
     def test_refused__exit_1_with_reason(self, loaded):
         """A disabled plugin is refused with the reason, exit 1, no run."""
         services.plugin_disable(name="ok", note="broken upstream", actor="user:ops")
@@ -216,30 +225,46 @@ class TestRunPlugin:
 @pytest.mark.django_db
 class TestRunPluginHostile:
     @pytest.mark.parametrize(
-        ("args", "status", "reason_start"),
+        ("args", "code", "status", "reason_start"),
         [
-            (["segfault"], "crashed", "Plugin 'segfault' crashed with signal SIGSEGV during run()"),
-            (["memory_hog"], "crashed", "Plugin 'memory_hog' ran out of its 256 MB memory limit"),
-            (["forever"], "timed_out", "Plugin 'forever' did not finish within its 2 s timeout"),
-            (["flaky", "--param", "fail=true"], "failed", "Plugin 'flaky' raised ConnectionError"),
-            (["hello", "--param", "nme=Ada"], "failed", "Bad params for plugin 'hello'"),
+            (
+                ["segfault"],
+                1,
+                "crashed",
+                "Plugin 'segfault' crashed with signal SIGSEGV during run()",
+            ),
+            (
+                ["memory_hog"],
+                1,
+                "crashed",
+                "Plugin 'memory_hog' ran out of its 256 MB memory limit",
+            ),
+            (["forever"], 1, "timed_out", "Plugin 'forever' did not finish within its 2 s timeout"),
+            (
+                ["flaky", "--param", "fail=true"],
+                1,
+                "failed",
+                "Plugin 'flaky' raised ConnectionError",
+            ),
+            (["hello", "--param", "nme=Ada"], 2, "failed", "Bad params for plugin 'hello'"),
             (
                 ["slow", "--param", "seconds=5", "--timeout", "0.5"],
+                1,
                 "timed_out",
                 "Plugin 'slow' did",
             ),
         ],
     )
     def test_hostile_example__run_recorded_with_state_counters_event(
-        self, settings, args, status, reason_start
+        self, settings, args, code, status, reason_start
     ):
         """Each hostile example run through runplugin is recorded: run, counters, state, event."""
         settings.PORTAL_PLUGIN_DIRS = [str(EXAMPLES)]
         name = args[0]
         pipeline.load_plugins(names=sorted({name, "hello"}), actor="test")
-        code, message, out = failing("runplugin", *args, "--json")
+        exit_code, message, out = failing("runplugin", *args, "--json")
         record = json.loads(out)
-        assert (code, record["status"]) == (1, status)
+        assert (exit_code, record["status"]) == (code, status)
         assert record["reason"].startswith(reason_start), record["reason"]
         assert message == f"Run {record['id']} {status}: {record['reason']}"
         plugin = Plugin.objects.get(name=name)
@@ -312,6 +337,80 @@ class TestRunPluginProcess:
             f"({run.worker}) stopped responding, last seen at "
         )
         assert run.worker.endswith(f":{process.pid}")
+
+
+NEEDS_VARIABLE = """
+import os
+
+requires = {"env": ["PORTAL_TEST_WEATHER_URL"]}
+_url = None
+
+
+def setup():
+    global _url
+    _url = os.environ["PORTAL_TEST_WEATHER_URL"]
+
+
+def run():
+    return {"url": _url, "now": os.environ["PORTAL_TEST_WEATHER_URL"]}
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+class TestRunPluginRequirementsAtCallTime:
+    def test_variable_set_at_load_unset_in_the_runs_shell__unavailable_uncounted(
+        self, plugins, monkeypatch
+    ):
+        """Loaded where its variable was set, run from a shell lacking it: UNAVAILABLE, no error."""
+        plugins.add("weather", NEEDS_VARIABLE)
+        monkeypatch.setenv("PORTAL_TEST_WEATHER_URL", "https://weather.example.com")
+        assert command("loadplugins") == "weather  INITIALIZED\n"
+        monkeypatch.delenv("PORTAL_TEST_WEATHER_URL")
+        shell = manage("runplugin", "weather")
+        reason = (
+            "Environment variable 'PORTAL_TEST_WEATHER_URL' required by plugin 'weather' is not "
+            "set (set it in the portal's environment, then reload the plugin)"
+        )
+        assert shell.returncode == 1, shell.stderr
+        assert reason in shell.stderr
+        assert "KeyError" not in shell.stderr and "Traceback" not in shell.stderr
+        plugin = Plugin.objects.get(name="weather")
+        assert (plugin.state, plugin.reason) == (PluginState.UNAVAILABLE, reason)
+        assert (plugin.success_count, plugin.error_count, plugin.running_count) == (0, 0, 0)
+        assert plugin.consecutive_failures == 0
+        run = PluginRun.objects.get()
+        assert (run.status, run.outcome) == (RunStatus.FAILED, "refused")
+        assert shell.stderr.strip() == f"CommandError: Run {run.pk} failed: {run.reason}"
+        # The same reason a load in that shell gives: the load and the run agree.
+        assert command("loadplugins") == f"weather  UNAVAILABLE  {reason}\n"
+        event = plugin.events.filter(run=run).latest("id")
+        assert (event.from_state, event.to_state) == (PluginState.RUNNING, PluginState.UNAVAILABLE)
+
+    def test_required_file_removed_after_a_warm_run__next_run_unavailable_uncounted(self, plugins):
+        """A required file removed between two runs makes the second run UNAVAILABLE, uncounted."""
+        (plugins.path / "labels.txt").write_text("cat\ndog\n")
+        plugins.add(
+            "labeller",
+            "requires = {'files': ['labels.txt']}\ndef run(): return {'labels': 2}\n",
+        )
+        pipeline.load_plugins(actor="test")
+        first = pipeline.run_plugin(name="labeller", params={}, actor="test")
+        assert first.status == RunStatus.SUCCEEDED
+        (plugins.path / "labels.txt").unlink()
+        second = pipeline.run_plugin(name="labeller", params={}, actor="test")
+        plugin = Plugin.objects.get(name="labeller")
+        reason = (
+            f"Model file not found: {plugins.path / 'labels.txt'} (declared in requires.files "
+            "of plugin 'labeller'); put the file there, then reload the plugin"
+        )
+        assert (second.status, second.outcome) == (RunStatus.FAILED, "refused")
+        assert (plugin.state, plugin.reason) == (PluginState.UNAVAILABLE, reason)
+        assert (plugin.success_count, plugin.error_count, plugin.running_count) == (1, 0, 0)
+        # Refused from now on, with that reason, until a reload finds the file again.
+        code, message, _ = failing("runplugin", "labeller")
+        assert (code, reason in message) == (1, True)
+        (plugins.path / "labels.txt").write_text("cat\n")
+        assert command("loadplugins", "labeller") == "labeller  INITIALIZED\n"
 
 
 def _kill_group(pgid: int) -> None:

@@ -213,6 +213,52 @@ class TestRuns:
             services.plugin_register(name="p", metadata=services.PluginMetadata(), actor="t")
 
 
+class TestRunRefusedAtCallTime:
+    REASON = "Environment variable 'X_URL' required by plugin 'p' is not set (set it, then reload)"
+
+    def _started(self, name: str) -> PluginRun:
+        run = services.run_queue(name=name, params={}, actor="test")
+        return services.run_start(run_id=run.pk, worker="test:1")
+
+    def test_last_run__plugin_unavailable_with_the_reason_nothing_counted(self, make_plugin):
+        """A run its process refused leaves the plugin UNAVAILABLE and counts nothing."""
+        make_plugin("p")
+        run = services.run_refuse_unavailable(run_id=self._started("p").pk, reason=self.REASON)
+        plugin = Plugin.objects.get(name="p")
+        assert (run.status, run.outcome) == (RunStatus.FAILED, "refused")
+        assert run.reason == (
+            f"Plugin 'p' is UNAVAILABLE and cannot run: {self.REASON} (fix the environment, "
+            "then reload the plugin)"
+        )
+        assert (plugin.state, plugin.reason) == (PluginState.UNAVAILABLE, self.REASON)
+        assert (plugin.success_count, plugin.error_count, plugin.running_count) == (0, 0, 0)
+        assert states_of(plugin)[-1] == ("RUNNING", "UNAVAILABLE")
+
+    def test_other_runs_going__stays_running_with_the_reason(self, make_plugin):
+        """While another run is in progress the plugin stays RUNNING, showing the reason."""
+        make_plugin("p")
+        refused, going = self._started("p"), self._started("p")
+        services.run_refuse_unavailable(run_id=refused.pk, reason=self.REASON)
+        plugin = Plugin.objects.get(name="p")
+        assert (plugin.state, plugin.reason, plugin.running_count) == (
+            PluginState.RUNNING,
+            self.REASON,
+            1,
+        )
+        assert PluginRun.objects.get(pk=going.pk).status == RunStatus.RUNNING
+
+    def test_run_already_finished__left_as_it_is(self, make_plugin):
+        """A run that finished meanwhile (reconciled, say) is not closed or counted again."""
+        make_plugin("p")
+        run = self._started("p")
+        services.run_finish(
+            run_id=run.pk, outcome=services.RunOutcome(status=RunStatus.SUCCEEDED, result=1)
+        )
+        again = services.run_refuse_unavailable(run_id=run.pk, reason=self.REASON)
+        assert again.status == RunStatus.SUCCEEDED
+        assert Plugin.objects.get(name="p").state == PluginState.INITIALIZED
+
+
 class TestReconcile:
     def test_stale_heartbeat__interrupted_once(self, make_plugin):
         """A run whose worker died is marked interrupted, counted once, with when and where."""

@@ -12,6 +12,8 @@ from plugins_app.models import PluginRun, RunStatus
 from plugins_app.storable import value_problem
 
 ACTOR = "command:runplugin"
+# The sandbox's exception when params do not fit run()'s signature (sandbox/plugin_host.py).
+PARAMS_DID_NOT_FIT = "PluginParamsError"
 
 
 def parse_params(pairs: list[str], params_json: str | None) -> dict:
@@ -68,7 +70,8 @@ def run_record(run: PluginRun) -> dict:
 class Command(PortalCommand):
     help = (
         "Run a plugin synchronously through the sandbox and print its result, or the reason "
-        "it failed. Exit code 0: succeeded; 1: the run failed or was refused; 2: misuse."
+        "it failed. Exit code 0: succeeded; 1: the run failed or was refused; 2: misuse "
+        "(unknown plugin, bad params, params that run() does not accept)."
     )
 
     def add_arguments(self, parser):
@@ -111,4 +114,7 @@ class Command(PortalCommand):
         elif run.status == RunStatus.SUCCEEDED:
             self.stdout.write(json.dumps(run.result, indent=2))
         if run.status != RunStatus.SUCCEEDED:
-            raise CommandError(f"Run {run.pk} {run.status}: {run.reason}", returncode=1)
+            misuse = run.error_type == PARAMS_DID_NOT_FIT
+            raise CommandError(
+                f"Run {run.pk} {run.status}: {run.reason}", returncode=2 if misuse else 1
+            )
