@@ -26,8 +26,7 @@ from plugins_app import admin_display as show
 from plugins_app import executor, pipeline, reasons, selectors, services
 from plugins_app import token_admin as _token_admin  # noqa: F401 - registers the token page
 from plugins_app.errors import PluginError
-from plugins_app.models import Plugin, PluginEvent, PluginRun
-from sandbox import Outcome
+from plugins_app.models import Plugin, PluginEvent, PluginRun, RunOutcomeKind
 
 admin.site.site_header = "Plugin operations portal"
 admin.site.site_title = "Plugin portal admin"
@@ -121,19 +120,13 @@ class PluginNameFilter(InputFilter):
 
 
 class SandboxOutcomeFilter(admin.SimpleListFilter):
-    """A fixed list: the stock filter would read DISTINCT outcome over the whole runs table."""
+    """The field's choices: the stock filter would read DISTINCT outcome over the runs table."""
 
     title = "sandbox outcome"
     parameter_name = "outcome"
-    # What the sandbox reports, plus the two outcomes the registry records itself.
-    OUTCOMES = (
-        *((outcome.value, outcome.value.replace("_", " ")) for outcome in Outcome),
-        ("interrupted", "interrupted (worker died)"),
-        ("refused", "refused (disabled or unavailable)"),
-    )
 
     def lookups(self, request, model_admin):
-        return self.OUTCOMES
+        return RunOutcomeKind.choices
 
     def queryset(self, request, queryset):
         return queryset.filter(outcome=self.value()) if self.value() else queryset
