@@ -223,10 +223,11 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    # A view is public only by saying so (PublicRead, AllowAny): see docs/api.md.
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["plugins_app.api.renderers.SafeJSONRenderer"],
     "UNAUTHENTICATED_USER": None,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "plugins_app.api.schema.PortalAutoSchema",
     "EXCEPTION_HANDLER": "plugins_app.api.errors.api_exception_handler",
 }
 
