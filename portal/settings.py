@@ -101,7 +101,7 @@ def env_proxy_ssl_header() -> tuple[str, str] | None:
     return parts[0], parts[1]
 
 
-# HTTPS (docs/admin.md): on by default outside development; each can be turned off by name.
+# HTTPS (README, "Production start"): on by default outside development; each can be turned off.
 SECURE_HSTS_SECONDS = env_whole_number("SECURE_HSTS_SECONDS", 0 if DEBUG else 365 * 86400)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_flag("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
 SECURE_HSTS_PRELOAD = env_flag("SECURE_HSTS_PRELOAD", not DEBUG)

@@ -1,4 +1,4 @@
-"""House-rule audit: the contract in common.md, checked on the source, not from memory.
+"""House-rule audit: the rules of docs/contributing.md, checked on the source, not from memory.
 
 Usage: python -m tools.audit [--root DIR] [PATH ...]   (no PATH: the whole tree under --root)
 Prints one `file:line: RULE message` line per violation; exits 0 when clean, 1 on violations,
@@ -24,9 +24,9 @@ Heuristics (precision over recall; the run-time guard in tools/plugin_guard.py b
   class that is not a Django model, and `.update()`/`.create()`/`.get_or_create()`/
   `.update_or_create()`/model constructors passing a registry field, unless the receiver is
   provably a dict (a dict display, `dict(...)`, or a name bound or annotated only as such).
-- PORTAL004 flags a `reason=` keyword in plugins_app/ (outside reasons.py) whose value is or
-  contains a non-empty string literal or f-string; `reason=""` (no reason), HTTP responses'
-  reason phrases and plain dicts being built are fine.
+- PORTAL004 flags a `reason=` keyword in plugins_app/ (outside plugins_app/reasons.py) whose
+  value is or contains a non-empty string literal or f-string; `reason=""` (no reason), HTTP
+  responses' reason phrases and plain dicts being built are fine.
 - PORTAL005 flags any import of `sandbox` (module level or inside a function) in the admin,
   the API and the commands.
 - PORTAL006 flags an import cycle among the modules of the project's packages, counting

@@ -40,7 +40,7 @@ def fieldset_fields(fieldsets: Iterable[tuple[Any, Mapping[str, Any]]]) -> tuple
 
 
 def state_badge(state: str, label: str | None = None) -> SafeString:
-    """A coloured pill; the colour comes from the `state-<STATE>` class in admin.css."""
+    """A coloured pill; its colour is the `state-<STATE>` class of plugins_app/admin.css."""
     if not state:
         return format_html('<span class="state-badge state-none">{}</span>', "—")
     return format_html('<span class="state-badge state-{}">{}</span>', state, label or state)

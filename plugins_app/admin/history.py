@@ -101,7 +101,7 @@ class PluginRunAdmin(RunColumns, LargeHistoryAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
     def get_search_results(self, request, queryset, search_term):
-        # Only failed runs carry an error: the status filter keeps a search off the other 90%.
+        # Only failed runs carry an error: the status filter keeps a search off all the others.
         if search_term.strip():
             queryset = queryset.filter(status__in=selectors.FAILED_RUN_STATUSES)
         return super().get_search_results(request, queryset, search_term)
