@@ -199,6 +199,26 @@ FINISHED_RUN_STATUSES = frozenset(
 )
 
 
+class RunOutcomeKind(models.TextChoices):
+    """How a run ended: what the sandbox saw (sandbox.Outcome), or what the portal decided."""
+
+    OK = "ok", "ok"
+    ERROR = "error", "error"
+    TIMEOUT = "timeout", "timeout"
+    MEMORY = "memory", "memory"
+    CRASHED = "crashed", "crashed"
+    EXITED = "exited", "exited"
+    OUTPUT_LIMIT = "output_limit", "output limit"
+    UNSERIALISABLE = "unserialisable", "unserialisable"
+    SANDBOX_FAILURE = "sandbox_failure", "sandbox failure"
+    DISK_LIMIT = "disk_limit", "disk limit"
+    # The portal's own: the sandbox was never called, or the run's process went away.
+    INTERRUPTED = "interrupted", "interrupted (worker stopped or died)"
+    REFUSED = "refused", "refused (disabled or unavailable)"
+    MISSING = "missing", "source missing"
+    INVALID_DECLARATION = "invalid_declaration", "invalid declaration"
+
+
 class PluginRun(models.Model):
     plugin = models.ForeignKey(
         Plugin, on_delete=models.CASCADE, related_name="runs", verbose_name="plugin"
@@ -209,9 +229,12 @@ class PluginRun(models.Model):
     outcome = models.CharField(
         "sandbox outcome",
         max_length=20,
+        choices=RunOutcomeKind.choices,
         blank=True,
         default="",
-        help_text="What the sandbox saw: ok, error, timeout, memory, crashed, exited, ...",
+        help_text="What the sandbox saw (ok, error, timeout, ...) or why the portal did not "
+        "call it (refused: not counted; invalid declaration, source missing: counted); empty "
+        "until the run ends.",
     )
     params = models.JSONField("params", default=dict, blank=True)
     result = models.JSONField("result", null=True, blank=True, help_text="Size-capped.")

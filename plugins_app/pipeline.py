@@ -43,7 +43,7 @@ from plugins_app.discovery import (
 )
 from plugins_app.errors import IllegalTransition, InvalidParams, PluginNotFound, RunNotFound
 from plugins_app.executor import get_executor, heartbeat, reconcile_interrupted, worker_id
-from plugins_app.models import Plugin, PluginRun, RunStatus
+from plugins_app.models import Plugin, PluginRun, RunOutcomeKind, RunStatus
 from sandbox import Limits, Outcome, Preload, SandboxResult, discard_preload, run_plugin_sandboxed
 from sandbox.limits import MAXIMA
 
@@ -625,7 +625,7 @@ def _finish(run_id: int, name: str, outcome: services.RunOutcome) -> PluginRun:
 def _finish_interrupted(run_id: int, name: str, exc: BaseException) -> None:
     outcome = services.RunOutcome(
         status=RunStatus.INTERRUPTED,
-        outcome="interrupted",
+        outcome=RunOutcomeKind.INTERRUPTED,
         error_type=type(exc).__name__,
         reason=reasons.run_interrupted_here(name, run_id, type(exc).__name__),
     )
@@ -672,7 +672,7 @@ def _call(
     if spec is None:
         return services.RunOutcome(
             status=RunStatus.FAILED,
-            outcome="missing",
+            outcome=RunOutcomeKind.MISSING,
             error_type="PluginSourceMissing",
             reason=reasons.source_missing(plugin.name, plugin.source),
         )
@@ -681,7 +681,7 @@ def _call(
     except (TypeError, ValueError) as exc:
         return services.RunOutcome(
             status=RunStatus.FAILED,
-            outcome="refused",
+            outcome=RunOutcomeKind.INVALID_DECLARATION,
             error_type="InvalidDeclaration",
             reason=reasons.invalid_declaration(plugin.name, f"limits: {exc}", plugin.source),
         )

@@ -113,8 +113,9 @@ def health_record_by_name(*, name: str) -> dict[str, Any]:
     return _health(dict(zip(_HEALTH_COLUMNS, row, strict=True)), None)
 
 
-# Compiling the ORM query costs ~10x what running it does, and load balancers poll one plugin's
-# health all the time: its SQL and the ORM's own value converters are built once per connection.
+# Compiling the ORM query costs more than running it (docs/api.md measures what this gained),
+# and load balancers poll one plugin's health all the time: its SQL and value converters are
+# built once per connection.
 _compiled_health_queries: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _NAME_PLACEHOLDER = "\x00plugin name\x00"
 

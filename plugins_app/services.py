@@ -31,6 +31,7 @@ from plugins_app.models import (
     PluginEvent,
     PluginRun,
     PluginState,
+    RunOutcomeKind,
     RunStatus,
 )
 from plugins_app.transitions import check_transition
@@ -264,7 +265,7 @@ def run_start(*, run_id: int, worker: str) -> PluginRun:
     if refusal:
         # Disabled or made UNAVAILABLE while queued: close the run, count nothing.
         PluginRun.objects.filter(pk=run.pk).update(
-            status=RunStatus.FAILED, outcome="refused", reason=refusal, finished_at=now
+            status=RunStatus.FAILED, outcome=RunOutcomeKind.REFUSED, reason=refusal, finished_at=now
         )
         run.refresh_from_db()
         return run
@@ -421,7 +422,7 @@ def runs_reconcile_interrupted(
         reason = reasons.run_interrupted(run.plugin.name, run.pk, run.worker, run.heartbeat_at)
         outcome = RunOutcome(
             status=RunStatus.INTERRUPTED,
-            outcome="interrupted",
+            outcome=RunOutcomeKind.INTERRUPTED,
             error_type="Interrupted",
             reason=reason,
         )

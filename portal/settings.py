@@ -101,7 +101,7 @@ def env_proxy_ssl_header() -> tuple[str, str] | None:
     return parts[0], parts[1]
 
 
-# HTTPS (docs/admin.md): on by default outside development; each can be turned off by name.
+# HTTPS (README, "Production start"): on by default outside development; each can be turned off.
 SECURE_HSTS_SECONDS = env_whole_number("SECURE_HSTS_SECONDS", 0 if DEBUG else 365 * 86400)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_flag("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
 SECURE_HSTS_PRELOAD = env_flag("SECURE_HSTS_PRELOAD", not DEBUG)
@@ -223,10 +223,11 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    # A view is public only by saying so (PublicRead, AllowAny): see docs/api.md.
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["plugins_app.api.renderers.SafeJSONRenderer"],
     "UNAUTHENTICATED_USER": None,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "plugins_app.api.schema.PortalAutoSchema",
     "EXCEPTION_HANDLER": "plugins_app.api.errors.api_exception_handler",
 }
 

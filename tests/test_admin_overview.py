@@ -8,7 +8,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from plugins_app import admin_display, selectors, services
+from plugins_app import selectors, services
+from plugins_app.admin import display as admin_display
 from plugins_app.models import PluginRun, PluginState, RunStatus
 
 pytestmark = pytest.mark.django_db

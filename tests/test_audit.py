@@ -354,6 +354,166 @@ class TestReasonRule:
         assert found(source, "tests/test_x.py") == []
 
 
+class TestInterfaceImportRule:
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "plugins_app/admin.py",
+            "plugins_app/admin/history.py",
+            "plugins_app/admin_display.py",
+            "plugins_app/api/views.py",
+            "plugins_app/management/commands/runplugin.py",
+        ],
+    )
+    def test_interface_importing_sandbox__flagged(self, path):
+        """The admin, the API and the commands may not reach into sandbox/, even lazily."""
+        source = """\
+            import sandbox
+            import sandbox.limits as limits
+            from sandbox import Outcome
+            from sandbox.result import SandboxResult
+
+            def handle():
+                from sandbox import run_plugin_sandboxed
+                return run_plugin_sandboxed
+            """
+        assert found(source, path) == [(line, "PORTAL005") for line in (1, 2, 3, 4, 7)]
+
+    def test_registry_code_and_lookalikes__clean(self):
+        """The pipeline runs the sandbox; interfaces take its values from plugins_app."""
+        assert found("from sandbox import Outcome\n", "plugins_app/pipeline.py") == []
+        assert found("from sandbox import Outcome\n", "tests/test_x.py") == []
+        source = """\
+            import sandboxed_thing
+            from plugins_app.models import RunOutcomeKind
+            from plugins_app import pipeline
+            """
+        assert found(source, "plugins_app/admin/history.py") == []
+
+
+def write_tree(root: Path, files: dict[str, str]) -> None:
+    for relpath, source in files.items():
+        target = root / relpath
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(textwrap.dedent(source))
+
+
+# Two modules importing each other, one of them lazily (as executor.py and pipeline.py do).
+CYCLE = {
+    "plugins_app/__init__.py": "",
+    "plugins_app/runner.py": "from plugins_app.pool import submit\n",
+    "plugins_app/pool.py": """\
+        def submit(job):
+            from plugins_app import runner
+            return runner
+        """,
+}
+
+
+class TestImportCycleRule:
+    def cycles(self, root: Path, **kwargs) -> list[str]:
+        return [str(v) for v in audit.audit_paths([root], root, **kwargs)]
+
+    def test_cycle__reported_with_its_path(self, tmp_path):
+        """Two modules that import each other, even inside a function, are one cycle."""
+        write_tree(tmp_path, CYCLE)
+        assert self.cycles(tmp_path) == [
+            "plugins_app/pool.py:2: PORTAL006 import cycle: plugins_app.pool → "
+            "plugins_app.runner → plugins_app.pool (break it: hand the callable in, or move "
+            "what both need into a module of its own)"
+        ]
+
+    def test_longer_cycle_through_relative_and_package_imports__reported(self, tmp_path):
+        """`from . import x`, `import a.b` and `from a import b` all count as imports of b."""
+        write_tree(
+            tmp_path,
+            {
+                "portal/__init__.py": "",
+                "portal/a.py": "from . import b\n",
+                "portal/b.py": "import portal.c\n",
+                "portal/c.py": "from portal import a\n",
+            },
+        )
+        (violation,) = self.cycles(tmp_path)
+        assert "portal.a → portal.b → portal.c → portal.a" in violation
+
+    def test_module_importing_from_its_own_package__cycle(self, tmp_path):
+        """A module taking a name from the package __init__ that imports it closes a circle."""
+        write_tree(
+            tmp_path,
+            {
+                "plugins_app/__init__.py": "",
+                "plugins_app/admin/__init__.py": "from plugins_app.admin import history\nCAP = 1\n",
+                "plugins_app/admin/history.py": "from plugins_app.admin import CAP\n",
+            },
+        )
+        (violation,) = self.cycles(tmp_path)
+        assert "plugins_app.admin → plugins_app.admin.history → plugins_app.admin" in violation
+
+    def test_acyclic_imports__clean(self, tmp_path):
+        """A package importing its modules, type-only imports and other packages: no cycle."""
+        write_tree(
+            tmp_path,
+            {
+                "plugins_app/__init__.py": "",
+                "plugins_app/admin/__init__.py": "from plugins_app.admin import history\n",
+                "plugins_app/admin/history.py": "from plugins_app.admin.display import badge\n",
+                "plugins_app/admin/display.py": """\
+                    from typing import TYPE_CHECKING
+                    if TYPE_CHECKING:
+                        from plugins_app.admin.history import RunAdmin
+                    def badge(): ...
+                    """,
+                "tests/test_a.py": "from plugins_app.admin import history\n",
+                "tests/test_b.py": "from tests.test_a import history\n",
+            },
+        )
+        assert self.cycles(tmp_path) == []
+
+    def test_allowed_cycle__silent_and_stale_exception__reported(self, tmp_path):
+        """The known exception silences exactly its cycle; once the cycle is gone it is named."""
+        write_tree(tmp_path, CYCLE)
+        allowed = frozenset({frozenset({"plugins_app.pool", "plugins_app.runner"})})
+        assert self.cycles(tmp_path, allowed_cycles=allowed) == []
+        write_tree(tmp_path, {"plugins_app/pool.py": "def submit(job):\n    return job\n"})
+        write_tree(tmp_path, {"tools/audit.py": "ALLOWED_IMPORT_CYCLES = ...\n"})
+        (stale,) = self.cycles(tmp_path, allowed_cycles=allowed)
+        assert stale.startswith("tools/audit.py:1: PORTAL006 allowed import cycle")
+        assert "plugins_app.pool, plugins_app.runner no longer exists: remove it" in stale
+
+    def test_allowed_pair_inside_a_larger_cycle__reported(self, tmp_path):
+        """The exception covers its own modules only: a third module joining the circle shows."""
+        write_tree(
+            tmp_path,
+            {
+                **CYCLE,
+                "plugins_app/runner.py": "import plugins_app.pool\nimport plugins_app.z\n",
+                "plugins_app/z.py": "from plugins_app import runner\n",
+            },
+        )
+        allowed = frozenset({frozenset({"plugins_app.pool", "plugins_app.runner"})})
+        (violation,) = self.cycles(tmp_path, allowed_cycles=allowed)
+        assert "PORTAL006 import cycle: plugins_app.pool → plugins_app.runner" in violation
+
+    def test_cycle__reported_only_when_one_of_its_files_is_audited(self, tmp_path):
+        """Pre-commit passes the changed files: a cycle is reported for its own files."""
+        write_tree(tmp_path, {**CYCLE, "portal/__init__.py": "", "portal/urls.py": ""})
+        audited = [tmp_path / "portal" / "urls.py"]
+        assert audit.audit_paths(audited, tmp_path) == []
+        audited = [tmp_path / "plugins_app" / "runner.py"]
+        assert [v.rule for v in audit.audit_paths(audited, tmp_path)] == ["PORTAL006"]
+
+    def test_this_repository__only_the_known_cycle(self):
+        """The check is live: it finds the executor/pipeline cycle the split is to remove."""
+        cycles = audit.import_cycles(audit.import_graph(ROOT))
+        assert [cycle.path for cycle in cycles] == [
+            ("plugins_app.executor", "plugins_app.pipeline", "plugins_app.executor")
+        ]
+        assert {
+            frozenset({"plugins_app.executor", "plugins_app.pipeline"})
+        } == audit.ALLOWED_IMPORT_CYCLES
+
+
 class TestSuppressions:
     def test_explained_suppression__silences_that_rule_on_that_line(self):
         """A suppression with a why silences its rule on its statement only."""

@@ -1,4 +1,4 @@
-"""Health never 500: every /v1/ URL is fuzzed by the schema tests; outage tests hit health."""
+"""The /v1/ API's governance: every URL fuzzed, outage tests hit health, public only by choice."""
 
 from __future__ import annotations
 
@@ -9,9 +9,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from django.urls.exceptions import Resolver404
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.test import APIRequestFactory
+from rest_framework.views import APIView
+
+from plugins_app.api.views import ApiView
 
 # Imported at collection, as pytest imports it: the schema loads through the WSGI app.
 from tests import test_schema_fuzz
@@ -169,3 +177,87 @@ class TestOutageTestsHitHealth:
         hit = {route_of(path) for path in requested_paths(source)}
         assert hit == {"/v1/runs/{run_id}"}
         assert "/v1/plugins/{name}/health" in health_paths(fuzz_schema().raw_schema) - hit
+
+
+# Who may call each /v1/ operation with no credentials. Everything else needs a login or token.
+PUBLIC_READS = {  # public unless PORTAL_API_READS_REQUIRE_AUTH is on
+    ("GET", "/v1/plugins"),
+    ("GET", "/v1/plugins/{name}/health"),
+    ("GET", "/v1/plugins/{name}/runs"),
+    ("GET", "/v1/runs/{run_id}"),
+}
+ALWAYS_PUBLIC = {("GET", "/v1/schema"), ("GET", "/v1/docs")}  # describe the API, hold no data
+DENIED = {401, 403}
+
+
+def v1_operations() -> set[tuple[str, str]]:
+    return {
+        (method.upper(), path)
+        for path, view_class, _ in v1_routes()
+        for method in methods_of(view_class)
+    }
+
+
+def anonymous_answers(client: Any, plugin: str, run_id: int) -> dict[tuple[str, str], int]:
+    """The status of an anonymous call of every /v1/ operation, placeholders filled in."""
+    answers = {}
+    for method, route in sorted(v1_operations()):
+        # With the slash: every /v1/ URL answers there (the schema and docs only there).
+        path = route.replace("{name}", plugin).replace("{run_id}", str(run_id)) + "/"
+        call = getattr(client, method.lower())
+        answers[(method, route)] = call(path, format="json").status_code
+    return answers
+
+
+@pytest.mark.django_db
+class TestV1Permissions:
+    def test_every_v1_operation__public_only_as_listed(
+        self, api_client, make_plugin, finish_run, settings
+    ):
+        """Anonymous callers reach exactly the listed operations; all others are refused."""
+        make_plugin("ocr")
+        run_id = finish_run("ocr").pk
+        assert v1_operations() >= PUBLIC_READS | ALWAYS_PUBLIC
+        answers = anonymous_answers(api_client, "ocr", run_id)
+        public = {operation for operation, code in answers.items() if code not in DENIED}
+        assert public == PUBLIC_READS | ALWAYS_PUBLIC
+        assert {answers[operation] for operation in public} == {200}
+        settings.PORTAL_API_READS_REQUIRE_AUTH = True
+        answers = anonymous_answers(api_client, "ocr", run_id)
+        assert {operation for operation, code in answers.items() if code not in DENIED} == (
+            ALWAYS_PUBLIC
+        )
+
+    def test_default_permission__authenticated(self):
+        """A DRF view that says nothing about permissions needs an authenticated user."""
+        default = api_settings.DEFAULT_PERMISSION_CLASSES
+        assert default == [IsAuthenticated]
+
+    def test_public_views__opt_in_on_the_view(self):
+        """Each view serving a public operation names its permission itself; no other does."""
+        opted_in = {
+            path
+            for path, view_class, callback in v1_routes()
+            if view_class is not None
+            and issubclass(view_class, APIView)
+            and permission_classes_of(view_class, callback)
+            != api_settings.DEFAULT_PERMISSION_CLASSES
+        }
+        assert opted_in == {path for _, path in PUBLIC_READS | ALWAYS_PUBLIC}
+
+    @pytest.mark.parametrize("base", [ApiView, APIView])
+    def test_new_view__authenticated_by_default(self, base):
+        """A new read view, on the portal's base or DRF's, refuses an anonymous caller."""
+
+        class NewApi(base):
+            def get(self, request):
+                return Response({"secret": True})
+
+        response = NewApi.as_view()(APIRequestFactory().get("/v1/new"))
+        assert response.status_code in DENIED
+
+
+def permission_classes_of(view_class: type[APIView], callback: Any) -> list[type]:
+    """The permission classes a routed view runs with: its own, or those passed to as_view."""
+    initkwargs = getattr(callback, "initkwargs", {})
+    return list(initkwargs.get("permission_classes", view_class.permission_classes))

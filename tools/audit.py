@@ -1,4 +1,4 @@
-"""House-rule audit: the contract in common.md, checked on the source, not from memory.
+"""House-rule audit: the rules of docs/contributing.md, checked on the source, not from memory.
 
 Usage: python -m tools.audit [--root DIR] [PATH ...]   (no PATH: the whole tree under --root)
 Prints one `file:line: RULE message` line per violation; exits 0 when clean, 1 on violations,
@@ -24,9 +24,16 @@ Heuristics (precision over recall; the run-time guard in tools/plugin_guard.py b
   class that is not a Django model, and `.update()`/`.create()`/`.get_or_create()`/
   `.update_or_create()`/model constructors passing a registry field, unless the receiver is
   provably a dict (a dict display, `dict(...)`, or a name bound or annotated only as such).
-- PORTAL004 flags a `reason=` keyword in plugins_app/ (outside reasons.py) whose value is or
-  contains a non-empty string literal or f-string; `reason=""` (no reason), HTTP responses'
-  reason phrases and plain dicts being built are fine.
+- PORTAL004 flags a `reason=` keyword in plugins_app/ (outside plugins_app/reasons.py) whose
+  value is or contains a non-empty string literal or f-string; `reason=""` (no reason), HTTP
+  responses' reason phrases and plain dicts being built are fine.
+- PORTAL005 flags any import of `sandbox` (module level or inside a function) in the admin,
+  the API and the commands.
+- PORTAL006 flags an import cycle among the modules of the project's packages, counting
+  imports inside functions and leaving out `if TYPE_CHECKING:` blocks; `from package import
+  module` imports the module, not the package. A cycle is reported when one of its files is
+  audited; ALLOWED_IMPORT_CYCLES lists known exceptions, and an exception whose cycle is gone
+  is reported (when this file is audited) so that it is removed.
 """
 
 from __future__ import annotations
@@ -38,7 +45,8 @@ import io
 import re
 import sys
 import tokenize
-from collections.abc import Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +67,18 @@ SKIPPED_DIR_NAMES = frozenset(
     {"__pycache__", "node_modules", "var", "staticfiles", "htmlcov", "build", "dist", "migrations"}
 )
 PROJECT_PACKAGES = frozenset({"plugins_app", "portal", "sandbox", "tools", "tests"})
+# The operator interfaces: they reach the sandbox only through plugins_app's registry code.
+INTERFACE_PREFIXES = ("plugins_app/admin", "plugins_app/api/", "plugins_app/management/")
+SANDBOX_PACKAGE = "sandbox"
+# Packages whose modules may not import each other in a circle (PORTAL006).
+CYCLE_FREE_PACKAGES = ("plugins_app", "portal", "sandbox", "tools")
+AUDIT_MODULE = "tools/audit.py"
+ALLOWED_IMPORT_CYCLES = frozenset(
+    {
+        # Known, to be removed by the pipeline split of issue 13 (the executor is handed its job).
+        frozenset({"plugins_app.executor", "plugins_app.pipeline"}),
+    }
+)
 
 RULES = {
     "PORTAL000": "file cannot be parsed",
@@ -66,6 +86,8 @@ RULES = {
     "PORTAL002": "direct call of a plugin's run/setup outside sandbox/",
     "PORTAL003": "registry state, counter or reason written outside plugins_app/services.py",
     "PORTAL004": "hard-coded reason in plugins_app/ (build it in plugins_app/reasons.py)",
+    "PORTAL005": "the admin, the API or a command imports sandbox/ (go through plugins_app)",
+    "PORTAL006": "import cycle among the project's packages",
     "PORTAL009": "suppression comment without a why, naming no known rule, or suppressing nothing",
 }
 
@@ -146,6 +168,7 @@ class Policy:
     registry_writes: bool  # PORTAL003
     reasons: bool  # PORTAL004
     registry_writes_if_django: bool = False  # PORTAL003 only when the file imports Django
+    interface: bool = False  # PORTAL005
 
     @classmethod
     def for_path(cls, relpath: str) -> Policy | None:
@@ -168,6 +191,7 @@ class Policy:
             dynamic_code=True,
             registry_writes=relpath != SERVICES_MODULE and not relpath.startswith(SEED_DATA_DIRS),
             reasons=relpath.startswith(REASON_RULE_SCOPE) and relpath != REASONS_MODULE,
+            interface=relpath.startswith(INTERFACE_PREFIXES),
         )
 
 
@@ -467,13 +491,18 @@ class _FileAudit(ast.NodeVisitor):
     # PORTAL001: dynamic import; static import of a plugin module.
 
     def visit_Import(self, node: ast.Import) -> None:
-        if self.policy.dynamic_code:
-            for alias in node.names:
+        for alias in node.names:
+            if self.policy.dynamic_code:
                 self._check_static_import(node, alias.name)
+            if self.policy.interface:
+                self._check_interface_import(node, alias.name)
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-        if self.policy.dynamic_code and node.level == 0 and node.module:
-            self._check_static_import(node, node.module)
+        if node.level == 0 and node.module:
+            if self.policy.dynamic_code:
+                self._check_static_import(node, node.module)
+            if self.policy.interface:
+                self._check_interface_import(node, node.module)
 
     def _check_static_import(self, node: ast.AST, module: str) -> None:
         if module.split(".")[0] in self.plugin_names:
@@ -482,6 +511,17 @@ class _FileAudit(ast.NodeVisitor):
                 "PORTAL001",
                 f"static import of plugin module '{module}' outside sandbox/ "
                 "(run it with sandbox.run_plugin_sandboxed('module:attr'))",
+            )
+
+    # PORTAL005: interfaces go through plugins_app, never straight to the sandbox.
+
+    def _check_interface_import(self, node: ast.AST, module: str) -> None:
+        if module.split(".")[0] == SANDBOX_PACKAGE:
+            self.report(
+                node,
+                "PORTAL005",
+                f"the admin, the API and the commands do not import '{module}': take what "
+                "they need from plugins_app (models' choices, the pipeline, the services)",
             )
 
     def visit_Call(self, node: ast.Call) -> None:
@@ -773,6 +813,193 @@ def _apply_suppressions(path: str, source: str, violations: list[Violation]) -> 
     return kept
 
 
+# --- Import cycles (PORTAL006) ----------------------------------------------------------------
+
+
+@dataclass
+class ImportGraph:
+    """Which project module imports which, and where: module → {imported module: line}."""
+
+    files: dict[str, str] = field(default_factory=dict)  # module → path relative to the root
+    edges: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def _module_of(relpath: str) -> str:
+    parts = relpath.removesuffix(".py").split("/")
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return _last_name(test) == "TYPE_CHECKING"
+
+
+def _run_time_imports(nodes: Iterable[ast.AST]) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Imports anywhere in the nodes, functions included, except under `if TYPE_CHECKING:`."""
+    for node in nodes:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
+        elif isinstance(node, ast.If) and _is_type_checking(node.test):
+            yield from _run_time_imports(node.orelse)
+        else:
+            yield from _run_time_imports(ast.iter_child_nodes(node))
+
+
+def _imported_names(node: ast.Import | ast.ImportFrom, module: str, package: bool) -> list[str]:
+    """Dotted names an import may bind to modules: `a.b` for `from a import b` and for `a.b`."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    base = node.module or ""
+    if node.level:
+        here = module.split(".") if package else module.split(".")[:-1]
+        anchor = here[: len(here) - node.level + 1]
+        base = ".".join([*anchor, *([base] if base else [])])
+    return [f"{base}.{alias.name}" for alias in node.names] + [base]
+
+
+def _known_prefix(name: str, modules: Container[str]) -> str | None:
+    """The longest leading part of a dotted name that is one of `modules`."""
+    parts = name.split(".")
+    for end in range(len(parts), 0, -1):
+        candidate = ".".join(parts[:end])
+        if candidate in modules:
+            return candidate
+    return None
+
+
+def import_graph(root: Path, packages: Sequence[str] = CYCLE_FREE_PACKAGES) -> ImportGraph:
+    """The run-time imports between the modules of `packages` under `root`."""
+    graph = ImportGraph()
+    trees: dict[str, tuple[ast.Module, bool]] = {}
+    for package in packages:
+        if not (root / package).is_dir():
+            continue
+        for file in iter_python_files([root / package]):
+            relpath = _relative(file, root)
+            try:
+                tree = ast.parse(file.read_text(encoding="utf-8"), filename=relpath)
+            except SyntaxError:
+                continue  # PORTAL000 reports it
+            module = _module_of(relpath)
+            graph.files[module] = relpath
+            trees[module] = (tree, file.name == "__init__.py")
+    for module, (tree, is_package) in trees.items():
+        targets: dict[str, int] = {}
+        for node in _run_time_imports(tree.body):
+            names = _imported_names(node, module, is_package)
+            # `from a import b`: the module a.b when there is one, else a itself.
+            if isinstance(node, ast.ImportFrom):
+                *submodules, base = names
+                found = [name for name in submodules if name in graph.files]
+                names = found if len(found) == len(submodules) else [*found, base]
+            for name in names:
+                target = _known_prefix(name, graph.files)
+                if target and target != module:
+                    targets.setdefault(target, node.lineno)
+        graph.edges[module] = targets
+    return graph
+
+
+@dataclass(frozen=True, order=True)
+class ImportCycle:
+    """Modules that all reach each other by imports, and one circle through them to show."""
+
+    path: tuple[str, ...]  # from the group's first module back to it
+    modules: frozenset[str] = field(compare=False)
+
+
+def import_cycles(graph: ImportGraph) -> list[ImportCycle]:
+    """One cycle per strongly connected group of modules (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[set[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for target in graph.edges.get(module, {}):
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in on_stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            group = set()
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.add(member)
+                if member == module:
+                    break
+            if len(group) > 1:
+                groups.append(group)
+
+    for module in sorted(graph.edges):
+        if module not in index:
+            visit(module)
+    return sorted(ImportCycle(_shortest_cycle(graph, group), frozenset(group)) for group in groups)
+
+
+def _shortest_cycle(graph: ImportGraph, group: set[str]) -> tuple[str, ...]:
+    start = min(group)
+    paths: dict[str, tuple[str, ...]] = {start: (start,)}
+    queue = deque([start])
+    while queue:
+        module = queue.popleft()
+        for target in sorted(graph.edges.get(module, {})):
+            if target == start:
+                return (*paths[module], start)
+            if target in group and target not in paths:
+                paths[target] = (*paths[module], target)
+                queue.append(target)
+    raise AssertionError(f"no cycle through {start}")  # a strongly connected group has one
+
+
+def cycle_violations(
+    graph: ImportGraph,
+    audited: set[str],
+    root: Path,
+    allowed: frozenset[frozenset[str]] = ALLOWED_IMPORT_CYCLES,
+) -> list[Violation]:
+    """Cycles through an audited file, and allowed cycles that no longer exist."""
+    violations = []
+    found = import_cycles(graph)
+    for cycle in found:
+        if cycle.modules in allowed or not audited & {graph.files[m] for m in cycle.modules}:
+            continue
+        first, second = cycle.path[0], cycle.path[1]
+        violations.append(
+            Violation(
+                graph.files[first],
+                graph.edges[first][second],
+                "PORTAL006",
+                f"import cycle: {' → '.join(cycle.path)} (break it: hand the callable in, or "
+                "move what both need into a module of its own)",
+            )
+        )
+    if AUDIT_MODULE in audited:
+        for gone in sorted(sorted(group) for group in allowed - {c.modules for c in found}):
+            violations.append(
+                Violation(
+                    AUDIT_MODULE,
+                    _line_of(root / AUDIT_MODULE, "ALLOWED_IMPORT_CYCLES ="),
+                    "PORTAL006",
+                    f"allowed import cycle {', '.join(gone)} no longer exists: remove it from "
+                    "ALLOWED_IMPORT_CYCLES",
+                )
+            )
+    return violations
+
+
+def _line_of(path: Path, text: str) -> int:
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.startswith(text):
+            return number
+    return 1
+
+
 # --- Entry points ----------------------------------------------------------------------------
 
 
@@ -814,12 +1041,21 @@ def _relative(path: Path, root: Path) -> str:
         return resolved.as_posix()
 
 
-def audit_paths(paths: Sequence[Path], root: Path = ROOT) -> list[Violation]:
+def audit_paths(
+    paths: Sequence[Path],
+    root: Path = ROOT,
+    *,
+    allowed_cycles: frozenset[frozenset[str]] = ALLOWED_IMPORT_CYCLES,
+) -> list[Violation]:
     names = plugin_module_names(root)
     violations: list[Violation] = []
+    audited: set[str] = set()
     for file in iter_python_files(paths):
+        relpath = _relative(file, root)
+        audited.add(relpath)
         source = file.read_text(encoding="utf-8")
-        violations.extend(audit_source(source, _relative(file, root), plugin_names=names))
+        violations.extend(audit_source(source, relpath, plugin_names=names))
+    violations += cycle_violations(import_graph(root), audited, root, allowed_cycles)
     return sorted(violations)
 
 

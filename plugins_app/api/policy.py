@@ -32,11 +32,15 @@ class CanRunPlugins(permissions.BasePermission):
         return bool(user and user.is_authenticated and user.has_perm(RUN_PLUGIN_PERMISSION))
 
 
-def read_permissions() -> list[permissions.BasePermission]:
-    """Public reads unless PORTAL_API_READS_REQUIRE_AUTH is on (read at request time)."""
-    if settings.PORTAL_API_READS_REQUIRE_AUTH:
-        return [permissions.IsAuthenticated()]
-    return [permissions.AllowAny()]
+class PublicRead(permissions.BasePermission):
+    """A view's opt-in to anonymous reads, unless PORTAL_API_READS_REQUIRE_AUTH is on."""
+
+    @staticmethod
+    def open() -> bool:
+        return not settings.PORTAL_API_READS_REQUIRE_AUTH  # read at request time
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return self.open() or bool(request.user and request.user.is_authenticated)
 
 
 def write_permissions() -> list[permissions.BasePermission]:

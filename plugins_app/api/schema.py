@@ -3,7 +3,21 @@
 from __future__ import annotations
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerExtension
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
+
+from plugins_app.api.policy import PublicRead
+
+
+class PortalAutoSchema(AutoSchema):
+    """drf-spectacular's schema, knowing that a PublicRead view's reads need no credentials."""
+
+    def get_auth(self) -> list[dict]:
+        auths = super().get_auth()
+        public = any(isinstance(p, PublicRead) for p in self.view.get_permissions())
+        if public and PublicRead.open() and {} not in auths:
+            auths.append({})  # OpenAPI's "no credentials" alternative
+        return auths
 
 
 def drop_trailing_slash_aliases(endpoints: list[tuple], **kwargs) -> list[tuple]:

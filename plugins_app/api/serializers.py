@@ -10,7 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from plugins_app.api.errors import InvalidInput
-from plugins_app.models import PluginRun, PluginState, RunStatus
+from plugins_app.models import PluginRun, PluginState, RunOutcomeKind, RunStatus
 from plugins_app.storable import value_problem
 
 
@@ -215,11 +215,23 @@ class HealthRecordSerializer(serializers.Serializer):
     )
 
 
+def outcome_field() -> serializers.ChoiceField:
+    # Declared: DRF drops allow_blank from read-only model fields, and a run in progress has "".
+    return serializers.ChoiceField(
+        choices=RunOutcomeKind.choices,
+        allow_blank=True,
+        read_only=True,
+        help_text="Empty until the run ends; then what the sandbox saw, or why the portal "
+        "did not call it.",
+    )
+
+
 class RunSummarySerializer(serializers.ModelSerializer):
     """A run in a list: no params, result or output, which can be large."""
 
     plugin = serializers.CharField(source="plugin.name", read_only=True)
     status = serializers.ChoiceField(choices=RunStatus.choices, read_only=True)
+    outcome = outcome_field()
 
     class Meta:
         model = PluginRun
@@ -244,6 +256,7 @@ class RunSerializer(serializers.ModelSerializer):
 
     plugin = serializers.CharField(source="plugin.name", read_only=True)
     status = serializers.ChoiceField(choices=RunStatus.choices, read_only=True)
+    outcome = outcome_field()
     result = serializers.JSONField(allow_null=True, read_only=True)
     params = serializers.DictField(read_only=True)
     warnings = serializers.ListField(

@@ -40,9 +40,9 @@ from plugins_app.api.policy import (
     RUN_PLUGIN_PERMISSION,
     CappedJSONParser,
     PluginWriteThrottle,
+    PublicRead,
     RunCursorPagination,
     json_object,
-    read_permissions,
     write_permissions,
 )
 from plugins_app.api.renderers import SafeJSONRenderer
@@ -111,8 +111,9 @@ def _is_client_error(exc: Exception) -> bool:
 
 
 class ApiView(APIView):
-    """Token or session (with CSRF) authentication; reads public by default, writes need
-    `plugins_app.run_plugin` and are throttled."""
+    """Token or session (with CSRF) authentication. Reads follow `permission_classes`: an
+    authenticated user (DRF's default) unless the view opts in with `[PublicRead]`; writes
+    always need `plugins_app.run_plugin` and are throttled."""
 
     authentication_classes = [TokenAuthentication, SessionAuthentication]
     parser_classes = [CappedJSONParser]
@@ -124,7 +125,16 @@ class ApiView(APIView):
         return method is not None and method not in SAFE_METHODS and hasattr(self, method.lower())
 
     def get_permissions(self):
-        return write_permissions() if self.is_write() else read_permissions()
+        if self.is_write():
+            return write_permissions()
+        method = self.request.method
+        if method is None or not hasattr(self, method.lower()):
+            return [PublicRead()]  # a 405 follows, which tells no more than a public read
+        return super().get_permissions()
+
+    def reads_are_public(self) -> bool:
+        """This view's reads need no credentials: it opted in and the setting leaves them so."""
+        return PublicRead in self.permission_classes and PublicRead.open()
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
@@ -137,7 +147,7 @@ class ApiView(APIView):
 
     def perform_authentication(self, request: Request) -> None:
         # Public reads skip the session and token tables, so they answer while the database is down.
-        if self.is_write() or settings.PORTAL_API_READS_REQUIRE_AUTH:
+        if self.is_write() or not self.reads_are_public():
             request.user  # noqa: B018 - evaluating it authenticates
 
     def body(self, request: Request) -> dict[str, Any]:
@@ -166,7 +176,7 @@ class HealthApiView(ApiView):
         self.access_checked = True
 
     def may_answer_without_access_check(self) -> bool:
-        return not settings.PORTAL_API_READS_REQUIRE_AUTH or getattr(self, "access_checked", False)
+        return self.reads_are_public() or getattr(self, "access_checked", False)
 
     def plain_json(self, response: Response) -> Response:
         """Render with JSON directly, bypassing the negotiation that may be what failed."""
@@ -223,6 +233,8 @@ class HealthApiView(ApiView):
 
 
 class PluginListApi(HealthApiView):
+    permission_classes = [PublicRead]
+
     @extend_schema(
         operation_id="plugins_list",
         summary="Every plugin's health record",
@@ -266,6 +278,8 @@ class PluginListApi(HealthApiView):
 
 
 class PluginHealthApi(HealthApiView):
+    permission_classes = [PublicRead]
+
     @extend_schema(
         operation_id="plugins_health",
         summary="One plugin's health record",
@@ -310,6 +324,8 @@ class PluginHealthApi(HealthApiView):
 
 class PluginRunsApi(ApiView):
     """GET: the plugin's runs, newest first. POST: queue a run."""
+
+    permission_classes = [PublicRead]  # the GET; the POST is a write
 
     @extend_schema(
         operation_id="plugins_runs_list",
@@ -365,6 +381,8 @@ class PluginRunsApi(ApiView):
 
 
 class PluginReloadApi(ApiView):
+    """POST: re-check the plugin now; it answers with the plugin's health after the check."""
+
     @extend_schema(
         operation_id="plugins_reload",
         summary="Re-check the plugin (import, requirements, setup) in the sandbox",
@@ -388,6 +406,8 @@ class PluginReloadApi(ApiView):
 
 
 class RunDetailApi(ApiView):
+    permission_classes = [PublicRead]
+
     @extend_schema(
         operation_id="runs_retrieve",
         summary="One run",

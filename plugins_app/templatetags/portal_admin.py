@@ -14,7 +14,8 @@ from django.utils import formats, timezone
 from django.utils.functional import cached_property
 from django.utils.text import capfirst
 
-from plugins_app import admin_display, selectors
+from plugins_app import selectors
+from plugins_app.admin import display as admin_display
 
 register = template.Library()
 

@@ -1,30 +1,46 @@
-"""Small HTML pieces the operator admin shows: state badges, shortened reasons, ages, the chart.
+"""How the operator admin shows things: state badges, shortened reasons, ages, links, the chart.
 
-Kept apart from `admin.py` so the templates (index overview, confirmation pages) and the
-ModelAdmins render a state, a reason or a duration the same way.
+One place, so the templates (index overview, confirmation pages) and the ModelAdmins render a
+state, a reason, a duration or a link to a run the same way.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.contrib import admin
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 from django.utils.timesince import timesince
 
 from plugins_app import storable
+from plugins_app.models import PluginEvent, PluginRun
 from plugins_app.selectors import HourBucket
 
 SHORT_REASON_CHARS = 80
+ADMIN_CSS = {"all": ("plugins_app/admin.css",)}
+
+
+def fieldset_fields(fieldsets: Iterable[tuple[Any, Mapping[str, Any]]]) -> tuple[str, ...]:
+    """Every field the fieldsets name, in order (a row of several counts each of them)."""
+    return tuple(
+        name
+        for _, options in fieldsets
+        for row in options["fields"]
+        for name in ((row,) if isinstance(row, str) else row)
+    )
 
 
 def state_badge(state: str, label: str | None = None) -> SafeString:
-    """A coloured pill; the colour comes from the `state-<STATE>` class in admin.css."""
+    """A coloured pill; its colour is the `state-<STATE>` class of plugins_app/admin.css."""
     if not state:
         return format_html('<span class="state-badge state-none">{}</span>', "—")
     return format_html('<span class="state-badge state-{}">{}</span>', state, label or state)
@@ -81,6 +97,42 @@ def age(value: datetime | None, now: datetime | None = None) -> SafeString | str
     return format_html(
         '<time datetime="{}" title="{}">{} ago</time>', value.isoformat(), exact, ago
     )
+
+
+def plugin_link(plugin_id: int, name: str):
+    url = reverse("admin:plugins_app_plugin_change", args=[plugin_id])
+    return format_html('<a href="{}">{}</a>', url, name)
+
+
+def run_link(run_id: int | None):
+    if run_id is None:
+        return "—"
+    url = reverse("admin:plugins_app_pluginrun_change", args=[run_id])
+    return format_html('<a href="{}">run #{}</a>', url, run_id)
+
+
+def history_url(model_name: str, plugin_name: str) -> str:
+    """The runs or events list narrowed to one plugin."""
+    changelist = reverse(f"admin:plugins_app_{model_name}_changelist")
+    return f"{changelist}?{urlencode({'plugin': plugin_name})}"
+
+
+def event_transition(event: PluginEvent):
+    if not event.to_state:
+        return "—"
+    return format_html("{} → {}", state_badge(event.from_state), state_badge(event.to_state))
+
+
+class RunColumns:
+    """A run's status badge and duration, the same on the plugin page and in the run list."""
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: PluginRun):
+        return state_badge(f"run-{obj.status}", obj.get_status_display())
+
+    @admin.display(description="duration", ordering="duration_ms")
+    def duration(self, obj: PluginRun):
+        return milliseconds(obj.duration_ms)
 
 
 def milliseconds(value: float | None) -> str:

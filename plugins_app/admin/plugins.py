@@ -1,44 +1,31 @@
-"""Operator admin: see what is broken and why, and fix it with one click.
-
-Operational fields are read-only everywhere: every change goes through an action that calls a
-service (or the pipeline) and reports back with `message_user`. History rows (runs, events)
-are read-only and never added, edited or deleted here; pruning is a command.
-"""
+"""The plugins page: what is broken and why, and the one-click fixes (rerun, reload, disable,
+enable, reset counters), each an action that calls the pipeline or a service."""
 
 from __future__ import annotations
-
-from collections.abc import Iterable, Mapping
-from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.core.paginator import Paginator
-from django.db.models import Prefetch, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils.functional import cached_property
 from django.utils.html import format_html
-from django.utils.http import urlencode
 
-from plugins_app import admin_display as show
 from plugins_app import executor, pipeline, reasons, selectors, services
-from plugins_app import token_admin as _token_admin  # noqa: F401 - registers the token page
+from plugins_app.admin import display as show
+from plugins_app.admin.display import (
+    ADMIN_CSS,
+    RunColumns,
+    event_transition,
+    fieldset_fields,
+    history_url,
+    run_link,
+)
 from plugins_app.errors import PluginError
 from plugins_app.models import Plugin, PluginEvent, PluginRun
-from sandbox import Outcome
 
-admin.site.site_header = "Plugin operations portal"
-admin.site.site_title = "Plugin portal admin"
-admin.site.index_title = "Fleet overview"
-# The wide plugin and run tables need the room more than a second list of the same links.
-admin.site.enable_nav_sidebar = False
-# The index shows the fleet at a glance above the usual app list.
-admin.site.index_template = "admin/plugins_app/index.html"
-
-ADMIN_CSS = {"all": ("plugins_app/admin.css",)}
-# Plugins and events shown on a plugin's page; the full history is one link away.
+# Runs and events shown on a plugin's page; the full history is one link away.
 LATEST_RUNS = 10
 LATEST_EVENTS = 15
 
@@ -52,168 +39,8 @@ def listed(names: list[str], limit: int = 10) -> str:
     return f"{shown} and {len(names) - limit} more" if len(names) > limit else shown
 
 
-def fieldset_fields(fieldsets: Iterable[tuple[Any, Mapping[str, Any]]]) -> tuple[str, ...]:
-    """Every field the fieldsets name, in order (a row of several counts each of them)."""
-    return tuple(
-        name
-        for _, options in fieldsets
-        for row in options["fields"]
-        for name in ((row,) if isinstance(row, str) else row)
-    )
-
-
 def plural(count: int, word: str = "plugin") -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
-
-
-# --------------------------------------------------------------------------- large tables
-
-
-class CappedCountPaginator(Paginator):
-    """Counts at most `cap` matching rows, so no page runs a COUNT(*) over a million rows.
-
-    Beyond the cap the list says "more than N" and pages up to the cap; narrowing with the
-    filters, the search or the date bar brings older rows into reach.
-    """
-
-    object_list: QuerySet[Any]  # the admin always pages a queryset
-    cap = 1_000
-    capped = False
-    search_capped = False  # set by the admin when a text search kept only its newest matches
-
-    @cached_property
-    def count(self) -> int:
-        counted = self.object_list.order_by().values("pk")[: self.cap + 1].count()
-        self.capped = counted > self.cap or self.search_capped
-        return min(counted, self.cap)
-
-
-class InputFilter(admin.SimpleListFilter):
-    """A sidebar text box instead of a link per value (one link per plugin would be 10,000)."""
-
-    template = "admin/plugins_app/input_filter.html"
-    placeholder = ""
-
-    def lookups(self, request, model_admin):
-        return ()
-
-    def has_output(self) -> bool:
-        return True
-
-    def choices(self, changelist):
-        kept = {k: v for k, v in changelist.params.items() if k != self.parameter_name}
-        yield {
-            "kept": sorted(kept.items()),
-            "value": self.value() or "",
-            "clear_link": changelist.get_query_string(remove=[self.parameter_name]),
-            "placeholder": self.placeholder,
-        }
-
-
-class PluginNameFilter(InputFilter):
-    title = "plugin"
-    parameter_name = "plugin"
-    placeholder = "exact plugin name"
-
-    def queryset(self, request, queryset):
-        name = self.value()
-        return queryset.filter(plugin__name=name.strip()) if name else queryset
-
-
-class SandboxOutcomeFilter(admin.SimpleListFilter):
-    """A fixed list: the stock filter would read DISTINCT outcome over the whole runs table."""
-
-    title = "sandbox outcome"
-    parameter_name = "outcome"
-    # What the sandbox reports, plus the two outcomes the registry records itself.
-    OUTCOMES = (
-        *((outcome.value, outcome.value.replace("_", " ")) for outcome in Outcome),
-        ("interrupted", "interrupted (worker died)"),
-        ("refused", "refused (disabled or unavailable)"),
-    )
-
-    def lookups(self, request, model_admin):
-        return self.OUTCOMES
-
-    def queryset(self, request, queryset):
-        return queryset.filter(outcome=self.value()) if self.value() else queryset
-
-
-class LargeHistoryAdmin(admin.ModelAdmin):
-    """Append-only history: no add, no edit, no delete, and cheap on a million rows.
-
-    Plugin names come by prefetch, not list_select_related: with table statistics, SQLite
-    plans the join as "every plugin, then its runs, then sort them all" (seconds on 1M rows).
-    """
-
-    actions = None
-    paginator = CappedCountPaginator
-    show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
-    list_per_page = 100
-    change_list_template = "admin/plugins_app/history_change_list.html"
-    # A text search keeps at most this many matches, the newest by `search_recency`.
-    search_cap = 1000
-    search_recency: tuple[str, ...] = ("-pk",)
-
-    class Media:
-        css = ADMIN_CSS
-
-    def get_queryset(self, request):
-        names = Prefetch("plugin", queryset=Plugin.objects.only("id", "name"))
-        return super().get_queryset(request).prefetch_related(names)
-
-    def get_search_results(self, request, queryset, search_term):
-        """Search once, then let the count, the page and the date bar work on the matched ids.
-
-        A text search cannot use an index: keeping the newest `search_cap` matches makes it one
-        scan per page instead of one per query. Beyond them the list says "more than".
-        """
-        matches, may_have_duplicates = super().get_search_results(request, queryset, search_term)
-        if not search_term.strip():
-            return matches, may_have_duplicates
-        newest = matches.order_by(*self.search_recency).values_list("pk", flat=True)
-        ids = list(newest[: self.search_cap + 1])
-        request.portal_search_capped = len(ids) > self.search_cap
-        return queryset.filter(pk__in=ids[: self.search_cap]), False
-
-    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
-        paginator = super().get_paginator(
-            request, queryset, per_page, orphans, allow_empty_first_page
-        )
-        if isinstance(paginator, CappedCountPaginator):
-            paginator.search_capped = getattr(request, "portal_search_capped", False)
-        return paginator
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-def plugin_link(plugin_id: int, name: str):
-    url = reverse("admin:plugins_app_plugin_change", args=[plugin_id])
-    return format_html('<a href="{}">{}</a>', url, name)
-
-
-def run_link(run_id: int | None):
-    if run_id is None:
-        return "—"
-    url = reverse("admin:plugins_app_pluginrun_change", args=[run_id])
-    return format_html('<a href="{}">run #{}</a>', url, run_id)
-
-
-def history_url(model_name: str, plugin_name: str) -> str:
-    """The runs or events list narrowed to one plugin."""
-    changelist = reverse(f"admin:plugins_app_{model_name}_changelist")
-    return f"{changelist}?{urlencode({'plugin': plugin_name})}"
-
-
-# --------------------------------------------------------------------------- plugins
 
 
 class ProblemFilter(admin.SimpleListFilter):
@@ -262,18 +89,6 @@ class ReadOnlyInline(admin.TabularInline):
         return False
 
 
-class RunColumns:
-    """A run's status badge and duration, the same on the plugin page and in the run list."""
-
-    @admin.display(description="status", ordering="status")
-    def status_badge(self, obj: PluginRun):
-        return show.state_badge(f"run-{obj.status}", obj.get_status_display())
-
-    @admin.display(description="duration", ordering="duration_ms")
-    def duration(self, obj: PluginRun):
-        return show.milliseconds(obj.duration_ms)
-
-
 class LatestRunsInline(RunColumns, ReadOnlyInline):
     model = PluginRun
     verbose_name = "run"
@@ -311,14 +126,6 @@ class EventTimelineInline(ReadOnlyInline):
     @admin.display(description="run")
     def caused_by(self, obj: PluginEvent):
         return run_link(obj.run_id)
-
-
-def event_transition(event: PluginEvent):
-    if not event.to_state:
-        return "—"
-    return format_html(
-        "{} → {}", show.state_badge(event.from_state), show.state_badge(event.to_state)
-    )
 
 
 class NoteForm(forms.Form):
@@ -637,167 +444,3 @@ class PluginAdmin(admin.ModelAdmin):
         if pk.isdigit() and pk in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
             return HttpResponseRedirect(reverse("admin:plugins_app_plugin_change", args=[pk]))
         return None
-
-
-# --------------------------------------------------------------------------- history
-
-
-@admin.register(PluginRun)
-class PluginRunAdmin(RunColumns, LargeHistoryAdmin):
-    list_display = (
-        "id",
-        "plugin_name",
-        "status_badge",
-        "outcome",
-        "error_type",
-        "reason_short",
-        "duration",
-        "peak_memory",
-        "queued_at",
-        "actor",
-    )
-    list_display_links = ("id",)
-    list_filter = ("status", SandboxOutcomeFilter, PluginNameFilter)
-    date_hierarchy = "queued_at"
-    search_fields = ("reason", "error_type")
-    search_help_text = "Search the error type and reason of failed runs."
-    # Newest by last sign of life: (status, heartbeat_at) is indexed, so SQLite reads only the
-    # failed runs and sorts the matches, instead of walking all runs in queued_at order.
-    search_recency = ("-heartbeat_at", "-pk")
-    # Only columns with an index behind them: sorting a million rows by duration would not be.
-    sortable_by = ("id", "queued_at")
-    fieldsets = (
-        (
-            "Run",
-            {
-                "fields": (
-                    "plugin_name",
-                    "status_badge",
-                    "outcome",
-                    "actor",
-                    "worker",
-                    "queued_at",
-                    "started_at",
-                    "finished_at",
-                    "heartbeat_at",
-                    "duration",
-                    "peak_memory",
-                    "warnings_text",
-                )
-            },
-        ),
-        (
-            "Failure",
-            {"fields": ("error_type", "reason_full", "traceback_text", "exit_code", "signal")},
-        ),
-        (
-            "Input and output",
-            {
-                "fields": (
-                    "params_json",
-                    "result_json",
-                    "result_truncated",
-                    "stdout_text",
-                    "stderr_text",
-                )
-            },
-        ),
-    )
-    readonly_fields = fieldset_fields(fieldsets)
-
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        run = self.get_object(request, object_id)
-        if run is not None:
-            title = f"Run #{run.pk} of plugin '{run.plugin.name}': {run.get_status_display()}"
-            extra_context = {**(extra_context or {}), "subtitle": title}
-        return super().change_view(request, object_id, form_url, extra_context)
-
-    def get_search_results(self, request, queryset, search_term):
-        # Only failed runs carry an error: the status filter keeps a search off the other 90%.
-        if search_term.strip():
-            queryset = queryset.filter(status__in=selectors.FAILED_RUN_STATUSES)
-        return super().get_search_results(request, queryset, search_term)
-
-    @admin.display(description="plugin", ordering="plugin__name")
-    def plugin_name(self, obj: PluginRun):
-        return plugin_link(obj.plugin_id, obj.plugin.name)
-
-    @admin.display(description="reason")
-    def reason_short(self, obj: PluginRun):
-        return show.short_text(obj.reason, 60)
-
-    @admin.display(description="reason")
-    def reason_full(self, obj: PluginRun):
-        return show.preformatted(obj.reason)
-
-    @admin.display(description="peak memory", ordering="peak_rss_kb")
-    def peak_memory(self, obj: PluginRun):
-        return show.kibibytes(obj.peak_rss_kb)
-
-    @admin.display(description="warnings")
-    def warnings_text(self, obj: PluginRun):
-        return show.preformatted("\n".join(obj.warnings or ()))
-
-    @admin.display(description="traceback")
-    def traceback_text(self, obj: PluginRun):
-        return show.preformatted(obj.traceback)
-
-    @admin.display(description="params")
-    def params_json(self, obj: PluginRun):
-        return show.pretty_json(obj.params)
-
-    @admin.display(description="result")
-    def result_json(self, obj: PluginRun):
-        return show.pretty_json(obj.result)
-
-    @admin.display(description="stdout (tail)")
-    def stdout_text(self, obj: PluginRun):
-        return show.preformatted(obj.stdout_tail)
-
-    @admin.display(description="stderr (tail)")
-    def stderr_text(self, obj: PluginRun):
-        return show.preformatted(obj.stderr_tail)
-
-
-@admin.register(PluginEvent)
-class PluginEventAdmin(LargeHistoryAdmin):
-    list_display = (
-        "created_at",
-        "plugin_name",
-        "kind",
-        "transition",
-        "reason_short",
-        "actor",
-        "caused_by",
-    )
-    list_display_links = ("created_at",)
-    list_filter = ("kind", "to_state", PluginNameFilter)
-    date_hierarchy = "created_at"
-    search_fields = ("reason", "actor")
-    sortable_by = ("created_at",)
-    fields = (
-        "created_at",
-        "plugin_name",
-        "kind",
-        "transition",
-        "reason",
-        "actor",
-        "caused_by",
-    )
-    readonly_fields = fields
-
-    @admin.display(description="plugin", ordering="plugin__name")
-    def plugin_name(self, obj: PluginEvent):
-        return plugin_link(obj.plugin_id, obj.plugin.name)
-
-    @admin.display(description="change")
-    def transition(self, obj: PluginEvent):
-        return event_transition(obj)
-
-    @admin.display(description="reason")
-    def reason_short(self, obj: PluginEvent):
-        return show.short_text(obj.reason, 60)
-
-    @admin.display(description="run")
-    def caused_by(self, obj: PluginEvent):
-        return run_link(obj.run_id)

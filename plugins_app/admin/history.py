@@ -1,0 +1,191 @@
+"""The history lists: every run and every event, read-only, built for a million rows."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from plugins_app import selectors
+from plugins_app.admin import display as show
+from plugins_app.admin.display import (
+    RunColumns,
+    event_transition,
+    fieldset_fields,
+    plugin_link,
+    run_link,
+)
+from plugins_app.admin.large_tables import LargeHistoryAdmin, PluginNameFilter
+from plugins_app.models import PluginEvent, PluginRun, RunOutcomeKind
+
+
+class SandboxOutcomeFilter(admin.SimpleListFilter):
+    """The field's choices: the stock filter would read DISTINCT outcome over the runs table."""
+
+    title = "sandbox outcome"
+    parameter_name = "outcome"
+
+    def lookups(self, request, model_admin):
+        return RunOutcomeKind.choices
+
+    def queryset(self, request, queryset):
+        return queryset.filter(outcome=self.value()) if self.value() else queryset
+
+
+@admin.register(PluginRun)
+class PluginRunAdmin(RunColumns, LargeHistoryAdmin):
+    list_display = (
+        "id",
+        "plugin_name",
+        "status_badge",
+        "outcome",
+        "error_type",
+        "reason_short",
+        "duration",
+        "peak_memory",
+        "queued_at",
+        "actor",
+    )
+    list_display_links = ("id",)
+    list_filter = ("status", SandboxOutcomeFilter, PluginNameFilter)
+    date_hierarchy = "queued_at"
+    search_fields = ("reason", "error_type")
+    search_help_text = "Search the error type and reason of failed runs."
+    # Newest by last sign of life: (status, heartbeat_at) is indexed, so SQLite reads only the
+    # failed runs and sorts the matches, instead of walking all runs in queued_at order.
+    search_recency = ("-heartbeat_at", "-pk")
+    # Only columns with an index behind them: sorting a million rows by duration would not be.
+    sortable_by = ("id", "queued_at")
+    fieldsets = (
+        (
+            "Run",
+            {
+                "fields": (
+                    "plugin_name",
+                    "status_badge",
+                    "outcome",
+                    "actor",
+                    "worker",
+                    "queued_at",
+                    "started_at",
+                    "finished_at",
+                    "heartbeat_at",
+                    "duration",
+                    "peak_memory",
+                    "warnings_text",
+                )
+            },
+        ),
+        (
+            "Failure",
+            {"fields": ("error_type", "reason_full", "traceback_text", "exit_code", "signal")},
+        ),
+        (
+            "Input and output",
+            {
+                "fields": (
+                    "params_json",
+                    "result_json",
+                    "result_truncated",
+                    "stdout_text",
+                    "stderr_text",
+                )
+            },
+        ),
+    )
+    readonly_fields = fieldset_fields(fieldsets)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        run = self.get_object(request, object_id)
+        if run is not None:
+            title = f"Run #{run.pk} of plugin '{run.plugin.name}': {run.get_status_display()}"
+            extra_context = {**(extra_context or {}), "subtitle": title}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def get_search_results(self, request, queryset, search_term):
+        # Only failed runs carry an error: the status filter keeps a search off all the others.
+        if search_term.strip():
+            queryset = queryset.filter(status__in=selectors.FAILED_RUN_STATUSES)
+        return super().get_search_results(request, queryset, search_term)
+
+    @admin.display(description="plugin", ordering="plugin__name")
+    def plugin_name(self, obj: PluginRun):
+        return plugin_link(obj.plugin_id, obj.plugin.name)
+
+    @admin.display(description="reason")
+    def reason_short(self, obj: PluginRun):
+        return show.short_text(obj.reason, 60)
+
+    @admin.display(description="reason")
+    def reason_full(self, obj: PluginRun):
+        return show.preformatted(obj.reason)
+
+    @admin.display(description="peak memory", ordering="peak_rss_kb")
+    def peak_memory(self, obj: PluginRun):
+        return show.kibibytes(obj.peak_rss_kb)
+
+    @admin.display(description="warnings")
+    def warnings_text(self, obj: PluginRun):
+        return show.preformatted("\n".join(obj.warnings or ()))
+
+    @admin.display(description="traceback")
+    def traceback_text(self, obj: PluginRun):
+        return show.preformatted(obj.traceback)
+
+    @admin.display(description="params")
+    def params_json(self, obj: PluginRun):
+        return show.pretty_json(obj.params)
+
+    @admin.display(description="result")
+    def result_json(self, obj: PluginRun):
+        return show.pretty_json(obj.result)
+
+    @admin.display(description="stdout (tail)")
+    def stdout_text(self, obj: PluginRun):
+        return show.preformatted(obj.stdout_tail)
+
+    @admin.display(description="stderr (tail)")
+    def stderr_text(self, obj: PluginRun):
+        return show.preformatted(obj.stderr_tail)
+
+
+@admin.register(PluginEvent)
+class PluginEventAdmin(LargeHistoryAdmin):
+    list_display = (
+        "created_at",
+        "plugin_name",
+        "kind",
+        "transition",
+        "reason_short",
+        "actor",
+        "caused_by",
+    )
+    list_display_links = ("created_at",)
+    list_filter = ("kind", "to_state", PluginNameFilter)
+    date_hierarchy = "created_at"
+    search_fields = ("reason", "actor")
+    sortable_by = ("created_at",)
+    fields = (
+        "created_at",
+        "plugin_name",
+        "kind",
+        "transition",
+        "reason",
+        "actor",
+        "caused_by",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="plugin", ordering="plugin__name")
+    def plugin_name(self, obj: PluginEvent):
+        return plugin_link(obj.plugin_id, obj.plugin.name)
+
+    @admin.display(description="change")
+    def transition(self, obj: PluginEvent):
+        return event_transition(obj)
+
+    @admin.display(description="reason")
+    def reason_short(self, obj: PluginEvent):
+        return show.short_text(obj.reason, 60)
+
+    @admin.display(description="run")
+    def caused_by(self, obj: PluginEvent):
+        return run_link(obj.run_id)
