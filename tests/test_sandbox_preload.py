@@ -180,7 +180,7 @@ def test_discard_lets_running_calls_finish():
 def test_discard_racing_a_first_call__leaves_no_host_that_shutdown_cannot_see(monkeypatch):
     """A call that looked up its preload just before discard_preload still ends up in a host
     the sandbox knows about: it is listed and shutdown_sandbox kills it."""
-    from sandbox import _client
+    from sandbox.portal import client as _client
 
     preload = Preload(f"{WARM}:warm", (new_marker(),))
     looked_up = threading.Event()

@@ -10,11 +10,11 @@ import pickle
 import signal
 from typing import Any
 
-from sandbox import _linux
-from sandbox._protocol import RESULT_LOST_EXIT, ProtocolError
-from sandbox._wire import Envelope, check_envelope, decode_value
 from sandbox.limits import Limits
+from sandbox.portal.wire import Envelope, check_envelope, decode_value
 from sandbox.result import Outcome, SandboxResult
+from sandbox.zygote import linux
+from sandbox.zygote.protocol import RESULT_LOST_EXIT, ProtocolError
 
 
 class CallReport:
@@ -78,7 +78,7 @@ def _copy_process_facts(result: SandboxResult, report: CallReport) -> None:
     header = report.header
     result.exit_code = header.get("exit_code")
     signum = header.get("signal")
-    result.signal = _linux.signal_name(signum) if signum is not None else None
+    result.signal = linux.signal_name(signum) if signum is not None else None
     result.peak_rss_kb = header.get("peak_rss_kb")
     disk_used = header.get("disk_used")
     result.disk_used_kb = disk_used // 1024 if disk_used is not None else None
@@ -238,7 +238,7 @@ def _memory_message(report: CallReport, envelope: Envelope) -> str:
 
 def _from_signal(result: SandboxResult, report: CallReport, signum: int) -> SandboxResult:
     name = report.name
-    sig = _linux.signal_name(signum)
+    sig = linux.signal_name(signum)
     cpu_limit = report.limits.cpu_s
     cpu_used = report.header.get("cpu_s") or 0.0
     over_cpu = cpu_limit is not None and cpu_used >= cpu_limit
@@ -264,7 +264,7 @@ def _from_signal(result: SandboxResult, report: CallReport, signum: int) -> Sand
         result,
         Outcome.CRASHED,
         sig,
-        f"Plugin call {name!r} crashed with {sig} ({_linux.signal_description(signum)}) "
+        f"Plugin call {name!r} crashed with {sig} ({linux.signal_description(signum)}) "
         "(the plugin or a native library it uses has a bug; stderr holds the Python "
         "traceback at the moment of the crash)",
     )

@@ -13,8 +13,8 @@ import json
 import math
 from typing import Any, TypedDict
 
-from sandbox._protocol import ENVELOPE_LIMIT, ProtocolError
 from sandbox.limits import Limits
+from sandbox.zygote.protocol import ENVELOPE_LIMIT, ProtocolError
 
 __all__ = [
     "AnswerFields",

@@ -1,6 +1,6 @@
 """The sandbox host ("zygote"): a small fresh interpreter that forks one child per call.
 
-Started by the portal as ``python -m sandbox._host --fd N`` with one end of a socketpair on
+Started by the portal as ``python -m sandbox.zygote.host --fd N`` with one end of a socketpair on
 fd N; never imported by the portal. It is single-threaded (forking a threaded process is
 unsafe) and serves many calls at once from one epoll loop: it forks, enforces each call's
 wall-clock deadline, drains output pipes with a cap, reaps, kills whatever the call left
@@ -32,8 +32,8 @@ import stat
 import sys
 import time
 
-from sandbox import _linux
-from sandbox._child import (
+from sandbox.zygote import linux
+from sandbox.zygote.child import (
     Command,
     MiB,
     SpareSpec,
@@ -45,8 +45,8 @@ from sandbox._child import (
     rlimits_for,
     run_spare,
 )
-from sandbox._disk import DiskScan, tree_size
-from sandbox._protocol import (
+from sandbox.zygote.disk import DiskScan, tree_size
+from sandbox.zygote.protocol import (
     BYTECODE_DIR_KIND,
     CALL_DIR_KIND,
     ENVELOPE_LIMIT,
@@ -265,7 +265,7 @@ class Host:
         self.parent_gone = False
         self.sweep_pending = False
         self.children_of = (
-            _linux.children_of if _linux.children_file_supported() else _linux.children_by_scan
+            linux.children_of if linux.children_file_supported() else linux.children_by_scan
         )
         self.hard_limits = host_hard_limits()
         self.has_pidfd = hasattr(os, "pidfd_open")
@@ -287,11 +287,11 @@ class Host:
         """Set the host up and run the warm-up; the answer is the handshake reply."""
         sys.path[:] = self.init["sys_path"]
         with contextlib.suppress(OSError):
-            _linux.set_process_name("sandbox-host")
+            linux.set_process_name("sandbox-host")
         _warm_import_caches()
         stdio = _configure_stdio()
         try:
-            _linux.become_child_subreaper()
+            linux.become_child_subreaper()
         except OSError as exc:
             self._warn(f"cannot become child subreaper ({exc}); escaped grandchildren may leak")
         self._isolate_network()
@@ -306,9 +306,9 @@ class Host:
             return {"ok": False, "pid": self.pid, "warnings": self.warnings, **failure}
         self.own_children = set(self.children_of(self.pid))
         gc.collect()
-        _linux.release_free_memory()  # start-up and warm-up garbage, which forks would copy
+        linux.release_free_memory()  # start-up and warm-up garbage, which forks would copy
         gc.freeze()  # keep the GC from touching (and copying) the host's pages in children
-        self.base_vsz_mb = _linux.address_space_mb()
+        self.base_vsz_mb = linux.address_space_mb()
         return {
             "ok": True,
             "pid": self.pid,
@@ -332,7 +332,7 @@ class Host:
             return
         try:
             if os.geteuid() == 0:
-                _linux.unshare(_linux.CLONE_NEWNET)
+                linux.unshare(linux.CLONE_NEWNET)
             else:
                 _unshare_user_and_network()
         except OSError as exc:
@@ -372,7 +372,7 @@ class Host:
         self.run_as = None  # nothing left to drop in the children
         self.low_priority_spares = _may_raise_priority()
         # The kernel clears the death signal when credentials change: arm it again.
-        _linux.set_parent_death_signal(signal.SIGKILL)
+        linux.set_parent_death_signal(signal.SIGKILL)
         if os.getppid() != self.init["portal_pid"]:
             os._exit(1)
 
@@ -1305,7 +1305,7 @@ def _unreadable_as(user: tuple[int, int], paths: list[str]) -> list[str]:
 def _unshare_user_and_network() -> None:
     """Unprivileged: a user namespace (mapping our own ids) makes a network one possible."""
     uid, gid = os.getuid(), os.getgid()
-    _linux.unshare(_linux.CLONE_NEWUSER | _linux.CLONE_NEWNET)
+    linux.unshare(linux.CLONE_NEWUSER | linux.CLONE_NEWNET)
     for path, text in (
         ("/proc/self/setgroups", "deny"),
         ("/proc/self/uid_map", f"{uid} {uid} 1"),
@@ -1357,11 +1357,11 @@ def main(argv: list[str]) -> int:
     try:
         fd = int(argv[argv.index("--fd") + 1])
     except (ValueError, IndexError):
-        print("usage: python -m sandbox._host --fd N", file=sys.stderr)
+        print("usage: python -m sandbox.zygote.host --fd N", file=sys.stderr)
         return 2
     # Die with the portal even while a warm-up (plugin code) keeps this process busy. The
     # portal starts hosts from one long-lived thread: the signal follows the forking thread.
-    _linux.set_parent_death_signal(signal.SIGKILL)
+    linux.set_parent_death_signal(signal.SIGKILL)
     ctrl = _adopt_control_fd(fd)
     frame = _read_frame_blocking(ctrl)
     if frame is None or frame[0].get("type") != "init":

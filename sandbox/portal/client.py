@@ -28,10 +28,16 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from sandbox import _linux
-from sandbox._leftovers import OWNER_VARIABLE, kill_marked
-from sandbox._outcome import CallReport, build_result, failure_result
-from sandbox._protocol import (
+from sandbox.config import SandboxConfig, private_cache_dir, scrub_environment
+from sandbox.limits import Limits
+from sandbox.portal.leftovers import OWNER_VARIABLE, kill_marked
+from sandbox.portal.outcome import CallReport, build_result, failure_result
+from sandbox.portal.spawn import SANDBOX_ROOT, spawner
+from sandbox.portal.wire import HelloFields, answer_blob_limits, check_answer, check_hello
+from sandbox.result import Outcome, SandboxResult
+from sandbox.targets import Preload, check_target_string, describe_target
+from sandbox.zygote import linux
+from sandbox.zygote.protocol import (
     BYTECODE_DIR_KIND,
     CALL_DIR_KIND,
     FRAME_HEADER,
@@ -41,12 +47,6 @@ from sandbox._protocol import (
     frame_sizes,
     split_blobs,
 )
-from sandbox._spawn import spawner
-from sandbox._wire import HelloFields, answer_blob_limits, check_answer, check_hello
-from sandbox.config import SandboxConfig, private_cache_dir, scrub_environment
-from sandbox.limits import Limits
-from sandbox.result import Outcome, SandboxResult
-from sandbox.targets import Preload, check_target_string, describe_target
 
 __all__ = [
     "configure_sandbox",
@@ -59,7 +59,7 @@ __all__ = [
 
 log = logging.getLogger("sandbox")
 
-_SANDBOX_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOST_MODULE = "sandbox.zygote.host"  # what a host runs, as `python -P -m HOST_MODULE`
 STOP_GRACE_S = 2.0  # terminate -> wait -> kill, for hosts
 SMALL_FRAME = 64 * 1024  # below this, joining a frame's parts is cheaper than a 2nd syscall
 # Variables the portal may change only to start a host; the host gives plugins the originals.
@@ -316,7 +316,7 @@ class _Host:
         self.mark = starter.mark()
         try:
             self.proc = starter.popen(
-                [self.config.python, "-P", "-m", "sandbox._host", "--fd", str(child_sock.fileno())],
+                [self.config.python, "-P", "-m", HOST_MODULE, "--fd", str(child_sock.fileno())],
                 pass_fds=(child_sock.fileno(),),
                 env=self._host_environment(),
                 stdin=subprocess.DEVNULL,
@@ -353,8 +353,8 @@ class _Host:
         declared = self.preload.env if self.preload is not None else ()
         env = scrub_environment(os.environ, self.config, declared)
         self.plugin_env = {name: env.get(name) for name in _HOST_ONLY_CHANGES}
-        # The host runs `-m sandbox._host`: make this very package importable first.
-        paths = [_SANDBOX_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        # The host runs `-m sandbox.zygote.host`: make this very package importable first.
+        paths = [SANDBOX_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
         if self.config.bytecode_cache and sys.dont_write_bytecode:
             cache = private_cache_dir("host-bytecode")
@@ -370,8 +370,8 @@ class _Host:
     def _init_message(self) -> dict[str, Any]:
         # '' and relative entries mean "the portal's cwd", which is not the child's cwd.
         sys_path = [os.path.abspath(p) for p in sys.path]
-        if _SANDBOX_ROOT not in sys_path:
-            sys_path.append(_SANDBOX_ROOT)
+        if SANDBOX_ROOT not in sys_path:
+            sys_path.append(SANDBOX_ROOT)
         return {
             "type": "init",
             "portal_pid": os.getpid(),
@@ -456,12 +456,12 @@ class _Host:
             else "check the portal's stderr for the host's error"
         )
         if code is not None and code < 0:
-            sig = _linux.signal_name(-code)
+            sig = linux.signal_name(-code)
             return StartFailure(
                 Outcome.CRASHED if self.preload is not None else Outcome.SANDBOX_FAILURE,
                 sig,
                 f"{what} killed the sandbox host with {sig} "
-                f"({_linux.signal_description(-code)}) before it was ready ({fix})",
+                f"({linux.signal_description(-code)}) before it was ready ({fix})",
                 signal=sig,
             )
         outcome = Outcome.ERROR if self.preload is not None else Outcome.SANDBOX_FAILURE
@@ -651,7 +651,7 @@ class _Host:
         if code is None:
             return "stopped answering"
         if code < 0:
-            return f"died from {_linux.signal_name(-code)}"
+            return f"died from {linux.signal_name(-code)}"
         return f"exited with code {code}"
 
     def _reap(self, timeout: float) -> int | None:

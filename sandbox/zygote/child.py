@@ -29,8 +29,8 @@ import signal
 import stat
 import sys
 
-from sandbox import _linux
-from sandbox._protocol import (
+from sandbox.zygote import linux
+from sandbox.zygote.protocol import (
     COMMAND_FD,
     COMMAND_HEADER,
     RESULT_FD,
@@ -176,8 +176,8 @@ def _become_spare(spec: SpareSpec) -> None:
     # Signals and sys.stdout/sys.stderr are deliberately left as the host set them up:
     # Python defaults, streams reconfigured once in the host.
     _install_fds(spec)
-    _linux.set_process_name("sandbox-spare")
-    _linux.set_parent_death_signal(signal.SIGKILL)
+    linux.set_process_name("sandbox-spare")
+    linux.set_parent_death_signal(signal.SIGKILL)
     if os.getppid() != spec.host_pid:
         os._exit(INTERNAL_ERROR_EXIT)  # host died before the death signal was armed
 
@@ -209,14 +209,14 @@ def _rehearse() -> None:
     # Every call unpickles, imports a module, pickles and builds a record; doing all of it
     # once here copies the host pages they write to (~0.5 ms of page faults) before the
     # call arrives. Nothing is written anywhere, and the module is forgotten again.
-    payload = pickle.dumps(("sandbox._prefault:rehearse", (1,), {"k": None}), -1)
+    payload = pickle.dumps(("sandbox.zygote.prefault:rehearse", (1,), {"k": None}), -1)
     try:
         envelope, value = _invoke(payload, 1 << 20, "json")
         encode_result(envelope, value, _own_usage())
     finally:
-        sys.modules.pop("sandbox._prefault", None)
+        sys.modules.pop("sandbox.zygote.prefault", None)
         with contextlib.suppress(AttributeError):
-            delattr(sys.modules["sandbox"], "_prefault")
+            delattr(sys.modules["sandbox.zygote"], "prefault")
 
 
 def _read_command() -> Command | None:
@@ -246,13 +246,13 @@ def _read_exact(fd: int, size: int) -> bytes | None:
 
 
 def _become_call_process(command: Command, host_pid: int) -> None:
-    _linux.set_process_name("sandbox-call")
+    linux.set_process_name("sandbox-call")
     for which, pair in command.rlimits:
         resource.setrlimit(which, pair)
     if command.run_as is not None:
         _drop_privileges(*command.run_as)
         # The kernel clears the death signal when credentials change: arm it again.
-        _linux.set_parent_death_signal(signal.SIGKILL)
+        linux.set_parent_death_signal(signal.SIGKILL)
         if os.getppid() != host_pid:
             os._exit(INTERNAL_ERROR_EXIT)
     sys.argv = [command.target_name]
