@@ -8,7 +8,16 @@ writes: so these modules import only the standard library, and of it nothing hea
 ``TYPE_CHECKING = False`` (not ``typing.TYPE_CHECKING``), and this file imports nothing.
 
     host.py         the host process (python -P -m sandbox.zygote.host): its loop and calls
+    startup.py      setting the host up before it serves: isolation, user, warm-up
+    portal_link.py  the host's end of the portal's socket
+    poller.py       epoll with a handler per fd
+    spares.py       call processes forked ahead of time
+    calldirs.py     the calls' private working directories
+    reaper.py       reaping children, killing process groups, sweeping escaped processes
+    calls.py        a running call's state: output tails, deadline, disk budget
+    proc.py         /proc files of a process, re-read without reopening
     child.py        what a forked call process runs (never returns)
+    envelope.py     what a call process says of its call, and its value, encoded and capped
     protocol.py     the wire formats both sides share
     linux.py        Linux process controls the os module lacks
     disk.py         measuring a call's working directory in bounded steps
