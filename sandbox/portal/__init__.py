@@ -1,6 +1,9 @@
 """Portal side: what runs in the caller's process (threads, sockets, logging are fine here).
 
-    client.py      the public functions, the hosts of this process and their connections
+    client.py      the public functions (run_plugin_sandboxed, configure_sandbox, ...)
+    pool.py        the hosts of this process: one per Preload, started and evicted on demand
+    connection.py  one host process and its socket: handshake, requests, answers, loss
+    start_failure.py  why a host could not start, as the result of the calls that needed it
     outcome.py     a host's answer turned into a SandboxResult with an actionable sentence
     wire.py        what a host may send, declared once and checked on arrival
     spawn.py       starting hosts from one long-lived thread, and the janitor
