@@ -1,6 +1,6 @@
 """The plugin pipeline: discover, load and run plugins through the sandbox, record outcomes.
 
-Plugin code runs only in sandbox processes (sandbox/plugin_host.py); this module turns what
+Plugin code runs only in sandbox processes (plugin_contract/loader.py); this module turns what
 comes back into registry states, reasons and run records through plugins_app.services.
 
     load_plugins(names=None, actor=...)        discover and (re)load; one LoadReport per plugin
@@ -62,10 +62,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-LOAD_TARGET = "sandbox.plugin_host:load_plugin"
-CALL_TARGET = "sandbox.plugin_host:call_plugin"
-WARM_TARGET = "sandbox.plugin_host:warm_plugin"
-LOADER_TARGET = "sandbox.plugin_host:warm_loader"
+LOAD_TARGET = "plugin_contract.loader:load_plugin"
+CALL_TARGET = "plugin_contract.loader:call_plugin"
+WARM_TARGET = "plugin_contract.loader:warm_plugin"
+LOADER_TARGET = "plugin_contract.loader:warm_loader"
 LOAD_CONCURRENCY = 4
 RESULT_STORE_CHARS = 64 * 1024  # results above this are stored as a truncated JSON text
 OUTPUT_TAIL_CHARS = 4000  # of stdout and of stderr, kept on the run row
@@ -781,8 +781,8 @@ def _succeeded(
     ), changes
 
 
-# How sandbox/_client.py words a failed Preload warm-up (timeout, exit, crash or exception):
-# "... could not run: the Preload warm-up 'target' <what happened> (<its own advice>)".
+# How sandbox/portal/start_failure.py words a failed Preload warm-up (timeout, exit, crash
+# or exception): "... could not run: the Preload warm-up 'target' <what happened> (<advice>)".
 _WARMUP_FAILURE = re.compile(
     r"could not run: the Preload warm-up '[^']*' (?P<what>.*?)(?: \([^()]*\))?$"
 )
