@@ -29,12 +29,13 @@ if TYPE_CHECKING:  # the type checker sees the real names; the host never import
         sandbox_status,
         shutdown_sandbox,
     )
-    from sandbox.result import Outcome, SandboxResult
+    from sandbox.result import Outcome, Phase, SandboxResult
     from sandbox.targets import Preload
 
 _EXPORTS = {
     "Limits": "sandbox.limits",
     "Outcome": "sandbox.result",
+    "Phase": "sandbox.result",
     "Preload": "sandbox.targets",
     "SandboxConfig": "sandbox.config",
     "SandboxResult": "sandbox.result",
@@ -49,6 +50,7 @@ _EXPORTS = {
 __all__ = [
     "Limits",
     "Outcome",
+    "Phase",
     "Preload",
     "SandboxConfig",
     "SandboxResult",

@@ -324,7 +324,7 @@ class HostConnection:
             self._pending.clear()
         log.error("sandbox: %s", message)
         for pending in pendings:
-            pending.header = {"host_error": message}
+            pending.header = {"host_lost": message}
             pending.event.set()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()

@@ -12,7 +12,7 @@ from typing import Any
 
 from sandbox.limits import Limits
 from sandbox.portal.wire import Envelope, check_envelope, decode_value
-from sandbox.result import Outcome, SandboxResult
+from sandbox.result import Outcome, Phase, SandboxResult
 from sandbox.zygote import linux
 from sandbox.zygote.protocol import RESULT_LOST_EXIT, ProtocolError
 
@@ -60,14 +60,19 @@ def build_result(
     )
     if "host_error" in header or "host_lost" in header:
         reason = header.get("host_error") or header.get("host_lost")
+        # The host refused the call before it started (host_error), or was lost meanwhile.
+        result.phase = Phase.SETUP if "host_error" in header else None
         return _fail(result, Outcome.SANDBOX_FAILURE, "SandboxFailure", str(reason))
     _copy_process_facts(result, report)
     envelope = report.envelope
     if header.get("timed_out"):
+        result.limit = "timeout_s"
         return _timeout(result, report)
     if header.get("disk_exceeded"):
+        result.limit = "disk_mb"
         return _disk_limit(result, report)
     if envelope is not None:
+        _copy_envelope_facts(result, envelope)
         return _from_envelope(result, report, envelope, result_globals)
     if header.get("signal") is not None:
         return _from_signal(result, report, header["signal"])
@@ -91,8 +96,17 @@ def _copy_process_facts(result: SandboxResult, report: CallReport) -> None:
             result.warnings.append(
                 f"{stream} was {total} bytes; only the last {cap} were kept (limits.output_bytes)"
             )
+            result.limit = "output_bytes"  # unless a limit that stopped the call replaces it
     if report.header.get("result_problem"):
         result.warnings.append(report.header["result_problem"])
+
+
+def _copy_envelope_facts(result: SandboxResult, envelope: Envelope) -> None:
+    """What the call process said of its failure: where it was, the message, the place."""
+    phase = envelope.get("phase")
+    result.phase = Phase(phase) if phase is not None else None
+    result.message = envelope.get("message")
+    result.location = envelope.get("location")
 
 
 def _fail(
@@ -158,6 +172,8 @@ def _from_envelope(
             tb,
         )
     if outcome == "memory":
+        if report.limits.memory_mb is not None:
+            result.limit = "memory_mb"
         return _fail(result, Outcome.MEMORY, "MemoryError", _memory_message(report, envelope), tb)
     if outcome == "unserialisable":
         carrier = "pickled" if report.result_format == "pickle" else "sent as JSON"
@@ -171,6 +187,7 @@ def _from_envelope(
             tb,
         )
     if outcome == "output_limit":
+        result.limit = "result_bytes"
         return _fail(
             result,
             Outcome.OUTPUT_LIMIT,
@@ -243,6 +260,7 @@ def _from_signal(result: SandboxResult, report: CallReport, signum: int) -> Sand
     cpu_used = report.header.get("cpu_s") or 0.0
     over_cpu = cpu_limit is not None and cpu_used >= cpu_limit
     if signum == signal.SIGXCPU or (signum == signal.SIGKILL and over_cpu):
+        result.limit = "cpu_s"
         return _fail(
             result,
             Outcome.TIMEOUT,
@@ -321,6 +339,7 @@ def _rebuild_value(
     try:
         value = decode_value(report.value)
     except ValueError as exc:
+        result.phase, result.message = Phase.SERIALISE, str(exc)
         return _fail(
             result,
             Outcome.UNSERIALISABLE,
@@ -343,6 +362,7 @@ def _unpickle_value(
     try:
         value = _ResultUnpickler(report.value, allowed).load()
     except _RefusedGlobal as exc:
+        result.phase, result.message = Phase.SERIALISE, str(exc)
         return _fail(
             result,
             Outcome.UNSERIALISABLE,
@@ -352,6 +372,7 @@ def _unpickle_value(
             f"{exc.dotted!r} to SandboxConfig.result_globals if it is safe)",
         )
     except Exception as exc:  # anything a damaged pickle can raise
+        result.phase, result.message = Phase.SERIALISE, str(exc)
         return _fail(
             result,
             Outcome.UNSERIALISABLE,

@@ -6,7 +6,7 @@ import dataclasses
 
 from sandbox.portal.outcome import failure_result
 from sandbox.portal.wire import HelloFields, ProtocolError
-from sandbox.result import Outcome, SandboxResult
+from sandbox.result import Outcome, Phase, SandboxResult
 from sandbox.targets import Preload
 from sandbox.zygote import linux
 
@@ -18,9 +18,13 @@ class StartFailure:
     outcome: Outcome
     error_type: str
     reason: str
+    phase: Phase = Phase.SETUP  # the host's start, or (with a Preload) its warm-up
     traceback: str | None = None
     signal: str | None = None
     exit_code: int | None = None
+    message: str | None = None
+    location: str | None = None
+    limit: str | None = None
 
     def result(self, name: str, duration_ms: float) -> SandboxResult:
         return failure_result(
@@ -32,6 +36,10 @@ class StartFailure:
             traceback=self.traceback,
             signal=self.signal,
             exit_code=self.exit_code,
+            phase=self.phase,
+            message=self.message,
+            location=self.location,
+            limit=self.limit,
         )
 
 
@@ -40,6 +48,11 @@ def what_starts(preload: Preload | None) -> str:
     if preload is None:
         return "the sandbox host"
     return f"the Preload warm-up {preload.target!r}"
+
+
+def _phase(preload: Preload | None) -> Phase:
+    """A host with a Preload fails in its warm-up (plugin code); one without, in setup."""
+    return Phase.SETUP if preload is None else Phase.WARM_UP
 
 
 def not_spawned(problem: OSError) -> StartFailure:
@@ -61,6 +74,8 @@ def start_timeout(preload: Preload | None, timeout: float, bounded_by_call: bool
         "Timeout",
         f"{what_starts(preload)} did not finish starting within {timeout:g} s and was killed "
         f"({fix}; the next call tries again)",
+        phase=_phase(preload),
+        limit="timeout_s" if bounded_by_call else setting,
     )
 
 
@@ -71,6 +86,7 @@ def malformed_handshake(preload: Preload | None, problem: ProtocolError) -> Star
         f"{what_starts(preload)} sent a malformed handshake ({problem}), so the host was "
         "killed (the plugin's import or warm-up code writes to the sandbox's control socket "
         "or patches the sandbox; fix the plugin)",
+        phase=_phase(preload),
     )
 
 
@@ -89,6 +105,7 @@ def died_while_starting(preload: Preload | None, code: int | None) -> StartFailu
             sig,
             f"{what} killed the sandbox host with {sig} "
             f"({linux.signal_description(-code)}) before it was ready ({fix})",
+            phase=_phase(preload),
             signal=sig,
         )
     outcome = Outcome.ERROR if preload is not None else Outcome.SANDBOX_FAILURE
@@ -96,6 +113,7 @@ def died_while_starting(preload: Preload | None, code: int | None) -> StartFailu
         outcome,
         "WarmupExited" if preload is not None else "SandboxFailure",
         f"{what} ended the sandbox host with exit code {code} before it was ready ({fix})",
+        phase=_phase(preload),
         exit_code=code,
     )
 
@@ -111,5 +129,8 @@ def warm_up_raised(preload: Preload | None, hello: HelloFields) -> StartFailure:
         kind,
         f"{what_starts(preload)} failed: {detail}{where} (fix the plugin's import/warm-up; the "
         "next call retries it once)",
+        phase=Phase.WARM_UP,
         traceback=hello.get("traceback"),
+        message=message,
+        location=location,
     )

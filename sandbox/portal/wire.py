@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypedDict
 
 from sandbox.limits import Limits
+from sandbox.result import Phase
 from sandbox.zygote.protocol import (
     ENVELOPE_LIMIT,
     FRAME_HEADER,
@@ -45,6 +46,7 @@ INT64 = 2**63
 OUTCOMES = frozenset(
     {"ok", "error", "exited", "memory", "unserialisable", "output_limit", "sandbox_failure"}
 )
+PHASES = frozenset(phase.value for phase in Phase)  # what a call process may say it was in
 
 
 class HelloFields(TypedDict, total=False):
@@ -162,6 +164,8 @@ def check_envelope(text: bytes) -> Envelope:
     checked = _check(envelope, _ENVELOPE, "envelope")
     if checked.get("outcome") not in OUTCOMES:
         raise ProtocolError(f"envelope field 'outcome' is {str(checked.get('outcome'))[:40]!r}")
+    if checked.get("phase") not in PHASES | {None}:
+        raise ProtocolError(f"envelope field 'phase' is {str(checked.get('phase'))[:40]!r}")
     return checked  # type: ignore[return-value]  # _check enforced _ENVELOPE's types
 
 

@@ -103,7 +103,7 @@ def warm_up(preload: tuple | None) -> dict | None:
     try:
         resolve_target(target)(*args)
     except BaseException as exc:  # reported to the portal, then the host exits
-        return exception_envelope(exc, phase="warmup")
+        return exception_envelope(exc, phase="warm-up")
     return None
 
 
