@@ -53,7 +53,7 @@ audit: env
 	$(VENV)/bin/python -m tools.audit
 
 # Types with the django-stubs and DRF plugins; the sandbox joins as soon as it exists.
-TYPED := $(wildcard sandbox) plugins_app portal tools
+TYPED := $(wildcard sandbox) plugin_contract plugins_app portal tools
 typecheck: env
 	$(VENV)/bin/mypy $(TYPED)
 

@@ -3,7 +3,7 @@
 A plugin is a `NAME.py` file or a `NAME/` package in a plugin directory (settings
 PORTAL_PLUGIN_DIRS), or a module named by an entry point in the group `portal.plugins` of an
 installed distribution. Entry points are read from distribution metadata only: no plugin
-code runs in the portal process (the sandbox imports it, see sandbox/plugin_host.py).
+code runs in the portal process (the sandbox imports it, see plugin_contract/loader.py).
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ from pathlib import Path
 
 from django.conf import settings
 
+from plugin_contract import MAX_NAME_CHARS, NAME_PATTERN
+
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "portal.plugins"
 ENTRY_POINT_PREFIX = "entry point: "
-# Names become module names in the plugin host and parts of API URLs.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-MAX_NAME_CHARS = 200  # Plugin.name's max_length
 _ENTRY_POINT_SOURCE = re.compile(r"entry point: (?P<name>\S+) = ")
 
 
@@ -62,7 +61,7 @@ class Discovery:
 
 def is_plugin_name(name: str) -> bool:
     """Whether `name` can be a plugin's name (a module name in the host, part of URLs)."""
-    return len(name) <= MAX_NAME_CHARS and _NAME.fullmatch(name) is not None
+    return len(name) <= MAX_NAME_CHARS and NAME_PATTERN.fullmatch(name) is not None
 
 
 def plugin_dirs() -> list[Path]:
@@ -120,7 +119,7 @@ def _spec_for_entry(entry: Path, warnings: list[str]) -> PluginSpec | None:
         kind, name = "file", entry.stem
     else:
         return None
-    if not _NAME.fullmatch(name):
+    if not NAME_PATTERN.fullmatch(name):
         warnings.append(
             f"{entry} is not loaded: a plugin name may hold only letters, digits, '_' and '-' "
             "and must start with a letter or digit (rename it)"
@@ -139,7 +138,7 @@ def _entry_points(warnings: list[str]) -> list[PluginSpec]:
         if (entry_point.name, dist_label) in seen:
             continue
         seen.add((entry_point.name, dist_label))
-        if not _NAME.fullmatch(entry_point.name):
+        if not NAME_PATTERN.fullmatch(entry_point.name):
             warnings.append(
                 f"Entry point '{entry_point.name}' of {dist_label} is not loaded: a plugin name "
                 "may hold only letters, digits, '_' and '-' (rename it in the distribution)"

@@ -8,6 +8,8 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
+from plugin_contract import MAX_NAME_CHARS, MAX_VERSION_CHARS
+
 
 class PluginState(models.TextChoices):
     LOADED = "LOADED", "Loaded"
@@ -23,7 +25,10 @@ AVAILABLE_STATES = frozenset({PluginState.LOADED, PluginState.INITIALIZED, Plugi
 
 class Plugin(models.Model):
     name = models.CharField(
-        "name", max_length=200, unique=True, help_text="Plugin name, unique across the portal."
+        "name",
+        max_length=MAX_NAME_CHARS,
+        unique=True,
+        help_text="Plugin name, unique across the portal.",
     )
     state = models.CharField(
         "state",
@@ -39,7 +44,7 @@ class Plugin(models.Model):
         help_text="Why the plugin is in this state: what failed, why, and what to do next.",
     )
     description = models.TextField("description", blank=True, default="")
-    version = models.CharField("version", max_length=100, blank=True, default="")
+    version = models.CharField("version", max_length=MAX_VERSION_CHARS, blank=True, default="")
     source = models.CharField(
         "source",
         max_length=1000,

@@ -1,6 +1,6 @@
 """The plugin pipeline: discover, load and run plugins through the sandbox, record outcomes.
 
-Plugin code runs only in sandbox processes (sandbox/plugin_host.py); this module turns what
+Plugin code runs only in sandbox processes (plugin_contract/loader.py); this module turns what
 comes back into registry states, reasons and run records through plugins_app.services.
 
     load_plugins(names=None, actor=...)        discover and (re)load; one LoadReport per plugin
@@ -62,11 +62,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-LOAD_TARGET = "sandbox.plugin_host:load_plugin"
-CALL_TARGET = "sandbox.plugin_host:call_plugin"
-WARM_TARGET = "sandbox.plugin_host:warm_plugin"
-LOADER_TARGET = "sandbox.plugin_host:warm_loader"
-CALL_UNAVAILABLE = "PluginUnavailable"  # sandbox.plugin_host's refusal of a call
+LOAD_TARGET = "plugin_contract.loader:load_plugin"
+CALL_TARGET = "plugin_contract.loader:call_plugin"
+WARM_TARGET = "plugin_contract.loader:warm_plugin"
+LOADER_TARGET = "plugin_contract.loader:warm_loader"
+CALL_UNAVAILABLE = "PluginUnavailable"  # plugin_contract.loader's refusal of a call
 LOAD_CONCURRENCY = 4
 RESULT_STORE_CHARS = 64 * 1024  # results above this are stored as a truncated JSON text
 OUTPUT_TAIL_CHARS = 4000  # of stdout and of stderr, kept on the run row
@@ -700,7 +700,7 @@ def _call(
 
 def _missing_at_call(result: SandboxResult) -> tuple[untrusted.MissingItem, ...]:
     """What the call's process lacked of the plugin's requirements, from the load report that
-    sandbox.plugin_host.PluginUnavailable carries as JSON; () for any other outcome."""
+    plugin_contract.loader.PluginUnavailable carries as JSON; () for any other outcome."""
     if result.outcome != Outcome.ERROR or result.error_type != CALL_UNAVAILABLE:
         return ()
     last_line = (result.traceback or "").rstrip().rpartition("\n")[2]
@@ -822,8 +822,8 @@ def _succeeded(
     ), changes
 
 
-# How sandbox/_client.py words a failed Preload warm-up (timeout, exit, crash or exception):
-# "... could not run: the Preload warm-up 'target' <what happened> (<its own advice>)".
+# How sandbox/portal/start_failure.py words a failed Preload warm-up (timeout, exit, crash
+# or exception): "... could not run: the Preload warm-up 'target' <what happened> (<advice>)".
 _WARMUP_FAILURE = re.compile(
     r"could not run: the Preload warm-up '[^']*' (?P<what>.*?)(?: \([^()]*\))?$"
 )

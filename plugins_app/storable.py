@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-# Plugin.name's column size: a longer name cannot be registered, so cannot be looked up.
-MAX_NAME_CHARS = 200
+# MAX_NAME_CHARS is Plugin.name's column size: a longer name cannot be registered, so cannot
+# be looked up.
+from plugin_contract import MAX_NAME_CHARS
+
 _SHOWN_CHARS = 60
 
 

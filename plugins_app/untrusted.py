@@ -25,31 +25,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
+# The loader's report vocabulary: the contract the plugin side writes (plugin_contract).
+from plugin_contract import LOAD_STAGES, LOAD_STATUSES, MISSING_KINDS, REPORT_KEYS
+
 T = TypeVar("T")
 
 REPLACEMENT = "\ufffd"
 ELLIPSIS = "…"
 MAX_DEPTH = 500  # of JSON data: deeper structures overflow encoders and database parsers
 
-LOAD_STATUSES = ("ok", "unavailable", "failed")
-LOAD_STAGES = ("import", "declarations", "requires", "setup")
-MISSING_KINDS = ("module", "library", "entry_point", "source", "env", "gpu", "file")
-# Every key the plugin host's _report() writes that the portal reads.
-REPORT_KEYS = frozenset(
-    {
-        "status",
-        "stage",
-        "name",
-        "version",
-        "description",
-        "requires",
-        "limits",
-        "missing",
-        "error_type",
-        "message",
-        "where",
-    }
-)
 
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
@@ -254,7 +238,7 @@ class MissingItem:
 
 @dataclass(frozen=True)
 class LoaderReport:
-    """A load report checked and cleaned: what `sandbox.plugin_host.load_plugin` returns."""
+    """A load report checked and cleaned: what `plugin_contract.loader.load_plugin` returns."""
 
     status: str
     stage: str

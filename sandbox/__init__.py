@@ -5,8 +5,12 @@
 
 See docs/sandbox.md. This package imports nothing from Django.
 
+The public value types live here (``limits``, ``config``, ``result``, ``targets``); the code
+that runs in the portal is in ``sandbox/portal/``, the code that runs in the sandbox host and
+its call processes in ``sandbox/zygote/`` (import-light: see its ``__init__``).
+
 The public names are imported on first use (PEP 562): the sandbox host process starts as
-``python -m sandbox._host``, which runs this file, and must not load the portal-side
+``python -m sandbox.zygote.host``, which runs this file, and must not load the portal-side
 machinery (threads, subprocess, logging): every megabyte in the host slows each fork.
 """
 
@@ -15,7 +19,9 @@ import importlib
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing grows every fork
 
 if TYPE_CHECKING:  # the type checker sees the real names; the host never imports them
-    from sandbox._client import (
+    from sandbox.config import SandboxConfig
+    from sandbox.limits import Limits
+    from sandbox.portal.client import (
         configure_sandbox,
         discard_preload,
         run_plugin_sandboxed,
@@ -23,28 +29,28 @@ if TYPE_CHECKING:  # the type checker sees the real names; the host never import
         sandbox_status,
         shutdown_sandbox,
     )
-    from sandbox.config import SandboxConfig
-    from sandbox.limits import Limits
-    from sandbox.result import Outcome, SandboxResult
+    from sandbox.result import Outcome, Phase, SandboxResult
     from sandbox.targets import Preload
 
 _EXPORTS = {
     "Limits": "sandbox.limits",
     "Outcome": "sandbox.result",
+    "Phase": "sandbox.result",
     "Preload": "sandbox.targets",
     "SandboxConfig": "sandbox.config",
     "SandboxResult": "sandbox.result",
-    "configure_sandbox": "sandbox._client",
-    "discard_preload": "sandbox._client",
-    "run_plugin_sandboxed": "sandbox._client",
-    "sandbox_config": "sandbox._client",
-    "sandbox_status": "sandbox._client",
-    "shutdown_sandbox": "sandbox._client",
+    "configure_sandbox": "sandbox.portal.client",
+    "discard_preload": "sandbox.portal.client",
+    "run_plugin_sandboxed": "sandbox.portal.client",
+    "sandbox_config": "sandbox.portal.client",
+    "sandbox_status": "sandbox.portal.client",
+    "shutdown_sandbox": "sandbox.portal.client",
 }
 
 __all__ = [
     "Limits",
     "Outcome",
+    "Phase",
     "Preload",
     "SandboxConfig",
     "SandboxResult",

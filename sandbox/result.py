@@ -1,4 +1,5 @@
-"""What a sandboxed call returns: an Outcome and a SandboxResult that never raises."""
+"""What a sandboxed call returns: an Outcome, where it ended (Phase) and a SandboxResult
+that never raises."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import math
 import uuid
 from typing import Any
 
-__all__ = ["Outcome", "SandboxResult"]
+__all__ = ["Outcome", "Phase", "SandboxResult"]
 
 
 class Outcome(enum.StrEnum):
@@ -29,6 +30,16 @@ class Outcome(enum.StrEnum):
     DISK_LIMIT = "disk_limit"  # wrote more than disk_mb in its working directory; killed
 
 
+class Phase(enum.StrEnum):
+    """Where a call was when it failed, as the process that ran it said (or the sandbox knew)."""
+
+    IMPORT = "import"  # importing the target's module
+    WARM_UP = "warm-up"  # a Preload's warm-up, in its host, before any call
+    SETUP = "setup"  # the sandbox setting up the host or the call's process
+    CALL = "call"  # the target running
+    SERIALISE = "serialise"  # the return value on its way back (encoded, or parsed)
+
+
 @dataclasses.dataclass(slots=True)
 class SandboxResult:
     """The result of one sandboxed call.
@@ -39,6 +50,15 @@ class SandboxResult:
     operator should know that did not fail the call (output truncated, isolation that was
     requested but is unavailable). ``disk_used_kb`` is the allocated size of the call's
     working directory the host last measured (None without a disk budget).
+
+    What the call process knew of a failure, as fields (never to be parsed out of ``error``):
+    ``phase`` where it failed (None when the process was killed or ended without saying:
+    a deadline, a signal, ``os._exit``); ``message`` the exception's own message (or a
+    ``SystemExit``'s text); ``location`` "file:line in function" where it was raised;
+    ``limit`` the limit it ran into: a ``Limits`` field (``timeout_s``, ``cpu_s``,
+    ``memory_mb``, ``result_bytes``, ``disk_mb``, or ``output_bytes`` when only its output
+    was cut), or the ``SandboxConfig`` timeout a host's start or warm-up exceeded
+    (``start_timeout_s``, ``warmup_timeout_s``); None when no limit was hit.
     """
 
     ok: bool
@@ -56,11 +76,16 @@ class SandboxResult:
     target: str = ""
     warnings: list[str] = dataclasses.field(default_factory=list)
     disk_used_kb: int | None = None
+    phase: Phase | None = None
+    message: str | None = None
+    location: str | None = None
+    limit: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict; ``value`` is converted best-effort (see ``jsonable``)."""
         data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         data["outcome"] = self.outcome.value
+        data["phase"] = self.phase.value if self.phase is not None else None
         data["value"] = jsonable(self.value)
         data["warnings"] = list(self.warnings)
         return data

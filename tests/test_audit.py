@@ -130,6 +130,17 @@ class TestDynamicImportRule:
         assert found(source, "plugins_app/migrations/0002_data.py") == []
         assert found(source, "plugins_app/pipeline.py") == [(2, "PORTAL001"), (3, "PORTAL002")]
 
+    def test_plugin_side_loader__exempt_rest_of_the_contract__not(self):
+        """The plugin-side loader imports plugins (in the sandbox); the contract's constants
+        are portal code too, so the rules apply to them."""
+        source = """\
+            import importlib
+            module = importlib.import_module(target)
+            module.setup()
+            """
+        assert found(source, "plugin_contract/loader.py") == []
+        assert found(source, "plugin_contract/__init__.py") == [(2, "PORTAL001"), (3, "PORTAL002")]
+
 
 class TestPluginEntryPointRule:
     def test_walrus_bound_plugin__flagged(self):

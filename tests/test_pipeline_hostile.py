@@ -266,7 +266,7 @@ class TestHostileLoads:
             "forger",
             f"""
             import sys
-            host = sys.modules["sandbox.plugin_host"]
+            host = sys.modules["plugin_contract.loader"]
             real = host._report
             host._report = lambda *args, **kwargs: {forged}
             def run():

@@ -107,7 +107,7 @@ class TestReasons:
 
     def test_load_failure_in_warm_host__says_reload(self):
         """A plugin that cannot be set up for a run says to fix it and reload."""
-        tb = "sandbox.plugin_host.PluginLoadError: setup() raised OSError: gone\n"
+        tb = "plugin_contract.loader.PluginLoadError: setup() raised OSError: gone\n"
         mapped = outcome_from_result(
             "p", result(Outcome.ERROR, error_type="PluginLoadError", traceback=tb), LIMITS
         )
@@ -133,7 +133,7 @@ class TestSuccess:
         )
 
 
-WARM = "the Preload warm-up 'sandbox.plugin_host:warm_plugin'"
+WARM = "the Preload warm-up 'plugin_contract.loader:warm_plugin'"
 
 
 class TestWarmUpFailures:

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 _DRIVER = textwrap.dedent(
     """
     import json, sys
-    from sandbox import plugin_host
+    from plugin_contract import loader as plugin_host
     calls = json.loads(sys.argv[1])
     out = []
     for function, args in calls:

@@ -1,4 +1,4 @@
-"""Measuring a call's working directory (sandbox/_disk.py): bounded steps, allocated sizes."""
+"""Measuring a call's working directory (sandbox/zygote/disk.py): bounded steps, allocated sizes."""
 
 import os
 import sys
@@ -7,7 +7,7 @@ from pathlib import Path
 # This branch has no conftest or pytest `pythonpath`; put the repo root on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sandbox._disk import DiskScan, tree_size
+from sandbox.zygote.disk import DiskScan, tree_size
 
 
 def make_tree(root: Path, dirs: int, files_per_dir: int) -> None:

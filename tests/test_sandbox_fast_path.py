@@ -151,7 +151,9 @@ class TestHostLeftovers:
         decoy = tmp_path / "sandbox"
         decoy.mkdir()
         (decoy / "__init__.py").write_text("")
-        (decoy / "_host.py").write_text("raise SystemExit(3)\n")
+        (decoy / "zygote").mkdir()
+        (decoy / "zygote" / "__init__.py").write_text("")
+        (decoy / "zygote" / "host.py").write_text("raise SystemExit(3)\n")
         monkeypatch.chdir(tmp_path)
         sandbox_settings()  # restart hosts from this working directory
         result = run_plugin_sandboxed(f"{BASIC}:add", 1, 2)

@@ -180,12 +180,12 @@ def test_discard_lets_running_calls_finish():
 def test_discard_racing_a_first_call__leaves_no_host_that_shutdown_cannot_see(monkeypatch):
     """A call that looked up its preload just before discard_preload still ends up in a host
     the sandbox knows about: it is listed and shutdown_sandbox kills it."""
-    from sandbox import _client
+    from sandbox.portal import pool
 
     preload = Preload(f"{WARM}:warm", (new_marker(),))
     looked_up = threading.Event()
     discarded = threading.Event()
-    real_slot = _client._Sandbox._slot
+    real_slot = pool.HostPool._slot
 
     def slot_then_pause(self, key):
         slot = real_slot(self, key)
@@ -194,7 +194,7 @@ def test_discard_racing_a_first_call__leaves_no_host_that_shutdown_cannot_see(mo
             discarded.wait(5)  # ...while discard_preload runs
         return slot
 
-    monkeypatch.setattr(_client._Sandbox, "_slot", slot_then_pause)
+    monkeypatch.setattr(pool.HostPool, "_slot", slot_then_pause)
     results = []
     caller = threading.Thread(target=lambda: results.append(call("state", preload)))
     caller.start()

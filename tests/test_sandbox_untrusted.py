@@ -17,8 +17,8 @@ import tracemalloc
 import pytest
 
 from sandbox import Limits, Outcome, Preload, run_plugin_sandboxed, shutdown_sandbox
-from sandbox._leftovers import process_token
-from sandbox._wire import decode_value
+from sandbox.portal.leftovers import process_token
+from sandbox.portal.wire import decode_value
 from tests.sandbox_targets.process_checks import is_running, wait_until
 
 HOST = "tests.sandbox_targets.hostile_host"
@@ -250,7 +250,7 @@ def test_a_starting_portal_kills_what_dead_portals_plugins_left(tmp_path):
     gone.wait()
     leftover = subprocess.Popen(["sleep", "600"], env={"SANDBOX_OWNER": f"{token}.1"})
     try:
-        portal = f"import sys; sys.path.insert(0, {REPO!r}); import sandbox._spawn as m"
+        portal = f"import sys; sys.path.insert(0, {REPO!r}); import sandbox.portal.spawn as m"
         portal += "; m.spawner()"
         subprocess.run([sys.executable, "-c", portal], check=True, timeout=30)
         assert leftover.wait(timeout=10) == -signal.SIGKILL

@@ -40,7 +40,7 @@ def forge_pickle_hello():
 
 
 def _host_module():
-    return sys.modules["__main__"]  # the host runs as `python -m sandbox._host`
+    return sys.modules["__main__"]  # the host runs as `python -m sandbox.zygote.host`
 
 
 def patch_answers(header_changes=None, value=None):

@@ -12,7 +12,7 @@ from plugins_app.models import PluginRun, RunStatus
 from plugins_app.storable import value_problem
 
 ACTOR = "command:runplugin"
-# The sandbox's exception when params do not fit run()'s signature (sandbox/plugin_host.py).
+# The sandbox's exception when params do not fit run()'s signature (plugin_contract/loader.py).
 PARAMS_DID_NOT_FIT = "PluginParamsError"
 
 

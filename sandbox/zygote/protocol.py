@@ -5,7 +5,7 @@ Portal <-> host: frames of data only, never pickles, because a warm host runs pl
 (length of the rest, length of the JSON part), a JSON object of fields, then the binary
 blobs the JSON names with their lengths ("blobs": [[name, length], ...]). The portal reads
 the header and the JSON (at most HEADER_LIMIT bytes), checks every field and each blob's
-length against the call's limits (sandbox/_wire.py), and only then reads the blobs.
+length against the call's limits (sandbox/portal/wire.py), and only then reads the blobs.
 What the portal sends the host may hold pickles (the call's target and arguments): the
 portal is trusted, the host is not.
 
@@ -17,7 +17,7 @@ envelope's fields and parses the value. The lengths let the host see a record is
 before the child has finished exiting, and the usage figures stand in for wait4()'s,
 which come only after.
 
-Host-side modules (this one, _child, _host, _linux) import only what the host needs:
+Zygote-side modules (this one and the rest of sandbox/zygote/) import only what the host needs:
 every megabyte the host holds makes each fork slower.
 """
 
@@ -169,7 +169,7 @@ def record_size(data: bytes | bytearray) -> int | None:
 
 def decode_result(data: bytes | bytearray) -> ResultRecord:
     """Split a result record; raises ValueError if it is not one (e.g. plugin wrote to fd 3).
-    The envelope stays JSON text: the portal checks it (sandbox/_wire.py)."""
+    The envelope stays JSON text: the portal checks it (sandbox/portal/wire.py)."""
     size = record_size(data)
     if size is None:
         raise ValueError(f"result record truncated ({len(data)} bytes)")

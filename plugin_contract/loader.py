@@ -29,16 +29,13 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
+from plugin_contract import MAX_NAME_CHARS, MAX_VERSION_CHARS, NAME_PATTERN, REQUIRE_KEYS
+
 # Plugins import under this parent so that a plugin file never shadows a real module.
 PACKAGE = "portal_plugins"
-REQUIRE_KEYS = ("modules", "gpu", "files", "env")
 # What a call re-checks in its own process: cheap, and set by that process's environment (a
 # variable the server had may be unset in the shell of a `runplugin`). Loads check them all.
 CALL_CHECKS = ("env", "files")
-# Same as plugins_app.discovery._NAME (the host never imports Django): names are URL parts.
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-MAX_NAME_CHARS = 200  # Plugin.name's max_length
-MAX_VERSION_CHARS = 100  # Plugin.version's max_length
 # The dynamic loader's message when a shared library (libGL.so.1, libcudart.so.12) is absent.
 _MISSING_LIBRARY = re.compile(r"([^\s:'\"]+\.so(?:\.[\w.]+)?): cannot open shared object file")
 

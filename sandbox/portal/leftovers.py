@@ -1,4 +1,5 @@
-"""Processes a host's plugins started and left behind, found by the mark in their environment.
+"""What hosts and their plugins leave behind: processes, found by the mark in their
+environment, and a dead host's directories.
 
 Runs in the portal and in the janitor (never in a host). Every host is started with
 ``SANDBOX_OWNER=<portal>.<host>`` in its environment, where ``<portal>`` is the portal
@@ -7,12 +8,22 @@ the host's process group or session and is reparented away from the host. When a
 gone (stopped, killed, lost) or its portal is, everything still carrying its mark is killed.
 A process that replaces its whole environment (exec with a new one) escapes the mark;
 a cgroup would close that gap (docs/sandbox.md).
+
+A host killed (SIGKILL, the OOM killer) cannot remove its call and bytecode directories
+itself: ``remove_dirs_of`` does, once the host is gone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pwd
+import re
+import shutil
 import signal
+import stat
+
+from sandbox.zygote.protocol import BYTECODE_DIR_KIND, CALL_DIR_KIND
 
 OWNER_VARIABLE = "SANDBOX_OWNER"
 SWEEPS = 5  # processes may fork while we look: look again until a sweep finds none
@@ -86,3 +97,26 @@ def kill_marked(prefix: str) -> list[int]:
             except OSError:
                 continue
     return killed
+
+
+def remove_dirs_of(host_pid: int, tmp_dir: str, run_as: str | None) -> None:
+    """Remove what a host that is gone left in ``tmp_dir``: its directories owned by us or
+    by ``run_as`` (the user its calls ran as), never a symlink or another user's."""
+    kinds = "|".join(re.escape(kind) for kind in (CALL_DIR_KIND, BYTECODE_DIR_KIND))
+    ours = re.compile(rf"(?:{kinds})-{host_pid}-\d+-[0-9a-f]{{6}}")
+    owners = {os.geteuid()}
+    if run_as:
+        with contextlib.suppress(KeyError):
+            owners.add(pwd.getpwnam(run_as).pw_uid)
+    try:
+        names = [name for name in os.listdir(tmp_dir) if ours.fullmatch(name)]
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(tmp_dir, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_uid in owners:
+            shutil.rmtree(path, ignore_errors=True)

@@ -11,13 +11,24 @@ from __future__ import annotations
 
 import json
 import math
+import socket
+from collections.abc import Callable
 from typing import Any, TypedDict
 
-from sandbox._protocol import ENVELOPE_LIMIT, ProtocolError
 from sandbox.limits import Limits
+from sandbox.result import Phase
+from sandbox.zygote.protocol import (
+    ENVELOPE_LIMIT,
+    FRAME_HEADER,
+    ProtocolError,
+    decode_fields,
+    frame_sizes,
+    split_blobs,
+)
 
 __all__ = [
     "AnswerFields",
+    "BlobLimits",
     "Envelope",
     "HelloFields",
     "ProtocolError",
@@ -26,6 +37,8 @@ __all__ = [
     "check_envelope",
     "check_hello",
     "decode_value",
+    "no_blobs",
+    "recv_frame",
 ]
 
 TEXT_LIMIT = 64 * 1024  # a reason, a warning, a traceback: more is not a message
@@ -33,6 +46,7 @@ INT64 = 2**63
 OUTCOMES = frozenset(
     {"ok", "error", "exited", "memory", "unserialisable", "output_limit", "sandbox_failure"}
 )
+PHASES = frozenset(phase.value for phase in Phase)  # what a call process may say it was in
 
 
 class HelloFields(TypedDict, total=False):
@@ -152,10 +166,62 @@ def check_envelope(text: bytes) -> Envelope:
     checked = _check(envelope, _ENVELOPE, "envelope")
     if checked.get("outcome") not in OUTCOMES:
         raise ProtocolError(f"envelope field 'outcome' is {str(checked.get('outcome'))[:40]!r}")
+    if checked.get("phase") not in PHASES | {None}:
+        raise ProtocolError(f"envelope field 'phase' is {str(checked.get('phase'))[:40]!r}")
     return checked  # type: ignore[return-value]  # _check enforced _ENVELOPE's types
 
 
-def answer_blob_limits(limits: Limits) -> dict[str, tuple[int, str]]:
+# --- reading a frame off a host's socket ----------------------------------------------------
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytearray | None:
+    """Exactly ``size`` bytes, or None at EOF."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            return None
+        got += n
+    return buffer
+
+
+BlobLimits = dict[str, tuple[int, str]]  # blob name: (most bytes, the limit that says so)
+
+
+def recv_frame(
+    sock: socket.socket, blob_limits: Callable[[dict[str, Any]], BlobLimits]
+) -> tuple[dict[str, Any], dict[str, bytes]] | None:
+    """A frame from a host, or None at EOF. ``blob_limits(fields)`` says how large each blob
+    may be; they are checked before a byte of them is read. ProtocolError for a bad frame."""
+    header = _recv_exact(sock, FRAME_HEADER.size)
+    if header is None:
+        return None
+    text_len, blobs_len = frame_sizes(header)
+    text = _recv_exact(sock, text_len)
+    if text is None:
+        return None
+    fields, declared = decode_fields(text)
+    limits = blob_limits(fields)
+    for name, length in declared:
+        if name not in limits:
+            raise ProtocolError(f"unexpected blob {name[:40]!r}")
+        most, limit = limits[name]
+        if length > most:
+            raise ProtocolError(f"{name} of {length} bytes is over {limit} ({most} bytes)")
+    data = _recv_exact(sock, blobs_len)
+    if data is None:
+        return None
+    return fields, split_blobs(data, declared)
+
+
+def no_blobs(fields: dict[str, Any]) -> BlobLimits:
+    """For frames that carry no blobs (the handshake)."""
+    return {}
+
+
+def answer_blob_limits(limits: Limits) -> BlobLimits:
     """The most each blob of an answer may hold, and the limit that says so."""
     output = (limits.output_bytes, "limits.output_bytes")
     return {

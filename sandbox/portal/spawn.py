@@ -3,7 +3,7 @@
 Runs in the portal. Hosts arm a parent-death signal, which Linux sends when the *thread*
 that forked them ends, not the process: so every host is started from one long-lived
 thread of this process, never from a request's or a pool's thread. Each host's
-environment carries the mark ``SANDBOX_OWNER=<portal token>.<n>`` (sandbox/_leftovers.py),
+environment carries the mark ``SANDBOX_OWNER=<portal token>.<n>`` (sandbox/portal/leftovers.py),
 and one janitor process per portal process kills whatever still carries the portal's mark
 once the portal is gone, however it ended.
 """
@@ -20,11 +20,14 @@ import sys
 import threading
 from typing import Any
 
-from sandbox._leftovers import OWNER_VARIABLE, kill_orphaned, process_token
+from sandbox.portal.leftovers import OWNER_VARIABLE, kill_orphaned, process_token
 
 log = logging.getLogger("sandbox")
 
-_SANDBOX_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+JANITOR_MODULE = "sandbox.portal.janitor"  # what the janitor runs, as `python -P -m ...`
+# The directory that holds the sandbox package (this file is sandbox/portal/spawn.py): hosts
+# and the janitor import the sandbox from there.
+SANDBOX_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class Spawner:
@@ -69,11 +72,11 @@ class Spawner:
             done.set()
 
     def _start_janitor(self, python: str, tmp_dir: str) -> subprocess.Popen | None:
-        env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": _SANDBOX_ROOT}
+        env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": SANDBOX_ROOT}
         try:
             # Not from the spawner thread and without a death signal: it must outlive us.
             return subprocess.Popen(
-                [python, "-P", "-m", "sandbox._janitor", "--owner", self.token, "--tmp", tmp_dir],
+                [python, "-P", "-m", JANITOR_MODULE, "--owner", self.token, "--tmp", tmp_dir],
                 stdin=subprocess.PIPE,
                 env=env,
                 start_new_session=True,
@@ -122,4 +125,4 @@ def _after_fork_in_child() -> None:
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
-__all__ = ["OWNER_VARIABLE", "Spawner", "spawner"]
+__all__ = ["OWNER_VARIABLE", "SANDBOX_ROOT", "Spawner", "spawner"]

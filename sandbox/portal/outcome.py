@@ -10,11 +10,11 @@ import pickle
 import signal
 from typing import Any
 
-from sandbox import _linux
-from sandbox._protocol import RESULT_LOST_EXIT, ProtocolError
-from sandbox._wire import Envelope, check_envelope, decode_value
 from sandbox.limits import Limits
-from sandbox.result import Outcome, SandboxResult
+from sandbox.portal.wire import Envelope, check_envelope, decode_value
+from sandbox.result import Outcome, Phase, SandboxResult
+from sandbox.zygote import linux
+from sandbox.zygote.protocol import RESULT_LOST_EXIT, ProtocolError
 
 
 class CallReport:
@@ -61,14 +61,19 @@ def build_result(
     )
     if "host_error" in header or "host_lost" in header:
         reason = header.get("host_error") or header.get("host_lost")
+        # The host refused the call before it started (host_error), or was lost meanwhile.
+        result.phase = Phase.SETUP if "host_error" in header else None
         return _fail(result, Outcome.SANDBOX_FAILURE, "SandboxFailure", str(reason))
     _copy_process_facts(result, report)
     envelope = report.envelope
     if header.get("timed_out"):
+        result.limit = "timeout_s"
         return _timeout(result, report)
     if header.get("disk_exceeded"):
+        result.limit = "disk_mb"
         return _disk_limit(result, report)
     if envelope is not None:
+        _copy_envelope_facts(result, envelope)
         return _from_envelope(result, report, envelope, result_globals)
     if header.get("signal") is not None:
         return _from_signal(result, report, header["signal"])
@@ -79,7 +84,7 @@ def _copy_process_facts(result: SandboxResult, report: CallReport) -> None:
     header = report.header
     result.exit_code = header.get("exit_code")
     signum = header.get("signal")
-    result.signal = _linux.signal_name(signum) if signum is not None else None
+    result.signal = linux.signal_name(signum) if signum is not None else None
     result.peak_rss_kb = header.get("peak_rss_kb")
     disk_used = header.get("disk_used")
     result.disk_used_kb = disk_used // 1024 if disk_used is not None else None
@@ -92,8 +97,17 @@ def _copy_process_facts(result: SandboxResult, report: CallReport) -> None:
             result.warnings.append(
                 f"{stream} was {total} bytes; only the last {cap} were kept (limits.output_bytes)"
             )
+            result.limit = "output_bytes"  # unless a limit that stopped the call replaces it
     if report.header.get("result_problem"):
         result.warnings.append(report.header["result_problem"])
+
+
+def _copy_envelope_facts(result: SandboxResult, envelope: Envelope) -> None:
+    """What the call process said of its failure: where it was, the message, the place."""
+    phase = envelope.get("phase")
+    result.phase = Phase(phase) if phase is not None else None
+    result.message = envelope.get("message")
+    result.location = envelope.get("location")
 
 
 def _fail(
@@ -159,6 +173,8 @@ def _from_envelope(
             tb,
         )
     if outcome == "memory":
+        if report.limits.memory_mb is not None:
+            result.limit = "memory_mb"
         return _fail(result, Outcome.MEMORY, "MemoryError", _memory_message(report, envelope), tb)
     if outcome == "unserialisable":
         carrier = "pickled" if report.result_format == "pickle" else "sent as JSON"
@@ -172,6 +188,7 @@ def _from_envelope(
             tb,
         )
     if outcome == "output_limit":
+        result.limit = "result_bytes"
         return _fail(
             result,
             Outcome.OUTPUT_LIMIT,
@@ -241,11 +258,12 @@ def _memory_message(report: CallReport, envelope: Envelope) -> str:
 
 def _from_signal(result: SandboxResult, report: CallReport, signum: int) -> SandboxResult:
     name = report.name
-    sig = _linux.signal_name(signum)
+    sig = linux.signal_name(signum)
     cpu_limit = report.limits.cpu_s
     cpu_used = report.header.get("cpu_s") or 0.0
     over_cpu = cpu_limit is not None and cpu_used >= cpu_limit
     if signum == signal.SIGXCPU or (signum == signal.SIGKILL and over_cpu):
+        result.limit = "cpu_s"
         return _fail(
             result,
             Outcome.TIMEOUT,
@@ -267,7 +285,7 @@ def _from_signal(result: SandboxResult, report: CallReport, signum: int) -> Sand
         result,
         Outcome.CRASHED,
         sig,
-        f"Plugin call {name!r} crashed with {sig} ({_linux.signal_description(signum)}) "
+        f"Plugin call {name!r} crashed with {sig} ({linux.signal_description(signum)}) "
         "(the plugin or a native library it uses has a bug; stderr holds the Python "
         "traceback at the moment of the crash)",
     )
@@ -324,6 +342,7 @@ def _rebuild_value(
     try:
         value = decode_value(report.value)
     except ValueError as exc:
+        result.phase, result.message = Phase.SERIALISE, str(exc)
         return _fail(
             result,
             Outcome.UNSERIALISABLE,
@@ -346,6 +365,7 @@ def _unpickle_value(
     try:
         value = _ResultUnpickler(report.value, allowed).load()
     except _RefusedGlobal as exc:
+        result.phase, result.message = Phase.SERIALISE, str(exc)
         return _fail(
             result,
             Outcome.UNSERIALISABLE,
@@ -355,6 +375,7 @@ def _unpickle_value(
             f"{exc.dotted!r} to SandboxConfig.result_globals if it is safe)",
         )
     except Exception as exc:  # anything a damaged pickle can raise
+        result.phase, result.message = Phase.SERIALISE, str(exc)
         return _fail(
             result,
             Outcome.UNSERIALISABLE,

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import io
-import json
 import math
 import os
 import pickle
@@ -29,8 +27,15 @@ import signal
 import stat
 import sys
 
-from sandbox import _linux
-from sandbox._protocol import (
+from sandbox.zygote import linux
+from sandbox.zygote.envelope import (
+    exception_envelope,
+    exit_envelope,
+    format_exception,
+    to_json,
+    to_pickle,
+)
+from sandbox.zygote.protocol import (
     COMMAND_FD,
     COMMAND_HEADER,
     RESULT_FD,
@@ -42,17 +47,12 @@ TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing grows every 
 
 if TYPE_CHECKING:  # typing-only names: the host (and so every fork) never imports them
     from collections.abc import Callable, Mapping
-    from types import TracebackType
     from typing import Any
-
-    from typing_extensions import Buffer
 
     RLimits = list[tuple[int, tuple[int, int]]]
 
 MiB = 1024 * 1024
 INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE: the sandbox's own code failed in the child
-TRACEBACK_LIMIT = 32 * 1024
-MESSAGE_LIMIT = 2000
 LOWEST_PRIORITY = 19  # nice value of a spare while it gets ready
 
 
@@ -176,8 +176,8 @@ def _become_spare(spec: SpareSpec) -> None:
     # Signals and sys.stdout/sys.stderr are deliberately left as the host set them up:
     # Python defaults, streams reconfigured once in the host.
     _install_fds(spec)
-    _linux.set_process_name("sandbox-spare")
-    _linux.set_parent_death_signal(signal.SIGKILL)
+    linux.set_process_name("sandbox-spare")
+    linux.set_parent_death_signal(signal.SIGKILL)
     if os.getppid() != spec.host_pid:
         os._exit(INTERNAL_ERROR_EXIT)  # host died before the death signal was armed
 
@@ -209,14 +209,14 @@ def _rehearse() -> None:
     # Every call unpickles, imports a module, pickles and builds a record; doing all of it
     # once here copies the host pages they write to (~0.5 ms of page faults) before the
     # call arrives. Nothing is written anywhere, and the module is forgotten again.
-    payload = pickle.dumps(("sandbox._prefault:rehearse", (1,), {"k": None}), -1)
+    payload = pickle.dumps(("sandbox.zygote.prefault:rehearse", (1,), {"k": None}), -1)
     try:
         envelope, value = _invoke(payload, 1 << 20, "json")
         encode_result(envelope, value, _own_usage())
     finally:
-        sys.modules.pop("sandbox._prefault", None)
+        sys.modules.pop("sandbox.zygote.prefault", None)
         with contextlib.suppress(AttributeError):
-            delattr(sys.modules["sandbox"], "_prefault")
+            delattr(sys.modules["sandbox.zygote"], "prefault")
 
 
 def _read_command() -> Command | None:
@@ -246,13 +246,13 @@ def _read_exact(fd: int, size: int) -> bytes | None:
 
 
 def _become_call_process(command: Command, host_pid: int) -> None:
-    _linux.set_process_name("sandbox-call")
+    linux.set_process_name("sandbox-call")
     for which, pair in command.rlimits:
         resource.setrlimit(which, pair)
     if command.run_as is not None:
-        _drop_privileges(*command.run_as)
+        drop_privileges(*command.run_as)
         # The kernel clears the death signal when credentials change: arm it again.
-        _linux.set_parent_death_signal(signal.SIGKILL)
+        linux.set_parent_death_signal(signal.SIGKILL)
         if os.getppid() != host_pid:
             os._exit(INTERNAL_ERROR_EXIT)
     sys.argv = [command.target_name]
@@ -297,7 +297,7 @@ def rlimits_for(limits: Mapping[str, float | None], hard_limits: dict[int, int])
     return pairs
 
 
-def _drop_privileges(uid: int, gid: int) -> None:
+def drop_privileges(uid: int, gid: int) -> None:
     os.setgroups([])
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
@@ -313,147 +313,17 @@ def _invoke(
         target, args, kwargs = pickle.loads(payload)
         func = resolve_target(target)
     except BaseException as exc:  # everything the plugin's import can raise
-        return _exception_envelope(exc, phase="import"), b""
+        return exception_envelope(exc, phase="import"), b""
     try:
         value = func(*args, **kwargs)
     except SystemExit as exc:
-        return _exit_envelope(exc), b""
+        return exit_envelope(exc), b""
     except BaseException as exc:  # KeyboardInterrupt included, by contract
-        return _exception_envelope(exc, phase="call"), b""
+        return exception_envelope(exc, phase="call"), b""
     del func, args, kwargs
     if result_format == "pickle":
-        return _pickle(value, result_bytes)
-    return _to_json(value, result_bytes)
-
-
-def _exit_envelope(exc: SystemExit) -> dict[str, object]:
-    code = exc.code
-    message = None
-    if code is None:
-        code = 0
-    elif not isinstance(code, int):
-        message = _safe_str(code)  # Python prints a non-int exit "code" and exits 1
-        code = 1
-    envelope = _exception_envelope(exc, phase="call")
-    envelope.update(outcome="exited", exit_code=code, message=message)
-    return envelope
-
-
-def _exception_envelope(exc: BaseException, phase: str) -> dict[str, object]:
-    location = _raise_site(exc.__traceback__)
-    _clear_frames(exc.__traceback__)
-    text = _format_exception(exc)
-    outcome = "memory" if isinstance(exc, MemoryError) else "error"
-    return {
-        "outcome": outcome,
-        "phase": phase,
-        "error_type": type(exc).__name__,
-        "message": _safe_str(exc),
-        "location": location,
-        "traceback": text[-TRACEBACK_LIMIT:],
-    }
-
-
-def _raise_site(tb: TracebackType | None) -> str | None:
-    """ "file:line in function" of the innermost frame: where the exception was raised."""
-    if tb is None:
-        return None
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    code = tb.tb_frame.f_code
-    return f"{code.co_filename}:{tb.tb_lineno} in {code.co_name}"
-
-
-def _clear_frames(tb: TracebackType | None) -> None:
-    # Free the plugin's locals first: after a MemoryError they hold the memory we need.
-    # Formatting needs only code objects and line numbers, which clear() keeps.
-    while tb is not None:
-        with contextlib.suppress(RuntimeError):  # a frame still executing (ours)
-            tb.tb_frame.clear()
-        tb = tb.tb_next
-
-
-def _format_exception(exc: BaseException) -> str:
-    try:
-        # Imported only on failure. It may be unimportable (a plugin broke sys.path, or
-        # SANDBOX_RUN_AS cannot read the stdlib): the outcome must survive that.
-        import traceback
-
-        text = "".join(traceback.format_exception(exc))
-    except BaseException:
-        text = f"{type(exc).__name__}: {_safe_str(exc)} (full traceback unavailable)\n"
-    return text
-
-
-def _safe_str(obj: object) -> str:
-    try:
-        text = str(obj)
-    except BaseException:
-        text = f"<unprintable {type(obj).__name__}>"
-    return text if len(text) <= MESSAGE_LIMIT else text[:MESSAGE_LIMIT] + "..."
-
-
-class _ResultTooLarge(Exception):
-    pass
-
-
-class _CappedWriter(io.BytesIO):
-    """Pickle target that stops as soon as the value exceeds its cap (bounded memory)."""
-
-    def __init__(self, cap: int) -> None:
-        super().__init__()
-        self._cap = cap
-
-    def write(self, data: Buffer) -> int:
-        if self.tell() + memoryview(data).nbytes > self._cap:
-            raise _ResultTooLarge
-        return super().write(data)
-
-
-# JSON text, ASCII only (a lone surrogate stays an escape), no NaN: what the portal parses.
-_JSON = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
-
-
-def _to_json(value: object, cap: int) -> tuple[dict[str, object] | None, bytes | memoryview]:
-    try:
-        data = _JSON.encode(value).encode("ascii")
-    except MemoryError as exc:
-        return _exception_envelope(exc, phase="serialise"), b""
-    except BaseException as exc:  # TypeError, ValueError (NaN, a cycle), RecursionError
-        envelope = _exception_envelope(exc, phase="serialise")
-        envelope.update(outcome="unserialisable", value_type=_type_name(value))
-        return envelope, b""
-    if len(data) > cap:
-        return {
-            "outcome": "output_limit",
-            "phase": "serialise",
-            "value_type": _type_name(value),
-        }, b""
-    return None, data
-
-
-def _pickle(value: object, cap: int) -> tuple[dict[str, object] | None, bytes | memoryview]:
-    writer = _CappedWriter(cap)
-    try:
-        pickle.Pickler(writer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
-    except _ResultTooLarge:
-        return {
-            "outcome": "output_limit",
-            "phase": "serialise",
-            "value_type": _type_name(value),
-        }, b""
-    except MemoryError as exc:
-        return _exception_envelope(exc, phase="serialise"), b""
-    except BaseException as exc:  # whatever __reduce__ of plugin objects raises
-        envelope = _exception_envelope(exc, phase="serialise")
-        envelope.update(outcome="unserialisable", value_type=_type_name(value))
-        return envelope, b""
-    return None, writer.getbuffer()  # None: the "ok" envelope
-
-
-def _type_name(value: object) -> str:
-    cls = type(value)
-    return f"{cls.__module__}.{cls.__qualname__}"
+        return to_pickle(value, result_bytes)
+    return to_json(value, result_bytes)
 
 
 # --- delivering the result ---------------------------------------------------------------
@@ -528,7 +398,7 @@ def _own_usage() -> tuple[int, int]:
 
 
 def _emergency_deliver(exc: BaseException) -> int:
-    envelope = _exception_envelope(exc, phase="setup")
+    envelope = exception_envelope(exc, phase="setup")
     envelope["outcome"] = "sandbox_failure"
     try:
         _write_all(RESULT_FD, encode_result(envelope, b"", _own_usage()))
@@ -541,4 +411,4 @@ def _last_words() -> None:
     with contextlib.suppress(BaseException):  # stderr may be gone; nothing else to try
         exc = sys.exc_info()[1]
         assert exc is not None  # only ever called from an except block
-        os.write(2, ("sandbox call child failed:\n" + _format_exception(exc)).encode())
+        os.write(2, ("sandbox call child failed:\n" + format_exception(exc)).encode())

@@ -1,4 +1,4 @@
-"""Benchmark: ``python -m sandbox.bench [--calls N]``.
+"""Sandbox benchmark: ``python -m benchmarks.sandbox_bench [--calls N]``, or as a script.
 
 Measures, in one run, per-call latency of a direct call, a fresh interpreter and the
 sandbox (trivial function, ~1 MB JSON-like return value), throughput with 1, 2 and 8
@@ -21,13 +21,22 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sandbox import Limits, Preload, run_plugin_sandboxed, sandbox_status, shutdown_sandbox
-from sandbox._bench_targets import json_like, trivial
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # run as a script from anywhere: the sandbox package is at ROOT
 
-TRIVIAL = "sandbox._bench_targets:trivial"
-JSON_LIKE = "sandbox._bench_targets:json_like"
-SLOW = "sandbox._bench_slow:predict"
-WARM = Preload("sandbox._bench_targets:warm_import", ("sandbox._bench_slow",))
+from benchmarks.sandbox_targets import json_like, trivial  # noqa: E402
+from sandbox import (  # noqa: E402
+    Limits,
+    Preload,
+    run_plugin_sandboxed,
+    sandbox_status,
+    shutdown_sandbox,
+)
+
+TRIVIAL = "benchmarks.sandbox_targets:trivial"
+JSON_LIKE = "benchmarks.sandbox_targets:json_like"
+SLOW = "benchmarks.sandbox_slow:predict"
+WARM = Preload("benchmarks.sandbox_targets:warm_import", ("benchmarks.sandbox_slow",))
 ONE_MB_ITEMS = 20_000
 
 # Targets from the brief.
@@ -68,11 +77,10 @@ def fresh_interpreter(expr: str) -> Callable[[], object]:
     """What the sandbox replaces: a new interpreter per call, value pickled back."""
     code = (
         "import pickle, sys\n"
-        "import sandbox._bench_targets as t\n"
+        "import benchmarks.sandbox_targets as t\n"
         f"sys.stdout.buffer.write(pickle.dumps({expr}))\n"
     )
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": root}
+    env = {**os.environ, "PYTHONPATH": ROOT}
 
     def call() -> object:
         done = subprocess.run(
@@ -145,7 +153,7 @@ class Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sandbox.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.sandbox_bench", description=__doc__)
     parser.add_argument("--calls", type=int, default=300, help="sandbox calls per measurement")
     parser.add_argument("--fresh-calls", type=int, default=30, help="fresh-interpreter runs")
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target fails")

@@ -1,6 +1,6 @@
 """The janitor: outlives its portal process by a moment to kill what that portal's plugins left.
 
-Started once per portal process as ``python -P -m sandbox._janitor --owner TOKEN --tmp DIR``
+Started once per portal process as ``python -P -m sandbox.portal.janitor --owner TOKEN --tmp DIR``
 with a pipe on stdin whose other end only the portal holds. When the pipe closes (the
 portal exited, or was killed with SIGKILL), every process marked with the portal's token
 is killed and the hosts' directories are removed. Hosts die with the portal by their own
@@ -15,8 +15,8 @@ import shutil
 import signal
 import sys
 
-from sandbox._leftovers import kill_marked
-from sandbox._protocol import BYTECODE_DIR_KIND, CALL_DIR_KIND
+from sandbox.portal.leftovers import kill_marked
+from sandbox.zygote.protocol import BYTECODE_DIR_KIND, CALL_DIR_KIND
 
 
 def main(argv: list[str]) -> int:
@@ -24,7 +24,7 @@ def main(argv: list[str]) -> int:
         owner = argv[argv.index("--owner") + 1]
         tmp_dir = argv[argv.index("--tmp") + 1]
     except (ValueError, IndexError):
-        print("usage: python -m sandbox._janitor --owner TOKEN --tmp DIR", file=sys.stderr)
+        print("usage: python -m sandbox.portal.janitor --owner TOKEN --tmp DIR", file=sys.stderr)
         return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the portal
     while os.read(0, 4096):  # the portal never writes: this returns b"" when it is gone

@@ -1,7 +1,7 @@
 """A stand-in for a plugin that imports something heavy (torch): importing it takes 1 s.
 
-Used by ``python -m sandbox.bench`` to compare cold calls with calls forked from a
-Preload warm host. Never imported by the portal.
+Used by benchmarks/sandbox_bench.py to compare cold calls with calls forked from a Preload
+warm host. Never imported by the portal.
 """
 
 import time

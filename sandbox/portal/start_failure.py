@@ -1,0 +1,136 @@
+"""Why a host could not start, worded once, and the result of the calls that needed it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from sandbox.portal.outcome import failure_result
+from sandbox.portal.wire import HelloFields, ProtocolError
+from sandbox.result import Outcome, Phase, SandboxResult
+from sandbox.targets import Preload
+from sandbox.zygote import linux
+
+
+@dataclasses.dataclass
+class StartFailure:
+    """Why a host could not be started; becomes the result of the calls that needed it."""
+
+    outcome: Outcome
+    error_type: str
+    reason: str
+    phase: Phase = Phase.SETUP  # the host's start, or (with a Preload) its warm-up
+    traceback: str | None = None
+    signal: str | None = None
+    exit_code: int | None = None
+    message: str | None = None
+    location: str | None = None
+    limit: str | None = None
+
+    def result(self, name: str, duration_ms: float) -> SandboxResult:
+        return failure_result(
+            name,
+            self.outcome,
+            self.error_type,
+            f"Plugin call {name!r} could not run: {self.reason}",
+            duration_ms,
+            traceback=self.traceback,
+            signal=self.signal,
+            exit_code=self.exit_code,
+            phase=self.phase,
+            message=self.message,
+            location=self.location,
+            limit=self.limit,
+        )
+
+
+def what_starts(preload: Preload | None) -> str:
+    """What the failure is about, for the sentence: the host, or its warm-up."""
+    if preload is None:
+        return "the sandbox host"
+    return f"the Preload warm-up {preload.target!r}"
+
+
+def _phase(preload: Preload | None) -> Phase:
+    """A host with a Preload fails in its warm-up (plugin code); one without, in setup."""
+    return Phase.SETUP if preload is None else Phase.WARM_UP
+
+
+def not_spawned(problem: OSError) -> StartFailure:
+    return StartFailure(
+        Outcome.SANDBOX_FAILURE,
+        type(problem).__name__,
+        f"the sandbox host could not be started ({problem}) (check SandboxConfig.python "
+        "and the machine's process limits)",
+    )
+
+
+def start_timeout(preload: Preload | None, timeout: float, bounded_by_call: bool) -> StartFailure:
+    setting = "warmup_timeout_s" if preload is not None else "start_timeout_s"
+    fix = f"make the warm-up faster or raise SandboxConfig.{setting}"
+    if bounded_by_call:
+        fix = "make the warm-up faster or give the call a longer timeout"
+    return StartFailure(
+        Outcome.TIMEOUT,
+        "Timeout",
+        f"{what_starts(preload)} did not finish starting within {timeout:g} s and was killed "
+        f"({fix}; the next call tries again)",
+        phase=_phase(preload),
+        limit="timeout_s" if bounded_by_call else setting,
+    )
+
+
+def malformed_handshake(preload: Preload | None, problem: ProtocolError) -> StartFailure:
+    return StartFailure(
+        Outcome.SANDBOX_FAILURE,
+        "ProtocolError",
+        f"{what_starts(preload)} sent a malformed handshake ({problem}), so the host was "
+        "killed (the plugin's import or warm-up code writes to the sandbox's control socket "
+        "or patches the sandbox; fix the plugin)",
+        phase=_phase(preload),
+    )
+
+
+def died_while_starting(preload: Preload | None, code: int | None) -> StartFailure:
+    """The host ended (exit code, or -signal; None: it did not) before its handshake."""
+    what = what_starts(preload)
+    fix = (
+        "fix the plugin's import/warm-up; the next call retries it once"
+        if preload is not None
+        else "check the portal's stderr for the host's error"
+    )
+    if code is not None and code < 0:
+        sig = linux.signal_name(-code)
+        return StartFailure(
+            Outcome.CRASHED if preload is not None else Outcome.SANDBOX_FAILURE,
+            sig,
+            f"{what} killed the sandbox host with {sig} "
+            f"({linux.signal_description(-code)}) before it was ready ({fix})",
+            phase=_phase(preload),
+            signal=sig,
+        )
+    outcome = Outcome.ERROR if preload is not None else Outcome.SANDBOX_FAILURE
+    return StartFailure(
+        outcome,
+        "WarmupExited" if preload is not None else "SandboxFailure",
+        f"{what} ended the sandbox host with exit code {code} before it was ready ({fix})",
+        phase=_phase(preload),
+        exit_code=code,
+    )
+
+
+def warm_up_raised(preload: Preload | None, hello: HelloFields) -> StartFailure:
+    kind = hello.get("error_type") or "Exception"
+    message = hello.get("message")
+    location = hello.get("location")
+    detail = f"{kind}: {message}" if message else kind
+    where = f" at {location}" if location else ""
+    return StartFailure(
+        Outcome.ERROR,
+        kind,
+        f"{what_starts(preload)} failed: {detail}{where} (fix the plugin's import/warm-up; the "
+        "next call retries it once)",
+        phase=Phase.WARM_UP,
+        traceback=hello.get("traceback"),
+        message=message,
+        location=location,
+    )
