@@ -78,6 +78,7 @@ class Heartbeat:
 
     def __init__(self) -> None:
         self._runs: set[int] = set()
+        self._sweeps: list[Callable[[], object]] = []  # more work for each tick
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -93,6 +94,15 @@ class Heartbeat:
         finally:
             with self._lock:
                 self._runs.discard(run_id)
+
+    def add_sweep(self, sweep: Callable[[], object]) -> None:
+        with self._lock:
+            self._sweeps.append(sweep)
+
+    def remove_sweep(self, sweep: Callable[[], object]) -> None:
+        with self._lock:
+            if sweep in self._sweeps:
+                self._sweeps.remove(sweep)
 
     @property
     def run_ids(self) -> list[int]:
@@ -122,9 +132,10 @@ class Heartbeat:
         if run_ids:
             services.run_heartbeat(run_ids=run_ids)
         reconcile_interrupted()
-        executor = _executor
-        if isinstance(executor, ThreadExecutor):
-            executor.adopt_orphaned_queued_runs()
+        with self._lock:
+            sweeps = list(self._sweeps)
+        for sweep in sweeps:
+            sweep()
 
     def _loop(self, stop: threading.Event) -> None:
         while not stop.wait(settings.PORTAL_RUN_HEARTBEAT_S):
@@ -137,11 +148,17 @@ class Heartbeat:
                 connection.close()
 
 
+Job = Callable[[int], Any]  # what an executor does with a run id: start, call, record
+
+
 class InlineExecutor:
     kind = "inline"
 
-    def submit(self, fn: Callable[[int], Any], run_id: int) -> None:
-        fn(run_id)
+    def __init__(self, job: Job) -> None:
+        self.job = job
+
+    def submit(self, run_id: int) -> None:
+        self.job(run_id)
 
     def shutdown(self, *, wait: bool = True) -> None:
         pass
@@ -152,16 +169,17 @@ class ThreadExecutor:
 
     kind = "thread"
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, job: Job) -> None:
+        self.job = job
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="portal-run")
         self._pending: set[int] = set()  # queued here, not started yet
         self._lock = threading.Lock()
 
-    def submit(self, fn: Callable[[int], Any], run_id: int) -> None:
+    def submit(self, run_id: int) -> None:
         with self._lock:
             self._pending.add(run_id)
         # A worker thread has its own connection: it can only see the run once committed.
-        transaction.on_commit(lambda: self._pool.submit(self._work, fn, run_id))
+        transaction.on_commit(lambda: self._pool.submit(self._work, run_id))
 
     def adopt_orphaned_queued_runs(self) -> list[int]:
         """Queue here the runs that waited longer than the stale threshold in no live queue.
@@ -169,22 +187,20 @@ class ThreadExecutor:
         A run queued by a process that died before starting it would wait forever. Adopting
         one that another process is about to start is harmless: run_start lets only one win.
         """
-        from plugins_app.pipeline import execute_run  # the pipeline imports this module
-
         cutoff = timezone.now() - timedelta(seconds=settings.PORTAL_RUN_STALE_AFTER_S)
         waiting = PluginRun.objects.filter(status=RunStatus.QUEUED, queued_at__lt=cutoff)
         with self._lock:
             orphans = [pk for pk in waiting.values_list("pk", flat=True) if pk not in self._pending]
         for run_id in orphans:
             logger.warning("Adopting run %s: it was queued by a process that stopped", run_id)
-            self.submit(execute_run, run_id)
+            self.submit(run_id)
         return orphans
 
-    def _work(self, fn: Callable[[int], Any], run_id: int) -> None:
+    def _work(self, run_id: int) -> None:
         with self._lock:
             self._pending.discard(run_id)
         try:
-            fn(run_id)
+            self.job(run_id)
         except Exception:
             logger.exception("Background run %s failed in the portal (not in the plugin)", run_id)
         finally:
@@ -203,27 +219,28 @@ def heartbeat() -> Heartbeat:
     return _heartbeat
 
 
-def get_executor() -> InlineExecutor | ThreadExecutor:
-    """The executor settings.PORTAL_RUN_EXECUTOR names, started on first use."""
+def get_executor(job: Job) -> InlineExecutor | ThreadExecutor:
+    """The executor settings.PORTAL_RUN_EXECUTOR names, doing ``job`` with each run id it is
+    given, started on first use."""
     global _executor
     kind = settings.PORTAL_RUN_EXECUTOR
     with _executor_lock:
         if _executor is not None and _executor.kind == kind:
             return _executor
         if _executor is not None:
-            _executor.shutdown(wait=False)
-        _executor = _start(kind)
+            _stop(_executor, wait=False)
+        _executor = _start(kind, job)
         return _executor
 
 
-def _start(kind: str) -> InlineExecutor | ThreadExecutor:
+def _start(kind: str, job: Job) -> InlineExecutor | ThreadExecutor:
     if kind == "inline":
-        return InlineExecutor()
+        return InlineExecutor(job)
     if kind != "thread":
         raise ImproperlyConfigured(
             f"PORTAL_RUN_EXECUTOR is {kind!r}; use one of: {', '.join(EXECUTORS)}"
         )
-    executor = ThreadExecutor(settings.PORTAL_RUN_WORKERS)
+    executor = ThreadExecutor(settings.PORTAL_RUN_WORKERS, job)
     # First use in this process: finish runs orphaned by a process that died, then keep
     # sweeping from the heartbeat thread. Never from AppConfig.ready(), which must not query.
     try:
@@ -231,8 +248,15 @@ def _start(kind: str) -> InlineExecutor | ThreadExecutor:
         executor.adopt_orphaned_queued_runs()
     except Exception:
         logger.exception("Reconciling interrupted runs failed; the heartbeat will retry")
+    _heartbeat.add_sweep(executor.adopt_orphaned_queued_runs)
     _heartbeat.start()
     return executor
+
+
+def _stop(executor: InlineExecutor | ThreadExecutor, *, wait: bool) -> None:
+    if isinstance(executor, ThreadExecutor):
+        _heartbeat.remove_sweep(executor.adopt_orphaned_queued_runs)
+    executor.shutdown(wait=wait)
 
 
 def shutdown_executor(*, wait: bool = True) -> None:
@@ -241,5 +265,5 @@ def shutdown_executor(*, wait: bool = True) -> None:
     with _executor_lock:
         executor, _executor = _executor, None
     if executor is not None:
-        executor.shutdown(wait=wait)
+        _stop(executor, wait=wait)
     _heartbeat.stop()

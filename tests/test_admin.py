@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils.html import escape
 
 from plugins_app import admin as portal_admin
-from plugins_app import pipeline, services
+from plugins_app import loader, pipeline, services
 from plugins_app.executor import shutdown_executor
 from plugins_app.models import EventKind, Plugin, PluginEvent, PluginRun, PluginState, RunStatus
 
@@ -519,8 +519,8 @@ class TestRerunAndReload:
         queued = services.run_queue(name="gamma", params={}, actor="t")
         services.run_start(run_id=queued.pk, worker="w:1")
         scans = []
-        discover = pipeline.discover
-        monkeypatch.setattr(pipeline, "discover", lambda: scans.append(1) or discover())
+        discover = loader.discover
+        monkeypatch.setattr(loader, "discover", lambda: scans.append(1) or discover())
         response = act(operator_client, "reload_selected", "alpha", "beta", "gamma")
         beta_reason = Plugin.objects.get(name="beta").reason
         assert sorted(messages_of(response)) == [

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from plugins_app import pipeline, services
+from plugins_app import pipeline, runner, services, warm_hosts
 from plugins_app.errors import (
     IllegalTransition,
     InvalidParams,
@@ -21,6 +21,7 @@ from plugins_app.errors import (
     RunNotFound,
 )
 from plugins_app.models import EventKind, Plugin, PluginEvent, PluginRun, PluginState, RunStatus
+from sandbox import Preload
 
 pytestmark = pytest.mark.django_db
 
@@ -789,7 +790,7 @@ class TestPortalFailures:
         def broken_call(*args, **kwargs):
             raise LookupError("portal bug")
 
-        monkeypatch.setattr(pipeline, "_call", broken_call)
+        monkeypatch.setattr(runner, "_call", broken_call)
         run = pipeline.run_plugin(name="p", params={}, actor=ACTOR)
         assert (run.status, run.error_type) == (RunStatus.FAILED, "LookupError")
         assert run.reason.startswith("The portal failed to run plugin 'p' (LookupError; a bug")
@@ -805,7 +806,7 @@ class TestPortalFailures:
         def stopped(*args, **kwargs):
             raise stop()
 
-        monkeypatch.setattr(pipeline, "_call", stopped)
+        monkeypatch.setattr(runner, "_call", stopped)
         with pytest.raises(stop):
             pipeline.run_plugin(name="p", params={}, actor=ACTOR)
         run = PluginRun.objects.get()
@@ -868,18 +869,18 @@ class TestWarmHosts:
         """A run that used a warm host another thread replaced meanwhile discards it after."""
         plugins.add("p", "def run(): return 1\n")
         load("p")
-        newer = pipeline.Preload(pipeline.WARM_TARGET, ("other", "version"))
+        newer = Preload(warm_hosts.WARM_TARGET, ("other", "version"))
         discarded = []
-        real_call, real_discard = pipeline.run_plugin_sandboxed, pipeline.discard_preload
+        real_call, real_discard = runner.run_plugin_sandboxed, warm_hosts.discard_preload
 
         def call_while_another_thread_swaps(*args, preload, **kwargs):
             result = real_call(*args, preload=preload, **kwargs)
-            with pipeline._warm_hosts_lock:
-                pipeline._warm_hosts["p"] = newer  # thread B's run of edited code
+            with warm_hosts._warm_hosts_lock:
+                warm_hosts._warm_hosts["p"] = newer  # thread B's run of edited code
             return result
 
-        monkeypatch.setattr(pipeline, "run_plugin_sandboxed", call_while_another_thread_swaps)
-        monkeypatch.setattr(pipeline, "discard_preload", discarded.append)
+        monkeypatch.setattr(runner, "run_plugin_sandboxed", call_while_another_thread_swaps)
+        monkeypatch.setattr(warm_hosts, "discard_preload", discarded.append)
         run = pipeline.run_plugin(name="p", params={}, actor=ACTOR)
         assert run.status == RunStatus.SUCCEEDED
         assert len(discarded) == 1 and discarded[0] != newer

@@ -101,7 +101,7 @@ class TestSubmit:
         """A misspelt PORTAL_RUN_EXECUTOR is refused, naming the valid ones."""
         settings.PORTAL_RUN_EXECUTOR = "celery"
         with pytest.raises(ImproperlyConfigured, match="use one of: thread, inline"):
-            get_executor()
+            get_executor(pipeline.execute_run)
 
     def test_submit_refused__no_run_queued(self, plugins):
         """A disabled plugin's submission is refused at once, with no run row."""
@@ -162,7 +162,7 @@ class TestInterruptedRuns:
         """Starting the thread executor finishes runs left over by a dead process."""
         sleeper(plugins)
         run = stale_running_run("sleeper")
-        get_executor()
+        get_executor(pipeline.execute_run)
         assert PluginRun.objects.get(pk=run.pk).status == RunStatus.INTERRUPTED
 
     def test_orphaned_queued_run__adopted_and_executed(self, plugins):
@@ -170,7 +170,7 @@ class TestInterruptedRuns:
         sleeper(plugins)
         run = services.run_queue(name="sleeper", params={"s": 0}, actor=ACTOR)
         PluginRun.objects.filter(pk=run.pk).update(queued_at=timezone.now() - timedelta(hours=1))
-        get_executor()
+        get_executor(pipeline.execute_run)
         finished = pipeline.wait_for_run(run_id=run.pk, timeout_s=20)
         assert finished.status == RunStatus.SUCCEEDED
         assert Plugin.objects.get(name="sleeper").success_count == 1
@@ -179,7 +179,7 @@ class TestInterruptedRuns:
         """A run queued moments ago belongs to its own process's queue and is left alone."""
         sleeper(plugins)
         run = services.run_queue(name="sleeper", params={}, actor=ACTOR)
-        assert get_executor().adopt_orphaned_queued_runs() == []
+        assert get_executor(pipeline.execute_run).adopt_orphaned_queued_runs() == []
         assert PluginRun.objects.get(pk=run.pk).status == RunStatus.QUEUED
 
     def test_run_started_elsewhere__left_alone(self, plugins):

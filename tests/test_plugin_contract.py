@@ -13,8 +13,10 @@ import pytest
 
 import plugin_contract
 from plugins_app.discovery import is_plugin_name
+from plugins_app.loader import LOAD_TARGET, LOADER_TARGET
 from plugins_app.models import Plugin
-from plugins_app.pipeline import CALL_TARGET, LOAD_TARGET, LOADER_TARGET, WARM_TARGET
+from plugins_app.runner import CALL_TARGET
+from plugins_app.warm_hosts import WARM_TARGET
 from tests.test_plugin_host import load
 
 ROOT = Path(__file__).resolve().parent.parent

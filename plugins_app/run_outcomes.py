@@ -1,0 +1,218 @@
+"""From a sandbox result to a run outcome: pure functions, no query, no sandbox call.
+
+What the sandbox saw (a SandboxResult) becomes the registry's services.RunOutcome: status,
+an actionable reason, and the forensic fields, every value from the plugin made storable
+first (plugins_app.untrusted).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Any
+
+from django.db.models import CharField
+
+from plugins_app import reasons, services, untrusted
+from plugins_app.models import Plugin, PluginRun, RunStatus
+from sandbox import Limits, Outcome, SandboxResult
+
+RESULT_STORE_CHARS = 64 * 1024  # results above this are stored as a truncated JSON text
+
+
+OUTPUT_TAIL_CHARS = 4000  # of stdout and of stderr, kept on the run row
+
+
+MESSAGE_CHARS = 500  # of an exception message, quoted in a reason
+
+
+TRACEBACK_CHARS = 64 * 1024  # of a plugin's traceback, kept from its end (where it raised)
+
+
+def max_chars(model: type[Plugin] | type[PluginRun], name: str) -> int:
+    field = model._meta.get_field(name)
+    assert isinstance(field, CharField), f"{model.__name__}.{name} is not a CharField"
+    assert field.max_length is not None
+    return field.max_length
+
+
+ERROR_TYPE_CHARS = max_chars(PluginRun, "error_type")
+
+
+SIGNAL_CHARS = max_chars(PluginRun, "signal")
+
+
+EXIT_CODE_RANGE = (-(2**31), 2**31 - 1)  # PluginRun.exit_code, an IntegerField
+
+
+PEAK_RSS_RANGE = (0, 2**63 - 1)  # PluginRun.peak_rss_kb, a PositiveBigIntegerField
+
+
+DURATION_MS_RANGE = (0.0, 1e12)  # about 30 years: beyond it a duration is not a measurement
+
+
+def outcome_from_result(
+    name: str, result: SandboxResult, limits: Limits, *, plugin_root: str = ""
+) -> services.RunOutcome:
+    """Map what the sandbox saw onto the registry's RunOutcome, forensic fields filled.
+
+    timeout → TIMED_OUT; crashed and memory → CRASHED (the process had to be stopped); every
+    other failure (exception, bad params, exit, unserialisable or oversized result) → FAILED.
+    Every value from the plugin is made storable first (plugins_app.untrusted); what that
+    changed is one of the run's warnings.
+    """
+    facts, changes = _run_facts(result)
+    if result.ok:
+        outcome, value_changes = _succeeded(name, result.value, facts)
+        changes += value_changes
+    else:
+        # Reasons quote the numbers as stored; the texts are cleaned as the reason is built.
+        numbers = {key: facts[key] for key in ("exit_code", "peak_rss_kb")}
+        checked = dataclasses.replace(result, signal=facts["signal"] or None, **numbers)
+        status, reason = _failed(name, checked, limits, plugin_root)
+        outcome = services.RunOutcome(status=status, reason=untrusted.line(reason).value, **facts)
+    warnings = [untrusted.line(warning, limit=MESSAGE_CHARS).value for warning in result.warnings]
+    if changes:
+        warnings.append(reasons.run_output_changed(name, changes))
+    return dataclasses.replace(outcome, warnings=tuple(warnings))
+
+
+def _run_facts(result: SandboxResult) -> tuple[dict[str, Any], list[str]]:
+    """The run row's forensic fields from a sandbox result, storable, and what was changed."""
+    cleaned: dict[str, untrusted.Cleaned[Any]] = {
+        "error_type": untrusted.line(result.error_type, limit=ERROR_TYPE_CHARS),
+        "traceback": untrusted.block(result.traceback, limit=TRACEBACK_CHARS, keep="end"),
+        "exit_code": untrusted.integer(
+            result.exit_code, low=EXIT_CODE_RANGE[0], high=EXIT_CODE_RANGE[1]
+        ),
+        "signal": untrusted.line(result.signal, limit=SIGNAL_CHARS),
+        "peak_rss_kb": untrusted.integer(
+            result.peak_rss_kb, low=PEAK_RSS_RANGE[0], high=PEAK_RSS_RANGE[1]
+        ),
+        "duration_ms": untrusted.number(
+            result.duration_ms, low=DURATION_MS_RANGE[0], high=DURATION_MS_RANGE[1]
+        ),
+        "stdout_tail": untrusted.block(result.stdout[-OUTPUT_TAIL_CHARS:]),
+        "stderr_tail": untrusted.block(result.stderr[-OUTPUT_TAIL_CHARS:]),
+    }
+    facts: dict[str, Any] = {"outcome": result.outcome.value}
+    changes = []
+    for field, (value, changed) in cleaned.items():
+        facts[field] = value
+        label = field.removesuffix("_tail")
+        changes += [f"{label}: {change}" for change in changed]
+    return facts, changes
+
+
+def _succeeded(
+    name: str, value: Any, facts: dict[str, Any]
+) -> tuple[services.RunOutcome, list[str]]:
+    changes: list[str] = []
+    try:
+        text = json.dumps(value, allow_nan=False)
+        if untrusted.has_unstorable(text):
+            value, changed = untrusted.data(value)
+            changes = [f"result: {change}" for change in changed]
+            text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        facts.update(outcome=Outcome.UNSERIALISABLE.value, error_type=type(exc).__name__)
+        reason = reasons.run_unserialisable(name, shorten(str(exc)))
+        return services.RunOutcome(status=RunStatus.FAILED, reason=reason, **facts), []
+    if len(text) > RESULT_STORE_CHARS:
+        truncated = services.RunOutcome(
+            status=RunStatus.SUCCEEDED,
+            result=text[:RESULT_STORE_CHARS],
+            result_truncated=True,
+            **facts,
+        )
+        return truncated, changes
+    return services.RunOutcome(
+        status=RunStatus.SUCCEEDED, result=json.loads(text), **facts
+    ), changes
+
+
+# How sandbox/portal/start_failure.py words a failed Preload warm-up (timeout, exit, crash
+# or exception): "... could not run: the Preload warm-up 'target' <what happened> (<advice>)".
+_WARMUP_FAILURE = re.compile(
+    r"could not run: the Preload warm-up '[^']*' (?P<what>.*?)(?: \([^()]*\))?$"
+)
+
+
+def _failed(
+    name: str, result: SandboxResult, limits: Limits, plugin_root: str
+) -> tuple[RunStatus, str]:
+    outcome = result.outcome
+    warmup = _WARMUP_FAILURE.search(" ".join((result.error or "").split()))
+    if warmup:
+        # The warm host never got to run(): timeout_s or the run's params are not the cause.
+        crashed = outcome in (Outcome.CRASHED, Outcome.MEMORY)
+        status = RunStatus.CRASHED if crashed else RunStatus.FAILED
+        return status, reasons.run_warmup_failed(name, shorten(warmup["what"]))
+    if outcome == Outcome.TIMEOUT:
+        if result.error_type == "CPUTimeLimit":
+            return RunStatus.TIMED_OUT, reasons.run_cpu_exceeded(name, limits.cpu_s)
+        return RunStatus.TIMED_OUT, reasons.run_timed_out(name, limits.timeout_s)
+    if outcome == Outcome.MEMORY:
+        return RunStatus.CRASHED, reasons.run_out_of_memory(
+            name, limits.memory_mb, result.peak_rss_kb
+        )
+    if outcome == Outcome.CRASHED:
+        return RunStatus.CRASHED, reasons.run_crashed(name, result.signal, result.exit_code)
+    if outcome == Outcome.EXITED:
+        return RunStatus.FAILED, reasons.run_exited(name, result.exit_code)
+    if outcome == Outcome.DISK_LIMIT:
+        return RunStatus.FAILED, reasons.run_disk_exceeded(
+            name, limits.disk_mb, result.disk_used_kb
+        )
+    if outcome == Outcome.OUTPUT_LIMIT:
+        detail = f"more than limits.result_bytes ({limits.result_bytes} bytes) as JSON"
+        return RunStatus.FAILED, reasons.run_result_too_large(name, detail)
+    if outcome == Outcome.UNSERIALISABLE:
+        return RunStatus.FAILED, reasons.run_unserialisable(name, _message(result))
+    if outcome == Outcome.ERROR:
+        return RunStatus.FAILED, _error_reason(name, result, plugin_root)
+    return RunStatus.FAILED, reasons.run_sandbox_failure(
+        name, shorten(result.error or outcome.value)
+    )
+
+
+def _error_reason(name: str, result: SandboxResult, plugin_root: str) -> str:
+    error_type = untrusted.line(result.error_type or "Exception", limit=ERROR_TYPE_CHARS).value
+    if error_type == "PluginParamsError":
+        return reasons.run_bad_params(name, _message(result))
+    if error_type == "PluginLoadError":
+        return reasons.run_load_failed(name, _message(result))
+    where = _where(result.traceback or "", plugin_root)
+    return reasons.run_raised(name, error_type, _message(result), where and shorten(where))
+
+
+def _message(result: SandboxResult) -> str:
+    """The exception's message: the text after 'Type: ' on the traceback's last entry."""
+    lines = (result.traceback or "").rstrip().splitlines()
+    error_type = result.error_type or ""
+    for index in range(len(lines) - 1, -1, -1):
+        line = lines[index]
+        head, separator, rest = line.partition(": ")
+        if line[:1].strip() and head.rsplit(".", 1)[-1] == error_type:
+            text = "\n".join([rest, *lines[index + 1 :]]) if separator else ""
+            return shorten(text) or "(no message)"
+    return shorten(result.error or "(no message)")
+
+
+_FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>.+)$')
+
+
+def _where(traceback_text: str, plugin_root: str) -> str | None:
+    """The deepest traceback line inside the plugin's own files, as 'path:line in function'."""
+    frames = [m for line in traceback_text.splitlines() if (m := _FRAME.match(line))]
+    own = [m for m in frames if plugin_root and m["file"].startswith(plugin_root)]
+    if not own:
+        return None
+    frame = own[-1]
+    return f"{frame['file']}:{frame['line']} in {frame['func']}"
+
+
+def shorten(text: str) -> str:
+    """A plugin's words for a reason: one terminal-safe line of at most MESSAGE_CHARS."""
+    return untrusted.line(" ".join(text.split()), limit=MESSAGE_CHARS).value

@@ -1,0 +1,255 @@
+"""Runs: queue, execute in the sandbox, wait; every outcome recorded through the services.
+
+run_plugin(name=..., params=..., actor=...)  run synchronously, return the finished run
+submit_run(name=..., params=..., actor=...)  queue for the background executor
+wait_for_run(run_id=..., timeout_s=...)      the run, finished or as it stands after timeout_s
+execute_run(run_id)                          the executor's job: start, call, record
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from plugins_app import plugin_env, reasons, services, untrusted
+from plugins_app.discovery import (
+    ENTRY_POINT_GROUP,
+    ENTRY_POINT_PREFIX,
+    is_plugin_name,
+    spec_for_source,
+)
+from plugins_app.errors import IllegalTransition, InvalidParams, RunNotFound
+from plugins_app.executor import get_executor, heartbeat, worker_id
+from plugins_app.loader import REFUSED_WRITES, REPORT_CHARS, declared_limits, unavailable_reason
+from plugins_app.models import Plugin, PluginRun, RunOutcomeKind, RunStatus
+from plugins_app.run_outcomes import outcome_from_result, shorten
+from plugins_app.warm_hosts import discard_if_replaced, discard_warm_host, warm_host_for
+from sandbox import Outcome, SandboxResult, run_plugin_sandboxed
+from sandbox.limits import MAXIMA
+
+logger = logging.getLogger(__name__)
+
+
+CALL_TARGET = "plugin_contract.loader:call_plugin"
+
+
+CALL_UNAVAILABLE = "PluginUnavailable"  # plugin_contract.loader's refusal of a call
+
+
+MAX_TIMEOUT_S = MAXIMA["timeout_s"]  # 7 days: longer is a typo, and overflows the sandbox's timers
+
+
+def run_plugin(*, name: str, params: dict, actor: str, timeout_s: float | None = None) -> PluginRun:
+    """Run a plugin now and return the finished run (its status says how it went).
+
+    Raises PluginNotFound, PluginRefused (disabled or UNAVAILABLE: nothing is counted) or
+    InvalidParams (params not a JSON object, or a timeout that is not a positive number).
+    """
+    params = _checked_params(params)
+    _checked_timeout(timeout_s)
+    _unavailable_if_gone(name, actor)
+    run = services.run_queue(name=name, params=params, actor=actor)
+    return execute_run(run.pk, timeout_s=timeout_s)
+
+
+def submit_run(*, name: str, params: dict, actor: str) -> PluginRun:
+    """Queue a run for the background executor and return it at once (status queued)."""
+    params = _checked_params(params)
+    _unavailable_if_gone(name, actor)
+    run = services.run_queue(name=name, params=params, actor=actor)
+    get_executor(execute_run).submit(run.pk)
+    run.refresh_from_db()
+    return run
+
+
+def wait_for_run(*, run_id: int, timeout_s: float) -> PluginRun:
+    """The run once it finished, or as it stands after timeout_s seconds."""
+    deadline = time.monotonic() + max(0.0, timeout_s)
+    while True:
+        try:
+            run = PluginRun.objects.select_related("plugin").get(pk=run_id)
+        except PluginRun.DoesNotExist:
+            raise RunNotFound(run_id) from None
+        remaining = deadline - time.monotonic()
+        if run.is_finished or remaining <= 0:
+            return run
+        time.sleep(min(0.1, remaining))
+
+
+def execute_run(run_id: int, *, timeout_s: float | None = None) -> PluginRun:
+    """Start a queued run, call the plugin in the sandbox and record the outcome.
+
+    A plugin whose source vanished becomes UNAVAILABLE first, so the run closes uncounted;
+    a run already going when its source vanishes ends FAILED (see docs/state-machine.md).
+    """
+    queued = PluginRun.objects.select_related("plugin").filter(pk=run_id).first()
+    if queued is not None and queued.status == RunStatus.QUEUED:
+        _unavailable_if_gone(queued.plugin.name, queued.actor)
+    try:
+        run = services.run_start(run_id=run_id, worker=worker_id())
+    except IllegalTransition:
+        # Another process started it first (an adopted orphan): nothing to do here.
+        return PluginRun.objects.select_related("plugin").get(pk=run_id)
+    if run.status != RunStatus.RUNNING:
+        return run  # disabled or made UNAVAILABLE while it waited: closed, uncounted
+    plugin = Plugin.objects.get(pk=run.plugin_id)
+    with heartbeat().tracking(run.pk):
+        try:
+            outcome = _call(plugin, run.params, timeout_s)
+            if isinstance(outcome, _Unavailable):
+                return _refuse_unavailable(run.pk, plugin.name, outcome.reason)
+        except Exception as exc:
+            # A portal bug must not leave the run RUNNING forever; record it and go on.
+            logger.exception("Running plugin %s failed in the portal", plugin.name)
+            outcome = services.RunOutcome(
+                status=RunStatus.FAILED,
+                outcome=Outcome.SANDBOX_FAILURE.value,
+                error_type=type(exc).__name__,
+                reason=reasons.run_internal_error(plugin.name, type(exc).__name__),
+                traceback=traceback.format_exc(),
+            )
+        except BaseException as exc:
+            # Ctrl-C or SystemExit: close the run so it is not left RUNNING, then stop as asked.
+            _finish_interrupted(run.pk, plugin.name, exc)
+            raise
+        return _finish(run.pk, plugin.name, outcome)
+
+
+def _finish(run_id: int, name: str, outcome: services.RunOutcome) -> PluginRun:
+    """Record how the run ended; an outcome the database refuses is recorded as FAILED."""
+    try:
+        return services.run_finish(run_id=run_id, outcome=outcome)
+    except REFUSED_WRITES as exc:
+        logger.exception("Storing the outcome of run %s of plugin %s failed", run_id, name)
+        problem = shorten(f"{type(exc).__name__}: {exc}")
+        stored = services.RunOutcome(
+            status=RunStatus.FAILED,
+            outcome=outcome.outcome,
+            error_type="OutcomeNotStored",
+            reason=reasons.run_outcome_not_stored(name, run_id, outcome.status.value, problem),
+            duration_ms=outcome.duration_ms,
+        )
+        # A second refusal means the database itself is failing: the caller sees that error.
+        return services.run_finish(run_id=run_id, outcome=stored)
+
+
+def _finish_interrupted(run_id: int, name: str, exc: BaseException) -> None:
+    outcome = services.RunOutcome(
+        status=RunStatus.INTERRUPTED,
+        outcome=RunOutcomeKind.INTERRUPTED,
+        error_type=type(exc).__name__,
+        reason=reasons.run_interrupted_here(name, run_id, type(exc).__name__),
+    )
+    try:
+        services.run_finish(run_id=run_id, outcome=outcome)
+    except Exception:
+        # The sweep finishes it later (its heartbeat stops); the interruption still propagates.
+        logger.exception("Recording the interruption of run %s failed", run_id)
+
+
+@dataclass(frozen=True)
+class _Unavailable:
+    """The process that ran the call lacks what the plugin requires, in a load's words."""
+
+    reason: str
+
+
+def _refuse_unavailable(run_id: int, name: str, reason: str) -> PluginRun:
+    run = services.run_refuse_unavailable(run_id=run_id, reason=reason)
+    discard_warm_host(name)
+    return run
+
+
+def _unavailable_if_gone(name: str, actor: str) -> None:
+    """Mark the plugin UNAVAILABLE when its recorded source no longer exists (as a load would)."""
+    source = Plugin.objects.filter(name=name).values_list("source", flat=True).first()
+    if not source or "; " in source or spec_for_source(source) is not None:
+        return  # unknown (run_queue says so), a name conflict (already UNAVAILABLE), or there
+    if source.startswith(ENTRY_POINT_PREFIX):
+        reason = reasons.plugin_vanished(name, source, f"the '{ENTRY_POINT_GROUP}' entry points")
+    else:
+        reason = reasons.source_missing(name, source)
+    try:
+        services.plugin_mark_unavailable(name=name, reason=reason, actor=actor)
+    except IllegalTransition:
+        return  # runs in progress: this one runs and fails, naming the missing source
+    discard_warm_host(name)
+
+
+def _call(
+    plugin: Plugin, params: dict[str, Any], timeout_s: float | None
+) -> services.RunOutcome | _Unavailable:
+    spec = spec_for_source(plugin.source)
+    if spec is None:
+        return services.RunOutcome(
+            status=RunStatus.FAILED,
+            outcome=RunOutcomeKind.MISSING,
+            error_type="PluginSourceMissing",
+            reason=reasons.source_missing(plugin.name, plugin.source),
+        )
+    try:
+        limits = declared_limits(plugin.limits or {})
+    except (TypeError, ValueError) as exc:
+        return services.RunOutcome(
+            status=RunStatus.FAILED,
+            outcome=RunOutcomeKind.INVALID_DECLARATION,
+            error_type="InvalidDeclaration",
+            reason=reasons.invalid_declaration(plugin.name, f"limits: {exc}", plugin.source),
+        )
+    if timeout_s is not None:
+        limits = limits.replace(timeout_s=timeout_s)
+    preload = warm_host_for(plugin.name, spec, plugin_env.declared(plugin.requirements or {}))
+    result = run_plugin_sandboxed(
+        CALL_TARGET, spec.host_spec(), params, limits=limits, preload=preload
+    )
+    discard_if_replaced(plugin.name, preload)
+    missing = _missing_at_call(result)
+    if missing:
+        return _Unavailable(unavailable_reason(plugin.name, spec, missing))
+    return outcome_from_result(plugin.name, result, limits, plugin_root=spec.path)
+
+
+def _missing_at_call(result: SandboxResult) -> tuple[untrusted.MissingItem, ...]:
+    """What the call's process lacked of the plugin's requirements, from the load report that
+    plugin_contract.loader.PluginUnavailable carries as JSON; () for any other outcome."""
+    if result.outcome != Outcome.ERROR or result.error_type != CALL_UNAVAILABLE:
+        return ()
+    last_line = (result.traceback or "").rstrip().rpartition("\n")[2]
+    try:
+        value = json.loads(last_line.partition(": ")[2])
+        report = untrusted.load_report(value, is_name=is_plugin_name, max_chars=REPORT_CHARS)
+    except (ValueError, RecursionError):  # not that report: an ordinary failure of the run
+        return ()
+    return report.missing if report.status == "unavailable" else ()
+
+
+def _checked_params(params: Any) -> dict[str, Any]:
+    if not isinstance(params, dict):
+        raise InvalidParams(reasons.invalid_params(f"got {type(params).__name__}, not an object"))
+    bad_keys = [key for key in params if not isinstance(key, str) or not key.isidentifier()]
+    if bad_keys:
+        raise InvalidParams(
+            reasons.invalid_params(
+                f"parameter names must be Python identifiers, not {', '.join(map(repr, bad_keys))}"
+            )
+        )
+    try:
+        return json.loads(json.dumps(params, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise InvalidParams(reasons.invalid_params(f"not JSON-serialisable ({exc})")) from None
+
+
+def _checked_timeout(timeout_s: Any) -> None:
+    if timeout_s is None:
+        return
+    number = isinstance(timeout_s, int | float) and not isinstance(timeout_s, bool)
+    if not number or not math.isfinite(timeout_s) or not 0 < timeout_s <= MAX_TIMEOUT_S:
+        raise InvalidParams(
+            f"Invalid timeout: {timeout_s!r} (give a positive number of seconds, such as 30, "
+            f"at most {MAX_TIMEOUT_S} seconds (7 days))"
+        )
