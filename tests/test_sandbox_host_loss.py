@@ -27,21 +27,15 @@ def test_a_host_killed_between_calls_is_replaced_for_the_next_call(tmp_path, san
     sandbox_settings(tmp_dir=str(busy_tmp))
     try:
         assert run_plugin_sandboxed(f"{BASIC}:add", 1, 1, limits=LIMITS).ok
-        lost_in_flight = 0
         for round_ in range(40):
             host = _default_host()
             os.kill(host, signal.SIGKILL)
             assert wait_until(lambda host=host: not is_running(host))
             result = run_plugin_sandboxed(f"{BASIC}:add", round_, 1, limits=LIMITS)
-            if result.ok:
-                assert result.value == round_ + 1
-                continue
-            # A spare forked just before the kill may hold the socket for a moment, so the
-            # request can be taken and lost in flight: reported as such, never retried
-            # (it might have run). What must never happen is a retry on the dead host.
-            assert "while the call was running" in result.error, f"round {round_}: {result.error}"
-            lost_in_flight += 1
-        assert lost_in_flight <= 4
+            # A spare forked just before the kill may hold the dead host's socket open for
+            # a while (it gets ready at nice 19): the request must not be lost in it.
+            assert result.ok, f"round {round_}: {result.outcome}: {result.error}"
+            assert result.value == round_ + 1
     finally:
         shutdown_sandbox()
 

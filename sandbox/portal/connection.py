@@ -215,6 +215,13 @@ class HostConnection:
         self, call_id: int, limits: Limits, payload: bytes, name: str, wait_s: float
     ) -> tuple[dict[str, Any], dict[str, bytes]]:
         pending = _Pending(limits)
+        # A host that already died may still have a spare (forked just before, not yet
+        # scheduled) holding its socket open: a request written now would be lost in flight
+        # instead of retried. One waitpid tells.
+        if self.proc is not None and self.proc.poll() is not None:
+            with self._lock:
+                if self._lost is None:
+                    self._lost = f"the sandbox host (pid {self.pid}) is gone"
         with self._lock:
             if self._lost is not None:
                 raise NotDelivered(self._lost)
