@@ -52,7 +52,7 @@ test: env
 audit: env
 	$(VENV)/bin/python -m tools.audit
 
-# Types with the django-stubs and DRF plugins; the sandbox joins as soon as it exists.
+# Types with the django-stubs and DRF plugins, over every package of the project.
 TYPED := $(wildcard sandbox) plugin_contract plugins_app portal tools
 typecheck: env
 	$(VENV)/bin/mypy $(TYPED)
