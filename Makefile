@@ -45,8 +45,10 @@ endif
 # Branch coverage of the whole suite, sandbox children included; below the floor fails
 # (fail_under in pyproject.toml, repeated here so a narrowed config cannot drop it).
 COVERAGE_FLOOR ?= 90
+# Test processes (pytest-xdist): every core; TEST_WORKERS=0 runs in this one process.
+TEST_WORKERS ?= auto
 test: env
-	$(VENV)/bin/pytest --cov --cov-report=term --cov-report=xml --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
+	$(VENV)/bin/pytest --numprocesses=$(TEST_WORKERS) --cov --cov-report=term --cov-report=xml --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
 
 # House rules checked on the source (docs/contributing.md lists what each rule protects).
 audit: env

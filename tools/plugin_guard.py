@@ -59,7 +59,7 @@ class PluginCodeGuard:
 
     def _on_audit_event(self, event: str, args: tuple[object, ...]) -> None:
         # The interpreter runs audit hooks untraced, so coverage cannot see these lines; the
-        # tests in tests/test_governance_guard.py show their effect.
+        # tests in tests/governance/test_plugin_guard.py show their effect.
         if event == "exec" and os.getpid() == self._pid:  # pragma: no cover
             filename = getattr(args[0], "co_filename", None)
             if isinstance(filename, str):

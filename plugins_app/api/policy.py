@@ -5,6 +5,7 @@ from __future__ import annotations
 import binascii
 import json
 from base64 import b64decode
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.conf import settings
@@ -56,6 +57,20 @@ class PluginWriteThrottle(UserRateThrottle):
         return settings.PORTAL_API_WRITE_RATE
 
 
+# Fewer brackets than this cannot nest deep enough for the caller's stack depth to matter.
+_DEEP_BODY_BRACKETS = 100
+
+
+def _loads_on_a_fresh_stack(text: str) -> Any:
+    """json.loads whose depth limit does not depend on how deep the caller's stack is."""
+    if text.count("[") + text.count("{") < _DEEP_BODY_BRACKETS:
+        return json.loads(text)
+    # The C parser recurses once per level: on a new thread's stack it reads the same depth
+    # whether the server (gunicorn, runserver, a test worker) called it shallow or deep.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="json-body") as pool:
+        return pool.submit(json.loads, text).result()
+
+
 class CappedJSONParser(JSONParser):
     """JSON bodies up to PORTAL_API_MAX_BODY_BYTES; larger ones are a 413, not read into memory."""
 
@@ -70,7 +85,7 @@ class CappedJSONParser(JSONParser):
             raise PayloadTooLarge(limit)
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
-            return json.loads(raw.decode(encoding))
+            return _loads_on_a_fresh_stack(raw.decode(encoding))
         except UnicodeDecodeError as error:
             raise ParseError(f"Request body is not valid {encoding} text: {error.reason}") from None
         except ValueError as error:

@@ -1,1 +1,1 @@
-"""Plugins that tests/test_sandbox*.py run inside the sandbox (imported only in children)."""
+"""Plugins that tests/sandbox/ run inside the sandbox (imported only in children)."""
