@@ -36,6 +36,12 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         guard.add_roots(getattr(settings, "PORTAL_PLUGIN_DIRS", []))
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings) -> None:
+    """Hash test passwords cheaply: the production hasher's 10^6 rounds cost every login."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_plugin_code_in_portal_process(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
