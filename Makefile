@@ -13,7 +13,7 @@ DEMO ?= 1
 PORTAL_PLUGIN_DIRS ?= $(CURDIR)/examples/plugins
 export PORTAL_PLUGIN_DIRS
 
-.PHONY: run test env lint audit typecheck requirements check-requirements clean
+.PHONY: run test test-quick env lint audit typecheck requirements check-requirements clean
 
 $(TOOLS)/bin/uv:
 	$(PYTHON) -m venv $(TOOLS)
@@ -49,6 +49,11 @@ COVERAGE_FLOOR ?= 90
 TEST_WORKERS ?= auto
 test: env
 	$(VENV)/bin/pytest --numprocesses=$(TEST_WORKERS) --cov --cov-report=term --cov-report=xml --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
+
+# What the pre-commit hook runs: every test but those that need an outside part (a browser,
+# portal processes of their own); CI runs them all with `make test` (docs/contributing.md).
+test-quick: env
+	$(VENV)/bin/pytest -q --numprocesses=$(TEST_WORKERS) -m "not browser and not portal_processes" $(PYTEST_ARGS)
 
 # House rules checked on the source (docs/contributing.md lists what each rule protects).
 audit: env

@@ -153,6 +153,7 @@ def server(request) -> tuple[str, int]:
     return (live.thread.host, live.thread.port)
 
 
+@pytest.mark.portal_processes
 class TestChunkedBody:
     def test_chunked_body__411_asking_for_content_length_and_no_run(self, server, operator_token):
         """A chunked body is refused with 411 saying to send Content-Length; nothing runs."""

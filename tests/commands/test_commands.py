@@ -282,6 +282,7 @@ class TestRunPluginHostile:
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.portal_processes
 class TestRunPluginProcess:
     def test_exit_codes__0_1_2_and_no_traceback(self, loaded):
         """From a shell: 0 on success, 1 for a failed run, 2 for misuse, never a traceback."""
@@ -357,6 +358,7 @@ def run():
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.portal_processes
 class TestRunPluginRequirementsAtCallTime:
     def test_variable_set_at_load_unset_in_the_runs_shell__unavailable_uncounted(
         self, plugins, monkeypatch
@@ -553,6 +555,7 @@ DEEP_JSON = "[" * 5000 + "]" * 5000
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.portal_processes
 class TestHostileArguments:
     """Real `manage.py` processes given what a shell can pass: exit 2, a message, no traceback."""
 

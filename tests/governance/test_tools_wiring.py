@@ -32,8 +32,19 @@ class TestWiring:
         """The hook runs the linters, the audit, mypy and the suite on every commit."""
         config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
         entries = [hook["entry"] for repo in config["repos"] for hook in repo["hooks"]]
-        for needed in ("ruff check", "ruff format", "-m tools.audit", "make typecheck", "pytest"):
+        for needed in ("ruff check", "ruff format", "-m tools.audit", "make typecheck", "make test"):
             assert any(needed in entry for entry in entries), needed
+
+    def test_pre_commit__tests_without_outside_parts_ci_runs_all(self):
+        """The hook runs `make test-quick` (no browser, no portal processes); `make test` runs all."""
+        config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
+        entries = [hook["entry"] for repo in config["repos"] for hook in repo["hooks"]]
+        assert "make test-quick" in entries
+        makefile = (ROOT / "Makefile").read_text()
+        quick = re.search(r"^test-quick:.*\n\t(.*)$", makefile, re.M)
+        assert quick and '-m "not browser and not portal_processes"' in quick[1]
+        full = re.search(r"^test:.*\n\t(.*)$", makefile, re.M)
+        assert full and " -m " not in full[1]
 
     def test_ci_run__audits_typechecks_and_tests_both_databases(self):
         """.ci/run runs the audit and mypy, and `make test` on SQLite and on PostgreSQL."""

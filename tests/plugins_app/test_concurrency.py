@@ -39,6 +39,7 @@ def threaded_runs(worker: str) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.portal_processes
 class TestConcurrentOutcomes:
     def test_threads_and_processes__exact_counters(self, make_plugin):
         """8 threads and 2 processes recording runs at once lose and double nothing."""

@@ -129,6 +129,7 @@ class TestMetrics:
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.portal_processes
 class TestMetricsAcrossProcesses:
     def test_metrics__counts_runs_recorded_by_another_process(self, api_client, make_plugin):
         """Runs recorded by a separate OS process show up: nothing is counted in memory."""

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# Every test here starts portal processes of its own (docs/contributing.md, the hook).
+pytestmark = pytest.mark.portal_processes
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
