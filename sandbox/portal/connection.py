@@ -35,6 +35,7 @@ from sandbox.portal.start_failure import (
 )
 from sandbox.portal.wire import (
     BlobLimits,
+    CallHeader,
     answer_blob_limits,
     check_answer,
     check_hello,
@@ -64,7 +65,7 @@ class NotDelivered(Exception):
 class _Pending:
     limits: Limits
     event: threading.Event = dataclasses.field(default_factory=threading.Event)
-    header: dict[str, Any] | None = None
+    header: CallHeader | None = None
     blobs: dict[str, bytes] = dataclasses.field(default_factory=dict)
 
 
@@ -213,7 +214,7 @@ class HostConnection:
 
     def request(
         self, call_id: int, limits: Limits, payload: bytes, name: str, wait_s: float
-    ) -> tuple[dict[str, Any], dict[str, bytes]]:
+    ) -> tuple[CallHeader, dict[str, bytes]]:
         pending = _Pending(limits)
         # A host that already died may still have a spare (forked just before, not yet
         # scheduled) holding its socket open: a request written now would be lost in flight
@@ -312,7 +313,7 @@ class HostConnection:
                 with self._lock:
                     pending = self._pending.pop(header["call_id"], None)
                 if pending is not None:
-                    pending.header, pending.blobs = dict(header), blobs
+                    pending.header, pending.blobs = CallHeader(**header), blobs
                     pending.event.set()
         except ProtocolError as exc:
             self._malformed(exc)

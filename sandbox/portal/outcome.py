@@ -11,7 +11,7 @@ import signal
 from typing import Any
 
 from sandbox.limits import Limits
-from sandbox.portal.wire import Envelope, check_envelope, decode_value
+from sandbox.portal.wire import CallHeader, Envelope, check_envelope, decode_value
 from sandbox.result import Outcome, Phase, SandboxResult
 from sandbox.zygote import linux
 from sandbox.zygote.protocol import RESULT_LOST_EXIT, ProtocolError
@@ -24,7 +24,7 @@ class CallReport:
         self,
         name: str,
         limits: Limits,
-        header: dict[str, Any],
+        header: CallHeader,
         blobs: dict[str, bytes],
         result_format: str = "json",
     ) -> None:
@@ -75,8 +75,9 @@ def build_result(
     if envelope is not None:
         _copy_envelope_facts(result, envelope)
         return _from_envelope(result, report, envelope, result_globals)
-    if header.get("signal") is not None:
-        return _from_signal(result, report, header["signal"])
+    signum = header.get("signal")
+    if signum is not None:
+        return _from_signal(result, report, signum)
     return _from_exit_code(result, report, header.get("exit_code"))
 
 
@@ -89,17 +90,18 @@ def _copy_process_facts(result: SandboxResult, report: CallReport) -> None:
     disk_used = header.get("disk_used")
     result.disk_used_kb = disk_used // 1024 if disk_used is not None else None
     cap = report.limits.output_bytes
-    for stream in ("stdout", "stderr"):
+    totals = {"stdout": header.get("stdout_total"), "stderr": header.get("stderr_total")}
+    for stream, total in totals.items():
         data = report.blobs.get(stream, b"")
         setattr(result, stream, data.decode("utf-8", errors="replace"))
-        total = header.get(f"{stream}_total", len(data))
-        if total > len(data):
+        if total is not None and total > len(data):
             result.warnings.append(
                 f"{stream} was {total} bytes; only the last {cap} were kept (limits.output_bytes)"
             )
             result.limit = "output_bytes"  # unless a limit that stopped the call replaces it
-    if report.header.get("result_problem"):
-        result.warnings.append(report.header["result_problem"])
+    problem = header.get("result_problem")
+    if problem:
+        result.warnings.append(problem)
 
 
 def _copy_envelope_facts(result: SandboxResult, envelope: Envelope) -> None:

@@ -13,9 +13,10 @@ import json
 import math
 import socket
 from collections.abc import Callable
-from typing import Any, TypedDict
+from typing import Any
 
 from sandbox.limits import Limits
+from sandbox.messages import AnswerFields, Envelope, HelloFields
 from sandbox.result import Phase
 from sandbox.zygote.protocol import (
     ENVELOPE_LIMIT,
@@ -29,6 +30,7 @@ from sandbox.zygote.protocol import (
 __all__ = [
     "AnswerFields",
     "BlobLimits",
+    "CallHeader",
     "Envelope",
     "HelloFields",
     "ProtocolError",
@@ -49,94 +51,76 @@ OUTCOMES = frozenset(
 PHASES = frozenset(phase.value for phase in Phase)  # what a call process may say it was in
 
 
-class HelloFields(TypedDict, total=False):
-    """The host's handshake reply: ready, or why its warm-up failed."""
+class CallHeader(AnswerFields, total=False):
+    """What the portal holds of a call's answer: the host's, or why there is none."""
 
-    ok: bool
-    pid: int
-    warnings: list[str]
-    base_vsz_mb: float | None
-    unreadable: list[str]
-    phase: str | None
-    error_type: str | None
-    message: str | None
-    location: str | None
-    traceback: str | None
+    host_lost: str  # set in the portal: the host was lost before it answered
 
 
-class AnswerFields(TypedDict, total=False):
-    """A call's answer (its blobs, stdout, stderr, envelope and value, travel beside it)."""
-
-    call_id: int
-    host_error: str | None
-    exit_code: int | None
-    signal: int | None
-    timed_out: bool
-    cpu_s: float | None
-    peak_rss_kb: int | None
-    run_s: float
-    stdout_total: int
-    stderr_total: int
-    result_problem: str | None
-    base_vsz_mb: float | None
-    host_pid: int
-    disk_used: int | None
-    disk_exceeded: bool
+Schema = dict[str, tuple[str, Any]]  # field: (kind, largest value or length)
 
 
-class Envelope(TypedDict, total=False):
-    """What the call child says of its call, on fd 3."""
+def _schema(declared: Any, schema: Schema) -> Schema:
+    """A schema for the fields of a message ``declared`` (a TypedDict): the same keys, or the
+    sandbox does not start (a field added on one side only would go unchecked, or unread)."""
+    keys = declared.__required_keys__ | declared.__optional_keys__
+    if keys != schema.keys():
+        raise AssertionError(
+            f"the schema of {declared.__name__} does not match its fields: "
+            f"{sorted(keys ^ schema.keys())}"
+        )
+    return schema
 
-    outcome: str
-    phase: str
-    error_type: str
-    message: str | None
-    location: str | None
-    traceback: str
-    exit_code: int
-    value_type: str
 
-
-# field: (kind, largest value or length); a missing field or None is allowed unless required
-_HELLO = {
-    "ok": ("bool", None),
-    "pid": ("int", INT64),
-    "warnings": ("texts", TEXT_LIMIT),
-    "base_vsz_mb": ("float", 1e12),
-    "unreadable": ("texts", TEXT_LIMIT),
-    "phase": ("text", 100),
-    "error_type": ("text", TEXT_LIMIT),
-    "message": ("text", TEXT_LIMIT),
-    "location": ("text", TEXT_LIMIT),
-    "traceback": ("text", TEXT_LIMIT),
-}
-_ANSWER = {
-    "call_id": ("int", INT64),
-    "host_error": ("text", TEXT_LIMIT),
-    "exit_code": ("int", 255),
-    "signal": ("int", 128),
-    "timed_out": ("bool", None),
-    "cpu_s": ("float", 1e12),
-    "peak_rss_kb": ("int", 2**50),
-    "run_s": ("float", 1e12),
-    "stdout_total": ("int", INT64),
-    "stderr_total": ("int", INT64),
-    "result_problem": ("text", TEXT_LIMIT),
-    "base_vsz_mb": ("float", 1e12),
-    "host_pid": ("int", INT64),
-    "disk_used": ("int", INT64),
-    "disk_exceeded": ("bool", None),
-}
-_ENVELOPE = {
-    "outcome": ("text", 100),
-    "phase": ("text", 100),
-    "error_type": ("text", TEXT_LIMIT),
-    "message": ("text", TEXT_LIMIT),
-    "location": ("text", TEXT_LIMIT),
-    "traceback": ("text", ENVELOPE_LIMIT),
-    "exit_code": ("int", INT64),
-    "value_type": ("text", TEXT_LIMIT),
-}
+# A missing field or None is allowed unless required.
+_HELLO = _schema(
+    HelloFields,
+    {
+        "ok": ("bool", None),
+        "pid": ("int", INT64),
+        "warnings": ("texts", TEXT_LIMIT),
+        "base_vsz_mb": ("float", 1e12),
+        "unreadable": ("texts", TEXT_LIMIT),
+        "phase": ("text", 100),
+        "error_type": ("text", TEXT_LIMIT),
+        "message": ("text", TEXT_LIMIT),
+        "location": ("text", TEXT_LIMIT),
+        "traceback": ("text", TEXT_LIMIT),
+    },
+)
+_ANSWER = _schema(
+    AnswerFields,
+    {
+        "call_id": ("int", INT64),
+        "host_error": ("text", TEXT_LIMIT),
+        "exit_code": ("int", 255),
+        "signal": ("int", 128),
+        "timed_out": ("bool", None),
+        "cpu_s": ("float", 1e12),
+        "peak_rss_kb": ("int", 2**50),
+        "run_s": ("float", 1e12),
+        "stdout_total": ("int", INT64),
+        "stderr_total": ("int", INT64),
+        "result_problem": ("text", TEXT_LIMIT),
+        "base_vsz_mb": ("float", 1e12),
+        "host_pid": ("int", INT64),
+        "disk_used": ("int", INT64),
+        "disk_exceeded": ("bool", None),
+    },
+)
+_ENVELOPE = _schema(
+    Envelope,
+    {
+        "outcome": ("text", 100),
+        "phase": ("text", 100),
+        "error_type": ("text", TEXT_LIMIT),
+        "message": ("text", TEXT_LIMIT),
+        "location": ("text", TEXT_LIMIT),
+        "traceback": ("text", ENVELOPE_LIMIT),
+        "exit_code": ("int", INT64),
+        "value_type": ("text", TEXT_LIMIT),
+    },
+)
 
 
 def check_hello(fields: dict[str, Any]) -> HelloFields:
@@ -244,7 +228,7 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON data")
 
 
-def _check(fields: dict[str, Any], schema: dict, what: str) -> dict[str, Any]:
+def _check(fields: dict[str, Any], schema: Schema, what: str) -> dict[str, Any]:
     checked: dict[str, Any] = {}
     for name, (kind, limit) in schema.items():
         value = fields.get(name)

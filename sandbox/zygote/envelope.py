@@ -19,11 +19,13 @@ if TYPE_CHECKING:  # typing-only names: the host (and so every fork) never impor
 
     from typing_extensions import Buffer
 
+    from sandbox.messages import Envelope, ExceptionFacts
+
 TRACEBACK_LIMIT = 32 * 1024
 MESSAGE_LIMIT = 2000
 
 
-def exit_envelope(exc: SystemExit) -> dict[str, object]:
+def exit_envelope(exc: SystemExit) -> Envelope:
     code = exc.code
     message = None
     if code is None:
@@ -32,17 +34,25 @@ def exit_envelope(exc: SystemExit) -> dict[str, object]:
         message = safe_str(code)  # Python prints a non-int exit "code" and exits 1
         code = 1
     envelope = exception_envelope(exc, phase="call")
-    envelope.update(outcome="exited", exit_code=code, message=message)
+    envelope["outcome"] = "exited"
+    envelope["exit_code"] = code
+    envelope["message"] = message
     return envelope
 
 
-def exception_envelope(exc: BaseException, phase: str) -> dict[str, object]:
+def exception_envelope(exc: BaseException, phase: str) -> Envelope:
+    """A call's exception: its facts, and "memory" or "error" as the outcome."""
+    envelope: Envelope = {"outcome": "memory" if isinstance(exc, MemoryError) else "error"}
+    envelope.update(exception_facts(exc, phase))
+    return envelope
+
+
+def exception_facts(exc: BaseException, phase: str) -> ExceptionFacts:
+    """What the sandbox tells of an exception caught in ``phase``."""
     location = _raise_site(exc.__traceback__)
     _clear_frames(exc.__traceback__)
     text = format_exception(exc)
-    outcome = "memory" if isinstance(exc, MemoryError) else "error"
     return {
-        "outcome": outcome,
         "phase": phase,
         "error_type": type(exc).__name__,
         "message": safe_str(exc),
@@ -111,14 +121,15 @@ class _CappedWriter(io.BytesIO):
 _JSON = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
 
 
-def to_json(value: object, cap: int) -> tuple[dict[str, object] | None, bytes | memoryview]:
+def to_json(value: object, cap: int) -> tuple[Envelope | None, bytes | memoryview]:
     try:
         data = _JSON.encode(value).encode("ascii")
     except MemoryError as exc:
         return exception_envelope(exc, phase="serialise"), b""
     except BaseException as exc:  # TypeError, ValueError (NaN, a cycle), RecursionError
         envelope = exception_envelope(exc, phase="serialise")
-        envelope.update(outcome="unserialisable", value_type=_type_name(value))
+        envelope["outcome"] = "unserialisable"
+        envelope["value_type"] = _type_name(value)
         return envelope, b""
     if len(data) > cap:
         return {
@@ -129,7 +140,7 @@ def to_json(value: object, cap: int) -> tuple[dict[str, object] | None, bytes | 
     return None, data
 
 
-def to_pickle(value: object, cap: int) -> tuple[dict[str, object] | None, bytes | memoryview]:
+def to_pickle(value: object, cap: int) -> tuple[Envelope | None, bytes | memoryview]:
     writer = _CappedWriter(cap)
     try:
         pickle.Pickler(writer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
@@ -143,7 +154,8 @@ def to_pickle(value: object, cap: int) -> tuple[dict[str, object] | None, bytes 
         return exception_envelope(exc, phase="serialise"), b""
     except BaseException as exc:  # whatever __reduce__ of plugin objects raises
         envelope = exception_envelope(exc, phase="serialise")
-        envelope.update(outcome="unserialisable", value_type=_type_name(value))
+        envelope["outcome"] = "unserialisable"
+        envelope["value_type"] = _type_name(value)
         return envelope, b""
     return None, writer.getbuffer()  # None: the "ok" envelope
 

@@ -31,6 +31,8 @@ TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing grows every 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from sandbox.messages import Envelope
+
 FRAME_HEADER = struct.Struct(">QI")  # length of what follows, length of its JSON part
 HEADER_LIMIT = 1 << 20  # the JSON part of a frame; blobs are bounded by the call's limits
 COMMAND_HEADER = struct.Struct(">Q")  # host -> spare: the length of a pickled Command
@@ -143,7 +145,7 @@ class ResultRecord:
 
 
 def encode_result(
-    envelope: dict[str, object] | None,
+    envelope: Envelope | None,
     value: bytes | memoryview = b"",
     usage: tuple[int, int] = (0, 0),
 ) -> list:
