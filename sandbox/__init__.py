@@ -29,10 +29,12 @@ if TYPE_CHECKING:  # the type checker sees the real names; the host never import
         sandbox_status,
         shutdown_sandbox,
     )
-    from sandbox.result import Outcome, Phase, SandboxResult
+    from sandbox.result import Fault, Frame, Outcome, Phase, SandboxResult
     from sandbox.targets import Preload
 
 _EXPORTS = {
+    "Fault": "sandbox.result",
+    "Frame": "sandbox.result",
     "Limits": "sandbox.limits",
     "Outcome": "sandbox.result",
     "Phase": "sandbox.result",
@@ -48,6 +50,8 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "Fault",
+    "Frame",
     "Limits",
     "Outcome",
     "Phase",

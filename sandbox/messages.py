@@ -15,7 +15,15 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-__all__ = ["AnswerFields", "Envelope", "ExceptionFacts", "HelloFields"]
+__all__ = ["AnswerFields", "Envelope", "ExceptionFacts", "HelloFields", "WireFrame"]
+
+
+class WireFrame(TypedDict):
+    """One frame of an exception's traceback (a sandbox.result.Frame)."""
+
+    file: str
+    line: int  # 0 when Python does not know it
+    function: str
 
 
 class ExceptionFacts(TypedDict, total=False):
@@ -26,6 +34,9 @@ class ExceptionFacts(TypedDict, total=False):
     message: str | None
     location: str | None  # "file:line in function" of the innermost frame
     traceback: str | None
+    frames: list[WireFrame]  # outermost first; a frame repeated in a row appears once
+    fault: str | None  # a sandbox.result.Fault value the exception's class declared
+    detail: object  # JSON data the exception carried (its sandbox_detail)
 
 
 class Envelope(ExceptionFacts, total=False):

@@ -11,8 +11,9 @@ import signal
 from typing import Any
 
 from sandbox.limits import Limits
+from sandbox.messages import ExceptionFacts
 from sandbox.portal.wire import CallHeader, Envelope, check_envelope, decode_value
-from sandbox.result import Outcome, Phase, SandboxResult
+from sandbox.result import Fault, Frame, Outcome, Phase, SandboxResult
 from sandbox.zygote import linux
 from sandbox.zygote.protocol import RESULT_LOST_EXIT, ProtocolError
 
@@ -105,11 +106,22 @@ def _copy_process_facts(result: SandboxResult, report: CallReport) -> None:
 
 
 def _copy_envelope_facts(result: SandboxResult, envelope: Envelope) -> None:
-    """What the call process said of its failure: where it was, the message, the place."""
+    """What the call process said of its failure: where it was, the message, the place, the
+    frames, and the kind of failure its exception declared, with its data."""
     phase = envelope.get("phase")
     result.phase = Phase(phase) if phase is not None else None
     result.message = envelope.get("message")
     result.location = envelope.get("location")
+    copy_exception_facts(result, envelope)
+
+
+def copy_exception_facts(result: SandboxResult, facts: ExceptionFacts) -> None:
+    """The frames, fault and detail a process reported of an exception (checked on arrival:
+    sandbox/portal/wire.py)."""
+    result.frames = [Frame(f["file"], f["line"], f["function"]) for f in facts.get("frames", [])]
+    fault = facts.get("fault")
+    result.fault = Fault(fault) if fault is not None else None
+    result.detail = facts.get("detail")
 
 
 def _fail(

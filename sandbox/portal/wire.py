@@ -17,10 +17,11 @@ from typing import Any
 
 from sandbox.limits import Limits
 from sandbox.messages import AnswerFields, Envelope, HelloFields
-from sandbox.result import Phase
+from sandbox.result import Fault, Phase
 from sandbox.zygote.protocol import (
     ENVELOPE_LIMIT,
     FRAME_HEADER,
+    FRAMES_LIMIT,
     ProtocolError,
     decode_fields,
     frame_sizes,
@@ -49,6 +50,8 @@ OUTCOMES = frozenset(
     {"ok", "error", "exited", "memory", "unserialisable", "output_limit", "sandbox_failure"}
 )
 PHASES = frozenset(phase.value for phase in Phase)  # what a call process may say it was in
+FAULTS = frozenset(fault.value for fault in Fault)  # the kinds an exception may declare
+LINE_LIMIT = 2**31  # of a frame's line number
 
 
 class CallHeader(AnswerFields, total=False):
@@ -86,6 +89,9 @@ _HELLO = _schema(
         "message": ("text", TEXT_LIMIT),
         "location": ("text", TEXT_LIMIT),
         "traceback": ("text", TEXT_LIMIT),
+        "frames": ("frames", FRAMES_LIMIT),
+        "fault": ("text", 100),
+        "detail": ("json", None),
     },
 )
 _ANSWER = _schema(
@@ -119,6 +125,9 @@ _ENVELOPE = _schema(
         "traceback": ("text", ENVELOPE_LIMIT),
         "exit_code": ("int", INT64),
         "value_type": ("text", TEXT_LIMIT),
+        "frames": ("frames", FRAMES_LIMIT),
+        "fault": ("text", 100),
+        "detail": ("json", None),
     },
 )
 
@@ -127,6 +136,7 @@ def check_hello(fields: dict[str, Any]) -> HelloFields:
     checked = _check(fields, _HELLO, "handshake")
     if "ok" not in checked or "pid" not in checked:
         raise ProtocolError("handshake lacks 'ok' or 'pid'")
+    _check_choice(checked, "fault", FAULTS, "handshake")
     return checked  # type: ignore[return-value]  # _check enforced _HELLO's types
 
 
@@ -150,8 +160,8 @@ def check_envelope(text: bytes) -> Envelope:
     checked = _check(envelope, _ENVELOPE, "envelope")
     if checked.get("outcome") not in OUTCOMES:
         raise ProtocolError(f"envelope field 'outcome' is {str(checked.get('outcome'))[:40]!r}")
-    if checked.get("phase") not in PHASES | {None}:
-        raise ProtocolError(f"envelope field 'phase' is {str(checked.get('phase'))[:40]!r}")
+    _check_choice(checked, "phase", PHASES, "envelope")
+    _check_choice(checked, "fault", FAULTS, "envelope")
     return checked  # type: ignore[return-value]  # _check enforced _ENVELOPE's types
 
 
@@ -242,6 +252,25 @@ def _check(fields: dict[str, Any], schema: Schema, what: str) -> dict[str, Any]:
     return checked
 
 
+def _check_choice(checked: dict[str, Any], name: str, allowed: frozenset[str], what: str) -> None:
+    """A field that, when given, must be one of ``allowed``."""
+    if checked.get(name) not in allowed | {None}:
+        raise ProtocolError(f"{what} field {name!r} is {str(checked.get(name))[:40]!r}")
+
+
+def _is_frame(value: Any) -> bool:
+    return (
+        type(value) is dict
+        and value.keys() == {"file", "line", "function"}
+        and type(value["file"]) is str
+        and len(value["file"]) <= TEXT_LIMIT
+        and type(value["line"]) is int
+        and 0 <= value["line"] <= LINE_LIMIT
+        and type(value["function"]) is str
+        and len(value["function"]) <= TEXT_LIMIT
+    )
+
+
 def _fits(value: Any, kind: str, limit: Any) -> bool:
     if kind == "bool":
         return type(value) is bool
@@ -252,6 +281,10 @@ def _fits(value: Any, kind: str, limit: Any) -> bool:
         return number and math.isfinite(value) and 0 <= value <= limit
     if kind == "text":
         return type(value) is str and len(value) <= limit
+    if kind == "json":
+        return True  # any JSON data: the parse bounded it; its reader checks what it needs
+    if kind == "frames":
+        return type(value) is list and len(value) <= limit and all(map(_is_frame, value))
     return (
         type(value) is list
         and len(value) <= 100

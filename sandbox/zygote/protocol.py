@@ -45,6 +45,7 @@ COMMAND_FD = 4  # where a spare child waits for its call
 RESULT_FILE = ".sandbox-result"  # fallback in the call directory if the plugin closed fd 3
 RESULT_LOST_EXIT = 119  # the child returned but could deliver its result nowhere
 ENVELOPE_LIMIT = 1 << 20  # error text and traceback are capped well below this
+FRAMES_LIMIT = 100  # an exception's frames in an envelope: the innermost ones
 # A host's directories in the temporary directory: "<kind>-<host pid>-<n>-<6 hex digits>".
 CALL_DIR_KIND = "sandbox-call"
 BYTECODE_DIR_KIND = "sandbox-pycache"
