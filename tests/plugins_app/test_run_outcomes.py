@@ -191,34 +191,33 @@ class TestExceptions:
         result = failed(Outcome.ERROR, error_type="Oops", message="", traceback=TRACEBACK)
         assert "raised Oops in run(): (no message) (see" in mapped(result)[1]
 
-    def test_fault_params__bad_params_whatever_the_exception_type(self):
-        """A params fault is the caller's mistake: bad params, with the exception's message."""
+    @pytest.mark.parametrize(
+        ("fault", "message", "reason"),
+        [
+            (
+                Fault.PARAMS,
+                "run() cannot take x",
+                "Bad params for plugin 'p': run() cannot take x (fix the params, then run it "
+                "again)",
+            ),
+            (
+                Fault.LOAD,
+                "setup() raised OSError: gone",
+                "Plugin 'p' could not be imported or set up for this run: setup() raised "
+                "OSError: gone (fix it, then reload the plugin)",
+            ),
+        ],
+        ids=["params", "load"],
+    )
+    def test_fault_params_or_load__its_own_reason_whatever_the_exception_type(
+        self, fault, message, reason
+    ):
+        """A params fault is the caller's mistake (bad params); a load fault says the plugin
+        could not be imported or set up, and to reload it; each quotes the message."""
         result = failed(
-            Outcome.ERROR,
-            fault=Fault.PARAMS,
-            error_type="TypeError",
-            message="run() cannot take x",
-            traceback=TRACEBACK,
+            Outcome.ERROR, fault=fault, error_type="TypeError", message=message, traceback=TRACEBACK
         )
-        assert mapped(result) == (
-            RunStatus.FAILED,
-            "Bad params for plugin 'p': run() cannot take x (fix the params, then run it again)",
-        )
-
-    def test_fault_load__could_not_be_set_up_for_this_run(self):
-        """A load fault says the plugin could not be imported or set up, and to reload it."""
-        result = failed(
-            Outcome.ERROR,
-            fault=Fault.LOAD,
-            error_type="PluginLoadError",
-            message="setup() raised OSError: gone",
-            traceback=TRACEBACK,
-        )
-        assert mapped(result) == (
-            RunStatus.FAILED,
-            "Plugin 'p' could not be imported or set up for this run: setup() raised OSError: "
-            "gone (fix it, then reload the plugin)",
-        )
+        assert mapped(result) == (RunStatus.FAILED, reason)
 
     @pytest.mark.parametrize("error_type", ["PluginParamsError", "PluginLoadError"])
     def test_loader_class_name_without_a_fault__the_plugins_own_exception(self, error_type):

@@ -22,6 +22,7 @@ from sandbox import (
     shutdown_sandbox,
 )
 from sandbox.zygote.protocol import FRAMES_LIMIT
+from tests.sandbox.source import line_of
 from tests.sandbox_targets import faults, warm
 
 BASIC = "tests.sandbox_targets.basic"
@@ -40,14 +41,6 @@ def stop_hosts():
 def call(target: str, *args: object, **kwargs: object) -> SandboxResult:
     kwargs.setdefault("limits", FAST)
     return run_plugin_sandboxed(target, *args, **kwargs)
-
-
-def line_of(function: object, text: str) -> int:
-    """The line number of the first source line of ``function`` that contains ``text``."""
-    code = function.__code__  # type: ignore[attr-defined]
-    with open(code.co_filename) as handle:
-        lines = handle.read().splitlines()
-    return next(n for n, line in enumerate(lines, 1) if n >= code.co_firstlineno and text in line)
 
 
 class TestFrames:
