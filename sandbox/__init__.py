@@ -5,7 +5,8 @@
 
 See docs/sandbox.md. This package imports nothing from Django.
 
-The public value types live here (``limits``, ``config``, ``result``, ``targets``); the code
+The public value types live here (``limits``, ``config``, ``result``, ``targets``), with
+``messages``, what the host and its call processes send the portal, declared once; the code
 that runs in the portal is in ``sandbox/portal/``, the code that runs in the sandbox host and
 its call processes in ``sandbox/zygote/`` (import-light: see its ``__init__``).
 
