@@ -5,10 +5,12 @@
 
 A call process writes an ``Envelope`` (sandbox/zygote/envelope.py); the host forwards it
 untouched as a blob beside its ``AnswerFields``; a host whose warm-up failed says why in its
-``HelloFields``. The writers annotate with these types and the portal's readers return them,
-so mypy checks one against the other. The zygote side imports this module only for type
-checking (it imports ``typing``, which the host must not load); the portal checks every field
-on arrival against a schema whose keys must be these (sandbox/portal/wire.py).
+``HelloFields``. Writers leave out what they do not know; the portal checks every field on
+arrival against a schema whose keys must be these (sandbox/portal/wire.py) and hands on each
+message with all of its fields (None for one left out), which readers subscript, so mypy
+checks writers and readers against one declaration. Hence a field's type admits None unless
+the check requires it. The zygote side imports this module only for type checking (it
+imports ``typing``, which the host must not load).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class ExceptionFacts(TypedDict, total=False):
     message: str | None
     location: str | None  # "file:line in function" of the innermost frame
     traceback: str | None
-    frames: list[WireFrame]  # outermost first; a frame repeated in a row appears once
+    frames: list[WireFrame] | None  # outermost first; a frame repeated in a row appears once
     fault: str | None  # a sandbox.result.Fault value the exception's class declared
     detail: object  # JSON data the exception carried (its sandbox_detail)
 
@@ -42,7 +44,7 @@ class ExceptionFacts(TypedDict, total=False):
 class Envelope(ExceptionFacts, total=False):
     """What a call process says of its call, on fd 3 (None: the "ok" envelope)."""
 
-    outcome: str  # a sandbox.result.Outcome value the call process may report
+    outcome: str  # a sandbox.result.Outcome value the call process may report (required)
     exit_code: int | None
     value_type: str | None  # of a value that could not be sent
 
@@ -50,28 +52,28 @@ class Envelope(ExceptionFacts, total=False):
 class HelloFields(ExceptionFacts, total=False):
     """A host's handshake reply: ready, or why its warm-up failed (the exception's facts)."""
 
-    ok: bool
-    pid: int
-    warnings: list[str]
+    ok: bool  # required
+    pid: int  # required
+    warnings: list[str] | None
     base_vsz_mb: float | None
-    unreadable: list[str]
+    unreadable: list[str] | None
 
 
 class AnswerFields(TypedDict, total=False):
     """A call's answer (its blobs, stdout, stderr, envelope and value, travel beside it)."""
 
-    call_id: int
-    host_error: str | None
+    call_id: int  # required
+    host_error: str | None  # the host refused the call before it started
     exit_code: int | None
     signal: int | None
-    timed_out: bool
+    timed_out: bool | None
     cpu_s: float | None
     peak_rss_kb: int | None
-    run_s: float
-    stdout_total: int
-    stderr_total: int
+    run_s: float | None
+    stdout_total: int | None
+    stderr_total: int | None
     result_problem: str | None
     base_vsz_mb: float | None
-    host_pid: int
+    host_pid: int | None
     disk_used: int | None
-    disk_exceeded: bool
+    disk_exceeded: bool | None

@@ -37,8 +37,10 @@ from sandbox.portal.wire import (
     BlobLimits,
     CallHeader,
     answer_blob_limits,
+    answered_call,
     check_answer,
     check_hello,
+    lost_call,
     no_blobs,
     recv_frame,
 )
@@ -198,11 +200,11 @@ class HostConnection:
             hello = None
         if hello is None:
             return died_while_starting(self.preload, self._reap(STOP_GRACE_S))
-        if not hello.get("ok"):
+        if not hello["ok"]:
             return warm_up_raised(self.preload, hello)
-        self.warnings = list(hello.get("warnings", []))
-        self.base_vsz_mb = hello.get("base_vsz_mb")
-        unreadable = hello.get("unreadable") or []
+        self.warnings = list(hello["warnings"] or [])
+        self.base_vsz_mb = hello["base_vsz_mb"]
+        unreadable = hello["unreadable"] or []
         if unreadable:
             self.import_hint = (
                 f"SANDBOX_RUN_AS={self.config.run_as} cannot read {', '.join(unreadable)}: "
@@ -254,7 +256,7 @@ class HostConnection:
                 "is overloaded)"
             )
             self.kill(reason)
-            return {"host_lost": reason}, {}
+            return lost_call(reason), {}
         assert pending.header is not None
         return pending.header, pending.blobs
 
@@ -313,7 +315,7 @@ class HostConnection:
                 with self._lock:
                     pending = self._pending.pop(header["call_id"], None)
                 if pending is not None:
-                    pending.header, pending.blobs = CallHeader(**header), blobs
+                    pending.header, pending.blobs = answered_call(header), blobs
                     pending.event.set()
         except ProtocolError as exc:
             self._malformed(exc)
@@ -344,7 +346,7 @@ class HostConnection:
             self._pending.clear()
         log.error("sandbox: %s", message)
         for pending in pendings:
-            pending.header = {"host_lost": message}
+            pending.header = lost_call(message)
             pending.event.set()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
@@ -370,7 +372,7 @@ class HostConnection:
             "new host starts on the next call"
         )
         for pending in pendings:
-            pending.header = {"host_lost": message}
+            pending.header = lost_call(message)
             pending.event.set()
         if self.sock is not None:
             with contextlib.suppress(OSError):

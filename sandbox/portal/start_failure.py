@@ -142,9 +142,9 @@ def died_while_starting(preload: Preload | None, code: int | None) -> StartFailu
 
 
 def warm_up_raised(preload: Preload | None, hello: HelloFields) -> StartFailure:
-    kind = hello.get("error_type") or "Exception"
-    message = hello.get("message")
-    location = hello.get("location")
+    kind = hello["error_type"] or "Exception"
+    message = hello["message"]
+    location = hello["location"]
     detail = f"{kind}: {message}" if message else kind
     where = f" at {location}" if location else ""
     return StartFailure(
@@ -154,7 +154,7 @@ def warm_up_raised(preload: Preload | None, hello: HelloFields) -> StartFailure:
         f"failed: {detail}{where}",
         "fix the plugin's import/warm-up; the next call retries it once",
         phase=Phase.WARM_UP,
-        traceback=hello.get("traceback"),
+        traceback=hello["traceback"],
         message=message,
         location=location,
         exception=hello,

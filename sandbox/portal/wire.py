@@ -13,7 +13,7 @@ import json
 import math
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from sandbox.limits import Limits
 from sandbox.messages import AnswerFields, Envelope, HelloFields
@@ -36,10 +36,12 @@ __all__ = [
     "HelloFields",
     "ProtocolError",
     "answer_blob_limits",
+    "answered_call",
     "check_answer",
     "check_envelope",
     "check_hello",
     "decode_value",
+    "lost_call",
     "no_blobs",
     "recv_frame",
 ]
@@ -55,9 +57,24 @@ LINE_LIMIT = 2**31  # of a frame's line number
 
 
 class CallHeader(AnswerFields, total=False):
-    """What the portal holds of a call's answer: the host's, or why there is none."""
+    """What the portal holds of a call: the host's answer, or why there is none (host_lost,
+    set in the portal: the host was lost before it answered). All fields are present."""
 
-    host_lost: str  # set in the portal: the host was lost before it answered
+    host_lost: str | None
+
+
+def lost_call(reason: str) -> CallHeader:
+    """The header of a call whose host was lost before it answered."""
+    header = cast(CallHeader, dict.fromkeys(_ANSWER))
+    header["host_lost"] = reason
+    return header
+
+
+def answered_call(answer: AnswerFields) -> CallHeader:
+    """The header of a call the host answered."""
+    header = CallHeader(**answer)
+    header["host_lost"] = None
+    return header
 
 
 Schema = dict[str, tuple[str, Any]]  # field: (kind, largest value or length)
@@ -134,7 +151,7 @@ _ENVELOPE = _schema(
 
 def check_hello(fields: dict[str, Any]) -> HelloFields:
     checked = _check(fields, _HELLO, "handshake")
-    if "ok" not in checked or "pid" not in checked:
+    if checked["ok"] is None or checked["pid"] is None:
         raise ProtocolError("handshake lacks 'ok' or 'pid'")
     _check_choice(checked, "fault", FAULTS, "handshake")
     return checked  # type: ignore[return-value]  # _check enforced _HELLO's types
@@ -144,7 +161,7 @@ def check_answer(fields: dict[str, Any]) -> AnswerFields:
     if fields.get("type") != "result":
         raise ProtocolError(f"frame type {str(fields.get('type'))[:40]!r} is not 'result'")
     checked = _check(fields, _ANSWER, "answer")
-    if "call_id" not in checked:
+    if checked["call_id"] is None:
         raise ProtocolError("answer lacks 'call_id'")
     return checked  # type: ignore[return-value]  # _check enforced _ANSWER's types
 
@@ -158,8 +175,8 @@ def check_envelope(text: bytes) -> Envelope:
     if not isinstance(envelope, dict):
         raise ProtocolError("the envelope is not a JSON object")
     checked = _check(envelope, _ENVELOPE, "envelope")
-    if checked.get("outcome") not in OUTCOMES:
-        raise ProtocolError(f"envelope field 'outcome' is {str(checked.get('outcome'))[:40]!r}")
+    if checked["outcome"] not in OUTCOMES:
+        raise ProtocolError(f"envelope field 'outcome' is {str(checked['outcome'])[:40]!r}")
     _check_choice(checked, "phase", PHASES, "envelope")
     _check_choice(checked, "fault", FAULTS, "envelope")
     return checked  # type: ignore[return-value]  # _check enforced _ENVELOPE's types
@@ -239,23 +256,21 @@ def _refuse_constant(name: str) -> Any:
 
 
 def _check(fields: dict[str, Any], schema: Schema, what: str) -> dict[str, Any]:
+    """Every field of the schema (None for one left out), each of its kind; fields outside
+    the schema are dropped."""
     checked: dict[str, Any] = {}
     for name, (kind, limit) in schema.items():
         value = fields.get(name)
-        if value is None:
-            if name in fields:
-                checked[name] = None
-            continue
-        if not _fits(value, kind, limit):
-            raise ProtocolError(f"{what} field {name!r} is not a valid {kind}: {value!r:.60}")
         checked[name] = value
+        if value is not None and not _fits(value, kind, limit):
+            raise ProtocolError(f"{what} field {name!r} is not a valid {kind}: {value!r:.60}")
     return checked
 
 
 def _check_choice(checked: dict[str, Any], name: str, allowed: frozenset[str], what: str) -> None:
     """A field that, when given, must be one of ``allowed``."""
-    if checked.get(name) not in allowed | {None}:
-        raise ProtocolError(f"{what} field {name!r} is {str(checked.get(name))[:40]!r}")
+    if checked[name] not in allowed | {None}:
+        raise ProtocolError(f"{what} field {name!r} is {str(checked[name])[:40]!r}")
 
 
 def _is_frame(value: Any) -> bool:

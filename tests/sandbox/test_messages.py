@@ -23,3 +23,26 @@ def test_schema_checking_a_field_nobody_declared__refused_naming_it():
     schema = {key: ("text", 10) for key in Envelope.__required_keys__ | Envelope.__optional_keys__}
     with pytest.raises(AssertionError, match="'stray'"):
         wire._schema(Envelope, {**schema, "stray": ("text", 10)})
+
+
+def fields_of(message: type) -> set[str]:
+    return set(message.__required_keys__ | message.__optional_keys__)  # type: ignore[attr-defined]
+
+
+def test_checked_envelope__every_declared_field_none_when_left_out():
+    """A checked envelope holds every field Envelope declares, so readers subscript them."""
+    checked = wire.check_envelope(b'{"outcome": "ok", "stray": 1}')
+    assert set(checked) == fields_of(Envelope)
+    assert {key: value for key, value in checked.items() if value is not None} == {"outcome": "ok"}
+
+
+def test_checked_answer_and_lost_call__every_field_of_the_call_header():
+    """An answer the host sent and a call whose host was lost have the same fields."""
+    answered = wire.answered_call(wire.check_answer({"type": "result", "call_id": 7}))
+    lost = wire.lost_call("the host died")
+    assert set(answered) == set(lost) == fields_of(wire.CallHeader)
+    assert (answered["call_id"], answered["host_lost"], lost["host_lost"]) == (
+        7,
+        None,
+        "the host died",
+    )
