@@ -1,13 +1,15 @@
 """The plugin contract, declared once for both sides of the Django boundary.
 
 The plugin-side loader (``plugin_contract.loader``, run only in sandbox processes) checks a
-plugin's declarations against these; the portal (discovery, the registry's columns, the
-checks of the loader's report in plugins_app/untrusted.py) uses the same values. Standard
-library only and import-light: the sandbox host imports it with the loader, and this file
-imports nothing of the loader.
+plugin's declarations against these and writes its load report as a ``LoadReport``; the
+portal (discovery, the registry's columns, the checks of the loader's report in
+plugins_app/untrusted.py) uses the same values and types. Standard library only and
+import-light: the sandbox host imports it with the loader, and this file imports nothing of
+the loader.
 """
 
 import re
+from typing import Any, Literal, NotRequired, TypedDict, get_args
 
 # Names become module names in the plugin host and parts of the portal's URLs.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -17,9 +19,53 @@ REQUIRE_KEYS = ("modules", "gpu", "files", "env")  # what `requires` may declare
 
 # The loader's report (plugin_contract.loader.load_plugin): its statuses, stages, the kinds
 # of missing item, and every key the portal reads.
-LOAD_STATUSES = ("ok", "unavailable", "failed")
-LOAD_STAGES = ("import", "declarations", "requires", "setup")
-MISSING_KINDS = ("module", "library", "entry_point", "source", "env", "gpu", "file")
+LoadStatus = Literal["ok", "unavailable", "failed"]
+LoadStage = Literal["import", "declarations", "requires", "setup"]
+MissingKind = Literal["module", "library", "entry_point", "source", "env", "gpu", "file"]
+LOAD_STATUSES: tuple[str, ...] = get_args(LoadStatus)
+LOAD_STAGES: tuple[str, ...] = get_args(LoadStage)
+MISSING_KINDS: tuple[str, ...] = get_args(MissingKind)
+
+
+class MissingItem(TypedDict):
+    """One thing the plugin's process lacks."""
+
+    kind: MissingKind
+    item: str  # the module, library, variable, file (as declared), ...
+    path: NotRequired[str]  # a file: where it was looked for
+    problem: NotRequired[str]  # a file: unset_variable, not_found, empty or unreadable
+    checked: NotRequired[str]  # a GPU: what was checked, in words
+
+
+class Declarations(TypedDict):
+    """What a plugin module declares, with defaults (normalised once they are checked)."""
+
+    name: Any  # a plugin name (checked against NAME_PATTERN)
+    version: Any  # a string once checked (a number is taken as its text)
+    description: Any  # a string once checked (the module's docstring by default)
+    requires: Any  # {"modules": [...], "files": [...], "env": [...], "gpu": bool} once checked
+    limits: Any  # {limit name: number} once checked
+
+
+class LoadReport(TypedDict):
+    """How loading one plugin went, as the loader returns it (JSON data)."""
+
+    status: LoadStatus
+    stage: LoadStage  # how far the load got: where it failed, or "setup" when it loaded
+    name: str | None  # the declared name; the discovered one when the module did not load
+    version: str
+    description: str
+    requires: dict[str, Any]
+    limits: dict[str, Any]
+    has_setup: bool
+    missing: list[MissingItem]  # status "unavailable": what the process lacks
+    error_type: str | None  # status "failed": the exception's type, or InvalidDeclaration
+    message: str | None
+    where: str | None  # "file:line in function": the plugin's own line, when it has one
+    traceback: str | None
+    field: str | None  # stage "declarations": the declaration that is wrong
+
+
 REPORT_KEYS = frozenset(
     {
         "status",
@@ -45,4 +91,10 @@ __all__ = [
     "NAME_PATTERN",
     "REPORT_KEYS",
     "REQUIRE_KEYS",
+    "Declarations",
+    "LoadReport",
+    "LoadStage",
+    "LoadStatus",
+    "MissingItem",
+    "MissingKind",
 ]

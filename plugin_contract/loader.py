@@ -1,9 +1,12 @@
 """The plugin side of the portal: runs inside a sandbox process, never in a portal process.
 
 It imports one plugin (a file, a package directory or an entry point), reads its
-declarations, checks what it `requires`, runs `setup()` and calls `run(**params)`.
-Standard library only, no Django. The load functions return plain dicts and never raise for
-anything a plugin does; the portal turns those dicts into registry states and reasons.
+declarations (plugin_contract/declarations.py), checks what it `requires`
+(plugin_contract/requirements.py), runs `setup()` and calls `run(**params)`. Standard
+library only, no Django. A load returns a `LoadReport` (JSON data) and never raises for
+anything a plugin does; the portal turns the report into a registry state and reason. A
+call's own failures are exceptions that declare their kind to the sandbox
+(`sandbox_fault`: params, load, unavailable), so the portal needs no class names.
 
 A spec names one plugin, as a dict or as a tuple of (key, value) pairs (hashable, so it can
 key a warm host): kind ("file" | "package" | "entry_point"), name (the discovered name),
@@ -14,22 +17,28 @@ distribution), module and attr (what an entry point names).
 from __future__ import annotations
 
 import contextlib
-import glob
 import importlib
 import importlib.util
 import inspect
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
 import traceback
 import types
 from collections.abc import Mapping
 from typing import Any
 
-from plugin_contract import MAX_NAME_CHARS, MAX_VERSION_CHARS, NAME_PATTERN, REQUIRE_KEYS
+from plugin_contract import (
+    REQUIRE_KEYS,
+    Declarations,
+    LoadReport,
+    LoadStage,
+    LoadStatus,
+    MissingItem,
+)
+from plugin_contract.declarations import read_declarations
+from plugin_contract.requirements import check_requirements, missing_item
 
 # Plugins import under this parent so that a plugin file never shadows a real module.
 PACKAGE = "portal_plugins"
@@ -46,28 +55,34 @@ _loaded: dict[tuple, _Plugin] = {}
 class PluginLoadError(Exception):
     """A plugin could not be imported or set up for a call (carries the load report)."""
 
-    def __init__(self, report: dict[str, Any]) -> None:
+    sandbox_fault = "load"  # sandbox.Fault.LOAD: the portal asks to fix and reload it
+
+    def __init__(self, report: LoadReport) -> None:
         super().__init__(_describe(report))
         self.report = report
 
 
 class PluginUnavailable(PluginLoadError):
-    """The process of a call lacks what the plugin requires: its message is the load report as
-    JSON, so the portal gives the reason a load gives and counts no failure."""
+    """The process of a call lacks what the plugin requires: the load report travels as the
+    sandbox's detail, so the portal gives the reason a load gives and counts no failure."""
 
-    def __init__(self, report: dict[str, Any]) -> None:
-        Exception.__init__(self, json.dumps({**report, "description": ""}, default=repr))
-        self.report = report
+    sandbox_fault = "unavailable"  # sandbox.Fault.UNAVAILABLE
+
+    def __init__(self, report: LoadReport) -> None:
+        super().__init__(report)
+        self.sandbox_detail = json.loads(json.dumps(report, default=repr))  # JSON data only
 
 
 class PluginParamsError(TypeError):
     """The params of a call do not fit the plugin's run() signature."""
 
+    sandbox_fault = "params"  # sandbox.Fault.PARAMS: the caller's mistake, not the plugin's
+
 
 class _Plugin:
     """An imported plugin and what it declared."""
 
-    def __init__(self, module: Any, declared: dict[str, Any]) -> None:
+    def __init__(self, module: Any, declared: Declarations) -> None:
         self.module = module
         self.declared = declared
         self.run = module.run
@@ -76,7 +91,7 @@ class _Plugin:
 # --- Entry points called by the sandbox ---------------------------------------------------
 
 
-def load_plugin(spec: Any) -> dict[str, Any]:
+def load_plugin(spec: Any) -> LoadReport:
     """Import, read declarations, check requirements and run setup(): the load report."""
     spec = _spec_dict(spec)
     plugin, report = _load(spec)
@@ -137,13 +152,16 @@ def _plugin_for_call(spec: dict[str, Any]) -> _Plugin:
 
 def _load(
     spec: dict[str, Any], *, checks: tuple[str, ...] = REQUIRE_KEYS
-) -> tuple[_Plugin | None, dict]:
+) -> tuple[_Plugin | None, LoadReport]:
     module, failure = _import(spec)
     if failure:
         return None, failure
-    declared, failure = _declarations(spec, module)
-    if failure:
-        return None, failure
+    declared, problem = read_declarations(module, spec["name"])
+    if problem:
+        report = _report("failed", "declarations", name=spec["name"])
+        report["error_type"] = "InvalidDeclaration"
+        report["field"], report["message"] = problem
+        return None, report
     missing = check_requirements(declared["requires"], base_dir=_base_dir(spec), kinds=checks)
     if missing:
         return None, _report("unavailable", "requires", declared=declared, missing=missing)
@@ -155,14 +173,14 @@ def _load(
             report = _failure("setup", exc, spec, declared=declared)
             library = _missing_library(exc)  # say, setup() importing cv2 lazily
             if library:
-                report.update(status="unavailable", missing=[_item("library", library)])
+                _unavailable(report, missing_item("library", library))
             return None, report
     report = _report("ok", "setup", declared=declared)
     report["has_setup"] = setup is not None
     return _Plugin(module, declared), report
 
 
-def _import(spec: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]:
+def _import(spec: dict[str, Any]) -> tuple[Any, LoadReport | None]:
     kind = spec["kind"]
     if kind == "entry_point":
         return _import_entry_point(spec)
@@ -193,7 +211,7 @@ def _import(spec: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]:
     return module, None
 
 
-def _import_entry_point(spec: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]:
+def _import_entry_point(spec: dict[str, Any]) -> tuple[Any, LoadReport | None]:
     path = spec.get("path")
     if path and path not in sys.path:
         sys.path.append(path)  # the distribution's site directory, for hosts started elsewhere
@@ -214,26 +232,27 @@ def _ensure_parent_package() -> None:
         sys.modules[PACKAGE] = parent
 
 
-def _import_failure(exc: BaseException, spec: dict[str, Any], *, own: str) -> dict[str, Any]:
+def _import_failure(exc: BaseException, spec: dict[str, Any], *, own: str) -> LoadReport:
+    report = _failure("import", exc, spec)
     library = _missing_library(exc)
     if library:
         # The environment lacks a system library: installing it fixes this, not the code.
-        report = _failure("import", exc, spec)
-        report.update(status="unavailable", missing=[_item("library", library)])
-        return report
+        return _unavailable(report, missing_item("library", library))
     missing_name = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
     if missing_name and not _is_internal(missing_name):
         if missing_name == own or own.startswith(missing_name + "."):
             # The plugin's own module is gone: the entry point names a module not installed.
-            report = _failure("import", exc, spec)
-            report.update(status="unavailable", missing=[_item("entry_point", own)])
-            return report
+            return _unavailable(report, missing_item("entry_point", own))
         if not missing_name.startswith(own + "."):
             # A library the plugin imports is not installed (its own submodules are bugs).
-            report = _failure("import", exc, spec)
-            report.update(status="unavailable", missing=[_item("module", missing_name)])
-            return report
-    return _failure("import", exc, spec)
+            return _unavailable(report, missing_item("module", missing_name))
+    return report
+
+
+def _unavailable(report: LoadReport, missing: MissingItem) -> LoadReport:
+    report["status"] = "unavailable"
+    report["missing"] = [missing]
+    return report
 
 
 def _missing_library(exc: BaseException) -> str | None:
@@ -248,195 +267,10 @@ def _is_internal(module: str) -> bool:
     return module == PACKAGE or module.startswith(PACKAGE + ".")
 
 
-def _missing_source(spec: dict[str, Any], path: str) -> dict[str, Any]:
-    report = _report("unavailable", "import", name=spec["name"])
-    report["missing"] = [_item("source", path)]
-    return report
-
-
-def _declarations(spec: dict[str, Any], module: Any) -> tuple[dict, dict | None]:
-    """What the module declares, with defaults; or a failure naming the bad declaration."""
-    default_name = spec["name"]
-    doc = getattr(module, "__doc__", None)
-    declared = {
-        "name": getattr(module, "name", default_name),
-        "version": getattr(module, "version", ""),
-        "description": getattr(module, "description", None),
-        "requires": getattr(module, "requires", None) or {},
-        "limits": getattr(module, "limits", None) or {},
-    }
-    problem = _declaration_problem(declared, module)
-    if problem:
-        report = _report("failed", "declarations", name=default_name)
-        field, message = problem
-        report.update(error_type="InvalidDeclaration", field=field, message=message)
-        return declared, report
-    if isinstance(declared["version"], int | float):
-        declared["version"] = str(declared["version"])
-    if declared["description"] is None:
-        declared["description"] = inspect.cleandoc(doc) if isinstance(doc, str) else ""
-    declared["requires"] = _normalised_requires(declared["requires"])
-    declared["limits"] = dict(declared["limits"])
-    return declared, None
-
-
-def _declaration_problem(declared: dict[str, Any], module: Any) -> tuple[str, str] | None:
-    name = declared["name"]
-    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_CHARS:
-        return "name", (
-            f"name must be a non-empty string of at most {MAX_NAME_CHARS} characters, "
-            f"not {name!r:.{MAX_NAME_CHARS}}"
-        )
-    if not NAME_PATTERN.fullmatch(name):
-        return "name", (
-            "name must start with a letter or digit and hold only letters, digits, _ and - "
-            f"(it is part of the plugin's URLs), not {name!r}"
-        )
-    version = declared["version"]
-    if not isinstance(version, str | int | float):
-        return "version", f"version must be a string, not {type(version).__name__}"
-    if len(str(version)) > MAX_VERSION_CHARS:
-        return "version", (
-            f"version must be a string of at most {MAX_VERSION_CHARS} characters, "
-            f"not one of {len(str(version))} characters"
-        )
-    description = declared["description"]
-    if description is not None and not isinstance(description, str):
-        return "description", f"description must be a string, not {type(description).__name__}"
-    run = getattr(module, "run", None)
-    if not callable(run):
-        return "run", "it defines no run(**params) function"
-    setup = getattr(module, "setup", None)
-    if setup is not None and not callable(setup):
-        return "setup", f"setup must be a function, not {type(setup).__name__}"
-    return _requires_problem(declared["requires"]) or _limits_problem(declared["limits"])
-
-
-def _requires_problem(requires: Any) -> tuple[str, str] | None:
-    if not isinstance(requires, Mapping):
-        return "requires", (
-            "requires must be a dict with any of modules, gpu, files, env, "
-            f"not {type(requires).__name__}"
-        )
-    unknown = sorted(str(key) for key in requires if key not in REQUIRE_KEYS)
-    if unknown:
-        return "requires", (
-            f"requires has unknown key(s) {', '.join(unknown)} (known: {', '.join(REQUIRE_KEYS)})"
-        )
-    if "gpu" in requires and not isinstance(requires["gpu"], bool):
-        return "requires", f"requires['gpu'] must be True or False, not {requires['gpu']!r}"
-    for key in ("modules", "files", "env"):
-        value = requires.get(key, [])
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
-            return "requires", f"requires['{key}'] must be a list of strings, not {value!r}"
-    return None
-
-
-def _limits_problem(limits: Any) -> tuple[str, str] | None:
-    if not isinstance(limits, Mapping) or not all(isinstance(k, str) for k in limits):
-        return "limits", f"limits must be a dict of limit names to numbers, not {limits!r}"
-    return None
-
-
-def _normalised_requires(requires: Mapping[str, Any]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key in ("modules", "files", "env"):
-        if key in requires:
-            value = requires[key]
-            result[key] = [value] if isinstance(value, str) else list(value)
-    if "gpu" in requires:
-        result["gpu"] = requires["gpu"]
-    return result
-
-
-# --- Requirements -------------------------------------------------------------------------
-
-
-def check_requirements(
-    requires: Mapping[str, Any], *, base_dir: str | None, kinds: tuple[str, ...] = REQUIRE_KEYS
-) -> list[dict]:
-    """Every missing item of a `requires` declaration, in the order modules, env, files, gpu
-    (only those of `kinds`)."""
-    wanted = {key: requires.get(key, []) if key in kinds else [] for key in REQUIRE_KEYS}
-    missing = [_item("module", m) for m in wanted["modules"] if not _importable(m)]
-    missing += [_item("env", var) for var in wanted["env"] if not os.environ.get(var)]
-    for declared_path in wanted["files"]:
-        problem = _file_problem(declared_path, base_dir)
-        if problem:
-            missing.append(problem)
-    if wanted["gpu"]:
-        found, checked = gpu_check()
-        if not found:
-            missing.append(_item("gpu", "CUDA GPU", checked=checked))
-    return missing
-
-
-def _importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):  # a parent package is missing or broken
-        return False
-
-
-def _file_problem(declared: str, base_dir: str | None) -> dict[str, Any] | None:
-    path = os.path.expanduser(os.path.expandvars(declared))
-    if "$" in path:
-        return _item("file", declared, problem="unset_variable", path=path)
-    if not os.path.isabs(path) and base_dir:
-        path = os.path.join(base_dir, path)  # relative paths sit next to the plugin
-    path = os.path.normpath(path)
-    if not os.path.exists(path):
-        return _item("file", declared, problem="not_found", path=path)
-    if os.path.isdir(path):
-        return None if os.listdir(path) else _item("file", declared, problem="empty", path=path)
-    if not os.access(path, os.R_OK):
-        return _item("file", declared, problem="unreadable", path=path)
-    if os.path.getsize(path) == 0:
-        return _item("file", declared, problem="empty", path=path)
-    return None
-
-
-def gpu_check() -> tuple[bool, str]:
-    """Whether a CUDA GPU is usable, and what was checked, in words for the reason.
-
-    When torch is installed its answer decides (a CPU-only torch cannot use the GPU anyway);
-    otherwise a GPU listed by nvidia-smi, or an NVIDIA device node, counts.
-    """
-    checked: list[str] = []
-    torch_says: bool | None = None
-    if _importable("torch"):
-        try:
-            import torch  # the plugin host may import heavy libraries; the portal never does
-
-            torch_says = bool(torch.cuda.is_available())
-            checked.append(f"torch.cuda.is_available() is {torch_says}")
-        except Exception as exc:  # a broken torch is a finding, not a crash
-            checked.append(f"importing torch failed ({type(exc).__name__}: {exc})")
-    smi_says = _nvidia_smi(checked)
-    devices = sorted(glob.glob("/dev/nvidia[0-9]*"))
-    if smi_says is None:
-        checked.append(f"{devices[0]} exists" if devices else "no /dev/nvidia* device exists")
-    found = torch_says if torch_says is not None else bool(smi_says or devices)
-    return found, " and ".join(checked)
-
-
-def _nvidia_smi(checked: list[str]) -> bool | None:
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        checked.append("nvidia-smi is absent")
-        return None
-    try:
-        listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError) as exc:
-        checked.append(f"nvidia-smi -L failed ({type(exc).__name__})")
-        return False
-    gpus = [line for line in listing.stdout.splitlines() if line.startswith("GPU ")]
-    if listing.returncode != 0 or not gpus:
-        checked.append(f"nvidia-smi -L lists no GPU (exit code {listing.returncode})")
-        return False
-    checked.append(f"nvidia-smi -L lists {len(gpus)} GPU(s)")
-    return True
+def _missing_source(spec: dict[str, Any], path: str) -> LoadReport:
+    return _report(
+        "unavailable", "import", name=spec["name"], missing=[missing_item("source", path)]
+    )
 
 
 # --- Calls --------------------------------------------------------------------------------
@@ -460,40 +294,48 @@ def _check_params(plugin: _Plugin, params: dict[str, Any]) -> None:
 # --- Reports ------------------------------------------------------------------------------
 
 
-def _report(status: str, stage: str, *, declared: dict | None = None, **fields: Any) -> dict:
-    report: dict[str, Any] = {
+def _report(
+    status: LoadStatus,
+    stage: LoadStage,
+    *,
+    declared: Declarations | None = None,
+    name: str | None = None,
+    missing: list[MissingItem] | None = None,
+) -> LoadReport:
+    report: LoadReport = {
         "status": status,
         "stage": stage,
-        "name": None,
+        "name": name,
         "version": "",
         "description": "",
         "requires": {},
         "limits": {},
         "has_setup": False,
-        "missing": [],
+        "missing": missing or [],
         "error_type": None,
         "message": None,
         "where": None,
         "traceback": None,
         "field": None,
     }
-    report.update(declared or {})
-    report.update(fields)
+    if declared is not None:
+        report.update(declared)
     return report
 
 
 def _failure(
-    stage: str, exc: BaseException, spec: dict[str, Any], *, declared: dict | None = None
-) -> dict[str, Any]:
-    report = _report("failed", stage, declared=declared)
-    if declared is None:
-        report["name"] = spec["name"]
-    report.update(
-        error_type=type(exc).__name__,
-        message=_message(exc),
-        where=_where(exc, spec),
-        traceback="".join(traceback.format_exception(exc)),
-    )
+    stage: LoadStage,
+    exc: BaseException,
+    spec: dict[str, Any],
+    *,
+    declared: Declarations | None = None,
+) -> LoadReport:
+    name = None if declared is not None else spec["name"]
+    report = _report("failed", stage, declared=declared, name=name)
+    report["error_type"] = type(exc).__name__
+    report["message"] = _message(exc)
+    report["where"] = _where(exc, spec)
+    report["traceback"] = "".join(traceback.format_exception(exc))
     return report
 
 
@@ -516,7 +358,7 @@ def _where(exc: BaseException, spec: dict[str, Any]) -> str | None:
     return f"{frame.filename}:{frame.lineno} in {frame.name}"
 
 
-def _describe(report: dict[str, Any]) -> str:
+def _describe(report: LoadReport) -> str:
     """A load report in one line, for a call whose plugin could not be loaded."""
     if report.get("missing"):
         return "; ".join(
@@ -528,10 +370,6 @@ def _describe(report: dict[str, Any]) -> str:
     where = f" at {report['where']}" if report.get("where") else ""
     error = ": ".join(filter(None, [report.get("error_type"), report.get("message")]))
     return f"{stage} {error}{where}"
-
-
-def _item(kind: str, item: str, **details: Any) -> dict[str, Any]:
-    return {"kind": kind, "item": item, **details}
 
 
 def _spec_dict(spec: Any) -> dict[str, Any]:

@@ -2,21 +2,21 @@
 
 What the sandbox saw (a SandboxResult) becomes the registry's services.RunOutcome: status,
 an actionable reason, and the forensic fields, every value from the plugin made storable
-first (plugins_app.untrusted).
+first (plugins_app.untrusted). The facts come from the result's fields (phase, limit, fault,
+message, frames, host_failure), never from its sentences: those are quoted, not parsed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from typing import Any
 
 from django.db.models import CharField
 
 from plugins_app import reasons, services, untrusted
 from plugins_app.models import Plugin, PluginRun, RunStatus
-from sandbox import Limits, Outcome, SandboxResult
+from sandbox import Fault, Frame, Limits, Outcome, Phase, SandboxResult
 
 RESULT_STORE_CHARS = 64 * 1024  # results above this are stored as a truncated JSON text
 
@@ -132,25 +132,18 @@ def _succeeded(
     ), changes
 
 
-# How sandbox/portal/start_failure.py words a failed Preload warm-up (timeout, exit, crash
-# or exception): "... could not run: the Preload warm-up 'target' <what happened> (<advice>)".
-_WARMUP_FAILURE = re.compile(
-    r"could not run: the Preload warm-up '[^']*' (?P<what>.*?)(?: \([^()]*\))?$"
-)
-
-
 def _failed(
     name: str, result: SandboxResult, limits: Limits, plugin_root: str
 ) -> tuple[RunStatus, str]:
     outcome = result.outcome
-    warmup = _WARMUP_FAILURE.search(" ".join((result.error or "").split()))
-    if warmup:
+    if result.phase == Phase.WARM_UP:
         # The warm host never got to run(): timeout_s or the run's params are not the cause.
         crashed = outcome in (Outcome.CRASHED, Outcome.MEMORY)
         status = RunStatus.CRASHED if crashed else RunStatus.FAILED
-        return status, reasons.run_warmup_failed(name, shorten(warmup["what"]))
+        what = result.host_failure or result.error or outcome.value
+        return status, reasons.run_warmup_failed(name, shorten(what))
     if outcome == Outcome.TIMEOUT:
-        if result.error_type == "CPUTimeLimit":
+        if result.limit == "cpu_s":
             return RunStatus.TIMED_OUT, reasons.run_cpu_exceeded(name, limits.cpu_s)
         return RunStatus.TIMED_OUT, reasons.run_timed_out(name, limits.timeout_s)
     if outcome == Outcome.MEMORY:
@@ -178,39 +171,28 @@ def _failed(
 
 
 def _error_reason(name: str, result: SandboxResult, plugin_root: str) -> str:
-    error_type = untrusted.line(result.error_type or "Exception", limit=ERROR_TYPE_CHARS).value
-    if error_type == "PluginParamsError":
+    if result.fault == Fault.PARAMS:
         return reasons.run_bad_params(name, _message(result))
-    if error_type == "PluginLoadError":
+    if result.fault == Fault.LOAD:
         return reasons.run_load_failed(name, _message(result))
-    where = _where(result.traceback or "", plugin_root)
+    error_type = untrusted.line(result.error_type or "Exception", limit=ERROR_TYPE_CHARS).value
+    where = _own_frame(result.frames, plugin_root)
     return reasons.run_raised(name, error_type, _message(result), where and shorten(where))
 
 
 def _message(result: SandboxResult) -> str:
-    """The exception's message: the text after 'Type: ' on the traceback's last entry."""
-    lines = (result.traceback or "").rstrip().splitlines()
-    error_type = result.error_type or ""
-    for index in range(len(lines) - 1, -1, -1):
-        line = lines[index]
-        head, separator, rest = line.partition(": ")
-        if line[:1].strip() and head.rsplit(".", 1)[-1] == error_type:
-            text = "\n".join([rest, *lines[index + 1 :]]) if separator else ""
-            return shorten(text) or "(no message)"
-    return shorten(result.error or "(no message)")
+    """The exception's message, as the process that raised it reported it; when no exception
+    of that process explains the failure (no traceback: the portal refused the value that
+    arrived), the sandbox's own sentence."""
+    if result.traceback is None:
+        return shorten(result.error or "(no message)")
+    return shorten(result.message or "") or "(no message)"
 
 
-_FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>.+)$')
-
-
-def _where(traceback_text: str, plugin_root: str) -> str | None:
-    """The deepest traceback line inside the plugin's own files, as 'path:line in function'."""
-    frames = [m for line in traceback_text.splitlines() if (m := _FRAME.match(line))]
-    own = [m for m in frames if plugin_root and m["file"].startswith(plugin_root)]
-    if not own:
-        return None
-    frame = own[-1]
-    return f"{frame['file']}:{frame['line']} in {frame['func']}"
+def _own_frame(frames: list[Frame], plugin_root: str) -> str | None:
+    """The deepest frame inside the plugin's own files, as 'path:line in function'."""
+    own = [frame for frame in frames if plugin_root and frame.file.startswith(plugin_root)]
+    return str(own[-1]) if own else None
 
 
 def shorten(text: str) -> str:

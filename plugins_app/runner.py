@@ -29,16 +29,13 @@ from plugins_app.loader import REFUSED_WRITES, REPORT_CHARS, declared_limits, un
 from plugins_app.models import Plugin, PluginRun, RunOutcomeKind, RunStatus
 from plugins_app.run_outcomes import outcome_from_result, shorten
 from plugins_app.warm_hosts import discard_if_replaced, discard_warm_host, warm_host_for
-from sandbox import Outcome, SandboxResult, run_plugin_sandboxed
+from sandbox import Fault, Outcome, SandboxResult, run_plugin_sandboxed
 from sandbox.limits import MAXIMA
 
 logger = logging.getLogger(__name__)
 
 
 CALL_TARGET = "plugin_contract.loader:call_plugin"
-
-
-CALL_UNAVAILABLE = "PluginUnavailable"  # plugin_contract.loader's refusal of a call
 
 
 MAX_TIMEOUT_S = MAXIMA["timeout_s"]  # 7 days: longer is a typo, and overflows the sandbox's timers
@@ -215,14 +212,15 @@ def _call(
 
 
 def _missing_at_call(result: SandboxResult) -> tuple[untrusted.MissingItem, ...]:
-    """What the call's process lacked of the plugin's requirements, from the load report that
-    plugin_contract.loader.PluginUnavailable carries as JSON; () for any other outcome."""
-    if result.outcome != Outcome.ERROR or result.error_type != CALL_UNAVAILABLE:
+    """What the call's process lacked of the plugin's requirements, from the load report
+    plugin_contract.loader.PluginUnavailable carries as the result's detail; () for any other
+    outcome."""
+    if result.outcome != Outcome.ERROR or result.fault != Fault.UNAVAILABLE:
         return ()
-    last_line = (result.traceback or "").rstrip().rpartition("\n")[2]
     try:
-        value = json.loads(last_line.partition(": ")[2])
-        report = untrusted.load_report(value, is_name=is_plugin_name, max_chars=REPORT_CHARS)
+        report = untrusted.load_report(
+            result.detail, is_name=is_plugin_name, max_chars=REPORT_CHARS
+        )
     except (ValueError, RecursionError):  # not that report: an ordinary failure of the run
         return ()
     return report.missing if report.status == "unavailable" else ()

@@ -23,10 +23,10 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, NamedTuple, TypeVar
+from typing import Any, Generic, Literal, NamedTuple, TypeVar, cast
 
 # The loader's report vocabulary: the contract the plugin side writes (plugin_contract).
-from plugin_contract import LOAD_STAGES, LOAD_STATUSES, MISSING_KINDS, REPORT_KEYS
+from plugin_contract import LOAD_STAGES, LOAD_STATUSES, MISSING_KINDS, REPORT_KEYS, LoadReport
 
 T = TypeVar("T")
 
@@ -270,19 +270,21 @@ def load_report(
             if len(absent) == 1
             else f"keys {', '.join(absent)} are missing"
         )
-    status = _choice(value, "status", LOAD_STATUSES)
-    stage = _choice(value, "stage", LOAD_STAGES)
+    # Read through the type the loader writes, so mypy checks every key below against it;
+    # the values are the plugin host's, checked one by one.
+    report = cast(LoadReport, value)
+    status = _choice("status", report["status"], LOAD_STATUSES)
+    stage = _choice("stage", report["stage"], LOAD_STAGES)
     if status == "ok" and stage in ("import", "declarations"):
         raise MalformedReport(f"'stage' is '{stage}' for a plugin that loaded")
-    name = value["name"]
+    name = report["name"]
     if name is not None and not isinstance(name, str):
         raise MalformedReport(f"'name' is {_kind(name)}, not text")
     if name and not is_name(name):
         raise MalformedReport(f"'name' is {_preview(name)}, not a plugin name")
     changes: list[str] = []
 
-    def text(key: str, *, lines: bool = False, optional: bool = False) -> str:
-        raw = value[key]
+    def text(key: str, raw: object, *, lines: bool = False, optional: bool = False) -> str:
         if not isinstance(raw, str) and not (optional and raw is None):
             raise MalformedReport(f"'{key}' is {_kind(raw)}, not text")
         clean = block if lines else line
@@ -290,13 +292,13 @@ def load_report(
         changes.extend(f"{key}: {change}" for change in changed)
         return cleaned
 
-    version = text("version")
-    description = text("description", lines=True)
-    error_type = text("error_type", optional=True)
-    message = text("message", optional=True)
-    where = text("where", optional=True)
-    requires = _declared(value, "requires", changes)
-    limits = _declared(value, "limits", changes)
+    version = text("version", report["version"])
+    description = text("description", report["description"], lines=True)
+    error_type = text("error_type", report["error_type"], optional=True)
+    message = text("message", report["message"], optional=True)
+    where = text("where", report["where"], optional=True)
+    requires = _declared("requires", report["requires"], changes)
+    limits = _declared("limits", report["limits"], changes)
     return LoaderReport(
         status=status,
         stage=stage,
@@ -305,7 +307,7 @@ def load_report(
         description=description,
         requires=requires,
         limits=limits,
-        missing=_missing(value["missing"], status),
+        missing=_missing(report["missing"], status),
         error_type=error_type,
         message=message,
         where=where,
@@ -313,15 +315,13 @@ def load_report(
     )
 
 
-def _choice(report: dict, key: str, allowed: tuple[str, ...]) -> str:
-    chosen = report[key]
-    if chosen not in allowed:
+def _choice(key: str, chosen: object, allowed: tuple[str, ...]) -> str:
+    if not isinstance(chosen, str) or chosen not in allowed:
         raise MalformedReport(f"'{key}' is {_preview(chosen)}, not one of {', '.join(allowed)}")
     return chosen
 
 
-def _declared(report: dict, key: str, changes: list[str]) -> dict[str, Any]:
-    declared = report[key]
+def _declared(key: str, declared: object, changes: list[str]) -> dict[str, Any]:
     if not isinstance(declared, dict):
         raise MalformedReport(f"'{key}' is {_kind(declared)}, not a dict")
     if not all(isinstance(name, str) for name in declared):

@@ -5,7 +5,8 @@
 
 See docs/sandbox.md. This package imports nothing from Django.
 
-The public value types live here (``limits``, ``config``, ``result``, ``targets``); the code
+The public value types live here (``limits``, ``config``, ``result``, ``targets``), with
+``messages``, what the host and its call processes send the portal, declared once; the code
 that runs in the portal is in ``sandbox/portal/``, the code that runs in the sandbox host and
 its call processes in ``sandbox/zygote/`` (import-light: see its ``__init__``).
 
@@ -29,10 +30,12 @@ if TYPE_CHECKING:  # the type checker sees the real names; the host never import
         sandbox_status,
         shutdown_sandbox,
     )
-    from sandbox.result import Outcome, Phase, SandboxResult
+    from sandbox.result import Fault, Frame, Outcome, Phase, SandboxResult
     from sandbox.targets import Preload
 
 _EXPORTS = {
+    "Fault": "sandbox.result",
+    "Frame": "sandbox.result",
     "Limits": "sandbox.limits",
     "Outcome": "sandbox.result",
     "Phase": "sandbox.result",
@@ -48,6 +51,8 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "Fault",
+    "Frame",
     "Limits",
     "Outcome",
     "Phase",

@@ -1,5 +1,6 @@
-"""What a sandboxed call returns: an Outcome, where it ended (Phase) and a SandboxResult
-that never raises."""
+"""What a sandboxed call returns: an Outcome, where it ended (Phase), the kind of failure its
+exception declared (Fault), the frames it rose through (Frame), and a SandboxResult that
+never raises."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import math
 import uuid
 from typing import Any
 
-__all__ = ["Outcome", "Phase", "SandboxResult"]
+__all__ = ["Fault", "Frame", "Outcome", "Phase", "SandboxResult"]
 
 
 class Outcome(enum.StrEnum):
@@ -40,6 +41,27 @@ class Phase(enum.StrEnum):
     SERIALISE = "serialise"  # the return value on its way back (encoded, or parsed)
 
 
+class Fault(enum.StrEnum):
+    """The kind of failure an exception declares itself, by a ``sandbox_fault`` attribute on
+    its class (the plugin loader's exceptions do): more than "the target raised"."""
+
+    PARAMS = "params"  # the call's arguments do not fit what the target runs
+    LOAD = "load"  # what the target runs could not be imported or set up for this call
+    UNAVAILABLE = "unavailable"  # the call's process lacks what the target requires
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Frame:
+    """One frame of an exception's traceback: the file, the line, the function."""
+
+    file: str
+    line: int  # 0 when Python does not know it
+    function: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line} in {self.function}"
+
+
 @dataclasses.dataclass(slots=True)
 class SandboxResult:
     """The result of one sandboxed call.
@@ -58,7 +80,14 @@ class SandboxResult:
     ``limit`` the limit it ran into: a ``Limits`` field (``timeout_s``, ``cpu_s``,
     ``memory_mb``, ``result_bytes``, ``disk_mb``, or ``output_bytes`` when only its output
     was cut), or the ``SandboxConfig`` timeout a host's start or warm-up exceeded
-    (``start_timeout_s``, ``warmup_timeout_s``); None when no limit was hit.
+    (``start_timeout_s``, ``warmup_timeout_s``); None when no limit was hit. ``frames`` the
+    exception's traceback as ``Frame``s, outermost first (a frame repeated in a row, as in a
+    recursion, appears once; at most the innermost 100). ``fault`` the kind of failure the
+    exception's class declared (``sandbox_fault``), None for an exception that declares
+    none; ``detail`` the JSON data the exception carried (``sandbox_detail``), None without.
+    ``host_failure``, when the call never ran because its host could not start or its
+    Preload warm-up failed: what happened to the host, the clause ``error`` quotes ("ended
+    the sandbox host with exit code 3 before it was ready").
     """
 
     ok: bool
@@ -80,12 +109,20 @@ class SandboxResult:
     message: str | None = None
     location: str | None = None
     limit: str | None = None
+    frames: list[Frame] = dataclasses.field(default_factory=list)
+    fault: Fault | None = None
+    detail: object = None
+    host_failure: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict; ``value`` is converted best-effort (see ``jsonable``)."""
+        """A JSON-serialisable dict; ``value`` and ``detail`` are converted best-effort (see
+        ``jsonable``), each frame is a dict."""
         data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         data["outcome"] = self.outcome.value
         data["phase"] = self.phase.value if self.phase is not None else None
+        data["fault"] = self.fault.value if self.fault is not None else None
+        data["frames"] = [dataclasses.asdict(frame) for frame in self.frames]
+        data["detail"] = jsonable(self.detail)
         data["value"] = jsonable(self.value)
         data["warnings"] = list(self.warnings)
         return data

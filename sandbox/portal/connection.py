@@ -35,9 +35,12 @@ from sandbox.portal.start_failure import (
 )
 from sandbox.portal.wire import (
     BlobLimits,
+    CallHeader,
     answer_blob_limits,
+    answered_call,
     check_answer,
     check_hello,
+    lost_call,
     no_blobs,
     recv_frame,
 )
@@ -64,7 +67,7 @@ class NotDelivered(Exception):
 class _Pending:
     limits: Limits
     event: threading.Event = dataclasses.field(default_factory=threading.Event)
-    header: dict[str, Any] | None = None
+    header: CallHeader | None = None
     blobs: dict[str, bytes] = dataclasses.field(default_factory=dict)
 
 
@@ -197,11 +200,11 @@ class HostConnection:
             hello = None
         if hello is None:
             return died_while_starting(self.preload, self._reap(STOP_GRACE_S))
-        if not hello.get("ok"):
+        if not hello["ok"]:
             return warm_up_raised(self.preload, hello)
-        self.warnings = list(hello.get("warnings", []))
-        self.base_vsz_mb = hello.get("base_vsz_mb")
-        unreadable = hello.get("unreadable") or []
+        self.warnings = list(hello["warnings"] or [])
+        self.base_vsz_mb = hello["base_vsz_mb"]
+        unreadable = hello["unreadable"] or []
         if unreadable:
             self.import_hint = (
                 f"SANDBOX_RUN_AS={self.config.run_as} cannot read {', '.join(unreadable)}: "
@@ -213,7 +216,7 @@ class HostConnection:
 
     def request(
         self, call_id: int, limits: Limits, payload: bytes, name: str, wait_s: float
-    ) -> tuple[dict[str, Any], dict[str, bytes]]:
+    ) -> tuple[CallHeader, dict[str, bytes]]:
         pending = _Pending(limits)
         # A host that already died may still have a spare (forked just before, not yet
         # scheduled) holding its socket open: a request written now would be lost in flight
@@ -253,7 +256,7 @@ class HostConnection:
                 "is overloaded)"
             )
             self.kill(reason)
-            return {"host_lost": reason}, {}
+            return lost_call(reason), {}
         assert pending.header is not None
         return pending.header, pending.blobs
 
@@ -312,7 +315,7 @@ class HostConnection:
                 with self._lock:
                     pending = self._pending.pop(header["call_id"], None)
                 if pending is not None:
-                    pending.header, pending.blobs = dict(header), blobs
+                    pending.header, pending.blobs = answered_call(header), blobs
                     pending.event.set()
         except ProtocolError as exc:
             self._malformed(exc)
@@ -343,7 +346,7 @@ class HostConnection:
             self._pending.clear()
         log.error("sandbox: %s", message)
         for pending in pendings:
-            pending.header = {"host_lost": message}
+            pending.header = lost_call(message)
             pending.event.set()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
@@ -369,7 +372,7 @@ class HostConnection:
             "new host starts on the next call"
         )
         for pending in pendings:
-            pending.header = {"host_lost": message}
+            pending.header = lost_call(message)
             pending.event.set()
         if self.sock is not None:
             with contextlib.suppress(OSError):

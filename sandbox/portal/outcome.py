@@ -11,8 +11,9 @@ import signal
 from typing import Any
 
 from sandbox.limits import Limits
-from sandbox.portal.wire import Envelope, check_envelope, decode_value
-from sandbox.result import Outcome, Phase, SandboxResult
+from sandbox.messages import ExceptionFacts
+from sandbox.portal.wire import CallHeader, Envelope, check_envelope, decode_value
+from sandbox.result import Fault, Frame, Outcome, Phase, SandboxResult
 from sandbox.zygote import linux
 from sandbox.zygote.protocol import RESULT_LOST_EXIT, ProtocolError
 
@@ -24,7 +25,7 @@ class CallReport:
         self,
         name: str,
         limits: Limits,
-        header: dict[str, Any],
+        header: CallHeader,
         blobs: dict[str, bytes],
         result_format: str = "json",
     ) -> None:
@@ -59,55 +60,69 @@ def build_result(
         target=report.name,
         warnings=list(warnings),
     )
-    if "host_error" in header or "host_lost" in header:
-        reason = header.get("host_error") or header.get("host_lost")
+    refused, lost = header["host_error"], header["host_lost"]
+    if refused is not None or lost is not None:
         # The host refused the call before it started (host_error), or was lost meanwhile.
-        result.phase = Phase.SETUP if "host_error" in header else None
-        return _fail(result, Outcome.SANDBOX_FAILURE, "SandboxFailure", str(reason))
+        result.phase = Phase.SETUP if refused is not None else None
+        return _fail(result, Outcome.SANDBOX_FAILURE, "SandboxFailure", str(refused or lost))
     _copy_process_facts(result, report)
     envelope = report.envelope
-    if header.get("timed_out"):
+    if header["timed_out"]:
         result.limit = "timeout_s"
         return _timeout(result, report)
-    if header.get("disk_exceeded"):
+    if header["disk_exceeded"]:
         result.limit = "disk_mb"
         return _disk_limit(result, report)
     if envelope is not None:
         _copy_envelope_facts(result, envelope)
         return _from_envelope(result, report, envelope, result_globals)
-    if header.get("signal") is not None:
-        return _from_signal(result, report, header["signal"])
-    return _from_exit_code(result, report, header.get("exit_code"))
+    signum = header["signal"]
+    if signum is not None:
+        return _from_signal(result, report, signum)
+    return _from_exit_code(result, report, header["exit_code"])
 
 
 def _copy_process_facts(result: SandboxResult, report: CallReport) -> None:
     header = report.header
-    result.exit_code = header.get("exit_code")
-    signum = header.get("signal")
+    result.exit_code = header["exit_code"]
+    signum = header["signal"]
     result.signal = linux.signal_name(signum) if signum is not None else None
-    result.peak_rss_kb = header.get("peak_rss_kb")
-    disk_used = header.get("disk_used")
+    result.peak_rss_kb = header["peak_rss_kb"]
+    disk_used = header["disk_used"]
     result.disk_used_kb = disk_used // 1024 if disk_used is not None else None
     cap = report.limits.output_bytes
-    for stream in ("stdout", "stderr"):
+    totals = {"stdout": header["stdout_total"], "stderr": header["stderr_total"]}
+    for stream, total in totals.items():
         data = report.blobs.get(stream, b"")
         setattr(result, stream, data.decode("utf-8", errors="replace"))
-        total = header.get(f"{stream}_total", len(data))
-        if total > len(data):
+        if total is not None and total > len(data):
             result.warnings.append(
                 f"{stream} was {total} bytes; only the last {cap} were kept (limits.output_bytes)"
             )
             result.limit = "output_bytes"  # unless a limit that stopped the call replaces it
-    if report.header.get("result_problem"):
-        result.warnings.append(report.header["result_problem"])
+    problem = header["result_problem"]
+    if problem:
+        result.warnings.append(problem)
 
 
 def _copy_envelope_facts(result: SandboxResult, envelope: Envelope) -> None:
-    """What the call process said of its failure: where it was, the message, the place."""
-    phase = envelope.get("phase")
+    """What the call process said of its failure: where it was, the message, the place, the
+    frames, and the kind of failure its exception declared, with its data."""
+    phase = envelope["phase"]
     result.phase = Phase(phase) if phase is not None else None
-    result.message = envelope.get("message")
-    result.location = envelope.get("location")
+    result.message = envelope["message"]
+    result.location = envelope["location"]
+    copy_exception_facts(result, envelope)
+
+
+def copy_exception_facts(result: SandboxResult, facts: ExceptionFacts) -> None:
+    """The frames, fault and detail a process reported of an exception (checked on arrival:
+    sandbox/portal/wire.py)."""
+    frames = facts["frames"] or []
+    result.frames = [Frame(frame["file"], frame["line"], frame["function"]) for frame in frames]
+    fault = facts["fault"]
+    result.fault = Fault(fault) if fault is not None else None
+    result.detail = facts["detail"]
 
 
 def _fail(
@@ -137,7 +152,7 @@ def _timeout(result: SandboxResult, report: CallReport) -> SandboxResult:
 
 
 def _disk_limit(result: SandboxResult, report: CallReport) -> SandboxResult:
-    used_mb = (report.header.get("disk_used") or 0) // (1024 * 1024)
+    used_mb = (report.header["disk_used"] or 0) // (1024 * 1024)
     return _fail(
         result,
         Outcome.DISK_LIMIT,
@@ -154,15 +169,15 @@ def _from_envelope(
     envelope: Envelope,
     result_globals: frozenset[str],
 ) -> SandboxResult:
-    outcome = envelope.get("outcome")
+    outcome = envelope["outcome"]
     name = report.name
-    kind = envelope.get("error_type")
+    kind = envelope["error_type"]
     what = _exception_text(envelope)
-    tb = envelope.get("traceback")
+    tb = envelope["traceback"]
     if outcome == "ok":
         return _rebuild_value(result, report, result_globals)
     if outcome == "exited":
-        code = envelope.get("exit_code")
+        code = envelope["exit_code"]
         result.exit_code = code
         return _fail(
             result,
@@ -182,7 +197,7 @@ def _from_envelope(
             result,
             Outcome.UNSERIALISABLE,
             kind,
-            f"Plugin call {name!r} returned a {envelope.get('value_type')} that cannot be "
+            f"Plugin call {name!r} returned a {envelope['value_type']} that cannot be "
             f"{carrier} ({what}) (return plain data: dict, list, str, int, float, bool, "
             "None; e.g. str(value) or value.tolist(); NaN and infinity as None or a string)",
             tb,
@@ -193,7 +208,7 @@ def _from_envelope(
             result,
             Outcome.OUTPUT_LIMIT,
             "ResultTooLarge",
-            f"Plugin call {name!r} returned a {envelope.get('value_type')} larger than "
+            f"Plugin call {name!r} returned a {envelope['value_type']} larger than "
             f"limits.result_bytes ({report.limits.result_bytes} bytes) when serialised (return "
             "less data, store large data elsewhere and return a reference, or raise "
             "limits.result_bytes)",
@@ -207,7 +222,7 @@ def _from_envelope(
             "(this is a sandbox or machine problem, not the plugin's; see the traceback)",
             tb,
         )
-    if envelope.get("phase") == "import":
+    if envelope["phase"] == "import":
         advice = report.import_hint or (
             "check the plugin's module path, that it is installed where the portal runs, "
             "and its imports"
@@ -230,19 +245,19 @@ def _from_envelope(
 
 
 def _exception_text(envelope: Envelope) -> str:
-    kind = envelope.get("error_type") or "an exception"
-    message = envelope.get("message")
+    kind = envelope["error_type"] or "an exception"
+    message = envelope["message"]
     return f"{kind}: {message}" if message else kind
 
 
 def _at(envelope: Envelope) -> str:
-    location = envelope.get("location")
+    location = envelope["location"]
     return f" at {location}" if location else ""
 
 
 def _memory_message(report: CallReport, envelope: Envelope) -> str:
     limit = report.limits.memory_mb
-    base = report.header.get("base_vsz_mb") or 0
+    base = report.header["base_vsz_mb"] or 0
     message = (
         f"Plugin call {report.name!r} ran out of memory (MemoryError{_at(envelope)}) under "
         f"its limit of {limit} MB of address space (raise limits.memory_mb or make the "
@@ -260,7 +275,7 @@ def _from_signal(result: SandboxResult, report: CallReport, signum: int) -> Sand
     name = report.name
     sig = linux.signal_name(signum)
     cpu_limit = report.limits.cpu_s
-    cpu_used = report.header.get("cpu_s") or 0.0
+    cpu_used = report.header["cpu_s"] or 0.0
     over_cpu = cpu_limit is not None and cpu_used >= cpu_limit
     if signum == signal.SIGXCPU or (signum == signal.SIGKILL and over_cpu):
         result.limit = "cpu_s"

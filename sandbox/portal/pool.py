@@ -17,6 +17,7 @@ from sandbox.limits import Limits
 from sandbox.portal.connection import HostConnection, NotDelivered
 from sandbox.portal.outcome import CallReport, build_result
 from sandbox.portal.start_failure import StartFailure
+from sandbox.portal.wire import lost_call
 from sandbox.result import SandboxResult
 from sandbox.targets import Preload
 
@@ -65,7 +66,7 @@ class HostPool:
                 # The host died between calls: restart it once, the call never started.
                 if attempt == 1:
                     continue
-                header, blobs = {"host_lost": f"the sandbox host was lost: {exc}"}, {}
+                header, blobs = lost_call(f"the sandbox host was lost: {exc}"), {}
             report = CallReport(name, limits, header, blobs, self.config.result_format)
             report.import_hint = host.import_hint
             return build_result(report, elapsed_ms(started), self.result_globals, host.warnings)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from sandbox.portal.outcome import failure_result
+from sandbox.messages import ExceptionFacts
+from sandbox.portal.outcome import copy_exception_facts, failure_result
 from sandbox.portal.wire import HelloFields, ProtocolError
 from sandbox.result import Outcome, Phase, SandboxResult
 from sandbox.targets import Preload
@@ -13,11 +14,17 @@ from sandbox.zygote import linux
 
 @dataclasses.dataclass
 class StartFailure:
-    """Why a host could not be started; becomes the result of the calls that needed it."""
+    """Why a host could not be started; becomes the result of the calls that needed it.
+
+    Its reason is "<subject> <event> (<advice>)": the host or its warm-up, what happened to
+    it (the result's ``host_failure``), and what to do about it.
+    """
 
     outcome: Outcome
     error_type: str
-    reason: str
+    subject: str
+    event: str
+    advice: str
     phase: Phase = Phase.SETUP  # the host's start, or (with a Preload) its warm-up
     traceback: str | None = None
     signal: str | None = None
@@ -25,9 +32,14 @@ class StartFailure:
     message: str | None = None
     location: str | None = None
     limit: str | None = None
+    exception: ExceptionFacts | None = None  # what the host said of its warm-up's exception
+
+    @property
+    def reason(self) -> str:
+        return f"{self.subject} {self.event} ({self.advice})"
 
     def result(self, name: str, duration_ms: float) -> SandboxResult:
-        return failure_result(
+        result = failure_result(
             name,
             self.outcome,
             self.error_type,
@@ -40,7 +52,11 @@ class StartFailure:
             message=self.message,
             location=self.location,
             limit=self.limit,
+            host_failure=self.event,
         )
+        if self.exception is not None:
+            copy_exception_facts(result, self.exception)
+        return result
 
 
 def what_starts(preload: Preload | None) -> str:
@@ -59,8 +75,9 @@ def not_spawned(problem: OSError) -> StartFailure:
     return StartFailure(
         Outcome.SANDBOX_FAILURE,
         type(problem).__name__,
-        f"the sandbox host could not be started ({problem}) (check SandboxConfig.python "
-        "and the machine's process limits)",
+        what_starts(None),
+        f"could not be started ({problem})",
+        "check SandboxConfig.python and the machine's process limits",
     )
 
 
@@ -72,8 +89,9 @@ def start_timeout(preload: Preload | None, timeout: float, bounded_by_call: bool
     return StartFailure(
         Outcome.TIMEOUT,
         "Timeout",
-        f"{what_starts(preload)} did not finish starting within {timeout:g} s and was killed "
-        f"({fix}; the next call tries again)",
+        what_starts(preload),
+        f"did not finish starting within {timeout:g} s and was killed",
+        f"{fix}; the next call tries again",
         phase=_phase(preload),
         limit="timeout_s" if bounded_by_call else setting,
     )
@@ -83,9 +101,10 @@ def malformed_handshake(preload: Preload | None, problem: ProtocolError) -> Star
     return StartFailure(
         Outcome.SANDBOX_FAILURE,
         "ProtocolError",
-        f"{what_starts(preload)} sent a malformed handshake ({problem}), so the host was "
-        "killed (the plugin's import or warm-up code writes to the sandbox's control socket "
-        "or patches the sandbox; fix the plugin)",
+        what_starts(preload),
+        f"sent a malformed handshake ({problem}), so the host was killed",
+        "the plugin's import or warm-up code writes to the sandbox's control socket or "
+        "patches the sandbox; fix the plugin",
         phase=_phase(preload),
     )
 
@@ -103,8 +122,10 @@ def died_while_starting(preload: Preload | None, code: int | None) -> StartFailu
         return StartFailure(
             Outcome.CRASHED if preload is not None else Outcome.SANDBOX_FAILURE,
             sig,
-            f"{what} killed the sandbox host with {sig} "
-            f"({linux.signal_description(-code)}) before it was ready ({fix})",
+            what,
+            f"killed the sandbox host with {sig} ({linux.signal_description(-code)}) before "
+            "it was ready",
+            fix,
             phase=_phase(preload),
             signal=sig,
         )
@@ -112,25 +133,29 @@ def died_while_starting(preload: Preload | None, code: int | None) -> StartFailu
     return StartFailure(
         outcome,
         "WarmupExited" if preload is not None else "SandboxFailure",
-        f"{what} ended the sandbox host with exit code {code} before it was ready ({fix})",
+        what,
+        f"ended the sandbox host with exit code {code} before it was ready",
+        fix,
         phase=_phase(preload),
         exit_code=code,
     )
 
 
 def warm_up_raised(preload: Preload | None, hello: HelloFields) -> StartFailure:
-    kind = hello.get("error_type") or "Exception"
-    message = hello.get("message")
-    location = hello.get("location")
+    kind = hello["error_type"] or "Exception"
+    message = hello["message"]
+    location = hello["location"]
     detail = f"{kind}: {message}" if message else kind
     where = f" at {location}" if location else ""
     return StartFailure(
         Outcome.ERROR,
         kind,
-        f"{what_starts(preload)} failed: {detail}{where} (fix the plugin's import/warm-up; the "
-        "next call retries it once)",
+        what_starts(preload),
+        f"failed: {detail}{where}",
+        "fix the plugin's import/warm-up; the next call retries it once",
         phase=Phase.WARM_UP,
-        traceback=hello.get("traceback"),
+        traceback=hello["traceback"],
         message=message,
         location=location,
+        exception=hello,
     )

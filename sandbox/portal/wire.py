@@ -13,13 +13,15 @@ import json
 import math
 import socket
 from collections.abc import Callable
-from typing import Any, TypedDict
+from typing import Any, cast
 
 from sandbox.limits import Limits
-from sandbox.result import Phase
+from sandbox.messages import AnswerFields, Envelope, HelloFields
+from sandbox.result import Fault, Phase
 from sandbox.zygote.protocol import (
     ENVELOPE_LIMIT,
     FRAME_HEADER,
+    FRAMES_LIMIT,
     ProtocolError,
     decode_fields,
     frame_sizes,
@@ -29,14 +31,17 @@ from sandbox.zygote.protocol import (
 __all__ = [
     "AnswerFields",
     "BlobLimits",
+    "CallHeader",
     "Envelope",
     "HelloFields",
     "ProtocolError",
     "answer_blob_limits",
+    "answered_call",
     "check_answer",
     "check_envelope",
     "check_hello",
     "decode_value",
+    "lost_call",
     "no_blobs",
     "recv_frame",
 ]
@@ -47,102 +52,108 @@ OUTCOMES = frozenset(
     {"ok", "error", "exited", "memory", "unserialisable", "output_limit", "sandbox_failure"}
 )
 PHASES = frozenset(phase.value for phase in Phase)  # what a call process may say it was in
+FAULTS = frozenset(fault.value for fault in Fault)  # the kinds an exception may declare
+LINE_LIMIT = 2**31  # of a frame's line number
 
 
-class HelloFields(TypedDict, total=False):
-    """The host's handshake reply: ready, or why its warm-up failed."""
+class CallHeader(AnswerFields, total=False):
+    """What the portal holds of a call: the host's answer, or why there is none (host_lost,
+    set in the portal: the host was lost before it answered). All fields are present."""
 
-    ok: bool
-    pid: int
-    warnings: list[str]
-    base_vsz_mb: float | None
-    unreadable: list[str]
-    phase: str | None
-    error_type: str | None
-    message: str | None
-    location: str | None
-    traceback: str | None
+    host_lost: str | None
 
 
-class AnswerFields(TypedDict, total=False):
-    """A call's answer (its blobs, stdout, stderr, envelope and value, travel beside it)."""
-
-    call_id: int
-    host_error: str | None
-    exit_code: int | None
-    signal: int | None
-    timed_out: bool
-    cpu_s: float | None
-    peak_rss_kb: int | None
-    run_s: float
-    stdout_total: int
-    stderr_total: int
-    result_problem: str | None
-    base_vsz_mb: float | None
-    host_pid: int
-    disk_used: int | None
-    disk_exceeded: bool
+def lost_call(reason: str) -> CallHeader:
+    """The header of a call whose host was lost before it answered."""
+    header = cast(CallHeader, dict.fromkeys(_ANSWER))
+    header["host_lost"] = reason
+    return header
 
 
-class Envelope(TypedDict, total=False):
-    """What the call child says of its call, on fd 3."""
-
-    outcome: str
-    phase: str
-    error_type: str
-    message: str | None
-    location: str | None
-    traceback: str
-    exit_code: int
-    value_type: str
+def answered_call(answer: AnswerFields) -> CallHeader:
+    """The header of a call the host answered."""
+    header = CallHeader(**answer)
+    header["host_lost"] = None
+    return header
 
 
-# field: (kind, largest value or length); a missing field or None is allowed unless required
-_HELLO = {
-    "ok": ("bool", None),
-    "pid": ("int", INT64),
-    "warnings": ("texts", TEXT_LIMIT),
-    "base_vsz_mb": ("float", 1e12),
-    "unreadable": ("texts", TEXT_LIMIT),
-    "phase": ("text", 100),
-    "error_type": ("text", TEXT_LIMIT),
-    "message": ("text", TEXT_LIMIT),
-    "location": ("text", TEXT_LIMIT),
-    "traceback": ("text", TEXT_LIMIT),
-}
-_ANSWER = {
-    "call_id": ("int", INT64),
-    "host_error": ("text", TEXT_LIMIT),
-    "exit_code": ("int", 255),
-    "signal": ("int", 128),
-    "timed_out": ("bool", None),
-    "cpu_s": ("float", 1e12),
-    "peak_rss_kb": ("int", 2**50),
-    "run_s": ("float", 1e12),
-    "stdout_total": ("int", INT64),
-    "stderr_total": ("int", INT64),
-    "result_problem": ("text", TEXT_LIMIT),
-    "base_vsz_mb": ("float", 1e12),
-    "host_pid": ("int", INT64),
-    "disk_used": ("int", INT64),
-    "disk_exceeded": ("bool", None),
-}
-_ENVELOPE = {
-    "outcome": ("text", 100),
-    "phase": ("text", 100),
-    "error_type": ("text", TEXT_LIMIT),
-    "message": ("text", TEXT_LIMIT),
-    "location": ("text", TEXT_LIMIT),
-    "traceback": ("text", ENVELOPE_LIMIT),
-    "exit_code": ("int", INT64),
-    "value_type": ("text", TEXT_LIMIT),
-}
+Schema = dict[str, tuple[str, Any]]  # field: (kind, largest value or length)
+
+
+def _schema(declared: Any, schema: Schema) -> Schema:
+    """A schema for the fields of a message ``declared`` (a TypedDict): the same keys, or the
+    sandbox does not start (a field added on one side only would go unchecked, or unread)."""
+    keys = declared.__required_keys__ | declared.__optional_keys__
+    if keys != schema.keys():
+        raise AssertionError(
+            f"the schema of {declared.__name__} does not match its fields: "
+            f"{sorted(keys ^ schema.keys())}"
+        )
+    return schema
+
+
+# A missing field or None is allowed unless required.
+_HELLO = _schema(
+    HelloFields,
+    {
+        "ok": ("bool", None),
+        "pid": ("int", INT64),
+        "warnings": ("texts", TEXT_LIMIT),
+        "base_vsz_mb": ("float", 1e12),
+        "unreadable": ("texts", TEXT_LIMIT),
+        "phase": ("text", 100),
+        "error_type": ("text", TEXT_LIMIT),
+        "message": ("text", TEXT_LIMIT),
+        "location": ("text", TEXT_LIMIT),
+        "traceback": ("text", TEXT_LIMIT),
+        "frames": ("frames", FRAMES_LIMIT),
+        "fault": ("text", 100),
+        "detail": ("json", None),
+    },
+)
+_ANSWER = _schema(
+    AnswerFields,
+    {
+        "call_id": ("int", INT64),
+        "host_error": ("text", TEXT_LIMIT),
+        "exit_code": ("int", 255),
+        "signal": ("int", 128),
+        "timed_out": ("bool", None),
+        "cpu_s": ("float", 1e12),
+        "peak_rss_kb": ("int", 2**50),
+        "run_s": ("float", 1e12),
+        "stdout_total": ("int", INT64),
+        "stderr_total": ("int", INT64),
+        "result_problem": ("text", TEXT_LIMIT),
+        "base_vsz_mb": ("float", 1e12),
+        "host_pid": ("int", INT64),
+        "disk_used": ("int", INT64),
+        "disk_exceeded": ("bool", None),
+    },
+)
+_ENVELOPE = _schema(
+    Envelope,
+    {
+        "outcome": ("text", 100),
+        "phase": ("text", 100),
+        "error_type": ("text", TEXT_LIMIT),
+        "message": ("text", TEXT_LIMIT),
+        "location": ("text", TEXT_LIMIT),
+        "traceback": ("text", ENVELOPE_LIMIT),
+        "exit_code": ("int", INT64),
+        "value_type": ("text", TEXT_LIMIT),
+        "frames": ("frames", FRAMES_LIMIT),
+        "fault": ("text", 100),
+        "detail": ("json", None),
+    },
+)
 
 
 def check_hello(fields: dict[str, Any]) -> HelloFields:
     checked = _check(fields, _HELLO, "handshake")
-    if "ok" not in checked or "pid" not in checked:
+    if checked["ok"] is None or checked["pid"] is None:
         raise ProtocolError("handshake lacks 'ok' or 'pid'")
+    _check_choice(checked, "fault", FAULTS, "handshake")
     return checked  # type: ignore[return-value]  # _check enforced _HELLO's types
 
 
@@ -150,7 +161,7 @@ def check_answer(fields: dict[str, Any]) -> AnswerFields:
     if fields.get("type") != "result":
         raise ProtocolError(f"frame type {str(fields.get('type'))[:40]!r} is not 'result'")
     checked = _check(fields, _ANSWER, "answer")
-    if "call_id" not in checked:
+    if checked["call_id"] is None:
         raise ProtocolError("answer lacks 'call_id'")
     return checked  # type: ignore[return-value]  # _check enforced _ANSWER's types
 
@@ -164,10 +175,10 @@ def check_envelope(text: bytes) -> Envelope:
     if not isinstance(envelope, dict):
         raise ProtocolError("the envelope is not a JSON object")
     checked = _check(envelope, _ENVELOPE, "envelope")
-    if checked.get("outcome") not in OUTCOMES:
-        raise ProtocolError(f"envelope field 'outcome' is {str(checked.get('outcome'))[:40]!r}")
-    if checked.get("phase") not in PHASES | {None}:
-        raise ProtocolError(f"envelope field 'phase' is {str(checked.get('phase'))[:40]!r}")
+    if checked["outcome"] not in OUTCOMES:
+        raise ProtocolError(f"envelope field 'outcome' is {str(checked['outcome'])[:40]!r}")
+    _check_choice(checked, "phase", PHASES, "envelope")
+    _check_choice(checked, "fault", FAULTS, "envelope")
     return checked  # type: ignore[return-value]  # _check enforced _ENVELOPE's types
 
 
@@ -244,18 +255,35 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON data")
 
 
-def _check(fields: dict[str, Any], schema: dict, what: str) -> dict[str, Any]:
+def _check(fields: dict[str, Any], schema: Schema, what: str) -> dict[str, Any]:
+    """Every field of the schema (None for one left out), each of its kind; fields outside
+    the schema are dropped."""
     checked: dict[str, Any] = {}
     for name, (kind, limit) in schema.items():
         value = fields.get(name)
-        if value is None:
-            if name in fields:
-                checked[name] = None
-            continue
-        if not _fits(value, kind, limit):
-            raise ProtocolError(f"{what} field {name!r} is not a valid {kind}: {value!r:.60}")
         checked[name] = value
+        if value is not None and not _fits(value, kind, limit):
+            raise ProtocolError(f"{what} field {name!r} is not a valid {kind}: {value!r:.60}")
     return checked
+
+
+def _check_choice(checked: dict[str, Any], name: str, allowed: frozenset[str], what: str) -> None:
+    """A field that, when given, must be one of ``allowed``."""
+    if checked[name] not in allowed | {None}:
+        raise ProtocolError(f"{what} field {name!r} is {str(checked[name])[:40]!r}")
+
+
+def _is_frame(value: Any) -> bool:
+    return (
+        type(value) is dict
+        and value.keys() == {"file", "line", "function"}
+        and type(value["file"]) is str
+        and len(value["file"]) <= TEXT_LIMIT
+        and type(value["line"]) is int
+        and 0 <= value["line"] <= LINE_LIMIT
+        and type(value["function"]) is str
+        and len(value["function"]) <= TEXT_LIMIT
+    )
 
 
 def _fits(value: Any, kind: str, limit: Any) -> bool:
@@ -268,6 +296,10 @@ def _fits(value: Any, kind: str, limit: Any) -> bool:
         return number and math.isfinite(value) and 0 <= value <= limit
     if kind == "text":
         return type(value) is str and len(value) <= limit
+    if kind == "json":
+        return True  # any JSON data: the parse bounded it; its reader checks what it needs
+    if kind == "frames":
+        return type(value) is list and len(value) <= limit and all(map(_is_frame, value))
     return (
         type(value) is list
         and len(value) <= 100

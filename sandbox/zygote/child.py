@@ -49,6 +49,8 @@ if TYPE_CHECKING:  # typing-only names: the host (and so every fork) never impor
     from collections.abc import Callable, Mapping
     from typing import Any
 
+    from sandbox.messages import Envelope
+
     RLimits = list[tuple[int, tuple[int, int]]]
 
 MiB = 1024 * 1024
@@ -308,7 +310,7 @@ def drop_privileges(uid: int, gid: int) -> None:
 
 def _invoke(
     payload: bytes, result_bytes: int, result_format: str
-) -> tuple[dict[str, object] | None, bytes | memoryview]:
+) -> tuple[Envelope | None, bytes | memoryview]:
     try:
         target, args, kwargs = pickle.loads(payload)
         func = resolve_target(target)
@@ -346,7 +348,7 @@ class _ResultChannel:
         self.fallback_path = fallback_path
         self.identity = identity  # of the pipe the host made: fd 3 until a plugin changes it
 
-    def deliver(self, envelope: dict[str, object] | None, value: bytes | memoryview) -> int:
+    def deliver(self, envelope: Envelope | None, value: bytes | memoryview) -> int:
         buffers = encode_result(envelope, value, _own_usage())
         if self.identity is not None and pipe_identity(self.fd) == self.identity:
             try:

@@ -1,5 +1,6 @@
 """What a call process says of its call: the envelope (outcome, phase, exception type,
-message, location, traceback) and the return value, encoded and capped.
+message, location, traceback, frames, the kind of failure the exception declares and its
+data) and the return value, encoded and capped.
 
 The portal checks every field on arrival (sandbox/portal/wire.py): a call process runs
 plugin code, so what it writes may be anything.
@@ -12,6 +13,8 @@ import io
 import json
 import pickle
 
+from sandbox.zygote.protocol import FRAMES_LIMIT
+
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing grows every fork
 
 if TYPE_CHECKING:  # typing-only names: the host (and so every fork) never imports them
@@ -19,11 +22,14 @@ if TYPE_CHECKING:  # typing-only names: the host (and so every fork) never impor
 
     from typing_extensions import Buffer
 
+    from sandbox.messages import Envelope, ExceptionFacts, WireFrame
+
 TRACEBACK_LIMIT = 32 * 1024
 MESSAGE_LIMIT = 2000
+DETAIL_LIMIT = 256 * 1024  # of an exception's sandbox_detail, as JSON text; larger is left out
 
 
-def exit_envelope(exc: SystemExit) -> dict[str, object]:
+def exit_envelope(exc: SystemExit) -> Envelope:
     code = exc.code
     message = None
     if code is None:
@@ -32,38 +38,86 @@ def exit_envelope(exc: SystemExit) -> dict[str, object]:
         message = safe_str(code)  # Python prints a non-int exit "code" and exits 1
         code = 1
     envelope = exception_envelope(exc, phase="call")
-    envelope.update(outcome="exited", exit_code=code, message=message)
+    envelope["outcome"] = "exited"
+    envelope["exit_code"] = code
+    envelope["message"] = message
     return envelope
 
 
-def exception_envelope(exc: BaseException, phase: str) -> dict[str, object]:
-    location = _raise_site(exc.__traceback__)
-    _clear_frames(exc.__traceback__)
-    text = format_exception(exc)
-    outcome = "memory" if isinstance(exc, MemoryError) else "error"
-    return {
-        "outcome": outcome,
+def exception_envelope(exc: BaseException, phase: str) -> Envelope:
+    """A call's exception: its facts, and "memory" or "error" as the outcome."""
+    envelope: Envelope = {"outcome": "memory" if isinstance(exc, MemoryError) else "error"}
+    envelope.update(exception_facts(exc, phase))
+    return envelope
+
+
+def exception_facts(exc: BaseException, phase: str) -> ExceptionFacts:
+    """What the sandbox tells of an exception caught in ``phase``."""
+    tb = exc.__traceback__
+    _clear_frames(tb)
+    frames = _frames(tb)
+    last = frames[-1] if frames else None
+    facts: ExceptionFacts = {
         "phase": phase,
         "error_type": type(exc).__name__,
         "message": safe_str(exc),
-        "location": location,
-        "traceback": text[-TRACEBACK_LIMIT:],
+        "location": f"{last['file']}:{last['line']} in {last['function']}" if last else None,
+        "traceback": format_exception(exc)[-TRACEBACK_LIMIT:],
+        "frames": frames,
     }
+    fault = _declared_fault(exc)
+    if fault is not None:
+        facts["fault"] = fault
+    detail = _detail(exc)
+    if detail is not None:
+        facts["detail"] = detail
+    return facts
 
 
-def _raise_site(tb: TracebackType | None) -> str | None:
-    """ "file:line in function" of the innermost frame: where the exception was raised."""
-    if tb is None:
-        return None
-    while tb.tb_next is not None:
+def _frames(tb: TracebackType | None) -> list[WireFrame]:
+    """The traceback's frames, outermost first; a frame repeated in a row (a recursion) once."""
+    frames: list[WireFrame] = []
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        frame: WireFrame = {
+            "file": code.co_filename,
+            "line": tb.tb_lineno or 0,
+            "function": code.co_name,
+        }
+        if not frames or frames[-1] != frame:
+            frames.append(frame)
         tb = tb.tb_next
-    code = tb.tb_frame.f_code
-    return f"{code.co_filename}:{tb.tb_lineno} in {code.co_name}"
+    return frames[-FRAMES_LIMIT:]
+
+
+def _declared_fault(exc: BaseException) -> str | None:
+    """The ``sandbox_fault`` an exception's class (or a base) sets, read from the classes
+    themselves: a ``__getattr__`` that answers every name declares nothing."""
+    try:
+        for cls in type(exc).__mro__:
+            fault = vars(cls).get("sandbox_fault")
+            if fault is not None:
+                return fault if type(fault) is str else None
+    except BaseException:  # plugin classes may break anything; then they declare nothing
+        pass
+    return None
+
+
+def _detail(exc: BaseException) -> object:
+    """The JSON data an exception carries as ``sandbox_detail``; None if it is not JSON data
+    or larger than DETAIL_LIMIT."""
+    try:
+        detail = vars(exc).get("sandbox_detail")
+        if detail is None or len(_JSON.encode(detail)) > DETAIL_LIMIT:
+            return None
+    except BaseException:  # not JSON data (a set, NaN, a cycle), or a hostile container
+        return None
+    return detail
 
 
 def _clear_frames(tb: TracebackType | None) -> None:
     # Free the plugin's locals first: after a MemoryError they hold the memory we need.
-    # Formatting needs only code objects and line numbers, which clear() keeps.
+    # Frames and formatting need only code objects and line numbers, which clear() keeps.
     while tb is not None:
         with contextlib.suppress(RuntimeError):  # a frame still executing (ours)
             tb.tb_frame.clear()
@@ -111,14 +165,15 @@ class _CappedWriter(io.BytesIO):
 _JSON = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
 
 
-def to_json(value: object, cap: int) -> tuple[dict[str, object] | None, bytes | memoryview]:
+def to_json(value: object, cap: int) -> tuple[Envelope | None, bytes | memoryview]:
     try:
         data = _JSON.encode(value).encode("ascii")
     except MemoryError as exc:
         return exception_envelope(exc, phase="serialise"), b""
     except BaseException as exc:  # TypeError, ValueError (NaN, a cycle), RecursionError
         envelope = exception_envelope(exc, phase="serialise")
-        envelope.update(outcome="unserialisable", value_type=_type_name(value))
+        envelope["outcome"] = "unserialisable"
+        envelope["value_type"] = _type_name(value)
         return envelope, b""
     if len(data) > cap:
         return {
@@ -129,7 +184,7 @@ def to_json(value: object, cap: int) -> tuple[dict[str, object] | None, bytes | 
     return None, data
 
 
-def to_pickle(value: object, cap: int) -> tuple[dict[str, object] | None, bytes | memoryview]:
+def to_pickle(value: object, cap: int) -> tuple[Envelope | None, bytes | memoryview]:
     writer = _CappedWriter(cap)
     try:
         pickle.Pickler(writer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
@@ -143,7 +198,8 @@ def to_pickle(value: object, cap: int) -> tuple[dict[str, object] | None, bytes 
         return exception_envelope(exc, phase="serialise"), b""
     except BaseException as exc:  # whatever __reduce__ of plugin objects raises
         envelope = exception_envelope(exc, phase="serialise")
-        envelope.update(outcome="unserialisable", value_type=_type_name(value))
+        envelope["outcome"] = "unserialisable"
+        envelope["value_type"] = _type_name(value)
         return envelope, b""
     return None, writer.getbuffer()  # None: the "ok" envelope
 

@@ -56,6 +56,8 @@ from sandbox.zygote.spares import SparePool, may_raise_priority
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing grows every fork
 
 if TYPE_CHECKING:  # typing-only names: kept out of the host, whose size slows every fork
+    from sandbox.messages import AnswerFields, HelloFields
+    from sandbox.zygote.portal_link import Blobs
     from sandbox.zygote.protocol import ResultRecord
 
 READ_CHUNK = 1 << 20
@@ -95,7 +97,7 @@ class Host:
 
     # --- start-up ------------------------------------------------------------------------
 
-    def prepare(self) -> dict:
+    def prepare(self) -> HelloFields:
         """Set the host up and run the warm-up; the answer is the handshake reply."""
         init = self.init
         sys.path[:] = init["sys_path"]
@@ -117,7 +119,9 @@ class Host:
         failure = startup.warm_up(init.get("preload"))
         startup.restore_stdio(stdio)  # children write through these; a warm-up may swap them
         if failure is not None:
-            return {"ok": False, "pid": self.pid, "warnings": self.warnings, **failure}
+            refusal: HelloFields = {"ok": False, "pid": self.pid, "warnings": self.warnings}
+            refusal.update(failure)
+            return refusal
         self.reaper.own_children = set(self.reaper.children_of(self.pid))
         gc.collect()
         linux.release_free_memory()  # start-up and warm-up garbage, which forks would copy
@@ -316,9 +320,9 @@ class Host:
         for name in ("stdout", "stderr"):  # what it printed is in the pipes already
             while self._read_pipe(call, name):
                 pass
-        header, value = self._response(call)
+        fields, blobs = self._response(call)
         call.answered = True
-        self.link.send_answer(call.call_id, header, value)
+        self.link.send_answer(call.call_id, fields, blobs)
         for name in list(call.fds):  # nobody will read more: spare the loop three EOF wake-ups
             self._close_pipe(call, name)
 
@@ -366,7 +370,7 @@ class Host:
                     break
             self._close_pipe(call, name)
 
-    def _response(self, call: Call) -> tuple[dict, bytes]:
+    def _response(self, call: Call) -> tuple[AnswerFields, Blobs]:
         # Not reaped yet (an early answer): the record's own exit intent and usage stand in.
         status = call.status if call.status is not None else 0
         rusage = call.rusage
@@ -380,7 +384,7 @@ class Host:
             cpu_s, peak_rss_kb = record.cpu_s, record.peak_rss_kb
         else:
             cpu_s = peak_rss_kb = None
-        header = {
+        fields: AnswerFields = {
             "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
             "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
             "timed_out": call.timed_out,
@@ -389,16 +393,20 @@ class Host:
             "cpu_s": cpu_s,
             "peak_rss_kb": peak_rss_kb,
             "run_s": time.monotonic() - call.started,
-            "stdout": call.stdout.value(),
             "stdout_total": call.stdout.total,
-            "stderr": call.stderr.value(),
             "stderr_total": call.stderr.total,
-            "envelope": envelope,
             "result_problem": problem,
             "base_vsz_mb": self.base_vsz_mb,
             "host_pid": self.pid,
         }
-        return header, value
+        blobs: Blobs = {
+            "value": value,
+            "stdout": call.stdout.value(),
+            "stderr": call.stderr.value(),
+        }
+        if envelope is not None:
+            blobs["envelope"] = envelope
+        return fields, blobs
 
     def _read_result(self, call: Call) -> tuple[ResultRecord | None, str | None]:
         if call.result_overflow:
@@ -421,7 +429,7 @@ class Host:
 
     def _send_failure(self, call_id: int, reason: str) -> None:
         self.log(reason)
-        self.link.send_answer(call_id, {"host_error": reason, "host_pid": self.pid}, b"")
+        self.link.send_answer(call_id, {"host_error": reason, "host_pid": self.pid}, {"value": b""})
 
     def _shutdown(self) -> None:
         self.spares.retire_all()

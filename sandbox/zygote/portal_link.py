@@ -19,7 +19,10 @@ TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing grows every 
 if TYPE_CHECKING:  # typing-only names: kept out of the host, whose size slows every fork
     from collections.abc import Callable
 
+    from sandbox.messages import AnswerFields
     from sandbox.zygote.poller import Poller
+
+    Blobs = dict[str, bytes | memoryview]  # a frame's binary parts, by name
 
 READ_CHUNK = 1 << 20
 IOV_MAX = 1024
@@ -89,15 +92,10 @@ class PortalLink:
         self.poller.unwatch(self.ctrl)
         self.on_gone()
 
-    def send_answer(self, call_id: int, header: dict, value: bytes | memoryview) -> None:
-        """A call's answer: the header's fields as JSON; output, envelope and value as blobs."""
-        fields = dict(header, type="result", call_id=call_id)
-        blobs = {"value": value}
-        for name in ("stdout", "stderr", "envelope"):
-            data = fields.pop(name, None)
-            if data is not None:
-                blobs[name] = data
-        self.send(fields, blobs)
+    def send_answer(self, call_id: int, fields: AnswerFields, blobs: Blobs) -> None:
+        """A call's answer: its fields as JSON; value, output and envelope as blobs."""
+        fields["call_id"] = call_id
+        self.send(dict(fields, type="result"), blobs)
 
     def send(self, fields: dict, blobs: dict | None = None) -> None:
         if self.gone:

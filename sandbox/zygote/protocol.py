@@ -31,6 +31,8 @@ TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing grows every 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from sandbox.messages import Envelope
+
 FRAME_HEADER = struct.Struct(">QI")  # length of what follows, length of its JSON part
 HEADER_LIMIT = 1 << 20  # the JSON part of a frame; blobs are bounded by the call's limits
 COMMAND_HEADER = struct.Struct(">Q")  # host -> spare: the length of a pickled Command
@@ -43,6 +45,7 @@ COMMAND_FD = 4  # where a spare child waits for its call
 RESULT_FILE = ".sandbox-result"  # fallback in the call directory if the plugin closed fd 3
 RESULT_LOST_EXIT = 119  # the child returned but could deliver its result nowhere
 ENVELOPE_LIMIT = 1 << 20  # error text and traceback are capped well below this
+FRAMES_LIMIT = 100  # an exception's frames in an envelope: the innermost ones
 # A host's directories in the temporary directory: "<kind>-<host pid>-<n>-<6 hex digits>".
 CALL_DIR_KIND = "sandbox-call"
 BYTECODE_DIR_KIND = "sandbox-pycache"
@@ -143,7 +146,7 @@ class ResultRecord:
 
 
 def encode_result(
-    envelope: dict[str, object] | None,
+    envelope: Envelope | None,
     value: bytes | memoryview = b"",
     usage: tuple[int, int] = (0, 0),
 ) -> list:

@@ -17,7 +17,7 @@ import sys
 
 from sandbox.zygote import linux
 from sandbox.zygote.child import drop_privileges, resolve_target
-from sandbox.zygote.envelope import exception_envelope
+from sandbox.zygote.envelope import exception_facts
 from sandbox.zygote.protocol import BYTECODE_DIR_KIND
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing grows every fork
@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # typing-only names: kept out of the host, whose size slows e
     import io
     from collections.abc import Callable
 
+    from sandbox.messages import ExceptionFacts
     from sandbox.zygote.calldirs import CallDirs
 
     Warn = Callable[[str], None]
@@ -96,15 +97,15 @@ def cache_bytecode(dirs: CallDirs, warn: Warn) -> str | None:
     return pycache_dir
 
 
-def warm_up(preload: tuple | None) -> dict | None:
-    """Run a Preload's warm-up; None when it returned, else its exception's envelope."""
+def warm_up(preload: tuple | None) -> ExceptionFacts | None:
+    """Run a Preload's warm-up; None when it returned, else its exception's facts."""
     if preload is None:
         return None
     target, args = preload
     try:
         resolve_target(target)(*args)
     except BaseException as exc:  # reported to the portal, then the host exits
-        return exception_envelope(exc, phase="warm-up")
+        return exception_facts(exc, phase="warm-up")
     return None
 
 

@@ -7,7 +7,7 @@ import pytest
 from plugins_app import reasons
 from plugins_app.models import RunStatus
 from plugins_app.pipeline import outcome_from_result
-from sandbox import Limits, Outcome, SandboxResult
+from sandbox import Fault, Frame, Limits, Outcome, Phase, SandboxResult
 
 LIMITS = Limits(timeout_s=2, cpu_s=3, memory_mb=256, result_bytes=1000)
 
@@ -66,7 +66,7 @@ class TestReasons:
     def test_cpu_limit__names_cpu_seconds(self):
         """A CPU-time kill says CPU time and the cpu_s limit, not the wall-clock timeout."""
         mapped = outcome_from_result(
-            "p", result(Outcome.TIMEOUT, error_type="CPUTimeLimit"), LIMITS
+            "p", result(Outcome.TIMEOUT, error_type="CPUTimeLimit", limit="cpu_s"), LIMITS
         )
         assert mapped.reason.startswith("Plugin 'p' used more than 3 s of CPU time")
 
@@ -88,17 +88,22 @@ class TestReasons:
         mapped = outcome_from_result("p", result(Outcome.OUTPUT_LIMIT), LIMITS)
         assert "limits.result_bytes (1000 bytes)" in mapped.reason
 
-    def test_exception__message_from_traceback_last_line(self):
-        """The exception message is read from the traceback, multi-line messages included."""
+    def test_exception__message_and_the_plugins_own_line(self):
+        """The exception's message (multi-line included) and the plugin's line are quoted."""
         tb = (
             "Traceback (most recent call last):\n"
             '  File "/srv/plugins/p.py", line 7, in run\n'
             "    raise pkg.Oops('first line')\n"
             "pkg.Oops: first line\nsecond line\n"
         )
-        mapped = outcome_from_result(
-            "p", result(Outcome.ERROR, error_type="Oops", traceback=tb), LIMITS, plugin_root="/srv"
+        raised = result(
+            Outcome.ERROR,
+            error_type="Oops",
+            traceback=tb,
+            message="first line\nsecond line",
+            frames=[Frame("/srv/plugins/p.py", 7, "run")],
         )
+        mapped = outcome_from_result("p", raised, LIMITS, plugin_root="/srv")
         assert mapped.reason == (
             "Plugin 'p' raised Oops in run(): first line second line at "
             "/srv/plugins/p.py:7 in run (see the run's traceback; fix the plugin or its input, "
@@ -108,9 +113,14 @@ class TestReasons:
     def test_load_failure_in_warm_host__says_reload(self):
         """A plugin that cannot be set up for a run says to fix it and reload."""
         tb = "plugin_contract.loader.PluginLoadError: setup() raised OSError: gone\n"
-        mapped = outcome_from_result(
-            "p", result(Outcome.ERROR, error_type="PluginLoadError", traceback=tb), LIMITS
+        raised = result(
+            Outcome.ERROR,
+            error_type="PluginLoadError",
+            traceback=tb,
+            message="setup() raised OSError: gone",
+            fault=Fault.LOAD,
         )
+        mapped = outcome_from_result("p", raised, LIMITS)
         assert mapped.reason == (
             "Plugin 'p' could not be imported or set up for this run: setup() raised OSError: "
             "gone (fix it, then reload the plugin)"
@@ -170,11 +180,14 @@ class TestWarmUpFailures:
         self, outcome, error_type, error, status, why
     ):
         """A warm host that failed to import/set up says so and why, not 'raise timeout_s'."""
-        mapped = outcome_from_result(
-            "p",
-            result(outcome, error_type=error_type, error=f"Plugin call 'x' could not run: {error}"),
-            LIMITS,
+        failure = result(
+            outcome,
+            error_type=error_type,
+            error=f"Plugin call 'x' could not run: {error}",
+            phase=Phase.WARM_UP,
+            host_failure=why,
         )
+        mapped = outcome_from_result("p", failure, LIMITS)
         assert mapped.status == status
         assert mapped.reason == reasons.run_warmup_failed("p", why)
         assert "timeout_s" not in mapped.reason and "in run()" not in mapped.reason

@@ -22,6 +22,7 @@ from sandbox import (
     sandbox_status,
     shutdown_sandbox,
 )
+from tests.sandbox.source import line_of
 from tests.sandbox_targets import basic, warm
 from tests.sandbox_targets.process_checks import new_marker
 
@@ -46,14 +47,6 @@ def call(target: str, *args: object, **kwargs: object) -> SandboxResult:
 
 def facts(result: SandboxResult) -> tuple:
     return result.outcome, result.phase, result.limit
-
-
-def line_of(function: object, text: str) -> int:
-    """The line number of the first source line of ``function`` that contains ``text``."""
-    code = function.__code__  # type: ignore[attr-defined]
-    with open(code.co_filename) as handle:
-        lines = handle.read().splitlines()
-    return next(n for n, line in enumerate(lines, 1) if n >= code.co_firstlineno and text in line)
 
 
 class TestWhatTheCallProcessSaid:

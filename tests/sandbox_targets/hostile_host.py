@@ -43,21 +43,22 @@ def _host_module():
     return sys.modules["__main__"]  # the host runs as `python -m sandbox.zygote.host`
 
 
-def patch_answers(header_changes=None, value=None):
-    """Make this host lie in every answer: other field types, or another value blob."""
+def patch_answers(field_changes=None, blob_changes=None):
+    """Make this host lie in every answer: other field types, or other blobs."""
     host = _host_module()
     original = host.Host._response
 
     def lying_response(self, call):
-        header, real_value = original(self, call)
-        header.update(header_changes or {})
-        return header, real_value if value is None else value
+        fields, blobs = original(self, call)
+        fields.update(field_changes or {})
+        blobs.update(blob_changes or {})
+        return fields, blobs
 
     host.Host._response = lying_response
 
 
 def answer_with_pickle_bomb():
-    patch_answers(value=pickle.dumps(_Bomb()))
+    patch_answers(blob_changes={"value": pickle.dumps(_Bomb())})
 
 
 def answer_with_bad_types():
@@ -65,7 +66,7 @@ def answer_with_bad_types():
 
 
 def answer_with_huge_stdout():
-    patch_answers({"stdout": b"x" * (8 * 1024 * 1024)})
+    patch_answers(blob_changes={"stdout": b"x" * (8 * 1024 * 1024)})
 
 
 def fork_sleeper_and_record(path):

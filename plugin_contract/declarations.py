@@ -1,0 +1,114 @@
+"""What a plugin module declares (name, version, description, requires, limits, run and
+setup), read with defaults and checked against the contract.
+
+Runs only in sandbox processes, on a module the loader imported; standard library only.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from plugin_contract import (
+    MAX_NAME_CHARS,
+    MAX_VERSION_CHARS,
+    NAME_PATTERN,
+    REQUIRE_KEYS,
+    Declarations,
+)
+
+Problem = tuple[str, str]  # (the declaration that is wrong, what is wrong with it)
+
+
+def read_declarations(module: Any, default_name: str) -> tuple[Declarations, Problem | None]:
+    """What the module declares, with defaults and normalised; or, as is, with the first
+    problem found."""
+    doc = getattr(module, "__doc__", None)
+    declared: Declarations = {
+        "name": getattr(module, "name", default_name),
+        "version": getattr(module, "version", ""),
+        "description": getattr(module, "description", None),
+        "requires": getattr(module, "requires", None) or {},
+        "limits": getattr(module, "limits", None) or {},
+    }
+    problem = _problem(declared, module)
+    if problem:
+        return declared, problem
+    if isinstance(declared["version"], int | float):
+        declared["version"] = str(declared["version"])
+    if declared["description"] is None:
+        declared["description"] = inspect.cleandoc(doc) if isinstance(doc, str) else ""
+    declared["requires"] = _normalised_requires(declared["requires"])
+    declared["limits"] = dict(declared["limits"])
+    return declared, None
+
+
+def _problem(declared: Declarations, module: Any) -> Problem | None:
+    name = declared["name"]
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_CHARS:
+        return "name", (
+            f"name must be a non-empty string of at most {MAX_NAME_CHARS} characters, "
+            f"not {name!r:.{MAX_NAME_CHARS}}"
+        )
+    if not NAME_PATTERN.fullmatch(name):
+        return "name", (
+            "name must start with a letter or digit and hold only letters, digits, _ and - "
+            f"(it is part of the plugin's URLs), not {name!r}"
+        )
+    version = declared["version"]
+    if not isinstance(version, str | int | float):
+        return "version", f"version must be a string, not {type(version).__name__}"
+    if len(str(version)) > MAX_VERSION_CHARS:
+        return "version", (
+            f"version must be a string of at most {MAX_VERSION_CHARS} characters, "
+            f"not one of {len(str(version))} characters"
+        )
+    description = declared["description"]
+    if description is not None and not isinstance(description, str):
+        return "description", f"description must be a string, not {type(description).__name__}"
+    run = getattr(module, "run", None)
+    if not callable(run):
+        return "run", "it defines no run(**params) function"
+    setup = getattr(module, "setup", None)
+    if setup is not None and not callable(setup):
+        return "setup", f"setup must be a function, not {type(setup).__name__}"
+    return _requires_problem(declared["requires"]) or _limits_problem(declared["limits"])
+
+
+def _requires_problem(requires: Any) -> Problem | None:
+    if not isinstance(requires, Mapping):
+        return "requires", (
+            "requires must be a dict with any of modules, gpu, files, env, "
+            f"not {type(requires).__name__}"
+        )
+    unknown = sorted(str(key) for key in requires if key not in REQUIRE_KEYS)
+    if unknown:
+        return "requires", (
+            f"requires has unknown key(s) {', '.join(unknown)} (known: {', '.join(REQUIRE_KEYS)})"
+        )
+    if "gpu" in requires and not isinstance(requires["gpu"], bool):
+        return "requires", f"requires['gpu'] must be True or False, not {requires['gpu']!r}"
+    for key in ("modules", "files", "env"):
+        value = requires.get(key, [])
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+            return "requires", f"requires['{key}'] must be a list of strings, not {value!r}"
+    return None
+
+
+def _limits_problem(limits: Any) -> Problem | None:
+    if not isinstance(limits, Mapping) or not all(isinstance(k, str) for k in limits):
+        return "limits", f"limits must be a dict of limit names to numbers, not {limits!r}"
+    return None
+
+
+def _normalised_requires(requires: Mapping[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key in ("modules", "files", "env"):
+        if key in requires:
+            value = requires[key]
+            result[key] = [value] if isinstance(value, str) else list(value)
+    if "gpu" in requires:
+        result["gpu"] = requires["gpu"]
+    return result
