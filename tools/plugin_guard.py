@@ -20,7 +20,7 @@ import types
 from collections.abc import Iterable
 from pathlib import Path
 
-from tools.audit import PLUGIN_DIRS, ROOT, plugin_module_names
+from tools.audit.policy import PLUGIN_DIRS, ROOT, plugin_module_names
 
 PLUGIN_DIRS_ENV = "PORTAL_PLUGIN_DIRS"
 

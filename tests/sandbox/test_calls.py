@@ -36,6 +36,7 @@ def call(target, *args, **kwargs) -> SandboxResult:
 
 class TestValuesCrossTheBoundary:
     def test_string_target_returns_value(self):
+        """A 'module:function' target returns its value, exit code 0, duration and memory use."""
         result = call(f"{BASIC}:add", 2, 3)
         assert result.ok, result.error
         assert result.outcome is Outcome.OK
@@ -47,6 +48,7 @@ class TestValuesCrossTheBoundary:
         assert result.target == f"{BASIC}:add"
 
     def test_args_kwargs_unicode_and_nested_data_round_trip(self):
+        """Unicode, nested containers and big integers reach the plugin and come back intact."""
         args = ("héllo wörld ✓ 漢字 🐍", {"nested": [1, 2.5, None, True, {"deep": ["x"]}]})
         kwargs = {"mapping": {"ключ": "значение", "n": -(2**70)}, "empty": []}
         result = call(f"{BASIC}:echo", *args, **kwargs)
@@ -54,33 +56,40 @@ class TestValuesCrossTheBoundary:
         assert result.value == {"args": list(args), "kwargs": kwargs}  # JSON: a tuple is a list
 
     def test_callable_targets_by_reference(self):
+        """A function, a bound method or a classmethod may be passed as the target itself."""
         assert call(basic.add, 1, 1).value == 2
         assert call(basic.Greeter("Hi").greet, "Ada").value == "Hi, Ada"
         assert call(basic.Greeter.shout, "ada").value == "ADA"
 
     def test_dotted_attribute_in_string_target(self):
+        """A string target may name a class attribute, as in 'module:Greeter.shout'."""
         assert call(f"{BASIC}:Greeter.shout", "x").value == "X"
 
     def test_string_target_is_not_imported_in_the_parent(self):
+        """A string target is imported only in the sandbox child, never in the calling process."""
         module = "tests.sandbox_targets.parent_must_not_import"
         result = call(f"{module}:value")
         assert result.value == "imported in the child"
         assert module not in sys.modules
 
     def test_reserved_keywords_are_consumed_and_the_rest_reach_the_target(self):
+        """limits= and preload= go to the sandbox; other keywords, even target=, to the plugin."""
         result = run_plugin_sandboxed(f"{BASIC}:echo", 1, target="t", limits=FAST, preload=None)
         assert result.value == {"args": [1], "kwargs": {"target": "t"}}
 
     def test_limits_may_be_a_mapping(self):
+        """Limits may be given as a plain dict of the limits to change."""
         assert run_plugin_sandboxed(f"{BASIC}:add", 1, 2, limits={"timeout_s": 5}).value == 3
 
     def test_to_dict_of_a_real_result_is_json(self):
+        """A real call's result turns into a dict that json.dumps accepts."""
         data = call(f"{BASIC}:echo", "text", (1, 2)).to_dict()
         assert json.loads(json.dumps(data))["outcome"] == "ok"
 
 
 class TestPluginFailuresMapToOutcomes:
     def test_exception_is_error_with_type_message_and_location(self):
+        """A plugin exception is an ERROR with type, message, file:line, target and traceback."""
         result = call(f"{BASIC}:divide", 1, 0)
         assert not result.ok
         assert result.outcome is Outcome.ERROR
@@ -93,6 +102,7 @@ class TestPluginFailuresMapToOutcomes:
         assert "return a / b" in result.traceback
 
     def test_system_exit_is_exited_with_its_code(self):
+        """sys.exit(3) in a plugin ends the call as EXITED with exit code 3."""
         result = call(f"{BASIC}:raise_system_exit", 3)
         assert result.outcome is Outcome.EXITED
         assert result.exit_code == 3
@@ -100,11 +110,13 @@ class TestPluginFailuresMapToOutcomes:
         assert "exit" in result.error.lower()
 
     def test_keyboard_interrupt_is_an_error(self):
+        """A KeyboardInterrupt raised by a plugin is an ordinary ERROR of the call."""
         result = call(f"{BASIC}:raise_keyboard_interrupt")
         assert result.outcome is Outcome.ERROR
         assert result.error_type == "KeyboardInterrupt"
 
     def test_os_exit_is_exited_and_keeps_output(self):
+        """os._exit(7) ends the call as EXITED with code 7, keeping what it printed first."""
         result = call(f"{BASIC}:hard_exit", 7)
         assert result.outcome is Outcome.EXITED
         assert result.exit_code == 7
@@ -112,34 +124,40 @@ class TestPluginFailuresMapToOutcomes:
         assert "about to exit" in result.stdout
 
     def test_missing_module_is_an_import_error(self):
+        """A target whose module does not exist is an ERROR of type ModuleNotFoundError."""
         result = call("tests.sandbox_targets.does_not_exist:run")
         assert result.outcome is Outcome.ERROR
         assert result.error_type == "ModuleNotFoundError"
         assert "import" in result.error.lower()
 
     def test_missing_attribute_and_non_callable(self):
+        """A missing attribute is an AttributeError; a target that is not callable, a TypeError."""
         assert call(f"{BASIC}:nope").error_type == "AttributeError"
         assert call(f"{BASIC}:not_callable").error_type == "TypeError"
 
     def test_stdout_and_stderr_are_captured(self):
+        """What the plugin prints to stdout and to stderr comes back in the result, apart."""
         result = call(f"{BASIC}:chatty", "to stdout ✓", "to stderr")
         assert result.value == "done"
         assert result.stdout == "to stdout ✓\n"
         assert result.stderr == "to stderr\n"
 
     def test_unpicklable_return_value(self):
+        """A return value that cannot go back as JSON is UNSERIALISABLE, and the error says so."""
         result = call(f"{BASIC}:unpicklable")
         assert result.outcome is Outcome.UNSERIALISABLE
         assert result.error_type
         assert "JSON" in result.error
 
     def test_oversized_return_value(self):
+        """A value over limits.result_bytes is OUTPUT_LIMIT naming that limit, with no value."""
         result = call(f"{BASIC}:big_value", 2_000_000, limits=Limits(result_bytes=1_000_000))
         assert result.outcome is Outcome.OUTPUT_LIMIT
         assert "result_bytes" in result.error
         assert result.value is None
 
     def test_return_value_of_a_plugin_class_is_refused_by_the_portal(self):
+        """An instance of a plugin's own class is refused as UNSERIALISABLE, naming the class."""
         result = call(f"{BASIC}:return_opaque")
         assert result.outcome is Outcome.UNSERIALISABLE
         assert "tests.sandbox_targets.basic.Opaque" in result.error
@@ -261,6 +279,7 @@ class TestChildEnvironment:
         assert "ACME_TOKEN" not in env and "TZ" not in env
 
     def test_cwd_is_a_fresh_directory_removed_afterwards(self):
+        """Each call runs in a new temporary working directory, removed once the call ends."""
         first = call(f"{BASIC}:working_directory").value
         second = call(f"{BASIC}:working_directory").value
         assert first["cwd"] != second["cwd"]
@@ -269,6 +288,7 @@ class TestChildEnvironment:
         assert first["cwd"] != os.getcwd()
 
     def test_each_call_gets_a_fresh_process(self):
+        """Two calls run in two different processes, neither of them the portal's."""
         first = call(f"{BASIC}:process_info").value
         second = call(f"{BASIC}:process_info").value
         assert first["pid"] != second["pid"] != os.getpid()
@@ -276,14 +296,17 @@ class TestChildEnvironment:
 
 class TestProgrammerErrorsRaiseImmediately:
     def test_limits_of_wrong_type(self):
+        """limits= that is neither Limits nor a mapping raises TypeError at once."""
         with pytest.raises(TypeError, match="limits"):
             run_plugin_sandboxed(f"{BASIC}:add", 1, 2, limits=5)
 
     def test_bad_limit_mapping(self):
+        """A limits mapping with an unknown key ('timeout') raises ValueError naming it."""
         with pytest.raises(ValueError, match="timeout"):
             run_plugin_sandboxed(f"{BASIC}:add", 1, 2, limits={"timeout": 5})
 
     def test_preload_of_wrong_type(self):
+        """preload= given as a string instead of a Preload raises TypeError at once."""
         with pytest.raises(TypeError, match="preload"):
             run_plugin_sandboxed(f"{BASIC}:add", 1, 2, preload="x:y")
 
@@ -293,14 +316,17 @@ class TestProgrammerErrorsRaiseImmediately:
             run_plugin_sandboxed(f"{BASIC}:add", 1, 2, limits={"timeout_s": 1e300})
 
     def test_malformed_target_string(self):
+        """A target string not of the form 'module.path:attribute' raises ValueError saying so."""
         with pytest.raises(ValueError, match=r"module\.path:attribute"):
             run_plugin_sandboxed("not a target")
 
     def test_target_that_cannot_be_named_by_reference(self):
+        """A lambda target raises TypeError: the child must import the target by its name."""
         with pytest.raises(TypeError, match="by reference"):
             run_plugin_sandboxed(lambda: 1)
 
     def test_unpicklable_argument(self):
+        """An argument the child cannot receive, such as a lambda, raises TypeError at once."""
         with pytest.raises(TypeError, match="argument"):
             run_plugin_sandboxed(f"{BASIC}:echo", lambda: 1)
 

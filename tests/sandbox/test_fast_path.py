@@ -63,6 +63,7 @@ class TestBytecodeCache:
     def test_plugin_code_is_compiled_once_when_the_portal_writes_no_bytecode(
         self, compiled_plugin, sandbox_settings, monkeypatch
     ):
+        """Under PYTHONDONTWRITEBYTECODE a plugin compiles once per host, outside its sources."""
         monkeypatch.setattr(sys, "dont_write_bytecode", True)
         monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
         monkeypatch.delenv("PYTHONPYCACHEPREFIX", raising=False)
@@ -79,6 +80,7 @@ class TestBytecodeCache:
         assert second.value["env"] == {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": None}
 
     def test_turned_off_nothing_is_written(self, compiled_plugin, sandbox_settings, monkeypatch):
+        """With the bytecode cache turned off, no compiled plugin code is written anywhere."""
         monkeypatch.setattr(sys, "dont_write_bytecode", True)
         sandbox_settings(tmp_dir=str(compiled_plugin.parent), bytecode_cache=False)
         result = run_plugin_sandboxed("cache_probe:where")
@@ -87,6 +89,7 @@ class TestBytecodeCache:
         assert not list(compiled_plugin.parent.glob("sandbox-pycache-*"))
 
     def test_setting_comes_from_the_environment(self):
+        """SANDBOX_BYTECODE_CACHE is on by default, 0 turns it off, other values are refused."""
         assert SandboxConfig.from_env({}).bytecode_cache is True
         assert SandboxConfig.from_env({"SANDBOX_BYTECODE_CACHE": "0"}).bytecode_cache is False
         with pytest.raises(ValueError, match="SANDBOX_BYTECODE_CACHE"):
@@ -95,6 +98,7 @@ class TestBytecodeCache:
 
 class TestAnswering:
     def test_a_plain_call_reports_its_own_exit_and_usage_and_leaves_nothing(self):
+        """A plain call reports exit code 0 and its memory use, and its process is then gone."""
         result = run_plugin_sandboxed(f"{BASIC}:process_info")
         assert result.ok, result.error
         assert result.exit_code == 0 and result.signal is None
@@ -102,6 +106,7 @@ class TestAnswering:
         assert_nothing_left(pids=[result.value["pid"]])
 
     def test_a_call_that_leaves_a_process_is_answered_only_once_it_is_gone(self):
+        """A call that started a background process is answered only once that process is dead."""
         # No waiting here: when the answer arrives the escaped process is already dead.
         # Repeated: the call process may have exited before the host reads its result.
         for setsid in (False, True) * 10:
@@ -111,6 +116,7 @@ class TestAnswering:
             assert not is_running(result.value), f"setsid={setsid}: still running"
 
     def test_a_call_process_that_lingers_after_its_answer_is_killed(self):
+        """A call whose process hangs while exiting is answered at once; that process dies soon."""
         result = run_plugin_sandboxed(f"{HOSTILE}:hang_on_exit", limits=Limits(timeout_s=60))
         assert result.ok, result.error
         # Answered at once; the hung exit is killed after about a second, not at 60 s.
@@ -119,6 +125,7 @@ class TestAnswering:
 
 class TestSpares:
     def test_spares_forked_for_a_burst_of_calls_are_dropped_when_calls_stop(self):
+        """After a burst of calls, the idle spare processes shrink back to the configured one."""
         for _ in range(20):
             assert run_plugin_sandboxed(f"{BASIC}:add", 1, 2).ok
         (host,) = host_pids()
@@ -127,6 +134,7 @@ class TestSpares:
 
     @pytest.mark.skipif(os.geteuid() != 0, reason="raising a priority back needs CAP_SYS_NICE")
     def test_spares_get_ready_at_low_priority_and_calls_run_at_the_hosts(self):
+        """Idle spares wait at nice 19, while a call runs at the host's own priority."""
         result = run_plugin_sandboxed(f"{BASIC}:own_priority")
         assert result.ok, result.error
         (host,) = host_pids()
@@ -137,6 +145,7 @@ class TestSpares:
 
 class TestHostLeftovers:
     def test_a_killed_hosts_directories_are_removed(self, sandbox_settings, tmp_path):
+        """A killed host's temporary directories are removed, and a new host takes the next call."""
         sandbox_settings(tmp_dir=str(tmp_path))
         assert run_plugin_sandboxed(f"{BASIC}:add", 1, 2).ok
         (host,) = host_pids()
@@ -148,6 +157,7 @@ class TestHostLeftovers:
     def test_host_code_comes_from_the_sandbox_package_not_the_working_directory(
         self, sandbox_settings, tmp_path, monkeypatch
     ):
+        """A 'sandbox' package in the working directory cannot replace the host's own code."""
         decoy = tmp_path / "sandbox"
         decoy.mkdir()
         (decoy / "__init__.py").write_text("")

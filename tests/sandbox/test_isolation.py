@@ -50,11 +50,13 @@ def loopback_server():
 
 
 def test_network_is_reachable_by_default(loopback_server):
+    """Without SANDBOX_NO_NETWORK a plugin can connect to a server on the loopback address."""
     result = run_plugin_sandboxed(f"{NET}:try_connect", loopback_server, limits=LIMITS)
     assert result.value == "connected"
 
 
 def test_no_network_isolates_plugins(loopback_server, sandbox_settings):
+    """With no_network on, a plugin cannot connect even to loopback, and no warning is given."""
     sandbox_settings(no_network=True)
     result = run_plugin_sandboxed(f"{NET}:try_connect", loopback_server, limits=LIMITS)
     assert result.ok, result.error
@@ -63,6 +65,7 @@ def test_no_network_isolates_plugins(loopback_server, sandbox_settings):
 
 
 def test_no_network_from_the_environment(loopback_server, sandbox_settings, monkeypatch):
+    """SANDBOX_NO_NETWORK=1 in the environment cuts plugins off the network."""
     monkeypatch.setenv("SANDBOX_NO_NETWORK", "1")
     sandbox_settings(**vars_of(SandboxConfig.from_env()))
     result = run_plugin_sandboxed(f"{NET}:try_connect", loopback_server, limits=LIMITS)
@@ -120,6 +123,7 @@ def test_run_as_user_who_cannot_read_the_target_is_told_why(sandbox_settings, tm
 
 
 def test_unavailable_isolation_is_reported_not_pretended(sandbox_settings, caplog):
+    """An unknown SANDBOX_RUN_AS user is logged and warned about in the result; the call runs."""
     sandbox_settings(run_as="no-such-user-for-the-sandbox")
     with caplog.at_level(logging.WARNING, logger="sandbox"):
         result = run_plugin_sandboxed(f"{IDENTITY}:identity", limits=LIMITS)

@@ -49,6 +49,7 @@ def call(target, preload, *args):
 
 
 def test_calls_fork_from_the_warm_host_without_repeating_the_warm_up(attempts_log):
+    """Calls with one Preload each fork from one warm host, which warmed up only once."""
     preload = Preload(f"{WARM}:warm", (new_marker(), 0.3, attempts_log.path))
     first = call("state", preload)
     second = call("state", preload)
@@ -65,17 +66,20 @@ def test_calls_fork_from_the_warm_host_without_repeating_the_warm_up(attempts_lo
 
 
 def test_each_call_starts_from_the_warm_state_not_the_last_call(attempts_log):
+    """A call's changes to the warm state are not seen by the next: each starts from the warm-up."""
     preload = Preload(f"{WARM}:warm", (new_marker(), 0, attempts_log.path))
     assert [call("bump", preload).value for _ in range(3)] == [1, 1, 1]
 
 
 def test_distinct_preloads_get_distinct_warm_hosts():
+    """Two different Preloads are warmed up in two different hosts."""
     a = call("state", Preload(f"{WARM}:warm", (new_marker(),))).value
     b = call("state", Preload(f"{WARM}:warm", (new_marker(),))).value
     assert a["warm_pid"] != b["warm_pid"] and a["tag"] != b["tag"]
 
 
 def test_crash_in_a_call_leaves_the_warm_host_alone(attempts_log):
+    """A call that segfaults is CRASHED while its warm host lives on, not warmed up again."""
     preload = Preload(f"{WARM}:warm", (new_marker(), 0, attempts_log.path))
     before = call("state", preload).value
     crashed = call("crash", preload)
@@ -86,6 +90,7 @@ def test_crash_in_a_call_leaves_the_warm_host_alone(attempts_log):
 
 
 def test_warm_up_that_raises_is_reported_and_retried_once_per_call(attempts_log):
+    """A raising warm-up is an ERROR saying where and why; each new call tries it once more."""
     preload = Preload(f"{WARM}:warm_raises", (attempts_log.path,))
     for expected_attempts in (1, 2):
         result = call("state", preload)
@@ -98,6 +103,7 @@ def test_warm_up_that_raises_is_reported_and_retried_once_per_call(attempts_log)
 
 
 def test_warm_up_that_kills_the_host_is_reported_and_not_restarted_in_a_loop(attempts_log):
+    """A warm-up that segfaults is CRASHED naming the warm-up; only the next call tries it again."""
     preload = Preload(f"{WARM}:warm_segfaults", (attempts_log.path,))
     result = call("state", preload)
     assert result.outcome is Outcome.CRASHED
@@ -110,6 +116,7 @@ def test_warm_up_that_kills_the_host_is_reported_and_not_restarted_in_a_loop(att
 
 
 def test_warm_up_that_exits_is_reported(attempts_log):
+    """A warm-up that exits is an ERROR naming the warm-up and its exit code."""
     result = call("state", Preload(f"{WARM}:warm_exits", (attempts_log.path,)))
     assert result.outcome is Outcome.ERROR
     assert result.exit_code == 3
@@ -117,12 +124,14 @@ def test_warm_up_that_exits_is_reported(attempts_log):
 
 
 def test_missing_warm_up_module_is_an_import_error():
+    """A Preload naming a module that does not exist is an ERROR of type ModuleNotFoundError."""
     result = call("state", Preload("tests.sandbox_targets.no_such_module:warm"))
     assert result.outcome is Outcome.ERROR
     assert result.error_type == "ModuleNotFoundError"
 
 
 def test_concurrent_callers_share_one_failing_attempt(attempts_log):
+    """Four callers waiting on one failing warm-up all get its ERROR, with no attempt per caller."""
     preload = Preload(f"{WARM}:warm_raises", (attempts_log.path, 1.0))
     results = []
     threads = [
@@ -137,6 +146,7 @@ def test_concurrent_callers_share_one_failing_attempt(attempts_log):
 
 
 def test_slow_warm_up_times_out():
+    """A warm-up slower than warmup_timeout_s is a TIMEOUT naming that setting, within seconds."""
     old = configure_sandbox(warmup_timeout_s=1.0, start_timeout_s=3.0)
     try:
         started = time.monotonic()
@@ -149,6 +159,7 @@ def test_slow_warm_up_times_out():
 
 
 def test_discard_preload_reimports_fresh_code(attempts_log):
+    """After discard_preload the next call warms up in a new host; an unknown one gives False."""
     preload = Preload(f"{WARM}:warm", (new_marker(), 0, attempts_log.path))
     first = call("state", preload).value
     assert discard_preload(preload) is True
@@ -160,6 +171,7 @@ def test_discard_preload_reimports_fresh_code(attempts_log):
 
 
 def test_discard_lets_running_calls_finish():
+    """Discarding a Preload while a call runs on it lets that call finish with its value."""
     preload = Preload(f"{WARM}:warm", (new_marker(),))
     assert call("state", preload).ok
     box = {}

@@ -55,6 +55,7 @@ def run_in_thread(target, *args, **kwargs):
 
 class TestHostFailures:
     def test_host_killed_mid_call_fails_that_call_and_the_next_call_restarts_it(self):
+        """A host killed mid-call fails that call naming SIGKILL; the next call gets a new host."""
         host = warm_default_host()
         thread, box = run_in_thread(f"{HOSTILE}:sleep", 30, limits=Limits(timeout_s=20))
         time.sleep(0.5)  # let the call start
@@ -70,6 +71,7 @@ class TestHostFailures:
         assert host_pids() and host_pids() != [host]
 
     def test_idle_host_killed_is_replaced_transparently(self):
+        """A host killed while idle is replaced without the next call noticing."""
         host = warm_default_host()
         os.kill(host, signal.SIGKILL)
         wait_until(lambda: not is_running(host))
@@ -77,6 +79,7 @@ class TestHostFailures:
         assert result.ok and result.value == 5
 
     def test_wedged_host_is_killed_after_timeout_plus_grace(self):
+        """A host that stops answering fails the call after timeout plus grace, and is replaced."""
         old = configure_sandbox(grace_s=1.0)
         try:
             host = warm_default_host()
@@ -94,6 +97,7 @@ class TestHostFailures:
             configure_sandbox(old)
 
     def test_shutdown_then_call_starts_a_new_host(self):
+        """After shutdown_sandbox the old host is gone and the next call starts a new one."""
         host = warm_default_host()
         shutdown_sandbox()
         assert wait_until(lambda: not is_running(host))
@@ -102,6 +106,7 @@ class TestHostFailures:
 
 class TestConcurrency:
     def test_eight_threads_get_their_own_results(self):
+        """Eight threads calling at once each get their own arguments back, in 25 calls apiece."""
         errors = []
 
         def caller(n):
@@ -119,6 +124,7 @@ class TestConcurrency:
         assert not errors
 
     def test_slow_call_does_not_block_fast_calls(self):
+        """Ten quick calls finish within 1.5 s while a slow call is still running."""
         thread, box = run_in_thread(f"{HOSTILE}:sleep", 2, limits=Limits(timeout_s=10))
         time.sleep(0.2)
         started = time.monotonic()
@@ -131,6 +137,7 @@ class TestConcurrency:
 
 class TestPortalProcess:
     def test_no_fd_leak_over_200_calls(self):
+        """200 successful calls leave the portal with as many open file descriptors as before."""
         warm_default_host()
         before = open_fd_count()
         for i in range(200):
@@ -138,6 +145,7 @@ class TestPortalProcess:
         assert open_fd_count() == before
 
     def test_no_fd_leak_over_failing_calls(self):
+        """Failing calls (an exception, an unsendable value, an exit) leak no fd in the portal."""
         warm_default_host()
         before = open_fd_count()
         for target in ("divide", "unpicklable", "hard_exit"):
@@ -148,6 +156,7 @@ class TestPortalProcess:
 
     @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
     def test_forked_portal_starts_its_own_host(self):
+        """A forked portal worker gets its own host, gone with it; the parent's is untouched."""
         parent_host = warm_default_host()
         read_end, write_end = os.pipe()
         pid = os.fork()
@@ -179,6 +188,7 @@ class TestPortalProcess:
 
 class TestSandboxFailures:
     def test_host_that_cannot_start_is_a_sandbox_failure_not_an_exception(self, tmp_path):
+        """A host that exits at start is a SANDBOX_FAILURE naming its exit code; nothing raises."""
         broken = tmp_path / "python"
         broken.write_text("#!/bin/sh\necho 'no interpreter here' >&2\nexit 3\n")
         broken.chmod(0o755)
@@ -192,6 +202,7 @@ class TestSandboxFailures:
         assert run_plugin_sandboxed(f"{BASIC}:add", 1, 2).value == 3
 
     def test_missing_interpreter_is_a_sandbox_failure(self, tmp_path):
+        """A configured Python that does not exist is a SANDBOX_FAILURE: it could not be started."""
         old = configure_sandbox(python=str(tmp_path / "no-such-python"))
         try:
             result = run_plugin_sandboxed(f"{BASIC}:add", 1, 2)
@@ -203,6 +214,7 @@ class TestSandboxFailures:
 
 class TestSpares:
     def test_a_spare_killed_while_idle_is_replaced(self):
+        """Killing the idle spares disturbs no call, and the same host forks new spares."""
         host = warm_default_host()
         assert wait_until(lambda: idle_spares(host))
         killed = idle_spares(host)
@@ -215,6 +227,7 @@ class TestSpares:
         assert wait_until(lambda: idle_spares(host))
 
     def test_no_spares_configured_still_works(self):
+        """With spare_children=0 calls still run, and no spare waits idle."""
         old = configure_sandbox(spare_children=0)
         try:
             host = warm_default_host()

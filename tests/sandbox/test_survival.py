@@ -40,6 +40,7 @@ def hosts_survive():
 
 class TestRunaway:
     def test_infinite_loop_is_killed_at_the_timeout(self):
+        """An endless loop is a TIMEOUT at limits.timeout_s, naming it, with no process left."""
         result, elapsed = run_timed(f"{HOSTILE}:infinite_loop", limits=Limits(timeout_s=1))
         assert result.outcome is Outcome.TIMEOUT
         assert result.error_type == "Timeout"
@@ -49,6 +50,7 @@ class TestRunaway:
         assert_nothing_left()
 
     def test_cpu_limit_is_reported_as_a_timeout_naming_cpu_seconds(self):
+        """Going over limits.cpu_s is a TIMEOUT by SIGXCPU that names CPU seconds and the limit."""
         limits = Limits(timeout_s=20, cpu_s=1)
         result, elapsed = run_timed(f"{HOSTILE}:infinite_loop", limits=limits)
         assert result.outcome is Outcome.TIMEOUT
@@ -58,6 +60,7 @@ class TestRunaway:
         assert elapsed < 1 + 1 + GRACE_S
 
     def test_plugin_ignoring_sigterm_is_still_killed(self):
+        """A plugin that ignores SIGTERM is still killed at its timeout, leaving nothing behind."""
         limits = Limits(timeout_s=1)
         result, elapsed = run_timed(f"{HOSTILE}:ignore_sigterm_and_sleep", 30, limits=limits)
         assert result.outcome is Outcome.TIMEOUT
@@ -65,6 +68,7 @@ class TestRunaway:
         assert_nothing_left()
 
     def test_unbounded_allocation_hits_the_memory_limit(self):
+        """Allocating without end is MEMORY at limits.memory_mb, naming the limit and the file."""
         limits = Limits(timeout_s=20, memory_mb=256)
         result, _ = run_timed(f"{HOSTILE}:allocate_forever", limits=limits)
         assert result.outcome is Outcome.MEMORY
@@ -76,6 +80,7 @@ class TestRunaway:
 
 class TestCrashes:
     def test_segfault(self):
+        """A segfault is CRASHED by SIGSEGV, with faulthandler's traceback and no exit code."""
         result, _ = run_timed(f"{HOSTILE}:segfault", limits=Limits(timeout_s=10))
         assert result.outcome is Outcome.CRASHED
         assert result.signal == "SIGSEGV"
@@ -87,11 +92,13 @@ class TestCrashes:
         assert_nothing_left()
 
     def test_abort(self):
+        """os.abort() in a plugin is CRASHED with SIGABRT."""
         result, _ = run_timed(f"{HOSTILE}:abort", limits=Limits(timeout_s=10))
         assert result.outcome is Outcome.CRASHED
         assert result.signal == "SIGABRT"
 
     def test_plugin_signalling_its_own_process_group_only_hurts_itself(self):
+        """A plugin that signals its own process group kills only its call (CRASHED, SIGTERM)."""
         result, _ = run_timed(f"{HOSTILE}:call_process_group_kill", limits=Limits(timeout_s=10))
         assert result.outcome is Outcome.CRASHED
         assert result.signal == "SIGTERM"
@@ -100,6 +107,7 @@ class TestCrashes:
 class TestOutputFloods:
     @pytest.mark.parametrize("stream", ["stdout", "stderr"])
     def test_50_mb_is_captured_up_to_the_cap_without_growing_the_portal(self, stream):
+        """50 MB of output keeps its last output_bytes, warns, and leaves portal memory flat."""
         rss_before = rss_bytes()
         limits = Limits(timeout_s=30)
         result, _ = run_timed(f"{HOSTILE}:flood", 50 * 1024 * 1024, stream, limits=limits)
@@ -178,6 +186,7 @@ class TestDiskBudget:
 class TestEscapingProcesses:
     @pytest.mark.parametrize("setsid", [False, True], ids=["same-session", "setsid"])
     def test_grandchild_left_sleeping_is_killed(self, setsid):
+        """A process the plugin left sleeping is killed when the call ends, setsid or not."""
         marker = new_marker()
         result, _ = run_timed(
             f"{HOSTILE}:spawn_sleeper", marker, setsid=setsid, limits=Limits(timeout_s=10)
@@ -186,6 +195,7 @@ class TestEscapingProcesses:
         assert_nothing_left(marker, pids=[result.value])
 
     def test_grandchild_of_a_timed_out_call_is_killed(self):
+        """A detached process started by a call that times out is killed along with the call."""
         marker = new_marker()
         result, elapsed = run_timed(
             f"{HOSTILE}:spawn_sleeper",
@@ -199,6 +209,7 @@ class TestEscapingProcesses:
         assert_nothing_left(marker)
 
     def test_double_forked_daemon_is_killed(self, tmp_path):
+        """A daemon made by a double fork and setsid does not outlive the call."""
         marker = new_marker()
         result, _ = run_timed(
             f"{HOSTILE}:double_fork_daemon",
@@ -211,6 +222,7 @@ class TestEscapingProcesses:
 
     @pytest.mark.parametrize("then", ["return", "hang"])
     def test_bounded_fork_bomb(self, tmp_path, then):
+        """200 forked children are all killed, whether the call returns or hangs to its timeout."""
         pid_file = tmp_path / "pids"
         limits = Limits(timeout_s=3)
         result, elapsed = run_timed(f"{HOSTILE}:fork_bomb", 200, str(pid_file), then, limits=limits)
@@ -226,12 +238,14 @@ class TestEscapingProcesses:
 
 class TestFileDescriptors:
     def test_plugin_closing_and_redirecting_std_fds_still_returns(self):
+        """A plugin that closes every fd and redirects stdout to a file still returns its value."""
         marker = new_marker()
         result, _ = run_timed(f"{HOSTILE}:close_standard_fds", marker, limits=Limits(timeout_s=10))
         assert result.ok, result.error
         assert result.value == "still here"
 
     def test_plugin_closing_fds_then_crashing(self):
+        """A plugin that closes every fd and then aborts is reported CRASHED with SIGABRT."""
         result, _ = run_timed(
             f"{HOSTILE}:close_standard_fds_and_crash", limits=Limits(timeout_s=10)
         )

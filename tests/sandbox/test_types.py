@@ -24,6 +24,7 @@ from sandbox.config import (
 
 class TestLimits:
     def test_defaults_are_documented_values(self):
+        """Limits() holds the documented defaults (30 s wall clock, 60 s CPU, 1024 MB, ...)."""
         limits = Limits()
         assert limits.timeout_s == 30
         assert limits.cpu_s == 60
@@ -35,26 +36,31 @@ class TestLimits:
         assert limits.disk_mb == 1024
 
     def test_is_frozen(self):
+        """A Limits value cannot be changed once made."""
         with pytest.raises(AttributeError):
             Limits().timeout_s = 1  # type: ignore[misc]
 
     def test_from_mapping_overrides_only_given_keys(self):
+        """Limits.from_mapping changes the keys it is given and keeps the defaults for the rest."""
         limits = Limits.from_mapping({"timeout_s": 5, "memory_mb": 512})
         assert limits.timeout_s == 5
         assert limits.memory_mb == 512
         assert limits.cpu_s == Limits().cpu_s
 
     def test_from_mapping_uses_base(self):
+        """Limits.from_mapping(base=...) starts from the given limits instead of the defaults."""
         base = Limits(timeout_s=3)
         limits = Limits.from_mapping({"memory_mb": 100}, base=base)
         assert (limits.timeout_s, limits.memory_mb) == (3, 100)
 
     def test_from_mapping_names_unknown_key(self):
+        """An unknown key is refused with a message naming it and the known limits."""
         with pytest.raises(ValueError, match=r"timeout\b.*known limits.*timeout_s"):
             Limits.from_mapping({"timeout": 5})
 
     @pytest.mark.parametrize("value", [-1, 0, "5", True, float("nan"), float("inf"), [1]], ids=repr)
     def test_from_mapping_rejects_bad_value_with_its_name(self, value):
+        """A negative, zero, text, boolean, NaN, infinite or list value is refused by limit name."""
         with pytest.raises(ValueError, match="timeout_s"):
             Limits.from_mapping({"timeout_s": value})
 
@@ -82,20 +88,24 @@ class TestLimits:
             Limits.from_mapping({name: maximum + 1})
 
     def test_from_mapping_rejects_non_mapping(self):
+        """A list of pairs instead of a mapping raises TypeError."""
         with pytest.raises(TypeError):
             Limits.from_mapping([("timeout_s", 1)])  # type: ignore[arg-type]
 
     def test_constructor_validates_too(self):
+        """Limits(memory_mb=-5) is refused as well, naming memory_mb."""
         with pytest.raises(ValueError, match="memory_mb"):
             Limits(memory_mb=-5)
 
     def test_rlimit_style_limits_may_be_none_meaning_unlimited(self):
+        """memory_mb, cpu_s and disk_mb may be None for no limit; timeout_s may not."""
         limits = Limits.from_mapping({"memory_mb": None, "cpu_s": None, "disk_mb": None})
         assert limits.memory_mb is None and limits.cpu_s is None and limits.disk_mb is None
         with pytest.raises(ValueError, match="timeout_s"):
             Limits(timeout_s=None)  # type: ignore[arg-type]
 
     def test_replace(self):
+        """replace() returns Limits with the given change and refuses a name that is no limit."""
         limits = Limits().replace(timeout_s=2.5)
         assert limits.timeout_s == 2.5
         with pytest.raises(ValueError, match="nope"):
@@ -104,6 +114,7 @@ class TestLimits:
 
 class TestOutcomeAndResult:
     def test_outcome_values_are_lowercase_strings(self):
+        """Outcome values are the documented lowercase strings, in order, equal to those strings."""
         assert [o.value for o in Outcome] == [
             "ok",
             "error",
@@ -120,6 +131,7 @@ class TestOutcomeAndResult:
         assert Outcome.OK == "ok"
 
     def test_to_dict_is_json_serialisable(self):
+        """to_dict() of a result holding tuples, bytes and sets can be dumped as JSON."""
         result = SandboxResult(
             ok=True,
             value={"a": (1, 2), "b": b"\xff", "c": {3}},
@@ -132,6 +144,7 @@ class TestOutcomeAndResult:
         assert json.loads(text)["value"]["a"] == [1, 2]
 
     def test_failed_result_defaults(self):
+        """A failed result has empty output, no signal or traceback, and no warnings by default."""
         result = SandboxResult(ok=False, value=None, outcome=Outcome.TIMEOUT, error="x")
         assert result.stdout == "" and result.stderr == ""
         assert result.signal is None and result.traceback is None
@@ -271,22 +284,26 @@ class TestSandboxConfigSettings:
                 SandboxConfig.from_env({"SANDBOX_MAX_WARM_HOSTS": bad})
 
     def test_from_env_rejects_garbage_flag(self):
+        """SANDBOX_NO_NETWORK=maybe is refused with a message naming the variable."""
         with pytest.raises(ValueError, match="SANDBOX_NO_NETWORK"):
             SandboxConfig.from_env({"SANDBOX_NO_NETWORK": "maybe"})
 
 
 class TestPreload:
     def test_is_hashable_value(self):
+        """Preloads with the same target and args are equal and hash alike, lists or tuples."""
         assert Preload("a.b:c", [1, 2]) == Preload("a.b:c", (1, 2))
         assert len({Preload("a.b:c"), Preload("a.b:c", ())}) == 1
 
     def test_rejects_bad_target(self):
+        """A Preload target that is not a 'module.path:attribute' string is refused."""
         with pytest.raises(ValueError, match=r"module\.path:attribute"):
             Preload("no_colon")
         with pytest.raises(TypeError):
             Preload(print)  # type: ignore[arg-type]
 
     def test_rejects_unhashable_args(self):
+        """Preload args must be hashable: a list inside them is refused."""
         with pytest.raises(TypeError, match="hashable"):
             Preload("a:b", ([1],))
 

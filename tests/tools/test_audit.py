@@ -1,4 +1,4 @@
-"""The house-rule audit (tools/audit.py): each rule fires on a broken snippet, not on good code."""
+"""The house-rule audit (tools/audit/): each rule fires on a broken snippet, not on good code."""
 
 from __future__ import annotations
 
@@ -487,9 +487,9 @@ class TestImportCycleRule:
         allowed = frozenset({frozenset({"plugins_app.pool", "plugins_app.runner"})})
         assert self.cycles(tmp_path, allowed_cycles=allowed) == []
         write_tree(tmp_path, {"plugins_app/pool.py": "def submit(job):\n    return job\n"})
-        write_tree(tmp_path, {"tools/audit.py": "ALLOWED_IMPORT_CYCLES = ...\n"})
+        write_tree(tmp_path, {"tools/audit/cycles.py": "ALLOWED_IMPORT_CYCLES = ...\n"})
         (stale,) = self.cycles(tmp_path, allowed_cycles=allowed)
-        assert stale.startswith("tools/audit.py:1: PORTAL006 allowed import cycle")
+        assert stale.startswith("tools/audit/cycles.py:1: PORTAL006 allowed import cycle")
         assert "plugins_app.pool, plugins_app.runner no longer exists: remove it" in stale
 
     def test_allowed_pair_inside_a_larger_cycle__reported(self, tmp_path):
