@@ -32,11 +32,12 @@ class TestWiring:
         """The hook runs the linters, the audit, mypy and the suite on every commit."""
         config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
         entries = [hook["entry"] for repo in config["repos"] for hook in repo["hooks"]]
-        for needed in ("ruff check", "ruff format", "-m tools.audit", "make typecheck", "make test"):
+        needs = ("ruff check", "ruff format", "-m tools.audit", "make typecheck", "make test")
+        for needed in needs:
             assert any(needed in entry for entry in entries), needed
 
     def test_pre_commit__tests_without_outside_parts_ci_runs_all(self):
-        """The hook runs `make test-quick` (no browser, no portal processes); `make test` runs all."""
+        """The hook runs `make test-quick` (no browser, no portal process); `make test` all."""
         config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
         entries = [hook["entry"] for repo in config["repos"] for hook in repo["hooks"]]
         assert "make test-quick" in entries
