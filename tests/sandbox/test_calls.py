@@ -4,10 +4,6 @@ to the documented Outcome with an actionable message."""
 import json
 import os
 import sys
-from pathlib import Path
-
-# This branch has no conftest or pytest `pythonpath`; put the repo root on sys.path.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import pytest
 

@@ -1,11 +1,7 @@
 """Measuring a call's working directory (sandbox/zygote/disk.py): bounded steps, allocated sizes."""
 
 import os
-import sys
 from pathlib import Path
-
-# This branch has no conftest or pytest `pythonpath`; put the repo root on sys.path.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from sandbox.zygote.disk import DiskScan, tree_size
 

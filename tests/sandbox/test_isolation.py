@@ -7,10 +7,6 @@ import pwd
 import socket
 import sys
 import threading
-from pathlib import Path
-
-# This branch has no conftest or pytest `pythonpath`; put the repo root on sys.path.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import pytest
 

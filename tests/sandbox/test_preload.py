@@ -1,13 +1,8 @@
 """Preload: one warm host per distinct Preload value; calls fork from it and do not pay
 the warm-up again; failing warm-ups are reported, and retried at most once per call."""
 
-import sys
 import threading
 import time
-from pathlib import Path
-
-# This branch has no conftest or pytest `pythonpath`; put the repo root on sys.path.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import pytest
 

@@ -4,13 +4,8 @@ portal (gunicorn pre-fork), and no fd leaks in the portal."""
 import os
 import pickle
 import signal
-import sys
 import threading
 import time
-from pathlib import Path
-
-# This branch has no conftest or pytest `pythonpath`; put the repo root on sys.path.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import pytest
 

@@ -2,12 +2,8 @@
 the call returned in time, the result says what happened, and nothing it started is left."""
 
 import signal
-import sys
 import time
 from pathlib import Path
-
-# This branch has no conftest or pytest `pythonpath`; put the repo root on sys.path.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import pytest
 

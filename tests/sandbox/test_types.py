@@ -4,11 +4,6 @@ These run no process; they pin the contract other engineers code against.
 """
 
 import json
-import sys
-from pathlib import Path
-
-# This branch has no conftest or pytest `pythonpath`; put the repo root on sys.path.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import pytest
 
