@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-
-# Every test here starts portal processes of its own (docs/contributing.md, the hook).
-pytestmark = pytest.mark.portal_processes
+from django.core.exceptions import ImproperlyConfigured
 
 ROOT = Path(__file__).resolve().parents[2]
+SETTINGS_FILE = ROOT / "portal" / "settings.py"
+
+
+@pytest.fixture
+def settings_from(monkeypatch):
+    """The settings module evaluated afresh with these variables (no SECRET_KEY, no DEBUG)."""
+
+    def evaluate(**env: str) -> dict[str, Any]:
+        for name in ("SECRET_KEY", "DEBUG"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        return runpy.run_path(str(SETTINGS_FILE))
+
+    return evaluate
 
 
 def python_in_portal(code: str, **env: str) -> subprocess.CompletedProcess:
@@ -27,7 +42,8 @@ def python_in_portal(code: str, **env: str) -> subprocess.CompletedProcess:
     )
 
 
-class TestSettings:
+@pytest.mark.portal_processes
+class TestStart:
     def test_production_start_without_secret_key__refuses_clearly(self):
         """The WSGI entry point refuses to start without SECRET_KEY and says how to fix it."""
         result = python_in_portal("import portal.wsgi")
@@ -41,13 +57,6 @@ class TestSettings:
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == "up"
 
-    def test_debug__off_unless_asked(self):
-        """DEBUG is off by default and on only when asked for."""
-        code = "from django.conf import settings; print(settings.DEBUG)"
-        setup = "import django; django.setup(); "
-        assert python_in_portal(setup + code).stdout.strip() == "False"
-        assert python_in_portal(setup + code, DEBUG="1").stdout.strip() == "True"
-
     def test_sqlite__wal_mode_and_busy_timeout(self, tmp_path):
         """The embedded SQLite database runs in WAL mode with a busy timeout."""
         code = (
@@ -58,47 +67,55 @@ class TestSettings:
         result = python_in_portal(code, DATABASE_URL=f"sqlite:///{tmp_path / 'wal.sqlite3'}")
         assert result.stdout.split() == ["wal", "30000"], result.stderr
 
-    def test_bad_number_setting__refuses_with_the_variable_named(self):
-        """A typo in a numeric setting stops the start with the variable and a fix named."""
+    def test_bad_number_setting__stops_the_start_naming_the_variable(self):
+        """A typo in a numeric setting stops the start (exit 1, the message on stderr)."""
         result = python_in_portal("import django; django.setup()", PORTAL_RUN_WORKERS="four")
         assert result.returncode != 0
         assert "PORTAL_RUN_WORKERS='four' is not a positive int" in result.stderr
 
+
+class TestSettings:
+    def test_debug__off_unless_asked(self, settings_from):
+        """DEBUG is off by default and on only when asked for."""
+        assert settings_from()["DEBUG"] is False
+        assert settings_from(DEBUG="1")["DEBUG"] is True
+
+    def test_bad_number_setting__refuses_with_the_variable_named(self, settings_from):
+        """A typo in a numeric setting is refused with the variable and a fix named."""
+        with pytest.raises(
+            ImproperlyConfigured, match="PORTAL_RUN_WORKERS='four' is not a positive int"
+        ):
+            settings_from(PORTAL_RUN_WORKERS="four")
+
     @pytest.mark.parametrize("raw", ["nan", "inf", "-inf", "1e400"])
-    def test_non_finite_number_setting__refuses_with_the_variable_named(self, raw):
-        """nan or infinity in a numeric setting (it would stop the heartbeat) stops the start."""
-        result = python_in_portal("import django; django.setup()", PORTAL_RUN_HEARTBEAT_S=raw)
-        assert result.returncode != 0
-        assert f"PORTAL_RUN_HEARTBEAT_S={raw!r} is not a positive float" in result.stderr
+    def test_non_finite_number_setting__refuses_with_the_variable_named(self, raw, settings_from):
+        """nan or infinity in a numeric setting (it would stop the heartbeat) is refused."""
+        with pytest.raises(ImproperlyConfigured) as refused:
+            settings_from(PORTAL_RUN_HEARTBEAT_S=raw)
+        assert f"PORTAL_RUN_HEARTBEAT_S={raw!r} is not a positive float" in str(refused.value)
 
     @pytest.mark.parametrize(("heartbeat", "stale"), [("10", "20"), ("30", "60"), ("10", "5")])
-    def test_stale_after_within_two_heartbeats__refuses_naming_both(self, heartbeat, stale):
+    def test_stale_after_within_two_heartbeats__refuses_naming_both(
+        self, heartbeat, stale, settings_from
+    ):
         """A stale limit at or under two heartbeats would interrupt live runs: refused."""
-        result = python_in_portal(
-            "import django; django.setup()",
-            PORTAL_RUN_HEARTBEAT_S=heartbeat,
-            PORTAL_RUN_STALE_AFTER_S=stale,
-        )
-        assert result.returncode != 0
+        with pytest.raises(ImproperlyConfigured) as refused:
+            settings_from(PORTAL_RUN_HEARTBEAT_S=heartbeat, PORTAL_RUN_STALE_AFTER_S=stale)
         assert (
             f"PORTAL_RUN_STALE_AFTER_S={float(stale):g} must be more than twice "
             f"PORTAL_RUN_HEARTBEAT_S={float(heartbeat):g}"
-        ) in result.stderr
+        ) in str(refused.value)
 
-    def test_stale_after_over_two_heartbeats__starts(self):
+    def test_stale_after_over_two_heartbeats__starts(self, settings_from):
         """A stale limit above two heartbeats is accepted as given."""
-        code = (
-            "import django; django.setup(); from django.conf import settings; "
-            "print(settings.PORTAL_RUN_HEARTBEAT_S, settings.PORTAL_RUN_STALE_AFTER_S)"
-        )
-        result = python_in_portal(code, PORTAL_RUN_HEARTBEAT_S="10", PORTAL_RUN_STALE_AFTER_S="21")
-        assert result.stdout.split() == ["10.0", "21.0"], result.stderr
+        values = settings_from(PORTAL_RUN_HEARTBEAT_S="10", PORTAL_RUN_STALE_AFTER_S="21")
+        assert (values["PORTAL_RUN_HEARTBEAT_S"], values["PORTAL_RUN_STALE_AFTER_S"]) == (10, 21)
 
-    def test_unknown_executor__refuses_with_the_choices(self):
+    def test_unknown_executor__refuses_with_the_choices(self, settings_from):
         """An unknown executor name is refused with the two that exist."""
-        result = python_in_portal("import django; django.setup()", PORTAL_RUN_EXECUTOR="celery")
-        assert result.returncode != 0
-        assert "use 'thread'" in result.stderr and "'inline'" in result.stderr
+        with pytest.raises(ImproperlyConfigured) as refused:
+            settings_from(PORTAL_RUN_EXECUTOR="celery")
+        assert "use 'thread'" in str(refused.value) and "'inline'" in str(refused.value)
 
 
 def manage_in(var_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -120,6 +137,7 @@ def mode(path: Path) -> int:
     return path.stat().st_mode & 0o777
 
 
+@pytest.mark.portal_processes
 class TestLocalFiles:
     def test_fresh_migrate__database_key_and_directory_owner_only(self, tmp_path):
         """A first migrate creates var/ 0700 and the database and the secret key 0600."""
@@ -185,7 +203,8 @@ def production_start_exports() -> str:
     return "\n".join(line for line in block.splitlines() if line.startswith("export "))
 
 
-class TestProductionSecurity:
+@pytest.mark.portal_processes
+class TestProductionCheck:
     def test_readme_production_environment__check_deploy_has_no_warning(self, tmp_path):
         """`check --deploy` in the README's production environment passes at WARNING level."""
         exports = production_start_exports()
@@ -205,49 +224,62 @@ class TestProductionSecurity:
         assert result.returncode == 0, result.stdout + result.stderr
         assert "WARNINGS" not in result.stderr + result.stdout
 
-    def test_debug_off__hsts_and_secure_cookies_on(self):
-        """With DEBUG off, HSTS is a year with subdomains and preload, and cookies are Secure."""
-        code = (
-            "import django; django.setup(); from django.conf import settings as s; "
-            "print(s.SECURE_HSTS_SECONDS, s.SECURE_HSTS_INCLUDE_SUBDOMAINS, "
-            "s.SECURE_HSTS_PRELOAD, s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, "
-            "s.SECURE_SSL_REDIRECT, s.SECURE_PROXY_SSL_HEADER)"
-        )
-        result = python_in_portal(code)
-        expected = ["31536000", "True", "True", "True", "True", "False", "None"]
-        assert result.stdout.split() == expected, result.stderr
 
-    def test_environment__overrides_each_setting(self):
+SECURITY = (
+    "SECURE_HSTS_SECONDS",
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS",
+    "SECURE_HSTS_PRELOAD",
+    "SESSION_COOKIE_SECURE",
+    "CSRF_COOKIE_SECURE",
+    "SECURE_SSL_REDIRECT",
+    "SECURE_PROXY_SSL_HEADER",
+)
+
+
+class TestProductionSecurity:
+    def test_debug_off__hsts_and_secure_cookies_on(self, settings_from):
+        """With DEBUG off, HSTS is a year with subdomains and preload, and cookies are Secure."""
+        values = settings_from()
+        assert [values[name] for name in SECURITY] == [
+            31536000,
+            True,
+            True,
+            True,
+            True,
+            False,
+            None,
+        ]
+
+    def test_environment__overrides_each_setting(self, settings_from):
         """Each security setting follows its environment variable."""
-        code = (
-            "import django; django.setup(); from django.conf import settings as s; "
-            "print(s.SECURE_HSTS_SECONDS, s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, "
-            "s.SECURE_SSL_REDIRECT, s.SECURE_PROXY_SSL_HEADER)"
-        )
-        result = python_in_portal(
-            code,
+        values = settings_from(
             SECURE_HSTS_SECONDS="60",
+            SECURE_HSTS_INCLUDE_SUBDOMAINS="0",
+            SECURE_HSTS_PRELOAD="0",
             SESSION_COOKIE_SECURE="0",
             CSRF_COOKIE_SECURE="0",
             SECURE_SSL_REDIRECT="1",
             SECURE_PROXY_SSL_HEADER="HTTP_X_FORWARDED_PROTO,https",
         )
-        assert result.stdout.strip() == "60 False False True ('HTTP_X_FORWARDED_PROTO', 'https')", (
-            result.stderr
-        )
+        assert [values[name] for name in SECURITY] == [
+            60,
+            False,
+            False,
+            False,
+            False,
+            True,
+            ("HTTP_X_FORWARDED_PROTO", "https"),
+        ]
 
-    def test_debug_on__no_hsts_and_plain_cookies(self):
+    def test_debug_on__no_hsts_and_plain_cookies(self, settings_from):
         """Development (DEBUG on) over plain HTTP gets no HSTS and cookies that work on http."""
-        code = (
-            "import django; django.setup(); from django.conf import settings as s; "
-            "print(s.SECURE_HSTS_SECONDS, s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE)"
-        )
-        assert python_in_portal(code, DEBUG="1").stdout.split() == ["0", "False", "False"]
+        values = settings_from(DEBUG="1")
+        assert [values[name] for name in SECURITY[:5]] == [0, False, False, False, False]
 
     @pytest.mark.parametrize("raw", ["X_FORWARDED_PROTO", "HTTP_X_FORWARDED_PROTO", "a,b,c"])
-    def test_bad_proxy_header__refuses_with_the_format(self, raw):
-        """A proxy header not given as HEADER,VALUE stops the start and shows the format."""
-        result = python_in_portal("import django; django.setup()", SECURE_PROXY_SSL_HEADER=raw)
-        assert result.returncode != 0
-        assert "SECURE_PROXY_SSL_HEADER" in result.stderr
-        assert "HTTP_X_FORWARDED_PROTO,https" in result.stderr
+    def test_bad_proxy_header__refuses_with_the_format(self, raw, settings_from):
+        """A proxy header not given as HEADER,VALUE is refused, showing the format."""
+        with pytest.raises(ImproperlyConfigured) as refused:
+            settings_from(SECURE_PROXY_SSL_HEADER=raw)
+        assert "SECURE_PROXY_SSL_HEADER" in str(refused.value)
+        assert "HTTP_X_FORWARDED_PROTO,https" in str(refused.value)
