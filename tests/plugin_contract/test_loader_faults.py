@@ -21,7 +21,7 @@ from sandbox import (
     run_plugin_sandboxed,
     shutdown_sandbox,
 )
-from tests.test_plugin_host import load
+from tests.plugin_contract.test_loader import load
 
 CALL = "plugin_contract.loader:call_plugin"
 WARM = "plugin_contract.loader:warm_plugin"
