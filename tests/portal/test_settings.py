@@ -25,9 +25,8 @@ def settings_from(monkeypatch):
             monkeypatch.delenv(name, raising=False)
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        return runpy.run_path(
-            str(SETTINGS_FILE)
-        )  # audit: allow PORTAL001 the portal settings, never a plugin
+        path = str(SETTINGS_FILE)
+        return runpy.run_path(path)  # audit: allow PORTAL001 the portal's settings, no plugin
 
     return evaluate
 
