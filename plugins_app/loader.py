@@ -129,7 +129,7 @@ def reload_plugin(*, name: str, actor: str) -> Plugin:
     reconcile_interrupted()  # after a restart, orphaned runs would otherwise say "wait"
     running = Plugin.objects.filter(name=name).values_list("running_count", flat=True).first()
     if running:
-        raise IllegalTransition(reasons.reload_while_running(name, running))
+        raise IllegalTransition(reasons.reload_while_running(plugin=name, running=running))
     load_plugins(names=[name], actor=actor)
     try:
         return Plugin.objects.get(name=name)
@@ -178,9 +178,8 @@ def _load_guarded(spec: PluginSpec, *, preload: Preload | None = None) -> _Load:
     except Exception as exc:
         # One plugin's load must not stop the others': record it and go on.
         logger.exception("Loading plugin %s failed in the portal", spec.name)
-        return _Load(
-            spec, spec.name, "failed", reasons.load_internal_error(spec.name, type(exc).__name__)
-        )
+        reason = reasons.load_internal_error(plugin=spec.name, error_type=type(exc).__name__)
+        return _Load(spec, spec.name, "failed", reason)
 
 
 def _load_limits() -> Limits:
@@ -212,7 +211,9 @@ def _load_one(spec: PluginSpec, *, preload: Preload | None = None) -> _Load:
     try:
         report = untrusted.load_report(result.value, is_name=is_plugin_name, max_chars=REPORT_CHARS)
     except untrusted.MalformedReport as exc:
-        reason = reasons.load_report_malformed(spec.name, shorten(str(exc)), spec.source)
+        reason = reasons.load_report_malformed(
+            plugin=spec.name, problem=shorten(str(exc)), source=spec.source
+        )
         logger.warning("%s", reason)
         return _Load(spec, spec.name, "failed", reason)
     name = report.name or spec.name
@@ -235,7 +236,9 @@ def _load_one(spec: PluginSpec, *, preload: Preload | None = None) -> _Load:
         try:
             declared_limits(report.limits)
         except BAD_LIMITS as exc:
-            reason = reasons.invalid_declaration(name, shorten(f"limits: {exc}"), spec.source)
+            reason = reasons.invalid_declaration(
+                plugin=name, message=shorten(f"limits: {exc}"), source=spec.source
+            )
             return _Load(spec, name, "failed", reason, metadata)
         return _Load(spec, name, "ok", "", metadata)
     return _Load(spec, name, report.status, _report_reason(name, spec, report), metadata)
@@ -255,10 +258,12 @@ def _report_reason(name: str, spec: PluginSpec, report: untrusted.LoaderReport) 
     error_type = report.error_type or "Exception"
     where = report.where or None
     if report.stage == "declarations":
-        return reasons.invalid_declaration(name, message, spec.source)
+        return reasons.invalid_declaration(plugin=name, message=message, source=spec.source)
     if report.stage == "setup":
-        return reasons.setup_failed(name, error_type, message, where)
-    return reasons.import_failed(name, error_type, message, where)
+        return reasons.setup_failed(
+            plugin=name, error_type=error_type, message=message, where=where
+        )
+    return reasons.import_failed(plugin=name, error_type=error_type, message=message, where=where)
 
 
 def unavailable_reason(
@@ -274,25 +279,25 @@ def unavailable_reason(
 def _missing_reason(name: str, spec: PluginSpec, missing: untrusted.MissingItem) -> str:
     kind, item = missing.kind, missing.item
     if kind == "module":
-        return reasons.missing_module(item, name)
+        return reasons.missing_module(plugin=name, module=item)
     if kind == "library":
-        return reasons.missing_library(item, name)
+        return reasons.missing_library(plugin=name, library=item)
     if kind == "entry_point":
-        return reasons.missing_entry_point_module(item, name, spec.source)
+        return reasons.missing_entry_point_module(plugin=name, module=item, source=spec.source)
     if kind == "source":
-        return reasons.source_missing(name, item)
+        return reasons.source_missing(plugin=name, path=item)
     if kind == "env":
-        return reasons.env_missing(item, name, withheld=plugin_env.withheld(item))
+        return reasons.env_missing(plugin=name, var=item, withheld=plugin_env.withheld(item))
     if kind == "gpu":
-        return reasons.gpu_missing(name, missing.checked)
+        return reasons.gpu_missing(plugin=name, checked=missing.checked)
     path = missing.path or item
     if missing.problem == "unset_variable":
-        return reasons.model_file_unset_variable(item, name)
+        return reasons.model_file_unset_variable(plugin=name, declared=item)
     if missing.problem == "empty":
-        return reasons.model_file_empty(path, name)
+        return reasons.model_file_empty(plugin=name, path=path)
     if missing.problem == "unreadable":
-        return reasons.model_file_unreadable(path, name)
-    return reasons.model_file_missing(path, name)
+        return reasons.model_file_unreadable(plugin=name, path=path)
+    return reasons.model_file_missing(plugin=name, path=path)
 
 
 def _missing_words(missing: untrusted.MissingItem) -> str:
@@ -314,27 +319,28 @@ def _load_failure_reason(
     `alone`: the load ran in a sandbox host of its own, shared with no other load.
     """
     if result.outcome == Outcome.TIMEOUT:
-        return reasons.load_timed_out(name, limits.timeout_s)
+        return reasons.load_timed_out(plugin=name, timeout_s=limits.timeout_s)
     if result.outcome == Outcome.CRASHED:
-        return reasons.load_crashed(name, f"crashed the process with {result.signal or 'a signal'}")
+        how = f"crashed the process with {result.signal or 'a signal'}"
+        return reasons.load_crashed(plugin=name, how=how)
     if result.outcome == Outcome.MEMORY:
-        return reasons.load_crashed(name, "ran out of memory")
+        return reasons.load_crashed(plugin=name, how="ran out of memory")
     if result.outcome == Outcome.EXITED:
-        return reasons.load_crashed(name, f"ended the process with exit code {result.exit_code}")
+        how = f"ended the process with exit code {result.exit_code}"
+        return reasons.load_crashed(plugin=name, how=how)
     if result.outcome == Outcome.DISK_LIMIT:
-        return reasons.load_crashed(
-            name, f"wrote more than its {limits.disk_mb} MB disk budget (limits.disk_mb)"
-        )
+        how = f"wrote more than its {limits.disk_mb} MB disk budget (limits.disk_mb)"
+        return reasons.load_crashed(plugin=name, how=how)
     detail = shorten(result.error or str(result.outcome))
     if alone and result.outcome == Outcome.SANDBOX_FAILURE:
-        return reasons.load_lost_host(name, detail)
-    return reasons.load_sandbox_failure(name, detail)
+        return reasons.load_lost_host(plugin=name, detail=detail)
+    return reasons.load_sandbox_failure(plugin=name, detail=detail)
 
 
 def _record(name: str, group: list[_Load], actor: str) -> LoadReport:
     if len(group) > 1:
         sources = [load.spec.source for load in group]
-        reason = reasons.name_conflict(name, sources)
+        reason = reasons.name_conflict(plugin=name, sources=sources)
         logger.warning("%s", reason)
         return _write(
             name,
@@ -389,11 +395,12 @@ def _write(name: str, write: Any, *, source: str, actor: str) -> LoadReport:
         problems = "; ".join(
             f"{field}: {' '.join(messages)}" for field, messages in exc.message_dict.items()
         )
-        reason = reasons.invalid_declaration(name, shorten(problems), source)
+        reason = reasons.invalid_declaration(plugin=name, message=shorten(problems), source=source)
         return _record_failed(name, reason, source=source, actor=actor)
     except REFUSED_WRITES as exc:  # the database refused it: this plugin only, the rest load
         logger.exception("Storing the load of plugin %s failed", name)
-        reason = reasons.load_not_stored(name, shorten(f"{type(exc).__name__}: {exc}"))
+        problem = shorten(f"{type(exc).__name__}: {exc}")
+        reason = reasons.load_not_stored(plugin=name, problem=problem)
         return _record_failed(name, reason, source=source, actor=actor)
     discard_warm_host(name)
     return LoadReport(name, plugin.state, plugin.reason, plugin.source)
@@ -421,9 +428,9 @@ def _record_vanished(name: str, found: Discovery, actor: str) -> LoadReport | No
     source = plugin.source
     gone = source and "; " not in source and spec_for_source(source, discovery=found) is None
     if gone and not source.startswith("entry point: "):
-        reason = reasons.source_missing(name, source)
+        reason = reasons.source_missing(plugin=name, path=source)
     else:
-        reason = reasons.plugin_vanished(name, source, found.searched)
+        reason = reasons.plugin_vanished(plugin=name, source=source, searched=found.searched)
     return _write(
         name,
         lambda: services.plugin_mark_unavailable(name=name, reason=reason, actor=actor),

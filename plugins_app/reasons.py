@@ -13,45 +13,46 @@ from typing import Literal
 VAGUE_REASONS = frozenset({"error", "failed", "failure", "unknown", "crash", "crashed", "none"})
 
 
-def plugin_disabled(name: str, by: str, note: str) -> str:
+def plugin_disabled(*, plugin: str, by: str, note: str) -> str:
     why = f": {note}" if note else ""
     return (
-        f"Plugin '{name}' is disabled by {by or 'an operator'}{why} "
+        f"Plugin '{plugin}' is disabled by {by or 'an operator'}{why} "
         "(enable it in the admin or through the API to run it again)"
     )
 
 
-def plugin_unavailable_refusal(name: str, reason: str) -> str:
+def plugin_unavailable_refusal(*, plugin: str, reason: str) -> str:
+    why = reason or "its environment check failed"
     return (
-        f"Plugin '{name}' is UNAVAILABLE and cannot run: {reason or 'its environment check failed'}"
+        f"Plugin '{plugin}' is UNAVAILABLE and cannot run: {why}"
         " (fix the environment, then reload the plugin)"
     )
 
 
-def reload_while_running(name: str, running: int) -> str:
+def reload_while_running(*, plugin: str, running: int) -> str:
     return (
-        f"Plugin '{name}' has {running} run(s) in progress and cannot be reloaded now "
+        f"Plugin '{plugin}' has {running} run(s) in progress and cannot be reloaded now "
         "(wait for them to finish, then reload)"
     )
 
 
-def run_interrupted(name: str, run_id: int, worker: str, last_seen: datetime | None) -> str:
+def run_interrupted(*, plugin: str, run_id: int, worker: str, last_seen: datetime | None) -> str:
     seen = last_seen.strftime("%Y-%m-%d %H:%M:%S UTC") if last_seen else "an unknown time"
     return (
-        f"Run {run_id} of plugin '{name}' was interrupted: the process running it "
+        f"Run {run_id} of plugin '{plugin}' was interrupted: the process running it "
         f"({worker or 'unknown worker'}) stopped responding, last seen at {seen} "
         "(the server or worker was killed or restarted; rerun the plugin)"
     )
 
 
-def run_interrupted_here(name: str, run_id: int, cause: str) -> str:
+def run_interrupted_here(*, plugin: str, run_id: int, cause: str) -> str:
     return (
-        f"Run {run_id} of plugin '{name}' was interrupted in the process running it "
+        f"Run {run_id} of plugin '{plugin}' was interrupted in the process running it "
         f"({cause}, such as Ctrl-C or a shutdown) before it finished (rerun the plugin)"
     )
 
 
-def counters_reset(successes: int, errors: int, consecutive: int, note: str) -> str:
+def counters_reset(*, successes: int, errors: int, consecutive: int, note: str) -> str:
     why = f": {note}" if note else ""
     return (
         f"Counters reset from {successes} successes, {errors} errors, "
@@ -94,56 +95,56 @@ def pip_name(module: str) -> str:
     return PIP_NAMES.get(top, top)
 
 
-def missing_module(module: str, plugin: str) -> str:
+def missing_module(*, plugin: str, module: str) -> str:
     return (
         f"Missing Python module '{module}' required by plugin '{plugin}' "
         f"(install with: pip install {pip_name(module)})"
     )
 
 
-def missing_library(library: str, plugin: str) -> str:
+def missing_library(*, plugin: str, library: str) -> str:
     return (
         f"Missing system library '{library}' required by plugin '{plugin}' (install the system "
         f"library {library}, e.g. with your OS package manager, then reload)"
     )
 
 
-def missing_entry_point_module(module: str, plugin: str, source: str) -> str:
+def missing_entry_point_module(*, plugin: str, module: str, source: str) -> str:
     return (
         f"Plugin '{plugin}' comes from {source}, but its module '{module}' is not installed "
         "(reinstall the distribution that provides it, then reload the plugin)"
     )
 
 
-def gpu_missing(plugin: str, checked: str) -> str:
+def gpu_missing(*, plugin: str, checked: str) -> str:
     return (
         f"Plugin '{plugin}' requires a CUDA GPU but none was found ({checked}); "
         "run the portal on a machine with a CUDA GPU and its driver, then reload the plugin"
     )
 
 
-def model_file_missing(path: str, plugin: str) -> str:
+def model_file_missing(*, plugin: str, path: str) -> str:
     return (
         f"Model file not found: {path} (declared in requires.files of plugin '{plugin}'); "
         "put the file there, then reload the plugin"
     )
 
 
-def model_file_empty(path: str, plugin: str) -> str:
+def model_file_empty(*, plugin: str, path: str) -> str:
     return (
         f"Model file is empty: {path} (declared in requires.files of plugin '{plugin}'); "
         "download or copy the complete file again, then reload the plugin"
     )
 
 
-def model_file_unreadable(path: str, plugin: str) -> str:
+def model_file_unreadable(*, plugin: str, path: str) -> str:
     return (
         f"Model file is not readable by the portal: {path} (declared in requires.files of "
         f"plugin '{plugin}'); fix its permissions, then reload the plugin"
     )
 
 
-def model_file_unset_variable(declared: str, plugin: str) -> str:
+def model_file_unset_variable(*, plugin: str, declared: str) -> str:
     return (
         f"Model file path '{declared}' of plugin '{plugin}' uses an environment variable that "
         "is not set (set it in the portal's environment, then reload the plugin)"
@@ -151,7 +152,7 @@ def model_file_unset_variable(declared: str, plugin: str) -> str:
 
 
 def env_missing(
-    var: str, plugin: str, *, withheld: Literal["secret", "denied"] | None = None
+    *, plugin: str, var: str, withheld: Literal["secret", "denied"] | None = None
 ) -> str:
     if withheld == "secret":
         return (
@@ -171,14 +172,14 @@ def env_missing(
     )
 
 
-def source_missing(plugin: str, path: str) -> str:
+def source_missing(*, plugin: str, path: str) -> str:
     return (
         f"Plugin '{plugin}' is gone: {path} no longer exists (restore it and reload; "
         "the plugin's history is kept meanwhile)"
     )
 
 
-def plugin_vanished(plugin: str, source: str, searched: str) -> str:
+def plugin_vanished(*, plugin: str, source: str, searched: str) -> str:
     was = f" (it was loaded from {source})" if source else ""
     return (
         f"Plugin '{plugin}' was not found in {searched}{was}; restore it or fix "
@@ -186,9 +187,9 @@ def plugin_vanished(plugin: str, source: str, searched: str) -> str:
     )
 
 
-def name_conflict(name: str, sources: list[str]) -> str:
+def name_conflict(*, plugin: str, sources: list[str]) -> str:
     return (
-        f"Plugin name '{name}' is provided by {len(sources)} sources: {'; '.join(sources)}; "
+        f"Plugin name '{plugin}' is provided by {len(sources)} sources: {'; '.join(sources)}; "
         "none of them is used (rename or remove all but one, then reload)"
     )
 
@@ -197,28 +198,28 @@ def _at(where: str | None) -> str:
     return f" at {where}" if where else ""
 
 
-def import_failed(plugin: str, error_type: str, message: str, where: str | None) -> str:
+def import_failed(*, plugin: str, error_type: str, message: str, where: str | None) -> str:
     return (
         f"Plugin '{plugin}' failed to import: {error_type}: {message}{_at(where)} "
         "(fix the code, then reload the plugin)"
     )
 
 
-def setup_failed(plugin: str, error_type: str, message: str, where: str | None) -> str:
+def setup_failed(*, plugin: str, error_type: str, message: str, where: str | None) -> str:
     return (
         f"setup() of plugin '{plugin}' raised {error_type}: {message}{_at(where)} "
         "(fix the cause, then reload the plugin)"
     )
 
 
-def invalid_declaration(plugin: str, message: str, source: str) -> str:
+def invalid_declaration(*, plugin: str, message: str, source: str) -> str:
     return (
         f"Plugin '{plugin}' has an invalid declaration: {message} "
         f"(fix it in {source}, then reload the plugin)"
     )
 
 
-def load_timed_out(plugin: str, timeout_s: float) -> str:
+def load_timed_out(*, plugin: str, timeout_s: float) -> str:
     return (
         f"Loading plugin '{plugin}' did not finish within {timeout_s:g} s: its import or "
         "setup() hangs or is very slow (fix it, or raise PORTAL_PLUGIN_LOAD_TIMEOUT_S, "
@@ -226,14 +227,14 @@ def load_timed_out(plugin: str, timeout_s: float) -> str:
     )
 
 
-def load_crashed(plugin: str, how: str) -> str:
+def load_crashed(*, plugin: str, how: str) -> str:
     return (
         f"Loading plugin '{plugin}' {how} during its import or setup() "
         "(see the portal log for its stderr, fix the plugin, then reload it)"
     )
 
 
-def load_lost_host(plugin: str, detail: str) -> str:
+def load_lost_host(*, plugin: str, detail: str) -> str:
     return (
         f"Loading plugin '{plugin}' lost the sandbox host that ran it, also in a host of its "
         f"own: {detail} (its import or setup() may be killing the process that loads it: fix "
@@ -241,7 +242,7 @@ def load_lost_host(plugin: str, detail: str) -> str:
     )
 
 
-def load_report_malformed(plugin: str, problem: str, source: str) -> str:
+def load_report_malformed(*, plugin: str, problem: str, source: str) -> str:
     return (
         f"The sandbox's load report for plugin '{plugin}' is malformed: {problem} (its code "
         f"may tamper with the portal's loader: check {source or 'its source'}, fix it, then "
@@ -249,7 +250,7 @@ def load_report_malformed(plugin: str, problem: str, source: str) -> str:
     )
 
 
-def load_not_stored(plugin: str, problem: str) -> str:
+def load_not_stored(*, plugin: str, problem: str) -> str:
     return (
         f"What loading plugin '{plugin}' found could not be stored: the database refused it "
         f"({problem}) (it is recorded as FAILED without what it declared; see the portal log "
@@ -257,7 +258,7 @@ def load_not_stored(plugin: str, problem: str) -> str:
     )
 
 
-def load_internal_error(plugin: str, error_type: str) -> str:
+def load_internal_error(*, plugin: str, error_type: str) -> str:
     return (
         f"The portal failed to process the load of plugin '{plugin}' ({error_type}; a bug in "
         "the portal or a report it did not expect): see the portal log for the traceback, "
@@ -265,7 +266,7 @@ def load_internal_error(plugin: str, error_type: str) -> str:
     )
 
 
-def load_sandbox_failure(plugin: str, detail: str) -> str:
+def load_sandbox_failure(*, plugin: str, detail: str) -> str:
     return (
         f"The sandbox could not load plugin '{plugin}': {detail} "
         "(check the portal log, then reload the plugin)"
@@ -275,39 +276,39 @@ def load_sandbox_failure(plugin: str, detail: str) -> str:
 # --- Runs (built from the sandbox's result) -------------------------------------------------
 
 
-def run_raised(plugin: str, error_type: str, message: str, where: str | None) -> str:
+def run_raised(*, plugin: str, error_type: str, message: str, where: str | None) -> str:
     return (
         f"Plugin '{plugin}' raised {error_type} in run(): {message}{_at(where)} "
         "(see the run's traceback; fix the plugin or its input, then rerun)"
     )
 
 
-def run_bad_params(plugin: str, message: str) -> str:
+def run_bad_params(*, plugin: str, message: str) -> str:
     return f"Bad params for plugin '{plugin}': {message} (fix the params, then run it again)"
 
 
-def run_load_failed(plugin: str, message: str) -> str:
+def run_load_failed(*, plugin: str, message: str) -> str:
     return (
         f"Plugin '{plugin}' could not be imported or set up for this run: {message} "
         "(fix it, then reload the plugin)"
     )
 
 
-def run_warmup_failed(plugin: str, detail: str) -> str:
+def run_warmup_failed(*, plugin: str, detail: str) -> str:
     return (
         f"Plugin '{plugin}' could not be prepared for this run: its import or setup() in the "
         f"warm host {detail} (fix the plugin's import or setup(), then reload the plugin)"
     )
 
 
-def run_timed_out(plugin: str, timeout_s: float) -> str:
+def run_timed_out(*, plugin: str, timeout_s: float) -> str:
     return (
         f"Plugin '{plugin}' did not finish within its {timeout_s:g} s timeout and was stopped "
         "(raise limits.timeout_s in the plugin, or pass a longer timeout, if the work needs it)"
     )
 
 
-def run_cpu_exceeded(plugin: str, cpu_s: float | None) -> str:
+def run_cpu_exceeded(*, plugin: str, cpu_s: float | None) -> str:
     limit = f"{cpu_s:g} s" if cpu_s else "its"
     return (
         f"Plugin '{plugin}' used more than {limit} of CPU time and was stopped "
@@ -315,7 +316,7 @@ def run_cpu_exceeded(plugin: str, cpu_s: float | None) -> str:
     )
 
 
-def run_out_of_memory(plugin: str, memory_mb: int | None, peak_rss_kb: int | None) -> str:
+def run_out_of_memory(*, plugin: str, memory_mb: int | None, peak_rss_kb: int | None) -> str:
     limit = f"its {memory_mb} MB memory limit" if memory_mb else "the available memory"
     peak = f" (peak {peak_rss_kb // 1024} MB resident)" if peak_rss_kb else ""
     return (
@@ -324,7 +325,7 @@ def run_out_of_memory(plugin: str, memory_mb: int | None, peak_rss_kb: int | Non
     )
 
 
-def run_crashed(plugin: str, signal: str | None, exit_code: int | None) -> str:
+def run_crashed(*, plugin: str, signal: str | None, exit_code: int | None) -> str:
     if signal:
         how = f"signal {signal}"
     else:
@@ -335,7 +336,7 @@ def run_crashed(plugin: str, signal: str | None, exit_code: int | None) -> str:
     )
 
 
-def run_exited(plugin: str, exit_code: int | None) -> str:
+def run_exited(*, plugin: str, exit_code: int | None) -> str:
     code = f" with exit code {exit_code}" if exit_code is not None else ""
     return (
         f"Plugin '{plugin}' ended its process{code} during run() without returning a result "
@@ -343,14 +344,14 @@ def run_exited(plugin: str, exit_code: int | None) -> str:
     )
 
 
-def run_result_too_large(plugin: str, detail: str) -> str:
+def run_result_too_large(*, plugin: str, detail: str) -> str:
     return (
         f"Plugin '{plugin}' returned a result that is too large: {detail} "
         "(return less data, or raise limits.result_bytes)"
     )
 
 
-def run_disk_exceeded(plugin: str, disk_mb: int | None, used_kb: int | None) -> str:
+def run_disk_exceeded(*, plugin: str, disk_mb: int | None, used_kb: int | None) -> str:
     written = f"wrote {used_kb // 1024} MB" if used_kb is not None else "wrote more"
     budget = f"its {disk_mb} MB disk budget" if disk_mb else "its disk budget"
     return (
@@ -360,21 +361,21 @@ def run_disk_exceeded(plugin: str, disk_mb: int | None, used_kb: int | None) -> 
     )
 
 
-def run_unserialisable(plugin: str, detail: str) -> str:
+def run_unserialisable(*, plugin: str, detail: str) -> str:
     return (
         f"Plugin '{plugin}' returned a value that is not JSON-serialisable: {detail} "
         "(return dicts, lists, strings, numbers, booleans or None)"
     )
 
 
-def run_sandbox_failure(plugin: str, detail: str) -> str:
+def run_sandbox_failure(*, plugin: str, detail: str) -> str:
     return (
         f"The sandbox failed while running plugin '{plugin}': {detail} "
         "(check the portal log, then rerun)"
     )
 
 
-def run_outcome_not_stored(plugin: str, run_id: int, status: str, problem: str) -> str:
+def run_outcome_not_stored(*, plugin: str, run_id: int, status: str, problem: str) -> str:
     return (
         f"The outcome of run {run_id} of plugin '{plugin}' ({status or 'unknown'}) could not "
         f"be stored: the database refused it ({problem}) (the run is recorded as failed "
@@ -383,7 +384,7 @@ def run_outcome_not_stored(plugin: str, run_id: int, status: str, problem: str) 
     )
 
 
-def run_output_changed(plugin: str, changes: list[str]) -> str:
+def run_output_changed(*, plugin: str, changes: list[str]) -> str:
     """A run's warning: what the portal changed in a plugin's output so it could store it."""
     return (
         f"Plugin '{plugin}' produced values the registry cannot store as they are; they were "
@@ -393,12 +394,12 @@ def run_output_changed(plugin: str, changes: list[str]) -> str:
     )
 
 
-def run_internal_error(plugin: str, error_type: str) -> str:
+def run_internal_error(*, plugin: str, error_type: str) -> str:
     return (
         f"The portal failed to run plugin '{plugin}' ({error_type}; a bug in the portal, "
         "not the plugin): see the portal log for the traceback, then rerun"
     )
 
 
-def invalid_params(problem: str) -> str:
+def invalid_params(*, problem: str) -> str:
     return f'Invalid params: {problem} (pass a JSON object such as {{"seconds": 2}})'

@@ -74,7 +74,7 @@ def outcome_from_result(
         outcome = services.RunOutcome(status=status, reason=untrusted.line(reason).value, **facts)
     warnings = [untrusted.line(warning, limit=MESSAGE_CHARS).value for warning in result.warnings]
     if changes:
-        warnings.append(reasons.run_output_changed(name, changes))
+        warnings.append(reasons.run_output_changed(plugin=name, changes=changes))
     return dataclasses.replace(outcome, warnings=tuple(warnings))
 
 
@@ -117,7 +117,7 @@ def _succeeded(
             text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
         facts.update(outcome=Outcome.UNSERIALISABLE.value, error_type=type(exc).__name__)
-        reason = reasons.run_unserialisable(name, shorten(str(exc)))
+        reason = reasons.run_unserialisable(plugin=name, detail=shorten(str(exc)))
         return services.RunOutcome(status=RunStatus.FAILED, reason=reason, **facts), []
     if len(text) > RESULT_STORE_CHARS:
         truncated = services.RunOutcome(
@@ -141,43 +141,50 @@ def _failed(
         crashed = outcome in (Outcome.CRASHED, Outcome.MEMORY)
         status = RunStatus.CRASHED if crashed else RunStatus.FAILED
         what = result.host_failure or result.error or outcome.value
-        return status, reasons.run_warmup_failed(name, shorten(what))
+        return status, reasons.run_warmup_failed(plugin=name, detail=shorten(what))
     if outcome == Outcome.TIMEOUT:
         if result.limit == "cpu_s":
-            return RunStatus.TIMED_OUT, reasons.run_cpu_exceeded(name, limits.cpu_s)
-        return RunStatus.TIMED_OUT, reasons.run_timed_out(name, limits.timeout_s)
+            return RunStatus.TIMED_OUT, reasons.run_cpu_exceeded(plugin=name, cpu_s=limits.cpu_s)
+        return RunStatus.TIMED_OUT, reasons.run_timed_out(plugin=name, timeout_s=limits.timeout_s)
     if outcome == Outcome.MEMORY:
         return RunStatus.CRASHED, reasons.run_out_of_memory(
-            name, limits.memory_mb, result.peak_rss_kb
+            plugin=name, memory_mb=limits.memory_mb, peak_rss_kb=result.peak_rss_kb
         )
     if outcome == Outcome.CRASHED:
-        return RunStatus.CRASHED, reasons.run_crashed(name, result.signal, result.exit_code)
+        return RunStatus.CRASHED, reasons.run_crashed(
+            plugin=name, signal=result.signal, exit_code=result.exit_code
+        )
     if outcome == Outcome.EXITED:
-        return RunStatus.FAILED, reasons.run_exited(name, result.exit_code)
+        return RunStatus.FAILED, reasons.run_exited(plugin=name, exit_code=result.exit_code)
     if outcome == Outcome.DISK_LIMIT:
         return RunStatus.FAILED, reasons.run_disk_exceeded(
-            name, limits.disk_mb, result.disk_used_kb
+            plugin=name, disk_mb=limits.disk_mb, used_kb=result.disk_used_kb
         )
     if outcome == Outcome.OUTPUT_LIMIT:
         detail = f"more than limits.result_bytes ({limits.result_bytes} bytes) as JSON"
-        return RunStatus.FAILED, reasons.run_result_too_large(name, detail)
+        return RunStatus.FAILED, reasons.run_result_too_large(plugin=name, detail=detail)
     if outcome == Outcome.UNSERIALISABLE:
-        return RunStatus.FAILED, reasons.run_unserialisable(name, _message(result))
+        return RunStatus.FAILED, reasons.run_unserialisable(plugin=name, detail=_message(result))
     if outcome == Outcome.ERROR:
         return RunStatus.FAILED, _error_reason(name, result, plugin_root)
     return RunStatus.FAILED, reasons.run_sandbox_failure(
-        name, shorten(result.error or outcome.value)
+        plugin=name, detail=shorten(result.error or outcome.value)
     )
 
 
 def _error_reason(name: str, result: SandboxResult, plugin_root: str) -> str:
     if result.fault == Fault.PARAMS:
-        return reasons.run_bad_params(name, _message(result))
+        return reasons.run_bad_params(plugin=name, message=_message(result))
     if result.fault == Fault.LOAD:
-        return reasons.run_load_failed(name, _message(result))
+        return reasons.run_load_failed(plugin=name, message=_message(result))
     error_type = untrusted.line(result.error_type or "Exception", limit=ERROR_TYPE_CHARS).value
     where = _own_frame(result.frames, plugin_root)
-    return reasons.run_raised(name, error_type, _message(result), where and shorten(where))
+    return reasons.run_raised(
+        plugin=name,
+        error_type=error_type,
+        message=_message(result),
+        where=where and shorten(where),
+    )
 
 
 def _message(result: SandboxResult) -> str:

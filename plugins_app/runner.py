@@ -107,7 +107,9 @@ def execute_run(run_id: int, *, timeout_s: float | None = None) -> PluginRun:
                 status=RunStatus.FAILED,
                 outcome=Outcome.SANDBOX_FAILURE.value,
                 error_type=type(exc).__name__,
-                reason=reasons.run_internal_error(plugin.name, type(exc).__name__),
+                reason=reasons.run_internal_error(
+                    plugin=plugin.name, error_type=type(exc).__name__
+                ),
                 traceback=traceback.format_exc(),
             )
         except BaseException as exc:
@@ -128,7 +130,9 @@ def _finish(run_id: int, name: str, outcome: services.RunOutcome) -> PluginRun:
             status=RunStatus.FAILED,
             outcome=outcome.outcome,
             error_type="OutcomeNotStored",
-            reason=reasons.run_outcome_not_stored(name, run_id, outcome.status.value, problem),
+            reason=reasons.run_outcome_not_stored(
+                plugin=name, run_id=run_id, status=outcome.status.value, problem=problem
+            ),
             duration_ms=outcome.duration_ms,
         )
         # A second refusal means the database itself is failing: the caller sees that error.
@@ -140,7 +144,7 @@ def _finish_interrupted(run_id: int, name: str, exc: BaseException) -> None:
         status=RunStatus.INTERRUPTED,
         outcome=RunOutcomeKind.INTERRUPTED,
         error_type=type(exc).__name__,
-        reason=reasons.run_interrupted_here(name, run_id, type(exc).__name__),
+        reason=reasons.run_interrupted_here(plugin=name, run_id=run_id, cause=type(exc).__name__),
     )
     try:
         services.run_finish(run_id=run_id, outcome=outcome)
@@ -168,9 +172,10 @@ def _unavailable_if_gone(name: str, actor: str) -> None:
     if not source or "; " in source or spec_for_source(source) is not None:
         return  # unknown (run_queue says so), a name conflict (already UNAVAILABLE), or there
     if source.startswith(ENTRY_POINT_PREFIX):
-        reason = reasons.plugin_vanished(name, source, f"the '{ENTRY_POINT_GROUP}' entry points")
+        searched = f"the '{ENTRY_POINT_GROUP}' entry points"
+        reason = reasons.plugin_vanished(plugin=name, source=source, searched=searched)
     else:
-        reason = reasons.source_missing(name, source)
+        reason = reasons.source_missing(plugin=name, path=source)
     try:
         services.plugin_mark_unavailable(name=name, reason=reason, actor=actor)
     except IllegalTransition:
@@ -187,7 +192,7 @@ def _call(
             status=RunStatus.FAILED,
             outcome=RunOutcomeKind.MISSING,
             error_type="PluginSourceMissing",
-            reason=reasons.source_missing(plugin.name, plugin.source),
+            reason=reasons.source_missing(plugin=plugin.name, path=plugin.source),
         )
     try:
         limits = declared_limits(plugin.limits or {})
@@ -196,7 +201,9 @@ def _call(
             status=RunStatus.FAILED,
             outcome=RunOutcomeKind.INVALID_DECLARATION,
             error_type="InvalidDeclaration",
-            reason=reasons.invalid_declaration(plugin.name, f"limits: {exc}", plugin.source),
+            reason=reasons.invalid_declaration(
+                plugin=plugin.name, message=f"limits: {exc}", source=plugin.source
+            ),
         )
     if timeout_s is not None:
         limits = limits.replace(timeout_s=timeout_s)
@@ -228,18 +235,18 @@ def _missing_at_call(result: SandboxResult) -> tuple[untrusted.MissingItem, ...]
 
 def _checked_params(params: Any) -> dict[str, Any]:
     if not isinstance(params, dict):
-        raise InvalidParams(reasons.invalid_params(f"got {type(params).__name__}, not an object"))
+        problem = f"got {type(params).__name__}, not an object"
+        raise InvalidParams(reasons.invalid_params(problem=problem))
     bad_keys = [key for key in params if not isinstance(key, str) or not key.isidentifier()]
     if bad_keys:
-        raise InvalidParams(
-            reasons.invalid_params(
-                f"parameter names must be Python identifiers, not {', '.join(map(repr, bad_keys))}"
-            )
-        )
+        listed = ", ".join(map(repr, bad_keys))
+        problem = f"parameter names must be Python identifiers, not {listed}"
+        raise InvalidParams(reasons.invalid_params(problem=problem))
     try:
         return json.loads(json.dumps(params, allow_nan=False))
     except (TypeError, ValueError) as exc:
-        raise InvalidParams(reasons.invalid_params(f"not JSON-serialisable ({exc})")) from None
+        problem = f"not JSON-serialisable ({exc})"
+        raise InvalidParams(reasons.invalid_params(problem=problem)) from None
 
 
 def _checked_timeout(timeout_s: Any) -> None:

@@ -132,7 +132,9 @@ def plugin_register(*, name: str, metadata: PluginMetadata, actor: str) -> Plugi
     if plugin is None:
         return _plugin_create(name=name, state=PluginState.LOADED, reason="", actor=actor, **fields)
     if plugin.running_count:
-        raise IllegalTransition(reasons.reload_while_running(name, plugin.running_count))
+        raise IllegalTransition(
+            reasons.reload_while_running(plugin=name, running=plugin.running_count)
+        )
     _transition(plugin, PluginState.LOADED, reason="", actor=actor, extra_fields=fields)
     return plugin
 
@@ -223,16 +225,20 @@ def _mark_broken(
     if plugin is None:
         return _plugin_create(name=name, state=state, reason=reason, actor=actor, **extra)
     if plugin.running_count:
-        raise IllegalTransition(reasons.reload_while_running(name, plugin.running_count))
+        raise IllegalTransition(
+            reasons.reload_while_running(plugin=name, running=plugin.running_count)
+        )
     _transition(plugin, state, reason=reason, actor=actor, always_record=True, extra_fields=extra)
     return plugin
 
 
 def _refusal(plugin: Plugin) -> str | None:
     if not plugin.enabled:
-        return reasons.plugin_disabled(plugin.name, plugin.disabled_by, plugin.disabled_note)
+        return reasons.plugin_disabled(
+            plugin=plugin.name, by=plugin.disabled_by, note=plugin.disabled_note
+        )
     if plugin.state == PluginState.UNAVAILABLE:
-        return reasons.plugin_unavailable_refusal(plugin.name, plugin.reason)
+        return reasons.plugin_unavailable_refusal(plugin=plugin.name, reason=plugin.reason)
     return None
 
 
@@ -381,7 +387,7 @@ def run_refuse_unavailable(*, run_id: int, reason: str, actor: str | None = None
     PluginRun.objects.filter(pk=run.pk).update(
         status=RunStatus.FAILED,
         outcome="refused",
-        reason=reasons.plugin_unavailable_refusal(plugin.name, reason),
+        reason=reasons.plugin_unavailable_refusal(plugin=plugin.name, reason=reason),
         finished_at=now,
         heartbeat_at=now,
     )
@@ -419,7 +425,9 @@ def runs_reconcile_interrupted(
     finished = []
     for run_id in stale_ids:
         run = PluginRun.objects.select_related("plugin").get(pk=run_id)
-        reason = reasons.run_interrupted(run.plugin.name, run.pk, run.worker, run.heartbeat_at)
+        reason = reasons.run_interrupted(
+            plugin=run.plugin.name, run_id=run.pk, worker=run.worker, last_seen=run.heartbeat_at
+        )
         outcome = RunOutcome(
             status=RunStatus.INTERRUPTED,
             outcome=RunOutcomeKind.INTERRUPTED,

@@ -345,7 +345,7 @@ class PluginAdmin(admin.ModelAdmin):
         pipeline.reconcile_interrupted()  # runs of a killed process are not "in progress"
         busy = dict(queryset.filter(running_count__gt=0).values_list("name", "running_count"))
         for name, running in sorted(busy.items()):
-            why = reasons.reload_while_running(name, running)
+            why = reasons.reload_while_running(plugin=name, running=running)
             self.message_user(request, f"Could not reload '{name}': {why}", messages.ERROR)
         names = [name for name in self._names(queryset) if name not in busy]
         if names:

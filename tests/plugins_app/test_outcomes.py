@@ -55,7 +55,10 @@ def finished_statuses() -> list[RunStatus]:
 def reason_for(status: RunStatus) -> str:
     if status == RunStatus.SUCCEEDED:
         return ""
-    return reasons.run_interrupted("p", 1, "worker:1", None) + f" [{status}]"
+    return (
+        reasons.run_interrupted(plugin="p", run_id=1, worker="worker:1", last_seen=None)
+        + f" [{status}]"
+    )
 
 
 def record_outcome(outcome: services.RunOutcome) -> PluginRun:

@@ -189,6 +189,6 @@ class TestWarmUpFailures:
         )
         mapped = outcome_from_result("p", failure, LIMITS)
         assert mapped.status == status
-        assert mapped.reason == reasons.run_warmup_failed("p", why)
+        assert mapped.reason == reasons.run_warmup_failed(plugin="p", detail=why)
         assert "timeout_s" not in mapped.reason and "in run()" not in mapped.reason
         assert reasons.is_actionable(mapped.reason)

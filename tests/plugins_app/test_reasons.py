@@ -41,6 +41,13 @@ NOT_REASONS = {
 }
 
 
+# Builders whose sentence is about no one plugin, and why.
+PLUGINLESS = {
+    "counters_reset": "summarises counters; the event row names the plugin",
+    "invalid_params": "about a request's params, refused before any plugin is involved",
+}
+
+
 def builders() -> list[Callable[..., str]]:
     """Every public function reasons.py defines, except the helpers named in NOT_REASONS."""
     return [
@@ -147,6 +154,42 @@ class TestBuilders:
         assert (
             reason == "Counters reset from 4 successes, 2 errors, 1 consecutive failures: after fix"
         )
+
+
+class TestBuilderSignatures:
+    @pytest.mark.parametrize("builder", builders(), ids=lambda builder: builder.__name__)
+    def test_every_parameter__keyword_only(self, builder):
+        """No builder takes a positional argument, so a swapped pair is a TypeError."""
+        kinds = {p.name: p.kind for p in inspect.signature(builder).parameters.values()}
+        positional = [
+            name for name, kind in kinds.items() if kind != inspect.Parameter.KEYWORD_ONLY
+        ]
+        assert positional == [], builder.__name__
+
+    @pytest.mark.parametrize(
+        "builder",
+        [b for b in builders() if b.__name__ not in PLUGINLESS],
+        ids=lambda builder: builder.__name__,
+    )
+    def test_plugin__first_parameter_and_named_in_reason(self, builder):
+        """A builder about a plugin takes it as `plugin=`, first, and names it in quotes."""
+        assert next(iter(inspect.signature(builder).parameters)) == "plugin", builder.__name__
+        for arguments, reason in calls(builder):
+            if arguments["plugin"]:
+                assert f"'{arguments['plugin']}'" in reason, (builder.__name__, reason)
+
+    def test_swapped_pair__refused(self):
+        """Passing the module and the plugin positionally, in either order, is refused."""
+        with pytest.raises(TypeError):
+            reasons.missing_module("torch", "yolo")  # type: ignore[misc]
+        assert reasons.missing_module(plugin="yolo", module="torch") == (
+            "Missing Python module 'torch' required by plugin 'yolo' "
+            "(install with: pip install torch)"
+        )
+
+    def test_pluginless_builders__exist(self):
+        """Every builder listed as about no plugin is still a builder (the list stays true)."""
+        assert set(PLUGINLESS) <= {b.__name__ for b in builders()}
 
 
 def registry_reasons() -> list[tuple[str, str]]:

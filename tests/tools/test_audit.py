@@ -347,12 +347,13 @@ class TestReasonRule:
             from plugins_app import reasons, services
 
             def fail(name, result):
-                why = reasons.plugin_disabled(name, "user:ann", "")
+                why = reasons.plugin_disabled(plugin=name, by="user:ann", note="")
                 services.plugin_mark_failed(name=name, reason=why, actor="system")
                 services.RunOutcome(status="failed", reason=result.error)
-                built = services.plugin_mark_failed(
-                    name=name, reason=reasons.run_interrupted(name, 1, "w", None), actor="s"
+                interrupted = reasons.run_interrupted(
+                    plugin=name, run_id=1, worker="w", last_seen=None
                 )
+                built = services.plugin_mark_failed(name=name, reason=interrupted, actor="s")
                 services.RunOutcome(status="succeeded", reason="")
                 return built, HttpResponse(status=503, reason="Service Unavailable")
             """
