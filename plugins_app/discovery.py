@@ -9,7 +9,6 @@ code runs in the portal process (the sandbox imports it, see plugin_contract/loa
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -22,7 +21,6 @@ logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "portal.plugins"
 ENTRY_POINT_PREFIX = "entry point: "
-_ENTRY_POINT_SOURCE = re.compile(r"entry point: (?P<name>\S+) = ")
 
 
 @dataclass(frozen=True)
@@ -30,7 +28,7 @@ class PluginSpec:
     """Where one plugin lives, as discovered (its module may declare another name)."""
 
     name: str
-    kind: str  # "file", "package" or "entry_point"
+    kind: str  # "file", "package" or "entry_point": the values of models.SourceKind
     path: str  # the file, the package directory, or the distribution's sys.path entry
     module: str = ""  # entry points: the module to import
     attr: str = ""  # entry points: an optional attribute of the module
@@ -38,7 +36,8 @@ class PluginSpec:
 
     @property
     def source(self) -> str:
-        """What the registry records as the plugin's source (Plugin.source)."""
+        """The plugin's source as an operator reads it (Plugin.source): the file or package
+        path, or the entry point; spec_for_source finds it again from the fields beside it."""
         if self.kind != "entry_point":
             return self.path
         target = f"{self.module}:{self.attr}" if self.attr else self.module
@@ -159,19 +158,20 @@ def _entry_points(warnings: list[str]) -> list[PluginSpec]:
     return specs
 
 
-def spec_for_source(source: str, *, discovery: Discovery | None = None) -> PluginSpec | None:
-    """The spec of a registered plugin from its recorded source; None when it is gone."""
-    if source.startswith(ENTRY_POINT_PREFIX):
+def spec_for_source(
+    *, kind: str, location: str, entry_point_name: str = "", discovery: Discovery | None = None
+) -> PluginSpec | None:
+    """The spec of a registered plugin from its recorded source fields (Plugin.source_kind,
+    source, entry_point_name); None when it is gone, or when there is no kind to look for."""
+    if kind == "entry_point":
         # By entry point name, so an upgraded distribution keeps serving the plugin.
-        match = _ENTRY_POINT_SOURCE.match(source)
         specs = (discovery or Discovery(specs=_entry_points([]))).specs
         return next(
-            (s for s in specs if match and s.kind == "entry_point" and s.name == match["name"]),
-            None,
+            (s for s in specs if s.kind == "entry_point" and s.name == entry_point_name), None
         )
-    path = Path(source)
-    if path.is_file():
-        return PluginSpec(name=path.stem, kind="file", path=source)
-    if (path / "__init__.py").is_file():
-        return PluginSpec(name=path.name, kind="package", path=source)
+    path = Path(location)
+    if kind == "file" and path.is_file():
+        return PluginSpec(name=path.stem, kind="file", path=location)
+    if kind == "package" and (path / "__init__.py").is_file():
+        return PluginSpec(name=path.name, kind="package", path=location)
     return None

@@ -6,6 +6,7 @@ reload_plugin(name=..., actor=...)    re-check one plugin (UNAVAILABLE recovers 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ from plugins_app.discovery import (
 )
 from plugins_app.errors import IllegalTransition, PluginNotFound
 from plugins_app.executor import reconcile_interrupted
-from plugins_app.models import Plugin
+from plugins_app.models import Plugin, SourceKind
 from plugins_app.run_outcomes import (
     ERROR_TYPE_CHARS,
     MESSAGE_CHARS,
@@ -71,6 +72,9 @@ BAD_LIMITS = (TypeError, ValueError, OverflowError)  # Limits.from_mapping on a 
 VERSION_CHARS = max_chars(Plugin, "version")
 
 
+SOURCE_CHARS = max_chars(Plugin, "source")
+
+
 REPORT_CHARS = {
     "version": VERSION_CHARS,
     "description": DESCRIPTION_CHARS,
@@ -81,7 +85,8 @@ REPORT_CHARS = {
 
 @dataclass(frozen=True)
 class LoadReport:
-    """How one plugin's load ended: its state and reason in the registry, and its source."""
+    """How one plugin's load ended: its state and reason in the registry, and its source
+    (Plugin.source: empty for a name conflict, whose sources are Plugin.conflicting_sources)."""
 
     name: str
     state: str
@@ -140,9 +145,11 @@ def reload_plugin(*, name: str, actor: str) -> Plugin:
 def _candidates(wanted: list[str], found: Discovery) -> list[PluginSpec]:
     sources: set[str] = set()
     registered: set[str] = set()
-    for name, source in Plugin.objects.filter(name__in=wanted).values_list("name", "source"):
+    recorded = Plugin.objects.filter(name__in=wanted)
+    for name, source, conflicting in recorded.values_list("name", "source", "conflicting_sources"):
         registered.add(name)
-        sources.update(source.split("; "))  # a name conflict records every source
+        sources.add(source)
+        sources.update(conflicting)  # a name conflict reloads every source that claimed it
     for name in wanted:
         if name not in registered and not any(spec.name == name for spec in found.specs):
             raise PluginNotFound(name)
@@ -226,7 +233,7 @@ def _load_one(spec: PluginSpec, *, preload: Preload | None = None) -> _Load:
     metadata = None
     if report.stage not in ("import", "declarations"):
         metadata = services.PluginMetadata(
-            source=spec.source,
+            source=registry_source(spec),
             description=report.description,
             version=report.version,
             requirements=report.requires,
@@ -337,25 +344,37 @@ def _load_failure_reason(
     return reasons.load_sandbox_failure(plugin=name, detail=detail)
 
 
+def registry_source(spec: PluginSpec) -> services.PluginSource:
+    """How the registry records where a discovered plugin comes from."""
+    entry_point = spec.kind == SourceKind.ENTRY_POINT
+    return services.PluginSource(
+        location=spec.source,
+        kind=SourceKind(spec.kind),
+        entry_point_name=spec.name if entry_point else "",
+    )
+
+
 def _record(name: str, group: list[_Load], actor: str) -> LoadReport:
     if len(group) > 1:
         sources = [load.spec.source for load in group]
         reason = reasons.name_conflict(plugin=name, sources=sources)
         logger.warning("%s", reason)
+        conflict = services.PluginSource(conflicting=tuple(sources))
         return _write(
             name,
             lambda: services.plugin_mark_unavailable(
-                name=name, reason=reason, actor=actor, source="; ".join(sources)[:1000]
+                name=name, reason=reason, actor=actor, source=conflict
             ),
-            source="; ".join(sources),
+            source=conflict,
             actor=actor,
         )
     load = group[0]
+    source = registry_source(load.spec)
     if load.status == "ok":
         return _write(
             name,
             lambda: _register_initialized(name, load, actor),
-            source=load.spec.source,
+            source=source,
             actor=actor,
         )
     mark = (
@@ -369,10 +388,10 @@ def _record(name: str, group: list[_Load], actor: str) -> LoadReport:
             name=name,
             reason=load.reason,
             actor=actor,
-            source=load.spec.source,
+            source=source,
             metadata=load.metadata,
         ),
-        source=load.spec.source,
+        source=source,
         actor=actor,
     )
 
@@ -385,7 +404,7 @@ def _register_initialized(name: str, load: _Load, actor: str) -> Plugin:
     return services.plugin_mark_initialized(name=name, actor=actor)
 
 
-def _write(name: str, write: Any, *, source: str, actor: str) -> LoadReport:
+def _write(name: str, write: Any, *, source: services.PluginSource, actor: str) -> LoadReport:
     try:
         plugin = write()
     except IllegalTransition as exc:  # runs in progress: the reload waits for them
@@ -395,7 +414,9 @@ def _write(name: str, write: Any, *, source: str, actor: str) -> LoadReport:
         problems = "; ".join(
             f"{field}: {' '.join(messages)}" for field, messages in exc.message_dict.items()
         )
-        reason = reasons.invalid_declaration(plugin=name, message=shorten(problems), source=source)
+        reason = reasons.invalid_declaration(
+            plugin=name, message=shorten(problems), source=source.shown
+        )
         return _record_failed(name, reason, source=source, actor=actor)
     except REFUSED_WRITES as exc:  # the database refused it: this plugin only, the rest load
         logger.exception("Storing the load of plugin %s failed", name)
@@ -406,17 +427,18 @@ def _write(name: str, write: Any, *, source: str, actor: str) -> LoadReport:
     return LoadReport(name, plugin.state, plugin.reason, plugin.source)
 
 
-def _record_failed(name: str, reason: str, *, source: str, actor: str) -> LoadReport:
+def _record_failed(
+    name: str, reason: str, *, source: services.PluginSource, actor: str
+) -> LoadReport:
     """Record FAILED without the refused metadata, for a write the registry refused."""
     logger.warning("%s", reason)
+    fitted = dataclasses.replace(source, location=source.location[:SOURCE_CHARS])
     try:
-        plugin = services.plugin_mark_failed(
-            name=name, reason=reason, actor=actor, source=source[:1000]
-        )
+        plugin = services.plugin_mark_failed(name=name, reason=reason, actor=actor, source=fitted)
     except (ValidationError, IllegalTransition, *REFUSED_WRITES):
         # Not even the name or source fits: report it, the other plugins still load.
         logger.exception("Plugin %s could not be recorded", name)
-        return LoadReport(name, "FAILED", reason, source)
+        return LoadReport(name, "FAILED", reason, source.location)
     discard_warm_host(name)
     return LoadReport(name, plugin.state, plugin.reason, plugin.source)
 
@@ -425,15 +447,37 @@ def _record_vanished(name: str, found: Discovery, actor: str) -> LoadReport | No
     plugin = Plugin.objects.filter(name=name).first()
     if plugin is None:
         return None
-    source = plugin.source
-    gone = source and "; " not in source and spec_for_source(source, discovery=found) is None
-    if gone and not source.startswith("entry point: "):
-        reason = reasons.source_missing(plugin=name, path=source)
+    source = recorded_source(plugin)
+    file_or_package = source.kind in (SourceKind.FILE, SourceKind.PACKAGE)
+    if file_or_package and recorded_spec(source, discovery=found) is None:
+        reason = reasons.source_missing(plugin=name, path=source.location)
     else:
-        reason = reasons.plugin_vanished(plugin=name, source=source, searched=found.searched)
+        reason = reasons.plugin_vanished(plugin=name, source=source.shown, searched=found.searched)
     return _write(
         name,
         lambda: services.plugin_mark_unavailable(name=name, reason=reason, actor=actor),
         source=source,
         actor=actor,
+    )
+
+
+def recorded_source(plugin: Plugin) -> services.PluginSource:
+    """Where the registry says a plugin comes from, from its fields."""
+    return services.PluginSource(
+        location=plugin.source,
+        kind=SourceKind(plugin.source_kind) if plugin.source_kind else None,
+        entry_point_name=plugin.entry_point_name,
+        conflicting=tuple(plugin.conflicting_sources),
+    )
+
+
+def recorded_spec(
+    source: services.PluginSource, *, discovery: Discovery | None = None
+) -> PluginSpec | None:
+    """The spec of a recorded source; None when it is gone or there is no single source."""
+    return spec_for_source(
+        kind=source.kind or "",
+        location=source.location,
+        entry_point_name=source.entry_point_name,
+        discovery=discovery,
     )

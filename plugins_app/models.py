@@ -23,6 +23,14 @@ class PluginState(models.TextChoices):
 AVAILABLE_STATES = frozenset({PluginState.LOADED, PluginState.INITIALIZED, PluginState.RUNNING})
 
 
+class SourceKind(models.TextChoices):
+    """What a plugin's source is (plugins_app.discovery finds each kind its own way)."""
+
+    FILE = "file", "file"
+    PACKAGE = "package", "package"
+    ENTRY_POINT = "entry_point", "entry point"
+
+
 class Plugin(models.Model):
     name = models.CharField(
         "name",
@@ -50,7 +58,32 @@ class Plugin(models.Model):
         max_length=1000,
         blank=True,
         default="",
-        help_text="File path of the plugin module, or 'entry point: NAME = module'.",
+        help_text="The plugin module's file or package path, or 'entry point: NAME = module "
+        "(distribution)'; empty while a name conflict leaves no single source.",
+    )
+    source_kind = models.CharField(
+        "source kind",
+        max_length=12,
+        choices=SourceKind.choices,
+        blank=True,
+        default="",
+        help_text="Whether the source is a module file, a package directory or an entry point; "
+        "empty when there is no single source.",
+    )
+    entry_point_name = models.CharField(
+        "entry point name",
+        max_length=1000,
+        blank=True,
+        default="",
+        help_text="For a plugin from an entry point: its name in the 'portal.plugins' group, "
+        "by which it is found again (the plugin may declare another name).",
+    )
+    conflicting_sources = models.JSONField(
+        "conflicting sources",
+        default=list,
+        blank=True,
+        help_text="Every source that provides this plugin's name while more than one does: "
+        "none of them is used until all but one are gone.",
     )
     requirements = models.JSONField(
         "declared requirements",

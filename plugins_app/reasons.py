@@ -1,7 +1,8 @@
 """Every reason the portal writes is built here, from its parts: what failed, why, what next.
 
 One sentence each, so the admin, the API and the commands show the same words, and a test
-can walk every builder and reject vague ones.
+can walk every builder and reject vague ones. Builders take keyword-only arguments, the
+plugin's name first as `plugin=`, so two swapped strings are a TypeError, not a wrong reason.
 """
 
 from __future__ import annotations

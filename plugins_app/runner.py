@@ -17,16 +17,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from plugins_app import plugin_env, reasons, services, untrusted
-from plugins_app.discovery import (
-    ENTRY_POINT_GROUP,
-    ENTRY_POINT_PREFIX,
-    is_plugin_name,
-    spec_for_source,
-)
+from plugins_app.discovery import ENTRY_POINT_GROUP, is_plugin_name
 from plugins_app.errors import IllegalTransition, InvalidParams, RunNotFound
 from plugins_app.executor import get_executor, heartbeat, worker_id
-from plugins_app.loader import REFUSED_WRITES, REPORT_CHARS, declared_limits, unavailable_reason
-from plugins_app.models import Plugin, PluginRun, RunOutcomeKind, RunStatus
+from plugins_app.loader import (
+    REFUSED_WRITES,
+    REPORT_CHARS,
+    declared_limits,
+    recorded_source,
+    recorded_spec,
+    unavailable_reason,
+)
+from plugins_app.models import Plugin, PluginRun, RunOutcomeKind, RunStatus, SourceKind
 from plugins_app.run_outcomes import outcome_from_result, shorten
 from plugins_app.warm_hosts import discard_if_replaced, discard_warm_host, warm_host_for
 from sandbox import Fault, Outcome, SandboxResult, run_plugin_sandboxed
@@ -168,14 +170,17 @@ def _refuse_unavailable(run_id: int, name: str, reason: str) -> PluginRun:
 
 def _unavailable_if_gone(name: str, actor: str) -> None:
     """Mark the plugin UNAVAILABLE when its recorded source no longer exists (as a load would)."""
-    source = Plugin.objects.filter(name=name).values_list("source", flat=True).first()
-    if not source or "; " in source or spec_for_source(source) is not None:
-        return  # unknown (run_queue says so), a name conflict (already UNAVAILABLE), or there
-    if source.startswith(ENTRY_POINT_PREFIX):
+    plugin = Plugin.objects.filter(name=name).first()
+    if plugin is None:
+        return  # unknown: run_queue says so
+    source = recorded_source(plugin)
+    if source.kind is None or recorded_spec(source) is not None:
+        return  # no single source (a name conflict is UNAVAILABLE already), or it is there
+    if source.kind == SourceKind.ENTRY_POINT:
         searched = f"the '{ENTRY_POINT_GROUP}' entry points"
-        reason = reasons.plugin_vanished(plugin=name, source=source, searched=searched)
+        reason = reasons.plugin_vanished(plugin=name, source=source.location, searched=searched)
     else:
-        reason = reasons.source_missing(plugin=name, path=source)
+        reason = reasons.source_missing(plugin=name, path=source.location)
     try:
         services.plugin_mark_unavailable(name=name, reason=reason, actor=actor)
     except IllegalTransition:
@@ -186,7 +191,7 @@ def _unavailable_if_gone(name: str, actor: str) -> None:
 def _call(
     plugin: Plugin, params: dict[str, Any], timeout_s: float | None
 ) -> services.RunOutcome | _Unavailable:
-    spec = spec_for_source(plugin.source)
+    spec = recorded_spec(recorded_source(plugin))
     if spec is None:
         return services.RunOutcome(
             status=RunStatus.FAILED,

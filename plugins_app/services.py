@@ -33,6 +33,7 @@ from plugins_app.models import (
     PluginState,
     RunOutcomeKind,
     RunStatus,
+    SourceKind,
 )
 from plugins_app.transitions import check_transition
 
@@ -40,10 +41,45 @@ SYSTEM_ACTOR = "system"
 
 
 @dataclass(frozen=True)
+class PluginSource:
+    """Where a plugin comes from: one source of a kind, or every source of a name conflict
+    (then none of them is used, and there is no single source or kind). Stored as the fields
+    Plugin.source, source_kind, entry_point_name and conflicting_sources, read back as such."""
+
+    location: str = ""  # the file or package path, or "entry point: NAME = module (dist)"
+    kind: SourceKind | None = None  # None with a location: unknown, so never found again
+    entry_point_name: str = ""  # the entry point's name, by which discovery finds it again
+    conflicting: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.conflicting and (self.location or self.kind or self.entry_point_name):
+            raise ValueError("a name conflict has no single source, kind or entry point")
+        if len(self.conflicting) == 1:
+            raise ValueError("a name conflict takes two sources or more")
+        if self.kind is not None and not self.location:
+            raise ValueError(f"a source of kind {self.kind} needs its location")
+        if (self.kind == SourceKind.ENTRY_POINT) != bool(self.entry_point_name):
+            raise ValueError("an entry point's name is given for an entry point, and only then")
+
+    @property
+    def shown(self) -> str:
+        """The source as an operator reads it in a reason: each source of a conflict."""
+        return "; ".join(self.conflicting) if self.conflicting else self.location
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "source": self.location,
+            "source_kind": self.kind or "",
+            "entry_point_name": self.entry_point_name,
+            "conflicting_sources": list(self.conflicting),
+        }
+
+
+@dataclass(frozen=True)
 class PluginMetadata:
     """What a load found out about a plugin module."""
 
-    source: str = ""
+    source: PluginSource = PluginSource()
     description: str = ""
     version: str = ""
     requirements: dict[str, Any] | None = None
@@ -172,7 +208,7 @@ def plugin_mark_failed(
     name: str,
     reason: str,
     actor: str,
-    source: str | None = None,
+    source: PluginSource | None = None,
     metadata: PluginMetadata | None = None,
 ) -> Plugin:
     """A load broke (import error, failing setup, crash, hang): transient, FAILED.
@@ -190,7 +226,7 @@ def plugin_mark_unavailable(
     name: str,
     reason: str,
     actor: str,
-    source: str | None = None,
+    source: PluginSource | None = None,
     metadata: PluginMetadata | None = None,
 ) -> Plugin:
     """The environment lacks something the plugin needs: UNAVAILABLE until a reload."""
@@ -201,7 +237,7 @@ def plugin_mark_unavailable(
 
 def _metadata_fields(metadata: PluginMetadata) -> dict[str, Any]:
     return {
-        "source": metadata.source,
+        **metadata.source.fields(),
         "description": metadata.description,
         "version": metadata.version,
         "requirements": metadata.requirements or {},
@@ -215,13 +251,13 @@ def _mark_broken(
     *,
     reason: str,
     actor: str,
-    source: str | None,
+    source: PluginSource | None,
     metadata: PluginMetadata | None = None,
 ) -> Plugin:
     plugin = Plugin.objects.select_for_update().filter(name=name).first()
     extra = _metadata_fields(metadata) if metadata is not None else {}
     if source is not None:
-        extra["source"] = source
+        extra.update(source.fields())
     if plugin is None:
         return _plugin_create(name=name, state=state, reason=reason, actor=actor, **extra)
     if plugin.running_count:

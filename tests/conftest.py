@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings
 
 from plugins_app import services
-from plugins_app.models import Plugin, PluginRun, RunStatus
+from plugins_app.models import Plugin, PluginRun, RunStatus, SourceKind
 from tools.plugin_guard import PluginCodeGuard
 
 _names = itertools.count(1)
@@ -63,7 +63,8 @@ def make_plugin() -> Callable[..., Plugin]:
 
     def factory(name: str | None = None, *, initialized: bool = True, **metadata) -> Plugin:
         name = name or f"plugin-{next(_names)}"
-        meta = services.PluginMetadata(source=f"/plugins/{name}.py", **metadata)
+        source = services.PluginSource(location=f"/plugins/{name}.py", kind=SourceKind.FILE)
+        meta = services.PluginMetadata(source=source, **metadata)
         plugin = services.plugin_register(name=name, metadata=meta, actor="test")
         if initialized:
             plugin = services.plugin_mark_initialized(name=name, actor="test")

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from plugins_app import pipeline, services
-from plugins_app.models import Plugin, PluginRun, PluginState, RunOutcomeKind, RunStatus
+from plugins_app.models import (
+    Plugin,
+    PluginRun,
+    PluginState,
+    RunOutcomeKind,
+    RunStatus,
+    SourceKind,
+)
 from sandbox import Outcome
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,7 +125,8 @@ class TestRefusedIsNotInvalidDeclaration:
     def test_invalid_declared_limits__counted_failure_of_its_own(self, plugin_dir):
         """Limits that turn invalid at run time fail the run as 'invalid_declaration', counted."""
         source = plugin_dir.add("ocr", "def run():\n    return 1\n")
-        metadata = services.PluginMetadata(source=str(source), limits={"timeout_s": -1})
+        recorded = services.PluginSource(location=str(source), kind=SourceKind.FILE)
+        metadata = services.PluginMetadata(source=recorded, limits={"timeout_s": -1})
         services.plugin_register(name="ocr", metadata=metadata, actor="test")
         services.plugin_mark_initialized(name="ocr", actor="test")
         run = services.run_queue(name="ocr", params={}, actor="test")

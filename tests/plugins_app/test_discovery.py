@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from plugins_app.discovery import PluginSpec, discover, spec_for_source
+from plugins_app.models import SourceKind
 
 
 def make_distribution(site: Path, name: str, entry_points: dict[str, str]) -> None:
@@ -102,7 +103,11 @@ class TestEntryPoints:
         site = tmp_path / "site"
         make_distribution(site, "acme-plugins", {"acme-ocr": "acme.ocr"})
         monkeypatch.syspath_prepend(str(site))
-        spec = spec_for_source("entry point: acme-ocr = acme.ocr (acme-plugins 0.9)")
+        spec = spec_for_source(
+            kind="entry_point",
+            location="entry point: acme-ocr = acme.ocr (acme-plugins 0.9)",
+            entry_point_name="acme-ocr",
+        )
         assert spec is not None and spec.module == "acme.ocr"
 
 
@@ -111,13 +116,25 @@ class TestSpecForSource:
         """A recorded file or package path gives back its spec."""
         path = plugin_dir.add("ocr", "def run(): pass\n")
         package = plugin_dir.add("vision", "def run(): pass\n", package=True)
-        assert spec_for_source(str(path)) == PluginSpec("ocr", "file", str(path))
-        assert spec_for_source(str(package)) == PluginSpec("vision", "package", str(package))
+        file_spec = spec_for_source(kind="file", location=str(path))
+        package_spec = spec_for_source(kind="package", location=str(package))
+        assert file_spec == PluginSpec("ocr", "file", str(path))
+        assert package_spec == PluginSpec("vision", "package", str(package))
 
-    @pytest.mark.parametrize("source", ["/nowhere/x.py", "entry point: gone = gone.mod (x 1)"])
+    @pytest.mark.parametrize(
+        "source",
+        [
+            {"kind": "file", "location": "/nowhere/x.py"},
+            {
+                "kind": "entry_point",
+                "location": "entry point: gone = gone.mod (x 1)",
+                "entry_point_name": "gone",
+            },
+        ],
+    )
     def test_gone_source__none(self, source):
         """A source that no longer exists gives None."""
-        assert spec_for_source(source) is None
+        assert spec_for_source(**source) is None
 
     def test_host_spec__hashable_and_complete(self):
         """The host spec is a hashable tuple holding what the host needs."""
@@ -131,3 +148,32 @@ class TestSpecForSource:
             "module": "m",
             "attr": "x",
         }
+
+
+class TestSpecForSourceFields:
+    def test_entry_point__found_by_recorded_name_not_by_text(self, tmp_path, monkeypatch):
+        """An entry point is found by its recorded name; the source's wording is not read."""
+        site = tmp_path / "site"
+        make_distribution(site, "acme-plugins", {"acme-ocr": "acme.ocr"})
+        monkeypatch.syspath_prepend(str(site))
+        spec = spec_for_source(
+            kind=SourceKind.ENTRY_POINT,
+            location="entry point: renamed = elsewhere (acme-plugins 0.1)",
+            entry_point_name="acme-ocr",
+        )
+        assert spec is not None and (spec.name, spec.module) == ("acme-ocr", "acme.ocr")
+
+    def test_kind__decides_what_is_looked_for(self, plugin_dir):
+        """A file is looked for as a file and a package as a package, as their kind says."""
+        path = plugin_dir.add("ocr", "def run(): pass\n")
+        package = plugin_dir.add("vision", "def run(): pass\n", package=True)
+        assert spec_for_source(kind=SourceKind.FILE, location=str(path)) == PluginSpec(
+            "ocr", "file", str(path)
+        )
+        assert spec_for_source(kind=SourceKind.PACKAGE, location=str(path)) is None
+        assert spec_for_source(kind=SourceKind.FILE, location=str(package)) is None
+
+    def test_no_kind__none(self, plugin_dir):
+        """Without a kind (no single source, as in a name conflict) there is nothing to find."""
+        path = plugin_dir.add("ocr", "def run(): pass\n")
+        assert spec_for_source(kind="", location=str(path)) is None

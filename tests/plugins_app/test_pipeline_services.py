@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from plugins_app import services
-from plugins_app.models import Plugin, PluginEvent, PluginRun, RunStatus
+from plugins_app.models import Plugin, PluginEvent, PluginRun, RunStatus, SourceKind
 
 pytestmark = pytest.mark.django_db
 
@@ -16,8 +16,9 @@ pytestmark = pytest.mark.django_db
 class TestBrokenLoadMetadata:
     def test_mark_unavailable_with_metadata__records_declarations(self):
         """An UNAVAILABLE plugin keeps what it declared, so the admin can show what it needs."""
+        source = services.PluginSource(location="/p/tracker.py", kind=SourceKind.FILE)
         meta = services.PluginMetadata(
-            source="/p/tracker.py", version="2", requirements={"gpu": True}, limits={"cpu_s": 5}
+            source=source, version="2", requirements={"gpu": True}, limits={"cpu_s": 5}
         )
         plugin = services.plugin_mark_unavailable(
             name="tracker", reason="no GPU found in the test on purpose", actor="t", metadata=meta
@@ -32,8 +33,9 @@ class TestBrokenLoadMetadata:
     def test_mark_failed_without_metadata__keeps_previous_declarations(self, make_plugin):
         """A failed reload without declarations leaves the last known ones in place."""
         make_plugin("ocr", version="1.0", requirements={"modules": ["PIL"]})
+        source = services.PluginSource(location="/p/ocr.py", kind=SourceKind.FILE)
         plugin = services.plugin_mark_failed(
-            name="ocr", reason="SyntaxError in the test on purpose", actor="t", source="/p/ocr.py"
+            name="ocr", reason="SyntaxError in the test on purpose", actor="t", source=source
         )
         assert (plugin.version, plugin.requirements, plugin.source) == (
             "1.0",

@@ -9,10 +9,32 @@ from django.utils import timezone
 
 from plugins_app import services
 from plugins_app.errors import IllegalTransition, PluginNotFound, PluginRefused
-from plugins_app.models import EventKind, Plugin, PluginEvent, PluginRun, PluginState, RunStatus
+from plugins_app.models import (
+    EventKind,
+    Plugin,
+    PluginEvent,
+    PluginRun,
+    PluginState,
+    RunStatus,
+    SourceKind,
+)
 from plugins_app.transitions import ALLOWED_TRANSITIONS, check_transition
 
 pytestmark = pytest.mark.django_db
+
+CONFLICT_REASON = "Plugin name 'ocr' is provided by 2 sources in the test (remove one, reload)"
+ACME = services.PluginSource(
+    location="entry point: acme = acme_ocr (acme-ocr 1.0)",
+    kind=SourceKind.ENTRY_POINT,
+    entry_point_name="acme",
+)
+ONE_FILE = services.PluginSource(location="/srv/plugins/ocr.py", kind=SourceKind.FILE)
+TWO_FILES = services.PluginSource(conflicting=("/a/ocr.py", "/b/ocr.py"))
+
+
+def source_fields(name: str) -> tuple[str, str, str, list[str]]:
+    plugin = Plugin.objects.get(name=name)
+    return plugin.source, plugin.source_kind, plugin.entry_point_name, plugin.conflicting_sources
 
 
 def states_of(plugin: Plugin) -> list[tuple[str, str]]:
@@ -359,3 +381,65 @@ class TestOperatorActions:
         assert (plugin.success_count, plugin.error_count, plugin.consecutive_failures) == (0, 0, 0)
         event = PluginEvent.objects.get(kind=EventKind.COUNTERS_RESET)
         assert event.reason.startswith("Counters reset from 1 successes, 1 errors")
+
+
+class TestPluginSource:
+    def test_register__records_location_kind_and_entry_point(self):
+        """A registered plugin's source, its kind and its entry point's name are stored apart."""
+        metadata = services.PluginMetadata(source=ACME)
+        services.plugin_register(name="pretty", metadata=metadata, actor="t")
+        assert source_fields("pretty") == (ACME.location, "entry_point", "acme", [])
+
+    def test_conflict__records_every_source_and_no_single_one(self, make_plugin):
+        """A name conflict stores each source in the list, and no single source or kind."""
+        make_plugin("ocr")
+        services.plugin_mark_unavailable(
+            name="ocr", reason=CONFLICT_REASON, actor="t", source=TWO_FILES
+        )
+        assert source_fields("ocr") == ("", "", "", ["/a/ocr.py", "/b/ocr.py"])
+
+    def test_one_source_again__ends_the_conflict(self):
+        """Registering from one source after a conflict empties the conflicting sources."""
+        services.plugin_mark_unavailable(
+            name="ocr", reason=CONFLICT_REASON, actor="t", source=TWO_FILES
+        )
+        metadata = services.PluginMetadata(source=ONE_FILE)
+        services.plugin_register(name="ocr", metadata=metadata, actor="t")
+        assert source_fields("ocr") == ("/srv/plugins/ocr.py", "file", "", [])
+
+    def test_failed_with_source_only__metadata_kept(self):
+        """A failed load that names only its source updates the source fields, nothing else."""
+        metadata = services.PluginMetadata(source=ONE_FILE, version="2.0")
+        services.plugin_register(name="ocr", metadata=metadata, actor="t")
+        package = services.PluginSource(location="/srv/plugins/ocr", kind=SourceKind.PACKAGE)
+        plugin = services.plugin_mark_failed(
+            name="ocr", reason="SyntaxError in the test on purpose", actor="t", source=package
+        )
+        assert plugin.version == "2.0"
+        assert source_fields("ocr") == ("/srv/plugins/ocr", "package", "", [])
+
+    def test_mark_without_source__recorded_source_kept(self, make_plugin):
+        """A mark that names no source (a vanished plugin) leaves the source fields alone."""
+        make_plugin("ocr")
+        services.plugin_mark_unavailable(name="ocr", reason="gone for the test run", actor="t")
+        assert source_fields("ocr") == ("/plugins/ocr.py", "file", "", [])
+
+    @pytest.mark.parametrize(
+        "fields",
+        [
+            {"location": "/a/ocr.py", "conflicting": ("/a/ocr.py", "/b/ocr.py")},
+            {"kind": SourceKind.FILE, "conflicting": ("/a/ocr.py", "/b/ocr.py")},
+            {"location": "entry point: acme = acme_ocr (x 1)", "kind": SourceKind.ENTRY_POINT},
+            {"location": "/a/ocr.py", "kind": SourceKind.FILE, "entry_point_name": "ocr"},
+            {"kind": SourceKind.PACKAGE},
+            {"conflicting": ("/a/ocr.py",)},
+        ],
+    )
+    def test_inconsistent_source__refused(self, fields):
+        """A source and a conflict at once, an entry point without its name, or a bare kind fail."""
+        with pytest.raises(ValueError):
+            services.PluginSource(**fields)
+
+    def test_shown__location_or_every_conflicting_source(self):
+        """What an operator reads as the source: the location, or each source of a conflict."""
+        assert (ONE_FILE.shown, TWO_FILES.shown) == ("/srv/plugins/ocr.py", "/a/ocr.py; /b/ocr.py")
