@@ -15,9 +15,9 @@ from typing import Any
 from django.contrib import admin
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import Truncator
 from django.utils.timesince import timesince
 
@@ -60,6 +60,14 @@ def preformatted(text: str) -> SafeString | str:
     if not text:
         return "—"
     return format_html('<pre class="forensics">{}</pre>', text)
+
+
+def one_per_line(items: Iterable[str]) -> SafeString | str:
+    """Each item on a line of its own (paths, which may hold any punctuation)."""
+    lines = [(item,) for item in items]
+    if not lines:
+        return "—"
+    return format_html_join(mark_safe("<br>"), "{}", lines)
 
 
 def pretty_json(value: Any) -> SafeString | str:

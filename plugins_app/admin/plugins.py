@@ -206,6 +206,9 @@ class PluginAdmin(admin.ModelAdmin):
                     "description",
                     "version",
                     "source",
+                    "source_kind",
+                    "entry_point_name",
+                    "conflicting_sources_list",
                     "requirements_json",
                     "limits_json",
                     "created_at",
@@ -299,6 +302,10 @@ class PluginAdmin(admin.ModelAdmin):
             obj.name,
             history_url("pluginevent", obj.name),
         )
+
+    @admin.display(description="conflicting sources")
+    def conflicting_sources_list(self, obj: Plugin):
+        return show.one_per_line(obj.conflicting_sources)
 
     @admin.display(description="declared requirements")
     def requirements_json(self, obj: Plugin):

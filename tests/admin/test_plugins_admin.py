@@ -16,7 +16,15 @@ from django.utils.html import escape
 from plugins_app import admin as portal_admin
 from plugins_app import loader, pipeline, services
 from plugins_app.executor import shutdown_executor
-from plugins_app.models import EventKind, Plugin, PluginEvent, PluginRun, PluginState, RunStatus
+from plugins_app.models import (
+    EventKind,
+    Plugin,
+    PluginEvent,
+    PluginRun,
+    PluginState,
+    RunStatus,
+    SourceKind,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -224,6 +232,16 @@ class TestPluginChangeList:
         assert (add.status_code, delete.status_code) == (403, 403)
 
 
+def readonly_field(client, name: str, field: str) -> str:
+    """The HTML inside one read-only field of plugin `name`'s page."""
+    content = client.get(plugin_url(name)).content.decode()
+    found = re.search(
+        rf'class="form-row[^"]*field-{field}\b.*?<div class="readonly">(.*?)</div>', content, re.S
+    )
+    assert found, f"no field {field} on the page"
+    return found.group(1).strip()
+
+
 class TestPluginDetail:
     def test_detail__operational_fields_are_read_only(self, operator_client, make_plugin):
         """The page has no inputs for state, reason or counters, and a forged POST is refused."""
@@ -277,6 +295,33 @@ class TestPluginDetail:
         content = client.get(plugin_url("ocr")).content.decode()
         shown = re.findall(r'class="button plugin-action-button"[^>]*>([^<]+)</button>', content)
         assert shown == buttons
+
+
+class TestPluginSource:
+    def test_entry_point__kind_and_name_shown(self, operator_client):
+        """An entry point plugin shows its source kind and the entry point's name."""
+        source = services.PluginSource(
+            location="entry point: acme = acme_ocr (acme-ocr 1.0)",
+            kind=SourceKind.ENTRY_POINT,
+            entry_point_name="acme",
+        )
+        metadata = services.PluginMetadata(source=source)
+        services.plugin_register(name="pretty", metadata=metadata, actor="t")
+        assert readonly_field(operator_client, "pretty", "source_kind") == "entry point"
+        assert readonly_field(operator_client, "pretty", "entry_point_name") == "acme"
+
+    def test_conflict__each_source_on_a_line(self, operator_client):
+        """A name conflict lists every source on a line of its own, and no single source."""
+        conflict = services.PluginSource(conflicting=("/a/ocr.py", "/b/<ocr>.py"))
+        services.plugin_mark_unavailable(
+            name="ocr",
+            reason="Two sources for ocr in the test (remove one)",
+            actor="t",
+            source=conflict,
+        )
+        listed = readonly_field(operator_client, "ocr", "conflicting_sources_list")
+        assert listed == "/a/ocr.py<br>/b/&lt;ocr&gt;.py"
+        assert readonly_field(operator_client, "ocr", "source") == "-"
 
 
 class TestNoteActions:
