@@ -6,6 +6,7 @@ import pytest
 
 from plugins_app import pipeline
 from plugins_app.models import Plugin, SourceKind
+from tests.plugins_app.test_discovery import make_distribution
 
 pytestmark = pytest.mark.django_db
 
@@ -31,12 +32,9 @@ class TestSourceFields:
     ):
         """An entry point's name is recorded, so a plugin declaring another name still runs."""
         site = tmp_path / "site"
-        (site / "acme_ocr").mkdir(parents=True)
+        make_distribution(site, "acme-ocr", {"acme": "acme_ocr"})
+        (site / "acme_ocr").mkdir()
         (site / "acme_ocr" / "__init__.py").write_text("name = 'pretty'\ndef run(): return 2\n")
-        info = site / "acme_ocr-1.0.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-ocr\nVersion: 1.0\n")
-        (info / "entry_points.txt").write_text("[portal.plugins]\nacme = acme_ocr\n")
         monkeypatch.syspath_prepend(str(site))
         pipeline.load_plugins(actor=ACTOR)
         assert source_fields("pretty") == (
@@ -47,16 +45,15 @@ class TestSourceFields:
         )
         assert pipeline.run_plugin(name="pretty", params={}, actor=ACTOR).result == 2
 
-    def test_name_conflict__sources_listed_then_cleared(self, plugins, tmp_path, settings):
-        """A conflict lists each source; once one is left, the plugin has that one source."""
-        other = tmp_path / "other"
-        other.mkdir()
-        (other / "ocr.py").write_text("def run(): return 'b'\n")
+    def test_name_conflict__sources_listed_then_cleared(self, plugins):
+        """A conflict lists each source, and a reload re-checks each; one left is the source."""
         first = plugins.add("ocr", "def run(): return 'a'\n")
-        settings.PORTAL_PLUGIN_DIRS = [str(plugins.path), str(other)]
+        second = plugins.add("ocr2", "name = 'ocr'\ndef run(): return 'b'\n")
         pipeline.load_plugins(actor=ACTOR)
-        assert source_fields("ocr") == ("", "", "", [str(first), str(other / "ocr.py")])
-        (other / "ocr.py").unlink()
+        assert source_fields("ocr") == ("", "", "", [str(first), str(second)])
+        assert pipeline.reload_plugin(name="ocr", actor=ACTOR).state == "UNAVAILABLE"
+        assert source_fields("ocr") == ("", "", "", [str(first), str(second)])
+        second.unlink()
         assert pipeline.reload_plugin(name="ocr", actor=ACTOR).state == "INITIALIZED"
         assert source_fields("ocr") == (str(first), SourceKind.FILE, "", [])
 
