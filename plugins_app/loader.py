@@ -24,7 +24,6 @@ from plugins_app.discovery import (
     PluginSpec,
     discover,
     is_plugin_name,
-    spec_for_source,
 )
 from plugins_app.errors import IllegalTransition, PluginNotFound
 from plugins_app.executor import reconcile_interrupted
@@ -36,6 +35,7 @@ from plugins_app.run_outcomes import (
     max_chars,
     shorten,
 )
+from plugins_app.sources import PluginSource
 from plugins_app.warm_hosts import discard_warm_host
 from sandbox import Limits, Outcome, Preload, SandboxResult, discard_preload, run_plugin_sandboxed
 
@@ -233,7 +233,7 @@ def _load_one(spec: PluginSpec, *, preload: Preload | None = None) -> _Load:
     metadata = None
     if report.stage not in ("import", "declarations"):
         metadata = services.PluginMetadata(
-            source=registry_source(spec),
+            source=PluginSource.of_spec(spec),
             description=report.description,
             version=report.version,
             requirements=report.requires,
@@ -344,22 +344,12 @@ def _load_failure_reason(
     return reasons.load_sandbox_failure(plugin=name, detail=detail)
 
 
-def registry_source(spec: PluginSpec) -> services.PluginSource:
-    """How the registry records where a discovered plugin comes from."""
-    entry_point = spec.kind == SourceKind.ENTRY_POINT
-    return services.PluginSource(
-        location=spec.source,
-        kind=SourceKind(spec.kind),
-        entry_point_name=spec.name if entry_point else "",
-    )
-
-
 def _record(name: str, group: list[_Load], actor: str) -> LoadReport:
     if len(group) > 1:
         sources = [load.spec.source for load in group]
         reason = reasons.name_conflict(plugin=name, sources=sources)
         logger.warning("%s", reason)
-        conflict = services.PluginSource(conflicting=tuple(sources))
+        conflict = PluginSource(conflicting=tuple(sources))
         return _write(
             name,
             lambda: services.plugin_mark_unavailable(
@@ -369,7 +359,7 @@ def _record(name: str, group: list[_Load], actor: str) -> LoadReport:
             actor=actor,
         )
     load = group[0]
-    source = registry_source(load.spec)
+    source = PluginSource.of_spec(load.spec)
     if load.status == "ok":
         return _write(
             name,
@@ -404,7 +394,7 @@ def _register_initialized(name: str, load: _Load, actor: str) -> Plugin:
     return services.plugin_mark_initialized(name=name, actor=actor)
 
 
-def _write(name: str, write: Any, *, source: services.PluginSource, actor: str) -> LoadReport:
+def _write(name: str, write: Any, *, source: PluginSource, actor: str) -> LoadReport:
     try:
         plugin = write()
     except IllegalTransition as exc:  # runs in progress: the reload waits for them
@@ -427,9 +417,7 @@ def _write(name: str, write: Any, *, source: services.PluginSource, actor: str) 
     return LoadReport(name, plugin.state, plugin.reason, plugin.source)
 
 
-def _record_failed(
-    name: str, reason: str, *, source: services.PluginSource, actor: str
-) -> LoadReport:
+def _record_failed(name: str, reason: str, *, source: PluginSource, actor: str) -> LoadReport:
     """Record FAILED without the refused metadata, for a write the registry refused."""
     logger.warning("%s", reason)
     fitted = dataclasses.replace(source, location=source.location[:SOURCE_CHARS])
@@ -447,9 +435,9 @@ def _record_vanished(name: str, found: Discovery, actor: str) -> LoadReport | No
     plugin = Plugin.objects.filter(name=name).first()
     if plugin is None:
         return None
-    source = recorded_source(plugin)
+    source = PluginSource.of_plugin(plugin)
     file_or_package = source.kind in (SourceKind.FILE, SourceKind.PACKAGE)
-    if file_or_package and recorded_spec(source, discovery=found) is None:
+    if file_or_package and source.spec(discovery=found) is None:
         reason = reasons.source_missing(plugin=name, path=source.location)
     else:
         reason = reasons.plugin_vanished(plugin=name, source=source.shown, searched=found.searched)
@@ -458,26 +446,4 @@ def _record_vanished(name: str, found: Discovery, actor: str) -> LoadReport | No
         lambda: services.plugin_mark_unavailable(name=name, reason=reason, actor=actor),
         source=source,
         actor=actor,
-    )
-
-
-def recorded_source(plugin: Plugin) -> services.PluginSource:
-    """Where the registry says a plugin comes from, from its fields."""
-    return services.PluginSource(
-        location=plugin.source,
-        kind=SourceKind(plugin.source_kind) if plugin.source_kind else None,
-        entry_point_name=plugin.entry_point_name,
-        conflicting=tuple(plugin.conflicting_sources),
-    )
-
-
-def recorded_spec(
-    source: services.PluginSource, *, discovery: Discovery | None = None
-) -> PluginSpec | None:
-    """The spec of a recorded source; None when it is gone or there is no single source."""
-    return spec_for_source(
-        kind=source.kind or "",
-        location=source.location,
-        entry_point_name=source.entry_point_name,
-        discovery=discovery,
     )

@@ -24,12 +24,11 @@ from plugins_app.loader import (
     REFUSED_WRITES,
     REPORT_CHARS,
     declared_limits,
-    recorded_source,
-    recorded_spec,
     unavailable_reason,
 )
 from plugins_app.models import Plugin, PluginRun, RunOutcomeKind, RunStatus, SourceKind
 from plugins_app.run_outcomes import outcome_from_result, shorten
+from plugins_app.sources import PluginSource
 from plugins_app.warm_hosts import discard_if_replaced, discard_warm_host, warm_host_for
 from sandbox import Fault, Outcome, SandboxResult, run_plugin_sandboxed
 from sandbox.limits import MAXIMA
@@ -173,8 +172,8 @@ def _unavailable_if_gone(name: str, actor: str) -> None:
     plugin = Plugin.objects.filter(name=name).first()
     if plugin is None:
         return  # unknown: run_queue says so
-    source = recorded_source(plugin)
-    if source.kind is None or recorded_spec(source) is not None:
+    source = PluginSource.of_plugin(plugin)
+    if source.kind is None or source.spec() is not None:
         return  # no single source (a name conflict is UNAVAILABLE already), or it is there
     if source.kind == SourceKind.ENTRY_POINT:
         searched = f"the '{ENTRY_POINT_GROUP}' entry points"
@@ -191,7 +190,7 @@ def _unavailable_if_gone(name: str, actor: str) -> None:
 def _call(
     plugin: Plugin, params: dict[str, Any], timeout_s: float | None
 ) -> services.RunOutcome | _Unavailable:
-    spec = recorded_spec(recorded_source(plugin))
+    spec = PluginSource.of_plugin(plugin).spec()
     if spec is None:
         return services.RunOutcome(
             status=RunStatus.FAILED,

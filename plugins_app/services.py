@@ -7,7 +7,7 @@ threads and processes neither lose nor double-count an outcome.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,53 +33,18 @@ from plugins_app.models import (
     PluginState,
     RunOutcomeKind,
     RunStatus,
-    SourceKind,
 )
+from plugins_app.sources import PluginSource
 from plugins_app.transitions import check_transition
 
 SYSTEM_ACTOR = "system"
 
 
 @dataclass(frozen=True)
-class PluginSource:
-    """Where a plugin comes from: one source of a kind, or every source of a name conflict
-    (then none of them is used, and there is no single source or kind). Stored as the fields
-    Plugin.source, source_kind, entry_point_name and conflicting_sources, read back as such."""
-
-    location: str = ""  # the file or package path, or "entry point: NAME = module (dist)"
-    kind: SourceKind | None = None  # None with a location: unknown, so never found again
-    entry_point_name: str = ""  # the entry point's name, by which discovery finds it again
-    conflicting: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.conflicting and (self.location or self.kind or self.entry_point_name):
-            raise ValueError("a name conflict has no single source, kind or entry point")
-        if len(self.conflicting) == 1:
-            raise ValueError("a name conflict takes two sources or more")
-        if self.kind is not None and not self.location:
-            raise ValueError(f"a source of kind {self.kind} needs its location")
-        if (self.kind == SourceKind.ENTRY_POINT) != bool(self.entry_point_name):
-            raise ValueError("an entry point's name is given for an entry point, and only then")
-
-    @property
-    def shown(self) -> str:
-        """The source as an operator reads it in a reason: each source of a conflict."""
-        return "; ".join(self.conflicting) if self.conflicting else self.location
-
-    def fields(self) -> dict[str, Any]:
-        return {
-            "source": self.location,
-            "source_kind": self.kind or "",
-            "entry_point_name": self.entry_point_name,
-            "conflicting_sources": list(self.conflicting),
-        }
-
-
-@dataclass(frozen=True)
 class PluginMetadata:
     """What a load found out about a plugin module."""
 
-    source: PluginSource = PluginSource()
+    source: PluginSource = field(default_factory=PluginSource)
     description: str = ""
     version: str = ""
     requirements: dict[str, Any] | None = None

@@ -12,6 +12,7 @@ from django.conf import settings
 
 from plugins_app import services
 from plugins_app.models import Plugin, PluginRun, RunStatus, SourceKind
+from plugins_app.sources import PluginSource
 from tools.plugin_guard import PluginCodeGuard
 
 _names = itertools.count(1)
@@ -63,7 +64,7 @@ def make_plugin() -> Callable[..., Plugin]:
 
     def factory(name: str | None = None, *, initialized: bool = True, **metadata) -> Plugin:
         name = name or f"plugin-{next(_names)}"
-        source = services.PluginSource(location=f"/plugins/{name}.py", kind=SourceKind.FILE)
+        source = PluginSource(location=f"/plugins/{name}.py", kind=SourceKind.FILE)
         meta = services.PluginMetadata(source=source, **metadata)
         plugin = services.plugin_register(name=name, metadata=meta, actor="test")
         if initialized:

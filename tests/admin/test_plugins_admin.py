@@ -25,6 +25,7 @@ from plugins_app.models import (
     RunStatus,
     SourceKind,
 )
+from plugins_app.sources import PluginSource
 
 pytestmark = pytest.mark.django_db
 
@@ -300,7 +301,7 @@ class TestPluginDetail:
 class TestPluginSource:
     def test_entry_point__kind_and_name_shown(self, operator_client):
         """An entry point plugin shows its source kind and the entry point's name."""
-        source = services.PluginSource(
+        source = PluginSource(
             location="entry point: acme = acme_ocr (acme-ocr 1.0)",
             kind=SourceKind.ENTRY_POINT,
             entry_point_name="acme",
@@ -312,7 +313,7 @@ class TestPluginSource:
 
     def test_conflict__each_source_on_a_line(self, operator_client):
         """A name conflict lists every source on a line of its own, and no single source."""
-        conflict = services.PluginSource(conflicting=("/a/ocr.py", "/b/<ocr>.py"))
+        conflict = PluginSource(conflicting=("/a/ocr.py", "/b/<ocr>.py"))
         services.plugin_mark_unavailable(
             name="ocr",
             reason="Two sources for ocr in the test (remove one)",

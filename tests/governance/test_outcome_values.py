@@ -17,6 +17,7 @@ from plugins_app.models import (
     RunStatus,
     SourceKind,
 )
+from plugins_app.sources import PluginSource
 from sandbox import Outcome
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,7 +126,7 @@ class TestRefusedIsNotInvalidDeclaration:
     def test_invalid_declared_limits__counted_failure_of_its_own(self, plugin_dir):
         """Limits that turn invalid at run time fail the run as 'invalid_declaration', counted."""
         source = plugin_dir.add("ocr", "def run():\n    return 1\n")
-        recorded = services.PluginSource(location=str(source), kind=SourceKind.FILE)
+        recorded = PluginSource(location=str(source), kind=SourceKind.FILE)
         metadata = services.PluginMetadata(source=recorded, limits={"timeout_s": -1})
         services.plugin_register(name="ocr", metadata=metadata, actor="test")
         services.plugin_mark_initialized(name="ocr", actor="test")

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from plugins_app import services
 from plugins_app.models import Plugin, PluginEvent, PluginRun, RunStatus, SourceKind
+from plugins_app.sources import PluginSource
 
 pytestmark = pytest.mark.django_db
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.django_db
 class TestBrokenLoadMetadata:
     def test_mark_unavailable_with_metadata__records_declarations(self):
         """An UNAVAILABLE plugin keeps what it declared, so the admin can show what it needs."""
-        source = services.PluginSource(location="/p/tracker.py", kind=SourceKind.FILE)
+        source = PluginSource(location="/p/tracker.py", kind=SourceKind.FILE)
         meta = services.PluginMetadata(
             source=source, version="2", requirements={"gpu": True}, limits={"cpu_s": 5}
         )
@@ -33,7 +34,7 @@ class TestBrokenLoadMetadata:
     def test_mark_failed_without_metadata__keeps_previous_declarations(self, make_plugin):
         """A failed reload without declarations leaves the last known ones in place."""
         make_plugin("ocr", version="1.0", requirements={"modules": ["PIL"]})
-        source = services.PluginSource(location="/p/ocr.py", kind=SourceKind.FILE)
+        source = PluginSource(location="/p/ocr.py", kind=SourceKind.FILE)
         plugin = services.plugin_mark_failed(
             name="ocr", reason="SyntaxError in the test on purpose", actor="t", source=source
         )

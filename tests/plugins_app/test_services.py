@@ -18,18 +18,19 @@ from plugins_app.models import (
     RunStatus,
     SourceKind,
 )
+from plugins_app.sources import PluginSource
 from plugins_app.transitions import ALLOWED_TRANSITIONS, check_transition
 
 pytestmark = pytest.mark.django_db
 
 CONFLICT_REASON = "Plugin name 'ocr' is provided by 2 sources in the test (remove one, reload)"
-ACME = services.PluginSource(
+ACME = PluginSource(
     location="entry point: acme = acme_ocr (acme-ocr 1.0)",
     kind=SourceKind.ENTRY_POINT,
     entry_point_name="acme",
 )
-ONE_FILE = services.PluginSource(location="/srv/plugins/ocr.py", kind=SourceKind.FILE)
-TWO_FILES = services.PluginSource(conflicting=("/a/ocr.py", "/b/ocr.py"))
+ONE_FILE = PluginSource(location="/srv/plugins/ocr.py", kind=SourceKind.FILE)
+TWO_FILES = PluginSource(conflicting=("/a/ocr.py", "/b/ocr.py"))
 
 
 def source_fields(name: str) -> tuple[str, str, str, list[str]]:
@@ -411,7 +412,7 @@ class TestPluginSource:
         """A failed load that names only its source updates the source fields, nothing else."""
         metadata = services.PluginMetadata(source=ONE_FILE, version="2.0")
         services.plugin_register(name="ocr", metadata=metadata, actor="t")
-        package = services.PluginSource(location="/srv/plugins/ocr", kind=SourceKind.PACKAGE)
+        package = PluginSource(location="/srv/plugins/ocr", kind=SourceKind.PACKAGE)
         plugin = services.plugin_mark_failed(
             name="ocr", reason="SyntaxError in the test on purpose", actor="t", source=package
         )
@@ -423,23 +424,3 @@ class TestPluginSource:
         make_plugin("ocr")
         services.plugin_mark_unavailable(name="ocr", reason="gone for the test run", actor="t")
         assert source_fields("ocr") == ("/plugins/ocr.py", "file", "", [])
-
-    @pytest.mark.parametrize(
-        "fields",
-        [
-            {"location": "/a/ocr.py", "conflicting": ("/a/ocr.py", "/b/ocr.py")},
-            {"kind": SourceKind.FILE, "conflicting": ("/a/ocr.py", "/b/ocr.py")},
-            {"location": "entry point: acme = acme_ocr (x 1)", "kind": SourceKind.ENTRY_POINT},
-            {"location": "/a/ocr.py", "kind": SourceKind.FILE, "entry_point_name": "ocr"},
-            {"kind": SourceKind.PACKAGE},
-            {"conflicting": ("/a/ocr.py",)},
-        ],
-    )
-    def test_inconsistent_source__refused(self, fields):
-        """A source and a conflict at once, an entry point without its name, or a bare kind fail."""
-        with pytest.raises(ValueError):
-            services.PluginSource(**fields)
-
-    def test_shown__location_or_every_conflicting_source(self):
-        """What an operator reads as the source: the location, or each source of a conflict."""
-        assert (ONE_FILE.shown, TWO_FILES.shown) == ("/srv/plugins/ocr.py", "/a/ocr.py; /b/ocr.py")
