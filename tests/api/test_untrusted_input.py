@@ -27,16 +27,6 @@ from tests.concurrency_support import database_url
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def _fresh_throttle_counts():
-    """Write throttle counts live in the cache: these many writes must not starve later tests."""
-    from django.core.cache import cache
-
-    cache.clear()
-    yield
-    cache.clear()
-
-
 # --- HTTP framing -------------------------------------------------------------------------
 
 
