@@ -127,6 +127,16 @@ def plugin_dir(tmp_path: Path) -> PluginDir:
     return PluginDir(directory)
 
 
+@pytest.fixture
+def plugins(plugin_dir: PluginDir, settings) -> Iterator[PluginDir]:
+    """A plugin directory that PORTAL_PLUGIN_DIRS points at; warm hosts go with the test."""
+    from plugins_app import pipeline
+
+    settings.PORTAL_PLUGIN_DIRS = [str(plugin_dir.path)]
+    yield plugin_dir
+    pipeline.discard_warm_hosts()
+
+
 @pytest.fixture(autouse=True)
 def _stop_heartbeat():
     """A run starts the heartbeat thread; stop it after the test, before its database goes."""

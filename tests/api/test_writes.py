@@ -20,12 +20,10 @@ def run(**params):
 
 
 @pytest.fixture
-def plugins(plugin_dir, settings):
-    """A plugin directory the portal loads from, runs executed inline (synchronously)."""
-    settings.PORTAL_PLUGIN_DIRS = [str(plugin_dir.path)]
+def plugins(plugins, settings):
+    """The shared plugin directory, runs executed inline (synchronously)."""
     settings.PORTAL_RUN_EXECUTOR = "inline"
-    yield plugin_dir
-    pipeline.discard_warm_hosts()
+    return plugins
 
 
 @pytest.fixture

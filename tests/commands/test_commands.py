@@ -27,13 +27,6 @@ EXAMPLES = ROOT / "examples" / "plugins"
 
 
 @pytest.fixture
-def plugins(plugin_dir, settings):
-    settings.PORTAL_PLUGIN_DIRS = [str(plugin_dir.path)]
-    yield plugin_dir
-    pipeline.discard_warm_hosts()
-
-
-@pytest.fixture
 def loaded(plugins):
     """Three plugins loaded: ok (healthy), echo (returns its params), broken (FAILED)."""
     plugins.add("ok", "def run(): return {'fine': True}\n")

@@ -29,14 +29,6 @@ ACTOR = "user:tester"
 HAS_GPU = bool(shutil.which("nvidia-smi") or glob.glob("/dev/nvidia[0-9]*"))
 
 
-@pytest.fixture
-def plugins(plugin_dir, settings):
-    """A plugin directory that PORTAL_PLUGIN_DIRS points at."""
-    settings.PORTAL_PLUGIN_DIRS = [str(plugin_dir.path)]
-    yield plugin_dir
-    pipeline.discard_warm_hosts()
-
-
 def load(name: str) -> Plugin:
     """Load one plugin and return its registry row."""
     return pipeline.reload_plugin(name=name, actor=ACTOR)

@@ -21,13 +21,12 @@ ACTOR = "api:tester"
 
 
 @pytest.fixture
-def plugins(plugin_dir, settings):
-    settings.PORTAL_PLUGIN_DIRS = [str(plugin_dir.path)]
+def plugins(plugins, settings):
+    """The shared plugin directory, runs on the thread executor (in the background)."""
     settings.PORTAL_RUN_EXECUTOR = "thread"
     shutdown_executor()
-    yield plugin_dir
+    yield plugins
     shutdown_executor()
-    pipeline.discard_warm_hosts()
 
 
 def sleeper(plugins, name: str = "sleeper") -> None:

@@ -26,14 +26,6 @@ HEALTHY = '"""Healthy beside it."""\ndef run():\n    return "healthy"\n'
 REFUSED_MARK = "refused-by-the-database"
 
 
-@pytest.fixture
-def plugins(plugin_dir, settings):
-    """A plugin directory that PORTAL_PLUGIN_DIRS points at."""
-    settings.PORTAL_PLUGIN_DIRS = [str(plugin_dir.path)]
-    yield plugin_dir
-    pipeline.discard_warm_hosts()
-
-
 @pytest.fixture(autouse=True)
 def _bounded_loads(settings) -> Iterator[None]:
     """A load that waits for a neighbour that never comes fails in seconds, not minutes."""
