@@ -272,7 +272,7 @@ class TestRegistryWriteRule:
             def run_finish(plugin):
                 Plugin.objects.filter(pk=plugin.pk).update(state="FAILED", error_count=1)
             """
-        assert found(source, "plugins_app/services.py") == []
+        assert found(source, "plugins_app/services/runs.py") == []
 
     def test_legitimate_code__clean(self):
         """Dicts, other fields, reads and non-model objects are not registry writes."""

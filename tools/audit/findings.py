@@ -16,7 +16,7 @@ RULES = {
     "PORTAL000": "file cannot be parsed",
     "PORTAL001": "dynamic import of plugin code outside sandbox/",
     "PORTAL002": "direct call of a plugin's run/setup outside sandbox/",
-    "PORTAL003": "registry state, counter or reason written outside plugins_app/services.py",
+    "PORTAL003": "registry state, counter or reason written outside plugins_app/services/",
     "PORTAL004": "hard-coded reason in plugins_app/ (build it in plugins_app/reasons.py)",
     "PORTAL005": "the admin, the API or a command imports sandbox/ (go through plugins_app)",
     "PORTAL006": "import cycle among the project's packages",

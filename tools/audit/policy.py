@@ -17,7 +17,7 @@ PLUGIN_SIDE_MODULES = ("plugin_contract/loader.py", "plugin_contract/declaration
 # Benchmark scripts seed thousands of rows in bulk to time reads; they never run in the portal
 # and would take minutes going through the services row by row.
 SEED_DATA_DIRS = ("benchmarks/",)
-SERVICES_MODULE = "plugins_app/services.py"
+SERVICES_PACKAGE = "plugins_app/services/"
 REASONS_MODULE = "plugins_app/reasons.py"
 REASON_RULE_SCOPE = "plugins_app/"
 PROJECT_PACKAGES = frozenset(
@@ -56,7 +56,7 @@ class Policy:
             )
         return cls(
             dynamic_code=True,
-            registry_writes=relpath != SERVICES_MODULE and not relpath.startswith(SEED_DATA_DIRS),
+            registry_writes=not relpath.startswith((SERVICES_PACKAGE, *SEED_DATA_DIRS)),
             reasons=relpath.startswith(REASON_RULE_SCOPE) and relpath != REASONS_MODULE,
             interface=relpath.startswith(INTERFACE_PREFIXES),
         )

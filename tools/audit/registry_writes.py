@@ -1,4 +1,4 @@
-"""PORTAL003: registry state, counters and reasons change only in plugins_app/services.py.
+"""PORTAL003: registry state, counters and reasons change only in plugins_app/services/.
 
 Flags assignments and `setattr` to a registry field on anything but `self` in a class that is
 not a Django model, and `.update()`/`.create()`/`.get_or_create()`/`.update_or_create()`/model
@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 
 from tools.audit.context import Check, FileContext
-from tools.audit.policy import SERVICES_MODULE, Policy
+from tools.audit.policy import SERVICES_PACKAGE, Policy
 from tools.audit.scopes import last_name, str_constant
 
 REGISTRY_FIELDS = frozenset(
@@ -73,7 +73,7 @@ class RegistryWriteCheck(Check):
         self.context.report(
             node,
             "PORTAL003",
-            f"{what} outside {SERVICES_MODULE} (state, counters and reason change only "
+            f"{what} outside {SERVICES_PACKAGE} (state, counters and reason change only "
             "through a service function)",
         )
 

@@ -1,13 +1,9 @@
-"""The only code that changes the registry.
-
-Each service opens one transaction, locks the plugin row, checks the transition table, updates
-counters with F() expressions in the database and appends the history row, so concurrent
-threads and processes neither lose nor double-count an outcome.
-"""
+"""Services for a run's life: queued, started, finished (counted once), refused, kept
+alive by heartbeats, reconciled when its worker went silent, pruned."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,38 +13,18 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from plugins_app import reasons
-from plugins_app.errors import (
-    IllegalTransition,
-    PluginNotFound,
-    PluginRefused,
-    RunNotFound,
-)
+from plugins_app.errors import IllegalTransition, PluginRefused, RunNotFound
 from plugins_app.models import (
-    AVAILABLE_STATES,
     FINISHED_RUN_STATUSES,
-    EventKind,
     Plugin,
-    PluginEvent,
     PluginRun,
     PluginState,
     RunOutcomeKind,
     RunStatus,
 )
-from plugins_app.sources import PluginSource
-from plugins_app.transitions import check_transition
+from plugins_app.services.rows import locked_plugin, transition
 
 SYSTEM_ACTOR = "system"
-
-
-@dataclass(frozen=True)
-class PluginMetadata:
-    """What a load found out about a plugin module."""
-
-    source: PluginSource = field(default_factory=PluginSource)
-    description: str = ""
-    version: str = ""
-    requirements: dict[str, Any] | None = None
-    limits: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,164 +51,6 @@ class RunOutcome:
         return self.status == RunStatus.SUCCEEDED
 
 
-def _locked_plugin(name: str) -> Plugin:
-    try:
-        return Plugin.objects.select_for_update().get(name=name)
-    except Plugin.DoesNotExist:
-        raise PluginNotFound(name) from None
-
-
-def _transition(
-    plugin: Plugin,
-    to_state: PluginState,
-    *,
-    reason: str,
-    actor: str,
-    run: PluginRun | None = None,
-    always_record: bool = False,
-    extra_fields: dict[str, Any] | None = None,
-) -> None:
-    """Move a locked plugin to `to_state`, writing the event row when the state changes.
-
-    `always_record` keeps a re-check that lands in the same state (a reload that fails again)
-    in the history with its new reason.
-    """
-    from_state = plugin.state
-    check_transition(plugin.name, from_state, to_state)
-    now = timezone.now()
-    fields: dict[str, Any] = {"reason": reason, **(extra_fields or {})}
-    changed = from_state != to_state
-    if changed:
-        fields["state"] = to_state
-        fields["state_changed_at"] = now
-        was_available = from_state in AVAILABLE_STATES
-        if to_state in AVAILABLE_STATES and not was_available:
-            fields["available_since"] = now
-        elif to_state not in AVAILABLE_STATES:
-            fields["available_since"] = None
-    Plugin.objects.filter(pk=plugin.pk).update(**fields, updated_at=now)
-    if changed or always_record:
-        PluginEvent.objects.create(
-            plugin=plugin,
-            kind=EventKind.STATE_CHANGED,
-            from_state=from_state,
-            to_state=to_state,
-            reason=reason,
-            actor=actor,
-            run=run,
-            created_at=now,
-        )
-    plugin.refresh_from_db()
-
-
-@transaction.atomic
-def plugin_register(*, name: str, metadata: PluginMetadata, actor: str) -> Plugin:
-    """Record that a plugin's module imported: new plugins appear, known ones go to LOADED."""
-    fields = _metadata_fields(metadata)
-    plugin = Plugin.objects.select_for_update().filter(name=name).first()
-    if plugin is None:
-        return _plugin_create(name=name, state=PluginState.LOADED, reason="", actor=actor, **fields)
-    if plugin.running_count:
-        raise IllegalTransition(
-            reasons.reload_while_running(plugin=name, running=plugin.running_count)
-        )
-    _transition(plugin, PluginState.LOADED, reason="", actor=actor, extra_fields=fields)
-    return plugin
-
-
-def _plugin_create(*, name: str, state: PluginState, reason: str, actor: str, **fields) -> Plugin:
-    check_transition(name, None, state)
-    now = timezone.now()
-    plugin = Plugin(
-        name=name,
-        state=state,
-        reason=reason,
-        state_changed_at=now,
-        available_since=now if state in AVAILABLE_STATES else None,
-        **fields,
-    )
-    plugin.full_clean()
-    plugin.save()
-    PluginEvent.objects.create(
-        plugin=plugin, from_state="", to_state=state, reason=reason, actor=actor, created_at=now
-    )
-    return plugin
-
-
-@transaction.atomic
-def plugin_mark_initialized(*, name: str, actor: str) -> Plugin:
-    """setup() succeeded (or there is none): the plugin is ready for runs."""
-    plugin = _locked_plugin(name)
-    _transition(plugin, PluginState.INITIALIZED, reason="", actor=actor)
-    return plugin
-
-
-@transaction.atomic
-def plugin_mark_failed(
-    *,
-    name: str,
-    reason: str,
-    actor: str,
-    source: PluginSource | None = None,
-    metadata: PluginMetadata | None = None,
-) -> Plugin:
-    """A load broke (import error, failing setup, crash, hang): transient, FAILED.
-
-    `metadata` records what the plugin declared when its module imported before it broke.
-    """
-    return _mark_broken(
-        name, PluginState.FAILED, reason=reason, actor=actor, source=source, metadata=metadata
-    )
-
-
-@transaction.atomic
-def plugin_mark_unavailable(
-    *,
-    name: str,
-    reason: str,
-    actor: str,
-    source: PluginSource | None = None,
-    metadata: PluginMetadata | None = None,
-) -> Plugin:
-    """The environment lacks something the plugin needs: UNAVAILABLE until a reload."""
-    return _mark_broken(
-        name, PluginState.UNAVAILABLE, reason=reason, actor=actor, source=source, metadata=metadata
-    )
-
-
-def _metadata_fields(metadata: PluginMetadata) -> dict[str, Any]:
-    return {
-        **metadata.source.fields(),
-        "description": metadata.description,
-        "version": metadata.version,
-        "requirements": metadata.requirements or {},
-        "limits": metadata.limits or {},
-    }
-
-
-def _mark_broken(
-    name: str,
-    state: PluginState,
-    *,
-    reason: str,
-    actor: str,
-    source: PluginSource | None,
-    metadata: PluginMetadata | None = None,
-) -> Plugin:
-    plugin = Plugin.objects.select_for_update().filter(name=name).first()
-    extra = _metadata_fields(metadata) if metadata is not None else {}
-    if source is not None:
-        extra.update(source.fields())
-    if plugin is None:
-        return _plugin_create(name=name, state=state, reason=reason, actor=actor, **extra)
-    if plugin.running_count:
-        raise IllegalTransition(
-            reasons.reload_while_running(plugin=name, running=plugin.running_count)
-        )
-    _transition(plugin, state, reason=reason, actor=actor, always_record=True, extra_fields=extra)
-    return plugin
-
-
 def _refusal(plugin: Plugin) -> str | None:
     if not plugin.enabled:
         return reasons.plugin_disabled(
@@ -246,7 +64,7 @@ def _refusal(plugin: Plugin) -> str | None:
 @transaction.atomic
 def run_queue(*, name: str, params: dict[str, Any], actor: str) -> PluginRun:
     """Create a queued run, or refuse (disabled, UNAVAILABLE) without counting anything."""
-    plugin = _locked_plugin(name)
+    plugin = locked_plugin(name)
     refusal = _refusal(plugin)
     if refusal:
         raise PluginRefused(refusal)
@@ -261,7 +79,7 @@ def run_start(*, run_id: int, worker: str) -> PluginRun:
     became UNAVAILABLE while the run waited, and then nothing is counted.
     """
     run = _locked_run(run_id)
-    plugin = _locked_plugin(run.plugin.name)
+    plugin = locked_plugin(run.plugin.name)
     if run.status != RunStatus.QUEUED:
         raise IllegalTransition(
             f"Run {run_id} of plugin '{plugin.name}' is {run.status}, not queued, and cannot "
@@ -279,7 +97,7 @@ def run_start(*, run_id: int, worker: str) -> PluginRun:
     PluginRun.objects.filter(pk=run.pk).update(
         status=RunStatus.RUNNING, started_at=now, heartbeat_at=now, worker=worker
     )
-    _transition(
+    transition(
         plugin,
         PluginState.RUNNING,
         reason="",
@@ -313,7 +131,7 @@ def run_finish(
     run whose heartbeat is at or after it is alive after all and is left to its worker.
     """
     run = _locked_run(run_id)
-    plugin = _locked_plugin(run.plugin.name)
+    plugin = locked_plugin(run.plugin.name)
     if run.status != RunStatus.RUNNING:
         return run
     if stale_before is not None and run.heartbeat_at and run.heartbeat_at >= stale_before:
@@ -368,7 +186,7 @@ def run_finish(
         to_state, reason = PluginState.FAILED, outcome.reason
     if not outcome.succeeded and still_running:
         reason = outcome.reason  # the freshest failure is what an operator needs to read
-    _transition(
+    transition(
         plugin, to_state, reason=reason, actor=actor or run.actor, run=run, extra_fields=counters
     )
     run.refresh_from_db()
@@ -381,7 +199,7 @@ def run_refuse_unavailable(*, run_id: int, reason: str, actor: str | None = None
     it): the run is closed refused and uncounted, and the plugin becomes UNAVAILABLE (it stays
     RUNNING, with the reason, while other runs are in progress)."""
     run = _locked_run(run_id)
-    plugin = _locked_plugin(run.plugin.name)
+    plugin = locked_plugin(run.plugin.name)
     if run.status != RunStatus.RUNNING:
         return run
     now = timezone.now()
@@ -393,7 +211,7 @@ def run_refuse_unavailable(*, run_id: int, reason: str, actor: str | None = None
         heartbeat_at=now,
     )
     still_running = plugin.running_count - 1 > 0
-    _transition(
+    transition(
         plugin,
         PluginState.RUNNING if still_running else PluginState.UNAVAILABLE,
         reason=reason,
@@ -459,64 +277,3 @@ def runs_prune(
         with transaction.atomic():
             _, per_model = old.filter(pk__in=batch).delete()
         total += per_model.get(PluginRun._meta.label, 0)
-
-
-def plugin_disable(*, name: str, note: str, actor: str) -> Plugin:
-    return _plugin_set_enabled(name=name, enabled=False, note=note, actor=actor)
-
-
-def plugin_enable(*, name: str, note: str, actor: str) -> Plugin:
-    return _plugin_set_enabled(name=name, enabled=True, note=note, actor=actor)
-
-
-@transaction.atomic
-def _plugin_set_enabled(*, name: str, enabled: bool, note: str, actor: str) -> Plugin:
-    """Flip `enabled`: disabling records who, when and why on the plugin, enabling clears it."""
-    plugin = _locked_plugin(name)
-    now = timezone.now()
-    Plugin.objects.filter(pk=plugin.pk).update(
-        enabled=enabled,
-        disabled_by="" if enabled else actor,
-        disabled_at=None if enabled else now,
-        disabled_note="" if enabled else note,
-        updated_at=now,
-    )
-    PluginEvent.objects.create(
-        plugin=plugin,
-        kind=EventKind.ENABLED if enabled else EventKind.DISABLED,
-        reason=note,
-        actor=actor,
-        created_at=now,
-    )
-    plugin.refresh_from_db()
-    return plugin
-
-
-@transaction.atomic
-def plugin_reset_counters(*, name: str, note: str, actor: str) -> Plugin:
-    """Zero the run counters (history rows stay); recorded as an event with who and why."""
-    plugin = _locked_plugin(name)
-    now = timezone.now()
-    reason = reasons.counters_reset(
-        successes=plugin.success_count,
-        errors=plugin.error_count,
-        consecutive=plugin.consecutive_failures,
-        note=note,
-    )
-    Plugin.objects.filter(pk=plugin.pk).update(
-        success_count=0,
-        error_count=0,
-        consecutive_failures=0,
-        avg_duration_ms=None,
-        timed_run_count=0,
-        updated_at=now,
-    )
-    PluginEvent.objects.create(
-        plugin=plugin,
-        kind=EventKind.COUNTERS_RESET,
-        reason=reason,
-        actor=actor,
-        created_at=now,
-    )
-    plugin.refresh_from_db()
-    return plugin

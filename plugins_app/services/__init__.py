@@ -1,0 +1,51 @@
+"""The only code that changes the registry: plugins (plugins.py) and runs (runs.py), each
+through the row locks and state changes of rows.py.
+
+Each service opens one transaction, locks the plugin row, checks the transition table, updates
+counters with F() expressions in the database and appends the history row, so concurrent
+threads and processes neither lose nor double-count an outcome.
+"""
+
+from __future__ import annotations
+
+from plugins_app.services.plugins import (
+    PluginMetadata,
+    plugin_disable,
+    plugin_enable,
+    plugin_mark_failed,
+    plugin_mark_initialized,
+    plugin_mark_unavailable,
+    plugin_register,
+    plugin_reset_counters,
+)
+from plugins_app.services.runs import (
+    SYSTEM_ACTOR,
+    RunOutcome,
+    run_finish,
+    run_heartbeat,
+    run_queue,
+    run_refuse_unavailable,
+    run_start,
+    runs_prune,
+    runs_reconcile_interrupted,
+)
+
+__all__ = [
+    "SYSTEM_ACTOR",
+    "PluginMetadata",
+    "RunOutcome",
+    "plugin_disable",
+    "plugin_enable",
+    "plugin_mark_failed",
+    "plugin_mark_initialized",
+    "plugin_mark_unavailable",
+    "plugin_register",
+    "plugin_reset_counters",
+    "run_finish",
+    "run_heartbeat",
+    "run_queue",
+    "run_refuse_unavailable",
+    "run_start",
+    "runs_prune",
+    "runs_reconcile_interrupted",
+]

@@ -1,0 +1,68 @@
+"""Row locks and state changes: the two moves every service makes in its transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils import timezone
+
+from plugins_app.errors import PluginNotFound
+from plugins_app.models import (
+    AVAILABLE_STATES,
+    EventKind,
+    Plugin,
+    PluginEvent,
+    PluginRun,
+    PluginState,
+)
+from plugins_app.transitions import check_transition
+
+
+def locked_plugin(name: str) -> Plugin:
+    try:
+        return Plugin.objects.select_for_update().get(name=name)
+    except Plugin.DoesNotExist:
+        raise PluginNotFound(name) from None
+
+
+def transition(
+    plugin: Plugin,
+    to_state: PluginState,
+    *,
+    reason: str,
+    actor: str,
+    run: PluginRun | None = None,
+    always_record: bool = False,
+    extra_fields: dict[str, Any] | None = None,
+) -> None:
+    """Move a locked plugin to `to_state`, writing the event row when the state changes.
+
+    `always_record` keeps a re-check that lands in the same state (a reload that fails again)
+    in the history with its new reason.
+    """
+    from_state = plugin.state
+    check_transition(plugin.name, from_state, to_state)
+    now = timezone.now()
+    fields: dict[str, Any] = {"reason": reason, **(extra_fields or {})}
+    changed = from_state != to_state
+    if changed:
+        fields["state"] = to_state
+        fields["state_changed_at"] = now
+        was_available = from_state in AVAILABLE_STATES
+        if to_state in AVAILABLE_STATES and not was_available:
+            fields["available_since"] = now
+        elif to_state not in AVAILABLE_STATES:
+            fields["available_since"] = None
+    Plugin.objects.filter(pk=plugin.pk).update(**fields, updated_at=now)
+    if changed or always_record:
+        PluginEvent.objects.create(
+            plugin=plugin,
+            kind=EventKind.STATE_CHANGED,
+            from_state=from_state,
+            to_state=to_state,
+            reason=reason,
+            actor=actor,
+            run=run,
+            created_at=now,
+        )
+    plugin.refresh_from_db()
