@@ -76,11 +76,16 @@ def _plugin_reading(row: dict[str, Any], tallies: list[dict[str, Any]], queued: 
     )
 
 
+_write_failing = False  # only so that a failing disk is logged once, not at every scrape
+
+
 def remember(reading: Reading, path: Path) -> None:
     """Make `reading` the node's last known, unless the file already holds a newer one.
 
-    A failure to write is logged, never raised: the scrape that read the database still answers.
+    A failure to write is logged (once until a write succeeds again), never raised: the scrape
+    that read the database still answers.
     """
+    global _write_failing
     temporary = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +103,16 @@ def remember(reading: Reading, path: Path) -> None:
         if temporary is not None:
             with contextlib.suppress(OSError):
                 os.unlink(temporary.name)
-        logger.warning("Could not keep the last metrics reading in %s: %s", path, error)
+        if not _write_failing:
+            logger.warning(
+                "Could not keep the last metrics reading in %s (%s): during a database outage "
+                "/metrics will serve an older one, or none (logged once until a write succeeds)",
+                path,
+                error,
+            )
+        _write_failing = True
+    else:
+        _write_failing = False
 
 
 def last_known(path: Path) -> Reading | None:

@@ -347,3 +347,17 @@ class TestLastKnownReading:
         path.write_text('{"read_at": 12')
         assert metrics_reading.last_known(path) is None
         assert "not JSON" in caplog.text
+
+    @pytest.mark.django_db
+    def test_remember__a_disk_that_refuses_writes_costs_no_scrape(
+        self, api_client, make_plugin, settings, tmp_path, caplog
+    ):
+        """The reading cannot be kept: scrapes still answer from the database, one warning said."""
+        make_plugin("ocr")
+        blocked = tmp_path / "a file, not a directory"
+        blocked.write_text("")
+        settings.PORTAL_METRICS_LAST_READING_FILE = blocked / "metrics-last-reading"
+        for _ in range(3):
+            assert scrape(api_client)["portal_database_up"][()] == 1
+        warnings = [r for r in caplog.records if "Could not keep the last metrics" in r.message]
+        assert len(warnings) == 1
