@@ -47,12 +47,41 @@ def state_badge(state: str, label: str | None = None) -> SafeString:
 
 
 def short_text(text: str, chars: int = SHORT_REASON_CHARS) -> SafeString | str:
-    """The first `chars` characters, with the full text on hover."""
+    """The reason's start and its advice (`reason_summary`), with the full text on hover."""
     if not text:
         return "—"
     return format_html(
-        '<span class="short-reason" title="{}">{}</span>', text, Truncator(text).chars(chars)
+        '<span class="short-reason" title="{}">{}</span>', text, reason_summary(text, chars)
     )
+
+
+def reason_summary(text: str, chars: int = SHORT_REASON_CHARS) -> str:
+    """A reason of more than `chars` characters as its beginning, an ellipsis and its advice:
+    the last parenthesised clause, or else what follows the last ';' (reasons end with what
+    to do next, which a plain cut drops)."""
+    if len(text) <= chars:
+        return text
+    advice = _advice(text)
+    if not advice or len(advice) > chars:
+        return Truncator(text).chars(chars)
+    head = text[: len(text) - len(advice)].rstrip(" ;")
+    budget = max(chars - len(advice), MIN_REASON_HEAD_CHARS)
+    return f"{Truncator(head).chars(budget)} {advice}"
+
+
+MIN_REASON_HEAD_CHARS = 40  # of a shortened reason's beginning: what failed
+
+
+def _advice(text: str) -> str:
+    stripped = text.rstrip()
+    if stripped.endswith(")"):
+        depth = 0
+        for index in range(len(stripped) - 1, 0, -1):
+            depth += {")": 1, "(": -1}.get(stripped[index], 0)
+            if depth == 0:
+                return stripped[index:]
+    head, semicolon, tail = stripped.rpartition(";")
+    return tail.strip() if semicolon and head else ""
 
 
 def preformatted(text: str) -> SafeString | str:
