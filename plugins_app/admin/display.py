@@ -56,20 +56,19 @@ def short_text(text: str, chars: int = SHORT_REASON_CHARS) -> SafeString | str:
 
 
 def reason_summary(text: str, chars: int = SHORT_REASON_CHARS) -> str:
-    """A reason of more than `chars` characters as its beginning, an ellipsis and its advice:
-    the last parenthesised clause, or else what follows the last ';' (reasons end with what
-    to do next, which a plain cut drops)."""
-    if len(text) <= chars:
-        return text
+    """A long reason as its first `chars` characters, an ellipsis and its advice: the last
+    parenthesised clause, or else what follows the last ';' (reasons end with what to do
+    next, which a plain cut drops). Advice over ADVICE_CHARS is cut like the rest."""
     advice = _advice(text)
-    if not advice or len(advice) > chars:
+    if not advice or len(advice) > ADVICE_CHARS:
         return Truncator(text).chars(chars)
     head = text[: len(text) - len(advice)].rstrip(" ;")
-    budget = max(chars - len(advice), MIN_REASON_HEAD_CHARS)
-    return f"{Truncator(head).chars(budget)} {advice}"
+    if len(head) <= chars:
+        return text
+    return f"{Truncator(head).chars(chars)} {advice}"
 
 
-MIN_REASON_HEAD_CHARS = 40  # of a shortened reason's beginning: what failed
+ADVICE_CHARS = 120  # of a reason's closing advice, kept whole in a shortened reason
 
 
 def _advice(text: str) -> str:
@@ -130,9 +129,29 @@ def age(value: datetime | None, now: datetime | None = None) -> SafeString | str
     now = now or timezone.now()
     seconds = (now - value).total_seconds()
     # timesince says "0 minutes" for the last minute, which is when an operator looks closest.
-    ago = f"{max(0, int(seconds))} seconds" if seconds < 60 else timesince(value, now, depth=1)
+    whole = max(0, int(seconds))
+    ago = (
+        f"{whole} second{'' if whole == 1 else 's'}"
+        if seconds < 60
+        else timesince(value, now, depth=1)
+    )
     return format_html(
         '<time datetime="{}" title="{}">{} ago</time>', value.isoformat(), exact, ago
+    )
+
+
+def timestamp(value: datetime | None) -> SafeString | str:
+    """The exact local time, compact ('2026-12-07 06:27:51', which may wrap between the date
+    and the time), with its age on hover."""
+    if value is None:
+        return "—"
+    local = timezone.localtime(value)
+    return format_html(
+        '<time datetime="{}" title="{} ago">{} {}</time>',
+        value.isoformat(),
+        timesince(value, depth=1),
+        f"{local:%Y-%m-%d}",
+        f"{local:%H:%M:%S}",
     )
 
 

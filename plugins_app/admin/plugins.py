@@ -260,7 +260,7 @@ class PluginAdmin(RerunWithParams):
 
     def _refusal_of(self, object_id: str) -> str | None:
         plugin = Plugin.objects.filter(pk=object_id).first() if object_id.isdigit() else None
-        return rerun_refusal(plugin) if plugin is not None else None
+        return rerun_refusal(plugin, with_reason=False) if plugin is not None else None
 
     # ----------------------------------------------------------------- columns
 

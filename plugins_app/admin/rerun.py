@@ -22,17 +22,19 @@ from plugins_app.models import Plugin, PluginState
 PARAMS_EXAMPLE = '{"name": "Ann"}'
 
 
-def rerun_refusal(plugin: Plugin) -> str | None:
+def rerun_refusal(plugin: Plugin, *, with_reason: bool = True) -> str | None:
     """Why a rerun of the plugin would be refused or fail before run() (disabled, UNAVAILABLE,
-    or its last load failed), or None when a rerun can work."""
+    or its last load failed), or None when a rerun can work. `with_reason=False` leaves out
+    the plugin's reason, for the plugin's page, which shows it just below."""
+    reason = plugin.reason if with_reason else ""
     if not plugin.enabled:
         return reasons.plugin_disabled(
             plugin=plugin.name, by=plugin.disabled_by, note=plugin.disabled_note
         )
     if plugin.state == PluginState.UNAVAILABLE:
-        return reasons.plugin_unavailable_refusal(plugin=plugin.name, reason=plugin.reason)
+        return reasons.plugin_unavailable_refusal(plugin=plugin.name, reason=reason)
     if plugin.load_failed:
-        return reasons.rerun_needs_reload(plugin=plugin.name, reason=plugin.reason)
+        return reasons.rerun_needs_reload(plugin=plugin.name, reason=reason)
     return None
 
 
