@@ -89,7 +89,6 @@ def plugin_mark_failed(
     `load_traceback` the traceback of its import or setup(), when one raised. The plugin is
     marked `load_failed` until a load succeeds: a rerun would fail the same way.
     """
-    failure = {"load_failed": True, "load_traceback": load_traceback}
     return _mark_broken(
         name,
         PluginState.FAILED,
@@ -97,7 +96,7 @@ def plugin_mark_failed(
         actor=actor,
         source=source,
         metadata=metadata,
-        extra=failure,
+        load_traceback=load_traceback,
     )
 
 
@@ -115,7 +114,6 @@ def plugin_mark_unavailable(
 
     `load_traceback`: the traceback of the import or setup() that showed it, if one raised.
     """
-    failure = {"load_failed": False, "load_traceback": load_traceback}
     return _mark_broken(
         name,
         PluginState.UNAVAILABLE,
@@ -123,7 +121,7 @@ def plugin_mark_unavailable(
         actor=actor,
         source=source,
         metadata=metadata,
-        extra=failure,
+        load_traceback=load_traceback,
     )
 
 
@@ -145,10 +143,13 @@ def _mark_broken(
     actor: str,
     source: PluginSource | None,
     metadata: PluginMetadata | None = None,
-    extra: dict[str, Any],
+    load_traceback: str,
 ) -> Plugin:
+    """FAILED by a load (marked `load_failed`: runs would fail the same way until a load
+    succeeds) or UNAVAILABLE, with the load's traceback when its import or setup() raised."""
     plugin = Plugin.objects.select_for_update().filter(name=name).first()
-    extra = {**(_metadata_fields(metadata) if metadata is not None else {}), **extra}
+    extra = _metadata_fields(metadata) if metadata is not None else {}
+    extra.update(load_failed=state == PluginState.FAILED, load_traceback=load_traceback)
     if source is not None:
         extra.update(source.fields())
     if plugin is None:
