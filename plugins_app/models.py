@@ -97,6 +97,19 @@ class Plugin(models.Model):
         blank=True,
         help_text="The plugin's `limits`, overriding the sandbox defaults.",
     )
+    load_failed = models.BooleanField(
+        "last load failed",
+        default=False,
+        help_text="The plugin's last load broke (import, declarations, setup() or its "
+        "process): a rerun would fail the same way, so the admin offers a reload instead.",
+    )
+    load_traceback = models.TextField(
+        "load traceback",
+        blank=True,
+        default="",
+        help_text="The traceback of the last load's import or setup(), when it raised; "
+        "cleared by a load that succeeds.",
+    )
     enabled = models.BooleanField(
         "enabled", default=True, help_text="A disabled plugin is refused for runs."
     )
@@ -324,7 +337,7 @@ class PluginRun(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"run {self.pk} of {self.plugin_id} ({self.status})"
+        return f"Run #{self.pk} of plugin '{self.plugin.name}'"
 
     @property
     def is_finished(self) -> bool:

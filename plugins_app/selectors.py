@@ -8,7 +8,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections
-from django.db.models import Case, Count, Func, IntegerField, Q, QuerySet, Value, When
+from django.db.models import (
+    Case,
+    Count,
+    Func,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
 from django.db.models.functions import Substr, TruncHour
 from django.utils import timezone
 
@@ -351,3 +362,32 @@ def plugin_last_run_params(*, name: str) -> dict[str, Any]:
         .first()
     )
     return params if isinstance(params, dict) else {}
+
+
+def failed_runs_of(plugin: Any) -> QuerySet[PluginRun]:
+    """A plugin's failed runs, newest first; refused runs (never ran, not counted) left out.
+
+    `plugin` is a plugin's id, or an OuterRef to one in a subquery.
+    """
+    return (
+        PluginRun.objects.filter(plugin_id=plugin, status__in=FAILED_RUN_STATUSES)
+        .exclude(outcome="refused")
+        .order_by("-queued_at", "-id")
+    )
+
+
+def plugin_latest_failed_run(*, plugin_id: int) -> PluginRun | None:
+    """The plugin's newest failed run (what the plugin page links to), or None."""
+    return failed_runs_of(plugin_id).first()
+
+
+def with_latest_failure(queryset: QuerySet[Plugin]) -> QuerySet[Plugin]:
+    """Annotate each plugin whose last run failed with that run's id and reason (None
+    otherwise): a plugin reloaded after a failure still shows what last went wrong."""
+    latest = failed_runs_of(OuterRef("pk"))[:1]
+    # Only where the last run failed: a healthy fleet's page reads no run at all.
+    failing = Q(consecutive_failures__gt=0)
+    return queryset.annotate(
+        latest_failed_run_id=Case(When(failing, then=Subquery(latest.values("pk")))),
+        latest_failed_reason=Case(When(failing, then=Subquery(latest.values("reason")))),
+    )
