@@ -174,8 +174,10 @@ class TestRunPlugin:
 
     def test_timeout__timed_out_exit_1(self, plugins):
         """--timeout limits this run; going past it exits 1."""
-        plugins.add("nap", "import time\ndef run(): time.sleep(30)\n")
+        plugins.add("nap", "import time\ndef run(s=30): time.sleep(s)\n")
         pipeline.load_plugins(actor="test")
+        # A first short run starts the warm host, so 0.5 s times the call, not a slow start.
+        assert command("runplugin", "nap", "--param", "s=0")
         code, message, _ = failing("runplugin", "nap", "--timeout", "0.5")
         assert code == 1
         assert "timed_out: Plugin 'nap' did not finish within its 0.5 s timeout" in message
