@@ -18,7 +18,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
 
-from plugins_app import plugin_env, reasons, services, untrusted
+from plugins_app import params_check, plugin_env, reasons, services, untrusted
 from plugins_app.discovery import (
     Discovery,
     PluginSpec,
@@ -238,8 +238,18 @@ def _load_one(spec: PluginSpec, *, preload: Preload | None = None) -> _Load:
             version=report.version,
             requirements=report.requires,
             limits=report.limits,
+            run_params=report.run_params,
+            params_schema=report.params_schema,
         )
     if report.status == "ok":
+        schema_problem = None if report.params_schema is None else params_check.schema_problem(
+            report.params_schema
+        )
+        if schema_problem:
+            reason = reasons.invalid_declaration(
+                plugin=name, message=shorten(schema_problem), source=spec.source
+            )
+            return _Load(spec, name, "failed", reason, metadata)
         try:
             declared_limits(report.limits)
         except BAD_LIMITS as exc:
