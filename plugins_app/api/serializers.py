@@ -63,7 +63,12 @@ class PluginListQuery(serializers.Serializer):
         choices=PluginState.choices,
         required=False,
         allow_blank=True,
-        help_text="Only plugins in this state.",
+        help_text="Only plugins in this state (in capitals).",
+        error_messages={
+            "invalid_choice": '"{input}" is not a state; use one of '
+            + ", ".join(PluginState.values)
+            + " (in capitals, such as state=FAILED)"
+        },
     )
     enabled = serializers.ChoiceField(
         choices=["true", "false"],
