@@ -25,9 +25,9 @@ from plugins_app.discovery import (
     discover,
     is_plugin_name,
 )
-from plugins_app.errors import IllegalTransition, PluginNotFound
+from plugins_app.errors import IllegalTransition, PluginNotFound, TooManyVanished
 from plugins_app.executor import reconcile_interrupted
-from plugins_app.models import Plugin, SourceKind
+from plugins_app.models import Plugin, PluginState, SourceKind
 from plugins_app.run_outcomes import (
     ERROR_TYPE_CHARS,
     MESSAGE_CHARS,
@@ -49,6 +49,10 @@ LOADER_TARGET = "plugin_contract.loader:warm_loader"
 
 
 LOAD_CONCURRENCY = 4
+
+
+# More plugins than this vanishing in one load is a wrong PORTAL_PLUGIN_DIRS, not removals.
+VANISH_LIMIT = 2
 
 
 DESCRIPTION_CHARS = 10_000  # of a plugin's description (its docstring, by default)
@@ -104,10 +108,15 @@ class _Load:
     lost: bool = False  # its sandbox process was lost, in a host other loads shared
 
 
-def load_plugins(*, names: Sequence[str] | None = None, actor: str) -> list[LoadReport]:
+def load_plugins(
+    *, names: Sequence[str] | None = None, actor: str, prune: bool = False
+) -> list[LoadReport]:
     """Discover and (re)load plugins: all of them, or the named ones (PluginNotFound if a name
     is neither registered nor discovered). Plugins registered but no longer found are marked
-    UNAVAILABLE with a reason; two sources giving one name make it UNAVAILABLE, naming both."""
+    UNAVAILABLE with a reason; two sources giving one name make it UNAVAILABLE, naming both.
+
+    More than VANISH_LIMIT available plugins no longer found raise TooManyVanished before
+    anything is written, unless `prune` says they were removed on purpose."""
     reconcile_interrupted()  # runs orphaned by a dead process must not block the reload
     found = discover()
     wanted = None if names is None else list(dict.fromkeys(names))
@@ -116,14 +125,27 @@ def load_plugins(*, names: Sequence[str] | None = None, actor: str) -> list[Load
     groups: dict[str, list[_Load]] = {}
     for load in loads:
         groups.setdefault(load.name, []).append(load)
-    reports = [_record(name, group, actor) for name, group in groups.items()]
     registered = Plugin.objects.values_list("name", flat=True)
     expected = set(wanted) if wanted is not None else set(registered)
+    if not prune:
+        _refuse_mass_vanishing(sorted(expected - groups.keys()), found)
+    reports = [_record(name, group, actor) for name, group in groups.items()]
     for name in sorted(expected - groups.keys()):
         report = _record_vanished(name, found, actor)
         if report is not None:
             reports.append(report)
     return sorted(reports, key=lambda report: report.name)
+
+
+def _refuse_mass_vanishing(missing: list[str], found: Discovery) -> None:
+    gone = Plugin.objects.filter(name__in=missing).exclude(state=PluginState.UNAVAILABLE)
+    vanishing = sorted(gone.values_list("name", flat=True))
+    if len(vanishing) > VANISH_LIMIT:
+        raise TooManyVanished(
+            reasons.too_many_vanished(
+                names=", ".join(vanishing), count=len(vanishing), searched=found.searched
+            )
+        )
 
 
 def reload_plugin(*, name: str, actor: str) -> Plugin:

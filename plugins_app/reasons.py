@@ -426,3 +426,13 @@ def run_params_refused(*, plugin: str, message: str) -> str:
         "load recorded, so nothing was counted (fix the params, or reload the plugin if its "
         "run() changed, then run it again)"
     )
+
+
+def too_many_vanished(*, names: str, count: int, searched: str) -> str:
+    return (
+        f"Refusing to mark {count} plugins UNAVAILABLE at once: {names} were not found in "
+        f"{searched}, which usually means this process's PORTAL_PLUGIN_DIRS lacks their "
+        "directories; nothing was changed (run loadplugins with the PORTAL_PLUGIN_DIRS the "
+        "server uses, or, if they were removed on purpose, run loadplugins --prune to mark "
+        "them UNAVAILABLE)"
+    )

@@ -101,7 +101,9 @@ class TestLoadPlugins:
         """Each plugin gets a line with its state and, when not healthy, the reason."""
         plugins.add("ok", "def run(): pass\n")
         plugins.add("yolo", "import no_such_torch\ndef run(): pass\n")
-        assert command("loadplugins") == (
+        code, _, out = failing("loadplugins")
+        assert code == 1  # a plugin is UNAVAILABLE
+        assert out == (
             "ok    INITIALIZED\n"
             "yolo  UNAVAILABLE  Missing Python module 'no_such_torch' required by plugin "
             "'yolo' (install with: pip install no_such_torch)\n"
@@ -375,7 +377,7 @@ class TestRunPluginRequirementsAtCallTime:
         assert (run.status, run.outcome) == (RunStatus.FAILED, "refused")
         assert shell.stderr.strip() == f"CommandError: Run {run.pk} failed: {run.reason}"
         # The same reason a load in that shell gives: the load and the run agree.
-        assert command("loadplugins") == f"weather  UNAVAILABLE  {reason}\n"
+        assert failing("loadplugins")[::2] == (1, f"weather  UNAVAILABLE  {reason}\n")
         event = plugin.events.filter(run=run).latest("id")
         assert (event.from_state, event.to_state) == (PluginState.RUNNING, PluginState.UNAVAILABLE)
 
