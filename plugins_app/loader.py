@@ -264,8 +264,10 @@ def _load_one(spec: PluginSpec, *, preload: Preload | None = None) -> _Load:
             params_schema=report.params_schema,
         )
     if report.status == "ok":
-        schema_problem = None if report.params_schema is None else params_check.schema_problem(
-            report.params_schema
+        schema_problem = (
+            None
+            if report.params_schema is None
+            else params_check.schema_problem(report.params_schema)
         )
         if schema_problem:
             reason = reasons.invalid_declaration(

@@ -82,7 +82,9 @@ def schema_violation(
     try:
         return best_match(validator(schema).iter_errors(dict(params)))
     except Unresolvable as exc:  # a $ref the schema cannot resolve: said, never a 500
-        return ValidationError(f"the schema's reference cannot be resolved ({exc})", validator="$ref")
+        return ValidationError(
+            f"the schema's reference cannot be resolved ({exc})", validator="$ref"
+        )
 
 
 def _where(error: ValidationError) -> str:

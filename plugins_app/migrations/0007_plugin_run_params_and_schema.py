@@ -4,20 +4,31 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('plugins_app', '0006_plugin_source_fields'),
+        ("plugins_app", "0006_plugin_source_fields"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='plugin',
-            name='params_schema',
-            field=models.JSONField(blank=True, default=None, help_text="The plugin's declared `params_schema` (a JSON Schema), checked at load; params are validated against it before a run is queued. Null when none is declared.", null=True, verbose_name='params schema'),
+            model_name="plugin",
+            name="params_schema",
+            field=models.JSONField(
+                blank=True,
+                default=None,
+                help_text="The plugin's declared `params_schema` (a JSON Schema), checked at load; params are validated against it before a run is queued. Null when none is declared.",
+                null=True,
+                verbose_name="params schema",
+            ),
         ),
         migrations.AddField(
-            model_name='plugin',
-            name='run_params',
-            field=models.JSONField(blank=True, default=None, help_text='What run() takes, read from its signature at the last load: the accepted names, the required ones and whether it takes **params; params are checked against it before a run is queued. Null when unknown (not loaded yet, or no signature).', null=True, verbose_name='run() parameters'),
+            model_name="plugin",
+            name="run_params",
+            field=models.JSONField(
+                blank=True,
+                default=None,
+                help_text="What run() takes, read from its signature at the last load: the accepted names, the required ones and whether it takes **params; params are checked against it before a run is queued. Null when unknown (not loaded yet, or no signature).",
+                null=True,
+                verbose_name="run() parameters",
+            ),
         ),
     ]

@@ -13,7 +13,6 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from plugins_app import reasons
-from plugins_app.params_check import check_params
 from plugins_app.errors import IllegalTransition, PluginRefused, RunNotFound
 from plugins_app.models import (
     FINISHED_RUN_STATUSES,
@@ -23,6 +22,7 @@ from plugins_app.models import (
     RunOutcomeKind,
     RunStatus,
 )
+from plugins_app.params_check import check_params
 from plugins_app.services.rows import locked_plugin, transition
 
 SYSTEM_ACTOR = "system"
@@ -201,6 +201,22 @@ def run_finish(
     return run
 
 
+PARAMS_REFUSED = "ParamsRefused"  # error_type of a run the call's own params check refused
+
+
+def _close_refused(run: PluginRun, *, reason: str, error_type: str = "") -> None:
+    """Close a running run as refused: failed, nothing counted (the caller moves the plugin)."""
+    now = timezone.now()
+    PluginRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.FAILED,
+        outcome=RunOutcomeKind.REFUSED,
+        error_type=error_type,
+        reason=reason,
+        finished_at=now,
+        heartbeat_at=now,
+    )
+
+
 @transaction.atomic
 def run_refuse_unavailable(*, run_id: int, reason: str, actor: str | None = None) -> PluginRun:
     """The process running the call lacks what the plugin requires (`reason`, as a load words
@@ -210,14 +226,8 @@ def run_refuse_unavailable(*, run_id: int, reason: str, actor: str | None = None
     plugin = locked_plugin(run.plugin.name)
     if run.status != RunStatus.RUNNING:
         return run
-    now = timezone.now()
-    PluginRun.objects.filter(pk=run.pk).update(
-        status=RunStatus.FAILED,
-        outcome="refused",
-        reason=reasons.plugin_unavailable_refusal(plugin=plugin.name, reason=reason),
-        finished_at=now,
-        heartbeat_at=now,
-    )
+    refusal = reasons.plugin_unavailable_refusal(plugin=plugin.name, reason=reason)
+    _close_refused(run, reason=refusal)
     still_running = plugin.running_count - 1 > 0
     transition(
         plugin,
@@ -232,9 +242,6 @@ def run_refuse_unavailable(*, run_id: int, reason: str, actor: str | None = None
     return run
 
 
-PARAMS_REFUSED = "ParamsRefused"  # error_type of a run the call's own params check refused
-
-
 @transaction.atomic
 def run_refuse_params(*, run_id: int, reason: str, actor: str | None = None) -> PluginRun:
     """The call's process found the params do not fit run() (it changed since the load): the
@@ -245,15 +252,7 @@ def run_refuse_params(*, run_id: int, reason: str, actor: str | None = None) -> 
     plugin = locked_plugin(run.plugin.name)
     if run.status != RunStatus.RUNNING:
         return run
-    now = timezone.now()
-    PluginRun.objects.filter(pk=run.pk).update(
-        status=RunStatus.FAILED,
-        outcome=RunOutcomeKind.REFUSED,
-        error_type=PARAMS_REFUSED,
-        reason=reason,
-        finished_at=now,
-        heartbeat_at=now,
-    )
+    _close_refused(run, reason=reason, error_type=PARAMS_REFUSED)
     if plugin.running_count - 1 > 0:
         to_state, state_reason = PluginState.RUNNING, plugin.reason
     elif plugin.consecutive_failures:

@@ -19,13 +19,9 @@ SCHEMA_PLUGIN = (
 
 
 @pytest.fixture
-def operator_client(client, make_operator):
+def counted(plugins, settings, client, make_operator):
+    """The plugin 'counted' (a params_schema) loaded; the client logged in as an operator."""
     client.force_login(make_operator("ops", role="operator"))
-    return client
-
-
-@pytest.fixture
-def counted(plugins, settings):
     settings.PORTAL_RUN_EXECUTOR = "inline"
     plugins.add("counted", SCHEMA_PLUGIN)
     pipeline.load_plugins(actor="test")
@@ -33,9 +29,9 @@ def counted(plugins, settings):
 
 
 class TestPluginPage:
-    def test_change_page__shows_params_schema_and_accepted_params(self, operator_client, counted):
+    def test_change_page__shows_params_schema_and_accepted_params(self, client, counted):
         """The plugin page shows the declared params_schema and the names run() accepts."""
-        page = operator_client.get(reverse("admin:plugins_app_plugin_change", args=[counted.pk]))
+        page = client.get(reverse("admin:plugins_app_plugin_change", args=[counted.pk]))
         html = page.content.decode()
         assert "Params schema" in html
         assert "&quot;count&quot;: {" in html
@@ -45,7 +41,7 @@ class TestPluginPage:
 
 class TestRerunParams:
     def test_rerun__last_params_no_longer_accepted__error_message_nothing_run(
-        self, operator_client, counted
+        self, client, counted
     ):
         """Rerun with last params against the schema says why in an error; nothing is run."""
         services.run_queue(name="counted", params={"count": 2}, actor="test")
@@ -53,7 +49,7 @@ class TestRerunParams:
             params_schema={"type": "object", "properties": {"count": {"type": "string"}}}
         )
         data = {"action": "rerun_selected", "index": 0, "_selected_action": [str(counted.pk)]}
-        response = operator_client.post(PLUGINS, data, follow=True)
+        response = client.post(PLUGINS, data, follow=True)
         messages = [(m.level_tag, str(m)) for m in response.context["messages"]]
         assert messages == [
             (

@@ -1,4 +1,4 @@
-"""POST /v1/plugins/{name}/runs refuses params the plugin does not accept; health shows its schema."""
+"""POST /v1/plugins/{name}/runs refuses params the plugin does not take; health shows its schema."""
 
 from __future__ import annotations
 
@@ -65,8 +65,9 @@ class TestParamsRefused:
             operator_client, "/v1/plugins/counted/runs", {"params": {"count": "two"}}
         )
         assert response.status_code == 400
-        assert "params.count: 'two' is not of type 'integer' (rule: type)" in (
-            response.json()["detail"]
+        assert (
+            "params.count: 'two' is not of type 'integer' (rule: type)"
+            in (response.json()["detail"])
         )
         unharmed("counted")
 

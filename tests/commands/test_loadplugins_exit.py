@@ -3,30 +3,15 @@ code says whether every plugin it loaded is healthy."""
 
 from __future__ import annotations
 
-import io
-
 import pytest
-from django.core.management import CommandError, call_command
 
 from plugins_app import pipeline
 from plugins_app.models import Plugin, PluginState
+from tests.commands.test_commands import command, failing
 
 pytestmark = pytest.mark.django_db
 
 HEALTHY = "def run():\n    return 1\n"
-
-
-def command(*args: str) -> str:
-    out = io.StringIO()
-    call_command(*args, stdout=out, stderr=io.StringIO())
-    return out.getvalue()
-
-
-def failing(*args: str) -> tuple[int, str, str]:
-    out = io.StringIO()
-    with pytest.raises(CommandError) as raised:
-        call_command(*args, stdout=out, stderr=io.StringIO())
-    return raised.value.returncode, str(raised.value), out.getvalue()
 
 
 @pytest.fixture

@@ -147,7 +147,7 @@ class TestParamsSchema:
         assert (run.status, run.result) == (RunStatus.SUCCEEDED, {"count": 2})
 
     def test_bad_schema__failed_load_saying_what_to_fix(self, plugins):
-        """A params_schema that is no JSON Schema makes the load FAILED with an actionable reason."""
+        """A params_schema that is no JSON Schema makes the load FAILED with a reason to act on."""
         plugins.add("p", "params_schema = {'type': 'bogus'}\ndef run(): pass\n")
         plugin = load("p")
         assert plugin.state == PluginState.FAILED

@@ -8,9 +8,9 @@ from django.db import connection
 
 from plugins_app import pipeline, selectors
 from plugins_app.errors import InvalidParams, PluginError, PluginNotFound
-from plugins_app.params_check import check_params
 from plugins_app.management.arguments import PortalCommand
 from plugins_app.models import Plugin, PluginState, RunStatus
+from plugins_app.params_check import check_params
 from plugins_app.storable import value_problem
 
 ACTOR = "command:rerunplugins"
