@@ -214,7 +214,7 @@ class HealthRecordSerializer(serializers.Serializer):
     last_error_at = serializers.DateTimeField(allow_null=True)
     last_duration_ms = serializers.FloatField(allow_null=True)
     avg_duration_ms = serializers.FloatField(allow_null=True)
-    params_schema = serializers.JSONField(
+    params_schema = serializers.DictField(
         allow_null=True,
         help_text="The JSON Schema the plugin declares for its run params (`params_schema`); "
         "runs with params against it are refused with a 400. Null when it declares none.",

@@ -71,11 +71,11 @@ class TestSchema:
         assert operations == OPERATIONS
 
     def test_schema__health_record_requires_every_key(self, client):
-        """The health record schema requires all seventeen keys."""
+        """The health record schema requires all eighteen keys."""
         document = client.get(SCHEMA_URL).json()
         record = document["components"]["schemas"]["HealthRecord"]
         assert set(record["required"]) == set(record["properties"])
-        assert len(record["properties"]) == 17
+        assert len(record["properties"]) == 18
 
     def test_docs__served_from_installed_packages(self, client):
         """/v1/docs/ is a Swagger UI page whose assets come from this server, not a CDN."""
