@@ -335,8 +335,17 @@ def _failure(
     report["error_type"] = type(exc).__name__
     report["message"] = _message(exc)
     report["where"] = _where(exc, spec)
-    report["traceback"] = "".join(traceback.format_exception(exc))
+    report["traceback"] = "".join(traceback.format_exception(type(exc), exc, _plugin_tb(exc)))
     return report
+
+
+def _plugin_tb(exc: BaseException) -> types.TracebackType | None:
+    """The exception's traceback from the first frame outside this loader: an operator reads
+    the plugin's frames, not the portal's that called into it."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return tb
 
 
 def _message(exc: BaseException) -> str:

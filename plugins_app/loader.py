@@ -32,6 +32,7 @@ from plugins_app.run_outcomes import (
     ERROR_TYPE_CHARS,
     MESSAGE_CHARS,
     OUTPUT_TAIL_CHARS,
+    TRACEBACK_CHARS,
     max_chars,
     shorten,
 )
@@ -84,6 +85,7 @@ REPORT_CHARS = {
     "description": DESCRIPTION_CHARS,
     "error_type": ERROR_TYPE_CHARS,
     "where": MESSAGE_CHARS,
+    "traceback": TRACEBACK_CHARS,
 }
 
 
@@ -106,6 +108,7 @@ class _Load:
     reason: str = ""
     metadata: services.PluginMetadata | None = None
     lost: bool = False  # its sandbox process was lost, in a host other loads shared
+    traceback: str = ""  # of the import or setup() that raised
 
 
 def load_plugins(
@@ -282,7 +285,8 @@ def _load_one(spec: PluginSpec, *, preload: Preload | None = None) -> _Load:
             )
             return _Load(spec, name, "failed", reason, metadata)
         return _Load(spec, name, "ok", "", metadata)
-    return _Load(spec, name, report.status, _report_reason(name, spec, report), metadata)
+    reason = _report_reason(name, spec, report)
+    return _Load(spec, name, report.status, reason, metadata, traceback=report.traceback)
 
 
 def declared_limits(declared: dict[str, Any]) -> Limits:
@@ -414,6 +418,7 @@ def _record(name: str, group: list[_Load], actor: str) -> LoadReport:
             actor=actor,
             source=source,
             metadata=load.metadata,
+            load_traceback=load.traceback,
         ),
         source=source,
         actor=actor,

@@ -1,19 +1,19 @@
-"""`GET /metrics`: plugin health in Prometheus text format, read from the database per scrape.
+"""`GET /metrics`: plugin health and run totals in Prometheus text format, true for Prometheus.
 
-Reading the registry at scrape time (not counting in process memory) keeps the numbers right
-however many server processes there are. Two queries per scrape: the plugin rows, and one
-bounded aggregate over the runs queued in the last PORTAL_METRICS_WINDOW_S seconds for the
-duration histogram (a sliding window: use `histogram_quantile` on its buckets directly).
+Each scrape reads the registry (plugins_app.metrics_reading: three queries whatever the number
+of plugins), so every server process reports the same numbers. Run counts and the duration
+histogram come from the cumulative tallies in the database: they never go down, whoever
+resets counters or prunes runs. While the database cannot be read, the scrape serves the
+node's last reading with `portal_database_up 0`, so alerts keep firing instead of resolving.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
-from datetime import timedelta
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
-from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
@@ -24,52 +24,74 @@ from prometheus_client.core import (
     Metric,
 )
 
-from plugins_app import selectors
+from plugins_app import metrics_reading, snapshot
 from plugins_app.api.deadline import read_deadline
-from plugins_app.models import PluginState
-from plugins_app.snapshot import ReadFailures
+from plugins_app.metrics_reading import PluginReading, Reading
+from plugins_app.models import DURATION_BUCKETS, PluginState, RunOutcomeKind
 
-# Run duration bucket bounds, in seconds (plugins range from milliseconds to minutes).
-DURATION_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-
-metrics_read_failures = ReadFailures("Metrics read", "reporting portal_database_up 0")
+metrics_read_failures = snapshot.ReadFailures(
+    "Metrics read", "serving the node's last reading with portal_database_up 0"
+)
 
 
 class PluginCollector:
-    """A prometheus_client collector over the selectors; reports the database down, not a 500."""
+    """A prometheus_client collector over the registry; reports the database down, not a 500."""
 
     def describe(self) -> list[Metric]:
         return []  # nothing to announce: collect() reads the database only when scraped
 
     def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily(
-            "portal_database_up", "1 when this scrape could read the plugin registry, else 0."
-        )
+        last_known = settings.PORTAL_METRICS_LAST_READING_FILE
+        reading: Reading | None
         try:
             with read_deadline(settings.PORTAL_HEALTH_DB_TIMEOUT_S):
-                plugins = selectors.plugin_metric_rows()
-                since = timezone.now() - timedelta(seconds=settings.PORTAL_METRICS_WINDOW_S)
-                durations = selectors.run_duration_buckets(
-                    since=since, bounds_ms=tuple(bound * 1000 for bound in DURATION_BUCKETS_S)
-                )
+                reading = metrics_reading.read_registry()
         except Exception as error:
             metrics_read_failures.failed(error)
-            up.add_metric([], 0)
-            yield up
-            return
-        metrics_read_failures.succeeded()
-        up.add_metric([], 1)
-        yield up
-        yield from _plugin_metrics(plugins)
-        yield _duration_histogram(plugins, durations)
+            database_up = 0
+            reading = metrics_reading.last_known(last_known)
+        else:
+            metrics_read_failures.succeeded()
+            database_up = 1
+            metrics_reading.remember(reading, last_known)
+        yield _gauge(
+            "portal_database_up",
+            "1 when this scrape read the registry; 0 when it could not, and the other series "
+            "are the node's last reading.",
+            database_up,
+        )
+        snapshot_age = snapshot.health_snapshot_age_seconds()
+        if snapshot_age is not None:
+            yield _gauge(
+                "portal_health_snapshot_age_seconds",
+                "Seconds since the health snapshot the health endpoints answer from was read "
+                "from the database.",
+                snapshot_age,
+            )
+        if reading is None:
+            return  # the database is down and this node never read it: nothing else is known
+        yield _gauge(
+            "portal_metrics_age_seconds",
+            "Seconds since the plugin series of this scrape were read from the database "
+            "(0 when this scrape read them).",
+            0 if database_up else max(0.0, time.time() - reading["read_at"]),
+        )
+        yield from _state_metrics(reading["plugins"])
+        yield from _run_metrics(reading["plugins"])
 
 
-def _plugin_metrics(plugins: list[dict]) -> Iterator[Metric]:
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    gauge = GaugeMetricFamily(name, documentation)
+    gauge.add_metric([], value)
+    return gauge
+
+
+def _state_metrics(plugins: list[PluginReading]) -> Iterator[Metric]:
     by_state = GaugeMetricFamily(
         "portal_plugins", "Plugins registered, by state.", labels=["state"]
     )
     for value in PluginState.values:
-        by_state.add_metric([value], sum(1 for row in plugins if row["state"] == value))
+        by_state.add_metric([value], sum(1 for plugin in plugins if plugin["state"] == value))
     yield by_state
 
     state = GaugeMetricFamily(
@@ -80,57 +102,65 @@ def _plugin_metrics(plugins: list[dict]) -> Iterator[Metric]:
     enabled = GaugeMetricFamily(
         "portal_plugin_enabled", "1 when the plugin takes runs, 0 when disabled.", labels=["plugin"]
     )
+    consecutive = GaugeMetricFamily(
+        "portal_plugin_consecutive_failures",
+        "Failed runs in a row since the last success (an operator's reset zeroes it).",
+        labels=["plugin"],
+    )
+    for plugin in plugins:
+        name = plugin["name"]
+        for value in PluginState.values:
+            state.add_metric([name, value], 1 if plugin["state"] == value else 0)
+        enabled.add_metric([name], 1 if plugin["enabled"] else 0)
+        consecutive.add_metric([name], plugin["consecutive_failures"])
+    yield from (state, enabled, consecutive)
+
+
+def _run_metrics(plugins: list[PluginReading]) -> Iterator[Metric]:
+    running = GaugeMetricFamily(
+        "portal_plugin_runs_in_progress", "Runs executing now.", labels=["plugin"]
+    )
+    queued = GaugeMetricFamily(
+        "portal_plugin_runs_queued", "Runs waiting to start.", labels=["plugin"]
+    )
     succeeded = CounterMetricFamily(
         "portal_plugin_runs_succeeded",
-        "Runs that succeeded (since the counters were last reset).",
+        "Runs that succeeded, ever (never reset).",
         labels=["plugin"],
     )
     failed = CounterMetricFamily(
         "portal_plugin_runs_failed",
-        "Runs that failed, timed out, crashed or were interrupted (since the last reset).",
+        "Runs that failed, timed out, crashed or were interrupted, ever (never reset).",
         labels=["plugin"],
     )
-    consecutive = GaugeMetricFamily(
-        "portal_plugin_consecutive_failures",
-        "Failed runs in a row since the last success.",
-        labels=["plugin"],
+    failures = CounterMetricFamily(
+        "portal_plugin_run_failures",
+        "Failed runs by outcome (error, timeout, memory, crashed, exited, interrupted, ...), "
+        "ever; a series appears at the plugin's first failure of that kind.",
+        labels=["plugin", "outcome"],
     )
-    running = GaugeMetricFamily(
-        "portal_plugin_runs_in_progress", "Runs executing now.", labels=["plugin"]
-    )
-    for row in plugins:
-        name = row["name"]
-        for value in PluginState.values:
-            state.add_metric([name, value], 1 if row["state"] == value else 0)
-        enabled.add_metric([name], 1 if row["enabled"] else 0)
-        succeeded.add_metric([name], row["success_count"])
-        failed.add_metric([name], row["error_count"])
-        consecutive.add_metric([name], row["consecutive_failures"])
-        running.add_metric([name], row["running_count"])
-    yield from (state, enabled, succeeded, failed, consecutive, running)
-
-
-def _duration_histogram(plugins: list[dict], durations: dict[int, dict]) -> Metric:
-    histogram = HistogramMetricFamily(
+    durations = HistogramMetricFamily(
         "portal_plugin_run_duration_seconds",
-        f"Duration of finished runs queued in the last {settings.PORTAL_METRICS_WINDOW_S} s "
-        "(a sliding window).",
+        "Duration of every finished run with a duration, ever (never reset).",
         labels=["plugin"],
     )
-    empty = {"buckets": [0] * len(DURATION_BUCKETS_S), "count": 0, "sum_ms": 0.0}
-    for row in plugins:
-        data = durations.get(row["id"], empty)
+    ok = RunOutcomeKind.OK.value
+    for plugin in plugins:
+        name = plugin["name"]
+        running.add_metric([name], plugin["running"])
+        queued.add_metric([name], plugin["queued"])
+        succeeded.add_metric([name], plugin["runs"].get(ok, 0))
+        failed.add_metric([name], sum(n for kind, n in plugin["runs"].items() if kind != ok))
+        for kind, runs in sorted(plugin["runs"].items()):
+            if kind != ok:
+                failures.add_metric([name, kind], runs)
         buckets = [
-            (_bound(bound), count)
-            for bound, count in zip(DURATION_BUCKETS_S, data["buckets"], strict=True)
+            (repr(float(bound)), count)
+            for (_, bound), count in zip(DURATION_BUCKETS, plugin["buckets"], strict=True)
         ]
-        buckets.append(("+Inf", data["count"]))
-        histogram.add_metric([row["name"]], buckets, data["sum_ms"] / 1000)
-    return histogram
-
-
-def _bound(seconds: float) -> str:
-    return repr(float(seconds))
+        buckets.append(("+Inf", plugin["timed_runs"]))
+        durations.add_metric([name], buckets, plugin["duration_s"])
+    yield from (running, queued, succeeded, failed, failures, durations)
 
 
 registry = CollectorRegistry(auto_describe=False)

@@ -114,6 +114,19 @@ class Plugin(models.Model):
         help_text="The plugin's declared `params_schema` (a JSON Schema), checked at load; "
         "params are validated against it before a run is queued. Null when none is declared.",
     )
+    load_failed = models.BooleanField(
+        "last load failed",
+        default=False,
+        help_text="The plugin's last load broke (import, declarations, setup() or its "
+        "process): a rerun would fail the same way, so the admin offers a reload instead.",
+    )
+    load_traceback = models.TextField(
+        "load traceback",
+        blank=True,
+        default="",
+        help_text="The traceback of the last load's import or setup(), when it raised; "
+        "cleared by a load that succeeds.",
+    )
     enabled = models.BooleanField(
         "enabled", default=True, help_text="A disabled plugin is refused for runs."
     )
@@ -341,8 +354,81 @@ class PluginRun(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"run {self.pk} of {self.plugin_id} ({self.status})"
+        return f"Run #{self.pk} of plugin '{self.plugin.name}'"
 
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED_RUN_STATUSES
+
+
+# The run duration histogram's buckets: the tally column counting the runs that took at most
+# so many seconds, and that bound. Cumulative, as Prometheus reads them; changing them takes a
+# migration, since the counts are kept in the database.
+DURATION_BUCKETS: tuple[tuple[str, float], ...] = (
+    ("le_10ms", 0.01),
+    ("le_50ms", 0.05),
+    ("le_100ms", 0.1),
+    ("le_250ms", 0.25),
+    ("le_500ms", 0.5),
+    ("le_1s", 1.0),
+    ("le_2_5s", 2.5),
+    ("le_5s", 5.0),
+    ("le_10s", 10.0),
+    ("le_30s", 30.0),
+    ("le_60s", 60.0),
+    ("le_120s", 120.0),
+    ("le_300s", 300.0),
+)
+
+
+def _bucket(label: str) -> models.PositiveBigIntegerField:
+    return models.PositiveBigIntegerField(f"timed runs {label}", default=0)
+
+
+class RunTally(models.Model):
+    """Every finished run of a plugin with one outcome, since the plugin was registered.
+
+    What /metrics publishes as counters and the duration histogram: only ever incremented, in
+    the transaction that finishes the run (plugins_app.run_tallies), never reset by an operator
+    nor lowered by pruning runs, so Prometheus can take rate() and increase() of it.
+    """
+
+    plugin = models.ForeignKey(
+        Plugin, on_delete=models.CASCADE, related_name="run_tallies", verbose_name="plugin"
+    )
+    outcome = models.CharField(
+        "outcome",
+        max_length=20,
+        help_text="'ok' for the runs that succeeded; for failures their outcome (error, "
+        "timeout, memory, ...), or their status when the outcome is unknown.",
+    )
+    runs = models.PositiveBigIntegerField("finished runs", default=0)
+    timed_runs = models.PositiveBigIntegerField(
+        "timed runs", default=0, help_text="Those with a duration (not interrupted ones)."
+    )
+    duration_s = models.FloatField("total duration (s)", default=0.0)
+    le_10ms = _bucket("≤ 10 ms")
+    le_50ms = _bucket("≤ 50 ms")
+    le_100ms = _bucket("≤ 100 ms")
+    le_250ms = _bucket("≤ 250 ms")
+    le_500ms = _bucket("≤ 500 ms")
+    le_1s = _bucket("≤ 1 s")
+    le_2_5s = _bucket("≤ 2.5 s")
+    le_5s = _bucket("≤ 5 s")
+    le_10s = _bucket("≤ 10 s")
+    le_30s = _bucket("≤ 30 s")
+    le_60s = _bucket("≤ 60 s")
+    le_120s = _bucket("≤ 120 s")
+    le_300s = _bucket("≤ 300 s")
+
+    class Meta:
+        verbose_name = "run tally"
+        verbose_name_plural = "run tallies"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["plugin", "outcome"], name="run_tally_plugin_outcome_uniq"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.plugin_id} {self.outcome}: {self.runs}"

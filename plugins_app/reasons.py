@@ -30,6 +30,23 @@ def plugin_unavailable_refusal(*, plugin: str, reason: str) -> str:
     )
 
 
+def rerun_needs_reload(*, plugin: str, reason: str) -> str:
+    why = f": {reason}" if reason else ""
+    return (
+        f"Plugin '{plugin}' did not load, so a rerun would fail the same way{why} "
+        "(fix the cause its reason names, then reload it; reruns are offered again once it loads)"
+    )
+
+
+def reloaded_after_failed_run(*, plugin: str, failures: int, last_reason: str) -> str:
+    why = f": {last_reason}" if last_reason else ""
+    return (
+        f"Plugin '{plugin}' reloaded fine, but its last run failed{why} "
+        f"({failures} consecutive failure{'' if failures == 1 else 's'}; rerun it to check "
+        "the fix)"
+    )
+
+
 def reload_while_running(*, plugin: str, running: int) -> str:
     return (
         f"Plugin '{plugin}' has {running} run(s) in progress and cannot be reloaded now "

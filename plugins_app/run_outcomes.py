@@ -138,6 +138,10 @@ def _failed(
     outcome = result.outcome
     if result.phase == Phase.WARM_UP:
         # The warm host never got to run(): timeout_s or the run's params are not the cause.
+        if result.fault == Fault.LOAD:
+            # The plugin's import or setup() raised: its own words and line, not the line of
+            # the portal's loader that re-raised it in the warm-up.
+            return RunStatus.FAILED, reasons.run_load_failed(plugin=name, message=_message(result))
         crashed = outcome in (Outcome.CRASHED, Outcome.MEMORY)
         status = RunStatus.CRASHED if crashed else RunStatus.FAILED
         what = result.host_failure or result.error or outcome.value

@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections
-from django.db.models import Case, Count, Func, IntegerField, Q, QuerySet, Sum, Value, When
+from django.db.models import (
+    Case,
+    Count,
+    Func,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
 from django.db.models.functions import Substr, TruncHour
 from django.utils import timezone
 
 from plugins_app.errors import InvalidName, PluginNotFound, RunNotFound
 from plugins_app.models import (
     AVAILABLE_STATES,
-    FINISHED_RUN_STATUSES,
+    DURATION_BUCKETS,
     Plugin,
     PluginRun,
     PluginState,
     RunStatus,
+    RunTally,
 )
 from plugins_app.storable import name_problem
 
@@ -221,36 +232,22 @@ def plugin_metric_rows() -> list[dict[str, Any]]:
     return list(Plugin.objects.order_by("name").values(*METRIC_COLUMNS))
 
 
-def run_duration_buckets(
-    *, since: datetime, bounds_ms: tuple[float, ...]
-) -> dict[int, dict[str, Any]]:
-    """Finished runs queued since `since`, by plugin id: cumulative bucket counts, count, sum.
+def run_tally_rows() -> list[dict[str, Any]]:
+    """Every plugin's cumulative run tallies, one row per outcome (see plugins_app.run_tallies)."""
+    columns = ("plugin_id", "outcome", "runs", "timed_runs", "duration_s")
+    buckets = tuple(column for column, _ in DURATION_BUCKETS)
+    return list(RunTally.objects.order_by().values(*columns, *buckets))
 
-    One aggregate query, bounded by the time window (indexed on queued_at).
-    """
-    buckets = {
-        f"le_{index}": Count("id", filter=Q(duration_ms__lte=bound))
-        for index, bound in enumerate(bounds_ms)
-    }
-    # The buckets' keys are built at run time, so the rows are plain mappings to the checker.
-    rows: Iterable[Mapping[str, Any]] = (
-        PluginRun.objects.filter(
-            queued_at__gte=since,
-            status__in=FINISHED_RUN_STATUSES,
-            duration_ms__isnull=False,
-        )
+
+def queued_run_counts() -> dict[int, int]:
+    """Runs waiting to start, by plugin id (one GROUP BY over the run status index)."""
+    rows = (
+        PluginRun.objects.filter(status=RunStatus.QUEUED)
         .order_by()
         .values("plugin_id")
-        .annotate(count=Count("id"), sum_ms=Sum("duration_ms"), **buckets)
+        .annotate(queued=Count("id"))
     )
-    return {
-        row["plugin_id"]: {
-            "buckets": [row[f"le_{index}"] for index in range(len(bounds_ms))],
-            "count": row["count"],
-            "sum_ms": row["sum_ms"] or 0.0,
-        }
-        for row in rows
-    }
+    return {row["plugin_id"]: row["queued"] for row in rows}
 
 
 # Broken plugins: what an operator must look at first.
@@ -368,3 +365,32 @@ def plugin_last_run_params(*, name: str) -> dict[str, Any]:
         .first()
     )
     return params if isinstance(params, dict) else {}
+
+
+def failed_runs_of(plugin: Any) -> QuerySet[PluginRun]:
+    """A plugin's failed runs, newest first; refused runs (never ran, not counted) left out.
+
+    `plugin` is a plugin's id, or an OuterRef to one in a subquery.
+    """
+    return (
+        PluginRun.objects.filter(plugin_id=plugin, status__in=FAILED_RUN_STATUSES)
+        .exclude(outcome="refused")
+        .order_by("-queued_at", "-id")
+    )
+
+
+def plugin_latest_failed_run(*, plugin_id: int) -> PluginRun | None:
+    """The plugin's newest failed run (what the plugin page links to), or None."""
+    return failed_runs_of(plugin_id).first()
+
+
+def with_latest_failure(queryset: QuerySet[Plugin]) -> QuerySet[Plugin]:
+    """Annotate each plugin whose last run failed with that run's id and reason (None
+    otherwise): a plugin reloaded after a failure still shows what last went wrong."""
+    latest = failed_runs_of(OuterRef("pk"))[:1]
+    # Only where the last run failed: a healthy fleet's page reads no run at all.
+    failing = Q(consecutive_failures__gt=0)
+    return queryset.annotate(
+        latest_failed_run_id=Case(When(failing, then=Subquery(latest.values("pk")))),
+        latest_failed_reason=Case(When(failing, then=Subquery(latest.values("reason")))),
+    )

@@ -206,3 +206,16 @@ health_snapshot = HealthSnapshot()
 health_read_failures = ReadFailures(
     "Health read", "answering from the last snapshot, marked stale,"
 )
+
+
+def health_snapshot_age_seconds() -> float | None:
+    """Seconds since the health snapshot was last refreshed from the database, None while empty.
+
+    /metrics publishes it (portal_health_snapshot_age_seconds); it follows the snapshot to
+    wherever the health endpoints read it from.
+    """
+    records = health_snapshot._records  # replaced, never changed in place: no lock needed
+    if not records:
+        return None
+    newest = max(_checked_at(record) for record in records.values())
+    return max(0.0, (datetime.now(UTC) - newest).total_seconds())

@@ -251,6 +251,7 @@ class LoaderReport:
     error_type: str
     message: str
     where: str
+    traceback: str = ""  # of a failed import or setup(), kept from its end (where it raised)
     changes: tuple[str, ...] = ()
     params_schema: dict[str, Any] | None = None  # as declared; validated by the portal
     run_params: dict[str, Any] | None = None  # run()'s signature, as plugin_contract.RunParams
@@ -299,6 +300,12 @@ def load_report(
     error_type = text("error_type", report["error_type"], optional=True)
     message = text("message", report["message"], optional=True)
     where = text("where", report["where"], optional=True)
+    # Not among REPORT_KEYS: a report without one (an older loader's) is still a report.
+    raw_traceback = report.get("traceback")
+    if not isinstance(raw_traceback, str | None):
+        raise MalformedReport(f"'traceback' is {_kind(raw_traceback)}, not text")
+    traceback, changed = block(raw_traceback, limit=max_chars.get("traceback"), keep="end")
+    changes.extend(f"traceback: {change}" for change in changed)
     requires = _declared("requires", report["requires"], changes)
     limits = _declared("limits", report["limits"], changes)
     schema = report.get("params_schema")
@@ -315,6 +322,7 @@ def load_report(
         error_type=error_type,
         message=message,
         where=where,
+        traceback=traceback,
         changes=tuple(changes),
         params_schema=params_schema,
         run_params=_run_params(report.get("run_params")),

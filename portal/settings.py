@@ -248,8 +248,9 @@ PORTAL_API_MAX_WAIT_S = env_number("PORTAL_API_MAX_WAIT_S", 60.0)
 PORTAL_HEALTH_DB_TIMEOUT_S = env_number("PORTAL_HEALTH_DB_TIMEOUT_S", 2.0)
 # While the database fails, one health request per this many seconds tries it again.
 PORTAL_HEALTH_RETRY_S = env_number("PORTAL_HEALTH_RETRY_S", 1.0)
-# The run duration histogram in /metrics covers runs queued in this many recent seconds.
-PORTAL_METRICS_WINDOW_S = int(env_number("PORTAL_METRICS_WINDOW_S", 3600, int))
+# The node's last /metrics reading, which every server process of the node serves while the
+# database cannot be read (plugins_app/metrics_reading.py).
+PORTAL_METRICS_LAST_READING_FILE = VAR_DIR / "metrics-last-reading"
 # A constant-payload view for benchmarks/api_bench.py; never on in production.
 PORTAL_BENCHMARK_VIEWS = env_flag("PORTAL_BENCHMARK_VIEWS")
 

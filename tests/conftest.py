@@ -403,3 +403,12 @@ def targets_readable_by_anyone(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]
     monkeypatch.syspath_prepend(str(root))
     yield package
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _own_metrics_file(settings, tmp_path_factory):
+    """Each test keeps the node's last metrics reading in a directory of its own."""
+    name = Path(
+        settings.PORTAL_METRICS_LAST_READING_FILE
+    ).name  # as a process started there names it
+    settings.PORTAL_METRICS_LAST_READING_FILE = tmp_path_factory.mktemp("var") / name

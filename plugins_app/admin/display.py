@@ -47,12 +47,40 @@ def state_badge(state: str, label: str | None = None) -> SafeString:
 
 
 def short_text(text: str, chars: int = SHORT_REASON_CHARS) -> SafeString | str:
-    """The first `chars` characters, with the full text on hover."""
+    """The reason's start and its advice (`reason_summary`), with the full text on hover."""
     if not text:
         return "—"
     return format_html(
-        '<span class="short-reason" title="{}">{}</span>', text, Truncator(text).chars(chars)
+        '<span class="short-reason" title="{}">{}</span>', text, reason_summary(text, chars)
     )
+
+
+def reason_summary(text: str, chars: int = SHORT_REASON_CHARS) -> str:
+    """A long reason as its first `chars` characters, an ellipsis and its advice: the last
+    parenthesised clause, or else what follows the last ';' (reasons end with what to do
+    next, which a plain cut drops). Advice over ADVICE_CHARS is cut like the rest."""
+    advice = _advice(text)
+    if not advice or len(advice) > ADVICE_CHARS:
+        return Truncator(text).chars(chars)
+    head = text[: len(text) - len(advice)].rstrip(" ;")
+    if len(head) <= chars:
+        return text
+    return f"{Truncator(head).chars(chars)} {advice}"
+
+
+ADVICE_CHARS = 120  # of a reason's closing advice, kept whole in a shortened reason
+
+
+def _advice(text: str) -> str:
+    stripped = text.rstrip()
+    if stripped.endswith(")"):
+        depth = 0
+        for index in range(len(stripped) - 1, 0, -1):
+            depth += {")": 1, "(": -1}.get(stripped[index], 0)
+            if depth == 0:
+                return stripped[index:]
+    head, semicolon, tail = stripped.rpartition(";")
+    return tail.strip() if semicolon and head else ""
 
 
 def preformatted(text: str) -> SafeString | str:
@@ -101,9 +129,29 @@ def age(value: datetime | None, now: datetime | None = None) -> SafeString | str
     now = now or timezone.now()
     seconds = (now - value).total_seconds()
     # timesince says "0 minutes" for the last minute, which is when an operator looks closest.
-    ago = f"{max(0, int(seconds))} seconds" if seconds < 60 else timesince(value, now, depth=1)
+    whole = max(0, int(seconds))
+    ago = (
+        f"{whole} second{'' if whole == 1 else 's'}"
+        if seconds < 60
+        else timesince(value, now, depth=1)
+    )
     return format_html(
         '<time datetime="{}" title="{}">{} ago</time>', value.isoformat(), exact, ago
+    )
+
+
+def timestamp(value: datetime | None) -> SafeString | str:
+    """The exact local time, compact ('2026-12-07 06:27:51', which may wrap between the date
+    and the time), with its age on hover."""
+    if value is None:
+        return "—"
+    local = timezone.localtime(value)
+    return format_html(
+        '<time datetime="{}" title="{} ago">{} {}</time>',
+        value.isoformat(),
+        timesince(value, depth=1),
+        f"{local:%Y-%m-%d}",
+        f"{local:%H:%M:%S}",
     )
 
 

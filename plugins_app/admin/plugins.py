@@ -22,8 +22,9 @@ from plugins_app.admin.display import (
     history_url,
     run_link,
 )
+from plugins_app.admin.rerun import RerunWithParams, queued_message, rerun_refusal
 from plugins_app.errors import PluginError
-from plugins_app.models import Plugin, PluginEvent, PluginRun
+from plugins_app.models import Plugin, PluginEvent, PluginRun, PluginState
 
 # Runs and events shown on a plugin's page; the full history is one link away.
 LATEST_RUNS = 10
@@ -139,7 +140,7 @@ class NoteForm(forms.Form):
 
 
 @admin.register(Plugin)
-class PluginAdmin(admin.ModelAdmin):
+class PluginAdmin(RerunWithParams):
     list_display = (
         "name",
         "state_badge",
@@ -172,6 +173,7 @@ class PluginAdmin(admin.ModelAdmin):
                 "fields": (
                     "state_badge",
                     "reason_full",
+                    "load_traceback_text",
                     "enabled",
                     "disabled_by",
                     "disabled_at",
@@ -186,6 +188,7 @@ class PluginAdmin(admin.ModelAdmin):
             {
                 "fields": (
                     "all_runs",
+                    "latest_failed_run",
                     "success_count",
                     "error_count",
                     "consecutive_failures",
@@ -225,7 +228,7 @@ class PluginAdmin(admin.ModelAdmin):
         css = ADMIN_CSS
 
     def get_queryset(self, request):
-        return selectors.plugin_list_problems_first()
+        return selectors.with_latest_failure(selectors.plugin_list_problems_first())
 
     def changelist_view(self, request, extra_context=None):
         executor.sweep_if_due()  # after a restart, runs of a dead process must not show RUNNING
@@ -244,9 +247,6 @@ class PluginAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    def has_run_permission(self, request) -> bool:
-        return request.user.has_perm("plugins_app.run_plugin")
-
     def has_operate_permission(self, request) -> bool:
         return request.user.has_perm("plugins_app.operate_plugin")
 
@@ -254,10 +254,15 @@ class PluginAdmin(admin.ModelAdmin):
         extra_context = {
             **(extra_context or {}),
             "can_run": self.has_run_permission(request),
+            "rerun_refusal": self._refusal_of(object_id),
             "can_operate": self.has_operate_permission(request),
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
         }
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def _refusal_of(self, object_id: str) -> str | None:
+        plugin = Plugin.objects.filter(pk=object_id).first() if object_id.isdigit() else None
+        return rerun_refusal(plugin, with_reason=False) if plugin is not None else None
 
     # ----------------------------------------------------------------- columns
 
@@ -267,11 +272,36 @@ class PluginAdmin(admin.ModelAdmin):
 
     @admin.display(description="reason", ordering="reason")
     def reason_short(self, obj: Plugin):
-        return show.short_text(obj.reason)
+        return show.short_text(self._shown_reason(obj))
 
     @admin.display(description="reason")
     def reason_full(self, obj: Plugin):
-        return show.preformatted(obj.reason)
+        return show.preformatted(self._shown_reason(obj))
+
+    def _shown_reason(self, obj: Plugin) -> str:
+        """The plugin's reason; for one reloaded after a failed run (ready, with consecutive
+        failures), that it reloaded fine but its last run failed, and why."""
+        ready = obj.state in (PluginState.LOADED, PluginState.INITIALIZED)
+        last_reason = getattr(obj, "latest_failed_reason", None)
+        if obj.reason or not ready or not obj.consecutive_failures or last_reason is None:
+            return obj.reason
+        return reasons.reloaded_after_failed_run(
+            plugin=obj.name, failures=obj.consecutive_failures, last_reason=last_reason
+        )
+
+    @admin.display(description="load traceback")
+    def load_traceback_text(self, obj: Plugin):
+        return show.preformatted(obj.load_traceback)
+
+    @admin.display(description="latest failed run")
+    def latest_failed_run(self, obj: Plugin):
+        run_id = getattr(obj, "latest_failed_run_id", None)
+        if run_id is None:
+            run = selectors.plugin_latest_failed_run(plugin_id=obj.pk)
+            if run is None:
+                return "none"
+            run_id = run.pk
+        return run_link(run_id)
 
     @admin.display(description="consecutive failures", ordering="consecutive_failures")
     def consecutive_failures_display(self, obj: Plugin):
@@ -334,25 +364,19 @@ class PluginAdmin(admin.ModelAdmin):
     )
     def rerun_selected(self, request, queryset):
         actor = actor_of(request)
-        for name in self._names(queryset):
+        for plugin in queryset.order_by("name"):
+            name = plugin.name
+            refusal = rerun_refusal(plugin)  # not queued: it would be refused or fail to load
+            if refusal:
+                self.message_user(request, f"Could not rerun '{name}': {refusal}", messages.ERROR)
+                continue
             params = selectors.plugin_last_run_params(name=name)
             try:
                 run = pipeline.submit_run(name=name, params=params, actor=actor)
             except PluginError as error:
                 self.message_user(request, f"Could not rerun '{name}': {error}", messages.ERROR)
                 continue
-            url = reverse("admin:plugins_app_pluginrun_change", args=[run.pk])
-            self.message_user(
-                request,
-                format_html(
-                    "Queued <a href=\"{}\">run #{}</a> of '{}': it runs in the background; "
-                    "reload this page to see its outcome.",
-                    url,
-                    run.pk,
-                    name,
-                ),
-                messages.SUCCESS,
-            )
+            self.message_user(request, queued_message(run.pk, name), messages.SUCCESS)
         return self._back_to_detail(request)
 
     @admin.action(

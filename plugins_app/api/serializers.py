@@ -261,13 +261,27 @@ class RunSummarySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+@extend_schema_field(
+    {
+        # A list of types, not oneOf [{}, null]: null matched both branches and was refused.
+        # allow_null adds "null" to it.
+        "type": ["object", "array", "string", "number", "boolean"],
+        "description": "What the plugin's run() returned, as JSON (cut to size: see "
+        "`result_truncated`); null while the run is queued or running, when it did not "
+        "succeed, or when run() returned None.",
+    }
+)
+class RunResultField(serializers.JSONField):
+    """Any JSON value, null included."""
+
+
 class RunSerializer(serializers.ModelSerializer):
     """A run in full; the plugin's own output needs the run_plugin permission to be shown."""
 
     plugin = serializers.CharField(source="plugin.name", read_only=True)
     status = serializers.ChoiceField(choices=RunStatus.choices, read_only=True)
     outcome = outcome_field()
-    result = serializers.JSONField(allow_null=True, read_only=True)
+    result = RunResultField(allow_null=True, read_only=True)
     params = serializers.DictField(read_only=True)
     warnings = serializers.ListField(
         child=serializers.CharField(),

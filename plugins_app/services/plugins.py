@@ -32,8 +32,11 @@ class PluginMetadata:
 
 @transaction.atomic
 def plugin_register(*, name: str, metadata: PluginMetadata, actor: str) -> Plugin:
-    """Record that a plugin's module imported: new plugins appear, known ones go to LOADED."""
-    fields = _metadata_fields(metadata)
+    """Record that a plugin's module imported: new plugins appear, known ones go to LOADED.
+
+    A failure of an earlier load (and its traceback) is cleared.
+    """
+    fields = {**_metadata_fields(metadata), "load_failed": False, "load_traceback": ""}
     plugin = Plugin.objects.select_for_update().filter(name=name).first()
     if plugin is None:
         return _plugin_create(name=name, state=PluginState.LOADED, reason="", actor=actor, **fields)
@@ -80,13 +83,22 @@ def plugin_mark_failed(
     actor: str,
     source: PluginSource | None = None,
     metadata: PluginMetadata | None = None,
+    load_traceback: str = "",
 ) -> Plugin:
     """A load broke (import error, failing setup, crash, hang): transient, FAILED.
 
-    `metadata` records what the plugin declared when its module imported before it broke.
+    `metadata` records what the plugin declared when its module imported before it broke;
+    `load_traceback` the traceback of its import or setup(), when one raised. The plugin is
+    marked `load_failed` until a load succeeds: a rerun would fail the same way.
     """
     return _mark_broken(
-        name, PluginState.FAILED, reason=reason, actor=actor, source=source, metadata=metadata
+        name,
+        PluginState.FAILED,
+        reason=reason,
+        actor=actor,
+        source=source,
+        metadata=metadata,
+        load_traceback=load_traceback,
     )
 
 
@@ -98,10 +110,20 @@ def plugin_mark_unavailable(
     actor: str,
     source: PluginSource | None = None,
     metadata: PluginMetadata | None = None,
+    load_traceback: str = "",
 ) -> Plugin:
-    """The environment lacks something the plugin needs: UNAVAILABLE until a reload."""
+    """The environment lacks something the plugin needs: UNAVAILABLE until a reload.
+
+    `load_traceback`: the traceback of the import or setup() that showed it, if one raised.
+    """
     return _mark_broken(
-        name, PluginState.UNAVAILABLE, reason=reason, actor=actor, source=source, metadata=metadata
+        name,
+        PluginState.UNAVAILABLE,
+        reason=reason,
+        actor=actor,
+        source=source,
+        metadata=metadata,
+        load_traceback=load_traceback,
     )
 
 
@@ -125,9 +147,13 @@ def _mark_broken(
     actor: str,
     source: PluginSource | None,
     metadata: PluginMetadata | None = None,
+    load_traceback: str,
 ) -> Plugin:
+    """FAILED by a load (marked `load_failed`: runs would fail the same way until a load
+    succeeds) or UNAVAILABLE, with the load's traceback when its import or setup() raised."""
     plugin = Plugin.objects.select_for_update().filter(name=name).first()
     extra = _metadata_fields(metadata) if metadata is not None else {}
+    extra.update(load_failed=state == PluginState.FAILED, load_traceback=load_traceback)
     if source is not None:
         extra.update(source.fields())
     if plugin is None:

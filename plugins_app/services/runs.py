@@ -12,7 +12,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from plugins_app import reasons
+from plugins_app import reasons, run_tallies
 from plugins_app.errors import IllegalTransition, PluginRefused, RunNotFound
 from plugins_app.models import (
     FINISHED_RUN_STATUSES,
@@ -185,6 +185,12 @@ def run_finish(
             )
             / (timed_runs + 1),
         )
+    label = run_tallies.outcome_label(
+        succeeded=outcome.succeeded, outcome=outcome.outcome, status=outcome.status
+    )
+    run_tallies.tally_finished_run(
+        plugin_id=plugin.pk, label=label, duration_ms=outcome.duration_ms
+    )
     still_running = plugin.running_count - 1 > 0
     if still_running:
         to_state, reason = PluginState.RUNNING, plugin.reason

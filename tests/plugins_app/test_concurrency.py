@@ -14,6 +14,7 @@ from django.db import connection, connections
 
 from plugins_app.models import EventKind, Plugin, PluginEvent, PluginRun, RunStatus
 from tests.concurrency_support import database_url, record_runs
+from tests.metrics_support import of, scrape
 
 ROOT = Path(__file__).resolve().parents[2]
 THREADS = 8
@@ -41,7 +42,7 @@ def threaded_runs(worker: str) -> None:
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.portal_processes
 class TestConcurrentOutcomes:
-    def test_threads_and_processes__exact_counters(self, make_plugin):
+    def test_threads_and_processes__exact_counters(self, make_plugin, client):
         """8 threads and 2 processes recording runs at once lose and double nothing."""
         for name in PLUGINS:
             make_plugin(name)
@@ -75,3 +76,10 @@ class TestConcurrentOutcomes:
             assert runs.filter(status=RunStatus.FAILED).count() == failures
             assert plugin.avg_duration_ms == pytest.approx(1.0)
             assert_history_is_consistent(plugin)
+        samples = scrape(client)  # the cumulative tallies, first rows of each outcome included
+        for name in PLUGINS:
+            assert samples["portal_plugin_runs_succeeded_total"][of(name)] == successes
+            assert samples["portal_plugin_runs_failed_total"][of(name)] == failures
+            histogram = "portal_plugin_run_duration_seconds"
+            assert samples[f"{histogram}_bucket"][of(name, le="0.01")] == writers * RUNS
+            assert samples[f"{histogram}_sum"][of(name)] == pytest.approx(writers * RUNS / 1000)

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 from django.apps.registry import Apps
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
+
+from tests.migration_support import migrate_to, migrated_back_to
 
 BEFORE = ("plugins_app", "0005_pluginrun_outcome_choices")
 AFTER = ("plugins_app", "0006_plugin_source_fields")
@@ -21,21 +21,11 @@ OLD_SOURCES = {
 }
 
 
-def migrate_to(target: tuple[str, str]) -> Apps:
-    """Migrate plugins_app to `target` and return the models as they were there."""
-    executor = MigrationExecutor(connection)
-    executor.migrate([target])
-    executor.loader.build_graph()
-    return executor.loader.project_state([target]).apps
-
-
 @pytest.fixture
 def at_0005() -> Iterator[Apps]:
     """The schema before the source fields, with every migration applied again afterwards."""
-    apps = migrate_to(BEFORE)
-    yield apps
-    executor = MigrationExecutor(connection)
-    executor.migrate(executor.loader.graph.leaf_nodes())
+    with migrated_back_to(BEFORE) as apps:
+        yield apps
 
 
 @pytest.mark.django_db(transaction=True)

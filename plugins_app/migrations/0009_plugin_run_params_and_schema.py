@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("plugins_app", "0006_plugin_source_fields"),
+        ("plugins_app", "0008_plugin_load_failure"),
     ]
 
     operations = [
