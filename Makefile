@@ -27,7 +27,9 @@ env: $(VENV)/.synced
 
 run: env
 	$(VENV)/bin/python manage.py migrate --noinput
-	$(VENV)/bin/python manage.py loadplugins
+	@# The examples show every state, so some end FAILED or UNAVAILABLE on purpose: loadplugins
+	@# exits 1 for that, which is expected here; 2 (misuse, or many plugins vanished) stops.
+	$(VENV)/bin/python manage.py loadplugins || [ $$? -eq 1 ]
 ifeq ($(DEMO),1)
 	@# One run of the hostile examples, so the admin shows a crash, memory and a timeout too;
 	@# their failing is the point, so it is said first and its exit code stops nothing.

@@ -37,6 +37,14 @@ class MissingItem(TypedDict):
     checked: NotRequired[str]  # a GPU: what was checked, in words
 
 
+class RunParams(TypedDict):
+    """What run() takes as keyword arguments, read from its signature at load."""
+
+    accepted: list[str]  # the names a caller may pass
+    required: list[str]  # those without a default (positional-only ones: never satisfiable)
+    var_keyword: bool  # run(**params): any name is accepted
+
+
 class Declarations(TypedDict):
     """What a plugin module declares, with defaults (normalised once they are checked)."""
 
@@ -45,6 +53,8 @@ class Declarations(TypedDict):
     description: Any  # a string once checked (the module's docstring by default)
     requires: Any  # {"modules": [...], "files": [...], "env": [...], "gpu": bool} once checked
     limits: Any  # {limit name: number} once checked
+    params_schema: Any  # a JSON Schema (dict) for the params, or None; the portal validates it
+    run_params: Any  # RunParams once checked; None when run() has no readable signature
 
 
 class LoadReport(TypedDict):
@@ -58,6 +68,8 @@ class LoadReport(TypedDict):
     requires: dict[str, Any]
     limits: dict[str, Any]
     has_setup: bool
+    params_schema: NotRequired[dict[str, Any] | None]  # as declared (older hosts: absent)
+    run_params: NotRequired[RunParams | None]  # run()'s signature (older hosts: absent)
     missing: list[MissingItem]  # status "unavailable": what the process lacks
     error_type: str | None  # status "failed": the exception's type, or InvalidDeclaration
     message: str | None
@@ -97,4 +109,5 @@ __all__ = [
     "LoadStatus",
     "MissingItem",
     "MissingKind",
+    "RunParams",
 ]

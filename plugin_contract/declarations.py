@@ -16,6 +16,7 @@ from plugin_contract import (
     NAME_PATTERN,
     REQUIRE_KEYS,
     Declarations,
+    RunParams,
 )
 
 Problem = tuple[str, str]  # (the declaration that is wrong, what is wrong with it)
@@ -31,6 +32,8 @@ def read_declarations(module: Any, default_name: str) -> tuple[Declarations, Pro
         "description": getattr(module, "description", None),
         "requires": getattr(module, "requires", None) or {},
         "limits": getattr(module, "limits", None) or {},
+        "params_schema": getattr(module, "params_schema", None),
+        "run_params": None,
     }
     problem = _problem(declared, module)
     if problem:
@@ -41,7 +44,32 @@ def read_declarations(module: Any, default_name: str) -> tuple[Declarations, Pro
         declared["description"] = inspect.cleandoc(doc) if isinstance(doc, str) else ""
     declared["requires"] = _normalised_requires(declared["requires"])
     declared["limits"] = dict(declared["limits"])
+    if declared["params_schema"] is not None:
+        declared["params_schema"] = dict(declared["params_schema"])
+    declared["run_params"] = run_params(module.run)
     return declared, None
+
+
+def run_params(run: Any) -> RunParams | None:
+    """The keyword arguments run() takes, from its signature; None when it has none readable."""
+    try:
+        signature = inspect.signature(run)
+    except (TypeError, ValueError):  # some callables have no signature; the call decides
+        return None
+    accepted: list[str] = []
+    required: list[str] = []
+    var_keyword = False
+    for parameter in signature.parameters.values():
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            var_keyword = True
+        elif parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            continue
+        else:
+            if parameter.kind is not inspect.Parameter.POSITIONAL_ONLY:
+                accepted.append(parameter.name)
+            if parameter.default is inspect.Parameter.empty:
+                required.append(parameter.name)
+    return {"accepted": accepted, "required": required, "var_keyword": var_keyword}
 
 
 def _problem(declared: Declarations, module: Any) -> Problem | None:
@@ -73,6 +101,12 @@ def _problem(declared: Declarations, module: Any) -> Problem | None:
     setup = getattr(module, "setup", None)
     if setup is not None and not callable(setup):
         return "setup", f"setup must be a function, not {type(setup).__name__}"
+    schema = declared["params_schema"]
+    if schema is not None and not isinstance(schema, Mapping):
+        return "params_schema", (
+            "params_schema must be a dict (a JSON Schema for the params), "
+            f"not {type(schema).__name__}"
+        )
     return _requires_problem(declared["requires"]) or _limits_problem(declared["limits"])
 
 

@@ -51,3 +51,9 @@ class InvalidParams(PluginError):
     """A run's params (or timeout) are not acceptable input; no run was created."""
 
     label = "invalid params"
+
+
+class TooManyVanished(PluginError):
+    """A load would mark more plugins vanished at once than is plausible; nothing was written."""
+
+    label = "too many vanished"

@@ -18,16 +18,16 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
 
-from plugins_app import plugin_env, reasons, services, untrusted
+from plugins_app import params_check, plugin_env, reasons, services, untrusted
 from plugins_app.discovery import (
     Discovery,
     PluginSpec,
     discover,
     is_plugin_name,
 )
-from plugins_app.errors import IllegalTransition, PluginNotFound
+from plugins_app.errors import IllegalTransition, PluginNotFound, TooManyVanished
 from plugins_app.executor import reconcile_interrupted
-from plugins_app.models import Plugin, SourceKind
+from plugins_app.models import Plugin, PluginState, SourceKind
 from plugins_app.run_outcomes import (
     ERROR_TYPE_CHARS,
     MESSAGE_CHARS,
@@ -50,6 +50,10 @@ LOADER_TARGET = "plugin_contract.loader:warm_loader"
 
 
 LOAD_CONCURRENCY = 4
+
+
+# More plugins than this vanishing in one load is a wrong PORTAL_PLUGIN_DIRS, not removals.
+VANISH_LIMIT = 2
 
 
 DESCRIPTION_CHARS = 10_000  # of a plugin's description (its docstring, by default)
@@ -107,10 +111,15 @@ class _Load:
     traceback: str = ""  # of the import or setup() that raised
 
 
-def load_plugins(*, names: Sequence[str] | None = None, actor: str) -> list[LoadReport]:
+def load_plugins(
+    *, names: Sequence[str] | None = None, actor: str, prune: bool = False
+) -> list[LoadReport]:
     """Discover and (re)load plugins: all of them, or the named ones (PluginNotFound if a name
     is neither registered nor discovered). Plugins registered but no longer found are marked
-    UNAVAILABLE with a reason; two sources giving one name make it UNAVAILABLE, naming both."""
+    UNAVAILABLE with a reason; two sources giving one name make it UNAVAILABLE, naming both.
+
+    More than VANISH_LIMIT available plugins no longer found raise TooManyVanished before
+    anything is written, unless `prune` says they were removed on purpose."""
     reconcile_interrupted()  # runs orphaned by a dead process must not block the reload
     found = discover()
     wanted = None if names is None else list(dict.fromkeys(names))
@@ -119,14 +128,27 @@ def load_plugins(*, names: Sequence[str] | None = None, actor: str) -> list[Load
     groups: dict[str, list[_Load]] = {}
     for load in loads:
         groups.setdefault(load.name, []).append(load)
-    reports = [_record(name, group, actor) for name, group in groups.items()]
     registered = Plugin.objects.values_list("name", flat=True)
     expected = set(wanted) if wanted is not None else set(registered)
+    if not prune:
+        _refuse_mass_vanishing(sorted(expected - groups.keys()), found)
+    reports = [_record(name, group, actor) for name, group in groups.items()]
     for name in sorted(expected - groups.keys()):
         report = _record_vanished(name, found, actor)
         if report is not None:
             reports.append(report)
     return sorted(reports, key=lambda report: report.name)
+
+
+def _refuse_mass_vanishing(missing: list[str], found: Discovery) -> None:
+    gone = Plugin.objects.filter(name__in=missing).exclude(state=PluginState.UNAVAILABLE)
+    vanishing = sorted(gone.values_list("name", flat=True))
+    if len(vanishing) > VANISH_LIMIT:
+        raise TooManyVanished(
+            reasons.too_many_vanished(
+                names=", ".join(vanishing), count=len(vanishing), searched=found.searched
+            )
+        )
 
 
 def reload_plugin(*, name: str, actor: str) -> Plugin:
@@ -241,8 +263,20 @@ def _load_one(spec: PluginSpec, *, preload: Preload | None = None) -> _Load:
             version=report.version,
             requirements=report.requires,
             limits=report.limits,
+            run_params=report.run_params,
+            params_schema=report.params_schema,
         )
     if report.status == "ok":
+        schema_problem = (
+            None
+            if report.params_schema is None
+            else params_check.schema_problem(report.params_schema)
+        )
+        if schema_problem:
+            reason = reasons.invalid_declaration(
+                plugin=name, message=shorten(schema_problem), source=spec.source
+            )
+            return _Load(spec, name, "failed", reason, metadata)
         try:
             declared_limits(report.limits)
         except BAD_LIMITS as exc:

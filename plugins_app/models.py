@@ -97,6 +97,23 @@ class Plugin(models.Model):
         blank=True,
         help_text="The plugin's `limits`, overriding the sandbox defaults.",
     )
+    run_params = models.JSONField(
+        "run() parameters",
+        null=True,
+        blank=True,
+        default=None,
+        help_text="What run() takes, read from its signature at the last load: the accepted "
+        "names, the required ones and whether it takes **params; params are checked against "
+        "it before a run is queued. Null when unknown (not loaded yet, or no signature).",
+    )
+    params_schema = models.JSONField(
+        "params schema",
+        null=True,
+        blank=True,
+        default=None,
+        help_text="The plugin's declared `params_schema` (a JSON Schema), checked at load; "
+        "params are validated against it before a run is queued. Null when none is declared.",
+    )
     load_failed = models.BooleanField(
         "last load failed",
         default=False,

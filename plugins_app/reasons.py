@@ -421,3 +421,35 @@ def run_internal_error(*, plugin: str, error_type: str) -> str:
 
 def invalid_params(*, problem: str) -> str:
     return f'Invalid params: {problem} (pass a JSON object such as {{"seconds": 2}})'
+
+
+def params_do_not_fit_run(*, plugin: str, problems: str, accepted: str) -> str:
+    return (
+        f"Params for plugin '{plugin}' do not fit its run(): {problems}; run() accepts: "
+        f"{accepted or 'no params'} (fix the params, then run it again; nothing was run)"
+    )
+
+
+def params_do_not_fit_schema(*, plugin: str, where: str, message: str, rule: str) -> str:
+    return (
+        f"Params for plugin '{plugin}' do not fit its params_schema: {where}: {message} "
+        f"(rule: {rule}) (fix the params, then run it again; nothing was run)"
+    )
+
+
+def run_params_refused(*, plugin: str, message: str) -> str:
+    return (
+        f"Bad params for plugin '{plugin}': {message}; run() no longer takes what the last "
+        "load recorded, so nothing was counted (fix the params, or reload the plugin if its "
+        "run() changed, then run it again)"
+    )
+
+
+def too_many_vanished(*, names: str, count: int, searched: str) -> str:
+    return (
+        f"Refusing to mark {count} plugins UNAVAILABLE at once: {names} were not found in "
+        f"{searched}, which usually means this process's PORTAL_PLUGIN_DIRS lacks their "
+        "directories; nothing was changed (run loadplugins with the PORTAL_PLUGIN_DIRS the "
+        "server uses, or, if they were removed on purpose, run loadplugins --prune to mark "
+        "them UNAVAILABLE)"
+    )

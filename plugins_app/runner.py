@@ -46,13 +46,18 @@ def run_plugin(*, name: str, params: dict, actor: str, timeout_s: float | None =
     """Run a plugin now and return the finished run (its status says how it went).
 
     Raises PluginNotFound, PluginRefused (disabled or UNAVAILABLE: nothing is counted) or
-    InvalidParams (params not a JSON object, or a timeout that is not a positive number).
+    InvalidParams (params not a JSON object or not fitting run() or the params_schema, or a
+    timeout that is not a positive number; a run the call's own check refused is recorded,
+    uncounted).
     """
     params = _checked_params(params)
     _checked_timeout(timeout_s)
     _unavailable_if_gone(name, actor)
     run = services.run_queue(name=name, params=params, actor=actor)
-    return execute_run(run.pk, timeout_s=timeout_s)
+    run = execute_run(run.pk, timeout_s=timeout_s)
+    if run.outcome == RunOutcomeKind.REFUSED and run.error_type == services.PARAMS_REFUSED:
+        raise InvalidParams(run.reason)
+    return run
 
 
 def submit_run(*, name: str, params: dict, actor: str) -> PluginRun:
@@ -101,6 +106,8 @@ def execute_run(run_id: int, *, timeout_s: float | None = None) -> PluginRun:
             outcome = _call(plugin, run.params, timeout_s)
             if isinstance(outcome, _Unavailable):
                 return _refuse_unavailable(run.pk, plugin.name, outcome.reason)
+            if isinstance(outcome, _BadParams):
+                return services.run_refuse_params(run_id=run.pk, reason=outcome.reason)
         except Exception as exc:
             # A portal bug must not leave the run RUNNING forever; record it and go on.
             logger.exception("Running plugin %s failed in the portal", plugin.name)
@@ -161,6 +168,13 @@ class _Unavailable:
     reason: str
 
 
+@dataclass(frozen=True)
+class _BadParams:
+    """The call's process found the params do not fit run(): the caller's mistake."""
+
+    reason: str
+
+
 def _refuse_unavailable(run_id: int, name: str, reason: str) -> PluginRun:
     run = services.run_refuse_unavailable(run_id=run_id, reason=reason)
     discard_warm_host(name)
@@ -189,7 +203,7 @@ def _unavailable_if_gone(name: str, actor: str) -> None:
 
 def _call(
     plugin: Plugin, params: dict[str, Any], timeout_s: float | None
-) -> services.RunOutcome | _Unavailable:
+) -> services.RunOutcome | _Unavailable | _BadParams:
     spec = PluginSource.of_plugin(plugin).spec()
     if spec is None:
         return services.RunOutcome(
@@ -219,6 +233,9 @@ def _call(
     missing = _missing_at_call(result)
     if missing:
         return _Unavailable(unavailable_reason(plugin.name, spec, missing))
+    if result.outcome == Outcome.ERROR and result.fault == Fault.PARAMS:
+        message = shorten(result.message or result.error or "")
+        return _BadParams(reasons.run_params_refused(plugin=plugin.name, message=message))
     return outcome_from_result(plugin.name, result, limits, plugin_root=spec.path)
 
 

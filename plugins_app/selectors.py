@@ -51,6 +51,7 @@ HEALTH_FIELDS = (
     "last_error_at",
     "last_duration_ms",
     "avg_duration_ms",
+    "params_schema",
     "checked_at",
     "stale",
 )
@@ -72,6 +73,7 @@ _HEALTH_COLUMNS = (
     "last_error_at",
     "last_duration_ms",
     "avg_duration_ms",
+    "params_schema",
 )
 
 
@@ -170,6 +172,7 @@ def _health(row: dict[str, Any], now: datetime | None) -> dict[str, Any]:
         "last_error_at": _iso(row["last_error_at"]),
         "last_duration_ms": _round(row["last_duration_ms"]),
         "avg_duration_ms": _round(row["avg_duration_ms"]),
+        "params_schema": row["params_schema"],
         "checked_at": _iso(now),
         "stale": False,
     }

@@ -253,6 +253,8 @@ class LoaderReport:
     where: str
     traceback: str = ""  # of a failed import or setup(), kept from its end (where it raised)
     changes: tuple[str, ...] = ()
+    params_schema: dict[str, Any] | None = None  # as declared; validated by the portal
+    run_params: dict[str, Any] | None = None  # run()'s signature, as plugin_contract.RunParams
 
 
 def load_report(
@@ -306,6 +308,8 @@ def load_report(
     changes.extend(f"traceback: {change}" for change in changed)
     requires = _declared("requires", report["requires"], changes)
     limits = _declared("limits", report["limits"], changes)
+    schema = report.get("params_schema")
+    params_schema = None if schema is None else _declared("params_schema", schema, changes)
     return LoaderReport(
         status=status,
         stage=stage,
@@ -320,7 +324,30 @@ def load_report(
         where=where,
         traceback=traceback,
         changes=tuple(changes),
+        params_schema=params_schema,
+        run_params=_run_params(report.get("run_params")),
     )
+
+
+def _run_params(value: object) -> dict[str, Any] | None:
+    """run()'s signature as the loader read it: lists of identifiers and a flag, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"accepted", "required", "var_keyword"}:
+        raise MalformedReport("'run_params' is not {accepted, required, var_keyword}")
+    names = [value["accepted"], value["required"]]
+    for listed in names:
+        if not isinstance(listed, list) or not all(
+            isinstance(name, str) and name.isidentifier() for name in listed
+        ):
+            raise MalformedReport("'run_params' lists something that is not a parameter name")
+    if not isinstance(value["var_keyword"], bool):
+        raise MalformedReport("'run_params' has a 'var_keyword' that is not true or false")
+    return {
+        "accepted": list(value["accepted"]),
+        "required": list(value["required"]),
+        "var_keyword": value["var_keyword"],
+    }
 
 
 def _choice(key: str, chosen: object, allowed: tuple[str, ...]) -> str:

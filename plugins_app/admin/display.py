@@ -261,3 +261,15 @@ def hourly_chart(buckets: list[HourBucket], *, width: int = 600, height: int = 1
         failed=sum(bucket.failed for bucket in buckets),
         bars=bars,
     )
+
+
+def run_params(recorded: dict[str, Any] | None) -> str:
+    """What run() takes, as the last load read its signature, in words."""
+    if recorded is None:
+        return "unknown until the plugin loads (params are then checked by the call)"
+    accepted = ", ".join(recorded["accepted"]) or "no params"
+    required = ", ".join(recorded["required"])
+    words = accepted + (f" (required: {required})" if required else "")
+    if recorded["var_keyword"]:
+        words += "; any other name too (**params)"
+    return words

@@ -214,6 +214,8 @@ class PluginAdmin(RerunWithParams):
                     "conflicting_sources_list",
                     "requirements_json",
                     "limits_json",
+                    "run_params_shown",
+                    "params_schema_json",
                     "created_at",
                     "updated_at",
                 )
@@ -344,6 +346,16 @@ class PluginAdmin(RerunWithParams):
     @admin.display(description="declared limits")
     def limits_json(self, obj: Plugin):
         return show.pretty_json(obj.limits)
+
+    @admin.display(description="run() accepts")
+    def run_params_shown(self, obj: Plugin):
+        return show.run_params(obj.run_params)
+
+    @admin.display(description="params schema")
+    def params_schema_json(self, obj: Plugin):
+        if obj.params_schema is None:
+            return "none declared (params are checked against run()'s signature only)"
+        return show.pretty_json(obj.params_schema)
 
     # ----------------------------------------------------------------- actions
 

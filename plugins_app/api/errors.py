@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, DataError
 from rest_framework import status
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, UnsupportedMediaType
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -46,6 +46,11 @@ VALUE_REFUSED = (
     "number out of range), so nothing was changed (check the values you sent)"
 )
 RETRY_AFTER_S = "5"
+SEND_JSON = (
+    "send the body as JSON with the header Content-Type: application/json, for example: curl "
+    "-H 'Authorization: Token <key>' -H 'Content-Type: application/json' "
+    """-d '{"params": {"name": "Ann"}}' .../v1/plugins/NAME/runs"""
+)
 
 
 class InvalidInput(APIException):
@@ -85,6 +90,12 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         # The database is up and answered: it refused the request's value, not an outage.
         logger.warning("Value refused in %s: %s", _where(context), exc)
         return error_response(VALUE_REFUSED, status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, UnsupportedMediaType):
+        # curl's -d sends a form: say what to send instead of only what was refused.
+        request = context.get("request")
+        media_type = getattr(request, "content_type", "") or ""
+        what = f'Unsupported media type "{media_type}"' if media_type else "No media type"
+        exc = UnsupportedMediaType(media_type, detail=f"{what}: {SEND_JSON}")
     if isinstance(exc, DatabaseError):
         logger.warning("Database error in %s: %s: %s", _where(context), type(exc).__name__, exc)
         return database_unavailable_response()

@@ -63,7 +63,12 @@ class PluginListQuery(serializers.Serializer):
         choices=PluginState.choices,
         required=False,
         allow_blank=True,
-        help_text="Only plugins in this state.",
+        help_text="Only plugins in this state (in capitals).",
+        error_messages={
+            "invalid_choice": '"{input}" is not a state; use one of '
+            + ", ".join(PluginState.values)
+            + " (in capitals, such as state=FAILED)"
+        },
     )
     enabled = serializers.ChoiceField(
         choices=["true", "false"],
@@ -209,6 +214,11 @@ class HealthRecordSerializer(serializers.Serializer):
     last_error_at = serializers.DateTimeField(allow_null=True)
     last_duration_ms = serializers.FloatField(allow_null=True)
     avg_duration_ms = serializers.FloatField(allow_null=True)
+    params_schema = serializers.DictField(
+        allow_null=True,
+        help_text="The JSON Schema the plugin declares for its run params (`params_schema`); "
+        "runs with params against it are refused with a 400. Null when it declares none.",
+    )
     checked_at = serializers.DateTimeField(help_text="When this record was read from the database.")
     stale = serializers.BooleanField(
         help_text="True when the database could not be read and this is the last known record."

@@ -19,11 +19,13 @@ from plugins_app.services.plugins import (
     plugin_reset_counters,
 )
 from plugins_app.services.runs import (
+    PARAMS_REFUSED,
     SYSTEM_ACTOR,
     RunOutcome,
     run_finish,
     run_heartbeat,
     run_queue,
+    run_refuse_params,
     run_refuse_unavailable,
     run_start,
     runs_prune,
@@ -31,6 +33,7 @@ from plugins_app.services.runs import (
 )
 
 __all__ = [
+    "PARAMS_REFUSED",
     "SYSTEM_ACTOR",
     "PluginMetadata",
     "RunOutcome",
@@ -44,6 +47,7 @@ __all__ = [
     "run_finish",
     "run_heartbeat",
     "run_queue",
+    "run_refuse_params",
     "run_refuse_unavailable",
     "run_start",
     "runs_prune",

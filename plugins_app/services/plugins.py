@@ -26,6 +26,8 @@ class PluginMetadata:
     version: str = ""
     requirements: dict[str, Any] | None = None
     limits: dict[str, Any] | None = None
+    run_params: dict[str, Any] | None = None  # plugin_contract.RunParams, or None if unknown
+    params_schema: dict[str, Any] | None = None
 
 
 @transaction.atomic
@@ -132,6 +134,8 @@ def _metadata_fields(metadata: PluginMetadata) -> dict[str, Any]:
         "version": metadata.version,
         "requirements": metadata.requirements or {},
         "limits": metadata.limits or {},
+        "run_params": metadata.run_params,
+        "params_schema": metadata.params_schema,
     }
 
 

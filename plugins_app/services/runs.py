@@ -22,6 +22,7 @@ from plugins_app.models import (
     RunOutcomeKind,
     RunStatus,
 )
+from plugins_app.params_check import check_params
 from plugins_app.services.rows import locked_plugin, transition
 
 SYSTEM_ACTOR = "system"
@@ -63,11 +64,18 @@ def _refusal(plugin: Plugin) -> str | None:
 
 @transaction.atomic
 def run_queue(*, name: str, params: dict[str, Any], actor: str) -> PluginRun:
-    """Create a queued run, or refuse (disabled, UNAVAILABLE) without counting anything."""
+    """Create a queued run, or refuse without counting anything: PluginRefused (disabled,
+    UNAVAILABLE), InvalidParams (params that do not fit run() or the params_schema)."""
     plugin = locked_plugin(name)
     refusal = _refusal(plugin)
     if refusal:
         raise PluginRefused(refusal)
+    check_params(
+        name=name,
+        params=params,
+        run_params=plugin.run_params,
+        params_schema=plugin.params_schema,
+    )
     return PluginRun.objects.create(plugin=plugin, params=params, actor=actor)
 
 
@@ -199,6 +207,22 @@ def run_finish(
     return run
 
 
+PARAMS_REFUSED = "ParamsRefused"  # error_type of a run the call's own params check refused
+
+
+def _close_refused(run: PluginRun, *, reason: str, error_type: str = "") -> None:
+    """Close a running run as refused: failed, nothing counted (the caller moves the plugin)."""
+    now = timezone.now()
+    PluginRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.FAILED,
+        outcome=RunOutcomeKind.REFUSED,
+        error_type=error_type,
+        reason=reason,
+        finished_at=now,
+        heartbeat_at=now,
+    )
+
+
 @transaction.atomic
 def run_refuse_unavailable(*, run_id: int, reason: str, actor: str | None = None) -> PluginRun:
     """The process running the call lacks what the plugin requires (`reason`, as a load words
@@ -208,14 +232,8 @@ def run_refuse_unavailable(*, run_id: int, reason: str, actor: str | None = None
     plugin = locked_plugin(run.plugin.name)
     if run.status != RunStatus.RUNNING:
         return run
-    now = timezone.now()
-    PluginRun.objects.filter(pk=run.pk).update(
-        status=RunStatus.FAILED,
-        outcome="refused",
-        reason=reasons.plugin_unavailable_refusal(plugin=plugin.name, reason=reason),
-        finished_at=now,
-        heartbeat_at=now,
-    )
+    refusal = reasons.plugin_unavailable_refusal(plugin=plugin.name, reason=reason)
+    _close_refused(run, reason=refusal)
     still_running = plugin.running_count - 1 > 0
     transition(
         plugin,
@@ -228,6 +246,47 @@ def run_refuse_unavailable(*, run_id: int, reason: str, actor: str | None = None
     )
     run.refresh_from_db()
     return run
+
+
+@transaction.atomic
+def run_refuse_params(*, run_id: int, reason: str, actor: str | None = None) -> PluginRun:
+    """The call's process found the params do not fit run() (it changed since the load): the
+    caller's mistake, so the run is closed refused and uncounted, and the plugin goes back to
+    what its counters say (FAILED with its last failure's reason after failures, else
+    INITIALIZED), never FAILED for this run."""
+    run = _locked_run(run_id)
+    plugin = locked_plugin(run.plugin.name)
+    if run.status != RunStatus.RUNNING:
+        return run
+    _close_refused(run, reason=reason, error_type=PARAMS_REFUSED)
+    if plugin.running_count - 1 > 0:
+        to_state, state_reason = PluginState.RUNNING, plugin.reason
+    elif plugin.consecutive_failures:
+        to_state, state_reason = PluginState.FAILED, _last_failure_reason(plugin)
+    else:
+        to_state, state_reason = PluginState.INITIALIZED, ""
+    transition(
+        plugin,
+        to_state,
+        reason=state_reason,
+        actor=actor or run.actor,
+        run=run,
+        extra_fields={"running_count": F("running_count") - 1},
+    )
+    run.refresh_from_db()
+    return run
+
+
+def _last_failure_reason(plugin: Plugin) -> str:
+    failed = (
+        PluginRun.objects.filter(plugin=plugin, status__in=FINISHED_RUN_STATUSES)
+        .exclude(status=RunStatus.SUCCEEDED)
+        .exclude(outcome=RunOutcomeKind.REFUSED)
+        .order_by("-finished_at", "-pk")
+        .values_list("reason", flat=True)
+        .first()
+    )
+    return failed or ""
 
 
 def run_heartbeat(*, run_ids: list[int]) -> int:

@@ -574,14 +574,13 @@ class TestRun:
         ), run.reason
         assert Plugin.objects.get(name="p").state == PluginState.FAILED
 
-    def test_bad_params__failed_with_signature(self, plugins):
-        """Params run() does not take fail the run, saying what it accepts."""
+    def test_bad_params__refused_before_queueing_with_signature(self, plugins):
+        """Params run() does not take are refused before a run, saying what it accepts."""
         plugins.add("p", "def run(seconds):\n    return seconds\n")
         load("p")
-        run = pipeline.run_plugin(name="p", params={"secs": 1}, actor=ACTOR)
-        assert (run.status, run.error_type) == (RunStatus.FAILED, "PluginParamsError")
-        assert run.reason.startswith("Bad params for plugin 'p': run() of plugin 'p' cannot")
-        assert "it accepts run(seconds)" in run.reason
+        with pytest.raises(InvalidParams, match=r"unknown param 'secs'; missing param 'seconds'"):
+            pipeline.run_plugin(name="p", params={"secs": 1}, actor=ACTOR)
+        assert not PluginRun.objects.filter(plugin__name="p").exists()
 
     def test_timeout__timed_out(self, plugins):
         """A run past its timeout is stopped and recorded TIMED_OUT."""

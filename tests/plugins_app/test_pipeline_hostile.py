@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection
 
 from plugins_app import pipeline, services
@@ -288,7 +288,9 @@ class TestHostileLoads:
         plugins.add("healthy", HEALTHY)
         database_refuses("plugins_app_plugin", "description")
         out = io.StringIO()
-        call_command("loadplugins", stdout=out, stderr=io.StringIO())
+        with pytest.raises(CommandError) as unwell:  # exit 1: a plugin ended FAILED
+            call_command("loadplugins", stdout=out, stderr=io.StringIO())
+        assert unwell.value.returncode == 1
         lines = out.getvalue().splitlines()
         reason = "What loading plugin 'a' found could not be stored: the database refused it ("
         assert lines[0].startswith(f"a        FAILED       {reason}")

@@ -45,6 +45,7 @@ NOT_REASONS = {
 PLUGINLESS = {
     "counters_reset": "summarises counters; the event row names the plugin",
     "invalid_params": "about a request's params, refused before any plugin is involved",
+    "too_many_vanished": "about several plugins at once, named in a list",
 }
 
 

@@ -173,6 +173,15 @@ class TestLoadReport:
         assert checked_report.requires == {"modules": ["json"]}
         assert checked_report.changes == ()
 
+    def test_run_params_and_schema__kept(self):
+        """run()'s signature and the declared params_schema come through as the host sent them."""
+        signature = {"accepted": ["name"], "required": [], "var_keyword": False}
+        checked_report = checked(report(run_params=signature, params_schema={"type": "object"}))
+        assert (checked_report.run_params, checked_report.params_schema) == (
+            signature,
+            {"type": "object"},
+        )
+
     def test_bad_characters_and_lengths__cleaned_with_changes_named(self):
         """A NUL in the docstring and an over-long version are cleaned, each change named."""
         checked_report = checked(report(description="Reads\x00 text.", version="v" * 150))
@@ -228,6 +237,16 @@ class TestLoadReport:
                 report(status="failed", stage="setup", message=["no"]),
                 "'message' is a list, not text",
             ),
+            (report(run_params=["name"]), "'run_params' is not {accepted, required, var_keyword}"),
+            (
+                report(run_params={"accepted": ["a b"], "required": [], "var_keyword": False}),
+                "'run_params' lists something that is not a parameter name",
+            ),
+            (
+                report(run_params={"accepted": [], "required": [], "var_keyword": "yes"}),
+                "'run_params' has a 'var_keyword' that is not true or false",
+            ),
+            (report(params_schema=["count"]), "'params_schema' is a list, not a dict"),
         ],
     )
     def test_malformed__refused_saying_what_is_wrong(self, value, problem):

@@ -7,9 +7,10 @@ from django.core.management.base import CommandError
 from django.db import connection
 
 from plugins_app import pipeline, selectors
-from plugins_app.errors import PluginError, PluginNotFound
+from plugins_app.errors import InvalidParams, PluginError, PluginNotFound
 from plugins_app.management.arguments import PortalCommand
 from plugins_app.models import Plugin, PluginState, RunStatus
+from plugins_app.params_check import check_params
 from plugins_app.storable import value_problem
 
 ACTOR = "command:rerunplugins"
@@ -30,7 +31,8 @@ def _rerun(name: str, params: dict) -> tuple[str, str, str]:
 class Command(PortalCommand):
     help = (
         "Rerun plugins with the params of their last run: the named ones, --failed (those in "
-        "FAILED) or --all (every enabled plugin that can run). Exit code 1 if any run failed."
+        "FAILED) or --all (every enabled plugin that can run). Exit code 1 if any run failed; "
+        "2 for misuse, or last params the plugin no longer accepts (nothing is rerun)."
     )
 
     def add_arguments(self, parser):
@@ -51,16 +53,31 @@ class Command(PortalCommand):
             self.stdout.write("Nothing to rerun: no plugin matches.")
             return
         jobs = [(p.name, selectors.plugin_last_run_params(name=p.name)) for p in plugins]
-        self._check_params(jobs)
+        self._check_params(jobs, {p.name: p for p in plugins})
         results = self._run_all(jobs, concurrency)
         self._summary(results)
         failures = sum(1 for _, status, _ in results if status != RunStatus.SUCCEEDED)
         if failures:
             raise CommandError(f"{failures} of {len(results)} rerun(s) failed", returncode=1)
 
-    def _check_params(self, jobs: list[tuple[str, dict]]) -> None:
-        """Stored params an older version let in (a NUL, a lone surrogate) are not rerun."""
+    def _check_params(self, jobs: list[tuple[str, dict]], plugins: dict[str, Plugin]) -> None:
+        """Stored params an older version let in (a NUL, a lone surrogate), and params the
+        plugin's run() or params_schema no longer accept, are not rerun: exit 2 first."""
         for name, params in jobs:
+            plugin = plugins[name]
+            try:
+                check_params(
+                    name=name,
+                    params=params,
+                    run_params=plugin.run_params,
+                    params_schema=plugin.params_schema,
+                )
+            except InvalidParams as exc:
+                raise CommandError(
+                    f"Cannot rerun '{name}' with its last params: {exc} (run it with new "
+                    f"params: manage.py runplugin {name} --params-json '{{...}}')",
+                    returncode=2,
+                ) from None
             problem = value_problem(params, "params")
             if problem:
                 raise CommandError(

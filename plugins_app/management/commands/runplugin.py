@@ -12,8 +12,6 @@ from plugins_app.models import PluginRun, RunStatus
 from plugins_app.storable import value_problem
 
 ACTOR = "command:runplugin"
-# The sandbox's exception when params do not fit run()'s signature (plugin_contract/loader.py).
-PARAMS_DID_NOT_FIT = "PluginParamsError"
 
 
 def parse_params(pairs: list[str], params_json: str | None) -> dict:
@@ -71,7 +69,8 @@ class Command(PortalCommand):
     help = (
         "Run a plugin synchronously through the sandbox and print its result, or the reason "
         "it failed. Exit code 0: succeeded; 1: the run failed or was refused; 2: misuse "
-        "(unknown plugin, bad params, params that run() does not accept)."
+        "(unknown plugin, bad params, params that run() or the plugin's params_schema does not "
+        "accept: nothing is run)."
     )
 
     def add_arguments(self, parser):
@@ -114,7 +113,4 @@ class Command(PortalCommand):
         elif run.status == RunStatus.SUCCEEDED:
             self.stdout.write(json.dumps(run.result, indent=2))
         if run.status != RunStatus.SUCCEEDED:
-            misuse = run.error_type == PARAMS_DID_NOT_FIT
-            raise CommandError(
-                f"Run {run.pk} {run.status}: {run.reason}", returncode=2 if misuse else 1
-            )
+            raise CommandError(f"Run {run.pk} {run.status}: {run.reason}", returncode=1)
