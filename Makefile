@@ -13,7 +13,7 @@ DEMO ?= 1
 PORTAL_PLUGIN_DIRS ?= $(CURDIR)/examples/plugins
 export PORTAL_PLUGIN_DIRS
 
-.PHONY: run test test-quick env lint audit typecheck requirements check-requirements clean
+.PHONY: run test test-quick env torch-env lint audit typecheck requirements check-requirements clean
 
 $(TOOLS)/bin/uv:
 	$(PYTHON) -m venv $(TOOLS)
@@ -49,13 +49,19 @@ endif
 COVERAGE_FLOOR ?= 90
 # Test processes (pytest-xdist): every core; TEST_WORKERS=0 runs in this one process.
 TEST_WORKERS ?= auto
-test: env
+test: env torch-env
 	$(VENV)/bin/pytest --numprocesses=$(TEST_WORKERS) --cov --cov-report=term --cov-report=xml --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
 
 # What the pre-commit hook runs: every test but those that need an outside part (a browser,
 # portal processes of their own, promtool); CI runs them all with `make test` (docs/contributing.md).
 test-quick: env
-	$(VENV)/bin/pytest -q --numprocesses=$(TEST_WORKERS) -m "not browser and not portal_processes and not promtool" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q --numprocesses=$(TEST_WORKERS) -m "not browser and not portal_processes and not promtool and not torch" $(PYTEST_ARGS)
+
+# The torch plugin environment the `torch` tests and examples/torch use: a venv of its own
+# (never .venv) with the CPU build of torch 2.13.0 that pip finds on this machine's disk.
+TORCH_ENV ?= var/envs/torch
+torch-env:
+	@tools/envs/torch_env.sh $(TORCH_ENV)
 
 # House rules checked on the source (docs/contributing.md lists what each rule protects).
 audit: env

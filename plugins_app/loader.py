@@ -18,7 +18,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
 
-from plugins_app import params_check, plugin_env, reasons, services, untrusted
+from plugins_app import params_check, plugin_env, plugin_python, reasons, services, untrusted
 from plugins_app.discovery import (
     Discovery,
     PluginSpec,
@@ -221,12 +221,26 @@ def _load_limits() -> Limits:
 
 
 def _load_one(spec: PluginSpec, *, preload: Preload | None = None) -> _Load:
+    python = plugin_python.python_for(spec.name, spec)
+    if python.reason:
+        return _Load(spec, spec.name, "unavailable", python.reason)
+    if python.path is not None and preload is None:
+        # Its own interpreter means a host of its own, which no other load shares.
+        own = Preload(ALONE_WARMUP, ((spec.source, time.monotonic_ns()),), python=python.path)
+        try:
+            return _load_in(spec, own, python.path)
+        finally:
+            discard_preload(own)
+    return _load_in(spec, preload, python.path)
+
+
+def _load_in(spec: PluginSpec, preload: Preload | None, python: str | None) -> _Load:
     limits = _load_limits()
     result = run_plugin_sandboxed(LOAD_TARGET, spec.host_spec(), limits=limits, preload=preload)
     alone = preload is not None
     env = plugin_env.env_to_load_with(result)
     if env:  # the plugin declared variables the shared host withholds: load it with them
-        loader = Preload(LOADER_TARGET, env=env)
+        loader = Preload(LOADER_TARGET, env=env, python=python)
         result = run_plugin_sandboxed(LOAD_TARGET, spec.host_spec(), limits=limits, preload=loader)
         discard_preload(loader)
     if not result.ok:

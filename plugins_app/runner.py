@@ -16,7 +16,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from plugins_app import plugin_env, reasons, services, untrusted
+from plugins_app import plugin_env, plugin_python, reasons, services, untrusted
 from plugins_app.discovery import ENTRY_POINT_GROUP, is_plugin_name
 from plugins_app.errors import IllegalTransition, InvalidParams, RunNotFound
 from plugins_app.executor import get_executor, heartbeat, worker_id
@@ -225,7 +225,11 @@ def _call(
         )
     if timeout_s is not None:
         limits = limits.replace(timeout_s=timeout_s)
-    preload = warm_host_for(plugin.name, spec, plugin_env.declared(plugin.requirements or {}))
+    python = plugin_python.python_for(plugin.name, spec)
+    if python.reason:  # its interpreter is gone or broken since the load
+        return _Unavailable(python.reason)
+    declared_env = plugin_env.declared(plugin.requirements or {})
+    preload = warm_host_for(plugin.name, spec, declared_env, python=python.path)
     result = run_plugin_sandboxed(
         CALL_TARGET, spec.host_spec(), params, limits=limits, preload=preload
     )

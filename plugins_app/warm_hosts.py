@@ -21,13 +21,16 @@ _warm_hosts: dict[str, Preload] = {}
 _warm_hosts_lock = threading.Lock()
 
 
-def warm_host_for(name: str, spec: PluginSpec, env: tuple[str, ...]) -> Preload:
-    """The Preload whose warm host serves this plugin's runs in this process.
+def warm_host_for(
+    name: str, spec: PluginSpec, env: tuple[str, ...], python: str | None = None
+) -> Preload:
+    """The Preload whose warm host serves this plugin's runs in this process, run with the
+    plugin's own interpreter when it declares one (``python``).
 
     Its key holds the code's version on disk, so edited plugin code gets a fresh warm host
     even when the reload happened in another process (say, `manage.py loadplugins`).
     """
-    preload = Preload(WARM_TARGET, (spec.host_spec(), _code_version(spec)), env=env)
+    preload = Preload(WARM_TARGET, (spec.host_spec(), _code_version(spec)), env=env, python=python)
     with _warm_hosts_lock:
         previous = _warm_hosts.get(name)
         _warm_hosts[name] = preload

@@ -273,6 +273,26 @@ SPECTACULAR_SETTINGS = {
 PORTAL_PLUGIN_DIRS = [
     item for item in os.environ.get("PORTAL_PLUGIN_DIRS", "").split(os.pathsep) if item
 ]
+
+
+def env_environments(name: str) -> dict[str, str]:
+    """NAME=/abs/path/to/python pairs, comma-separated: the named plugin interpreters."""
+    environments: dict[str, str] = {}
+    for item in os.environ.get(name, "").split(","):
+        if not item.strip():
+            continue
+        key, sep, path = (part.strip() for part in item.partition("="))
+        if not sep or not key or not path.startswith("/"):
+            raise ImproperlyConfigured(
+                f"{name} entry {item.strip()!r} is not NAME=/absolute/path/to/python: write "
+                f"it as e.g. torch=/srv/envs/torch/bin/python (comma-separated for several)"
+            )
+        environments[key] = path
+    return environments
+
+
+# Named Python environments plugins may declare (python = "torch"): NAME=/path/to/python,...
+PORTAL_PLUGIN_ENVIRONMENTS = env_environments("PORTAL_PLUGIN_ENVIRONMENTS")
 # Where queued runs execute: "thread" (a pool in this process, the default) or "inline"
 # (synchronously inside submit_run, for tests and one-off scripts).
 PORTAL_RUN_EXECUTOR = os.environ.get("PORTAL_RUN_EXECUTOR", "thread")

@@ -57,6 +57,8 @@ class HelloFields(ExceptionFacts, total=False):
     warnings: list[str] | None
     base_vsz_mb: float | None
     unreadable: list[str] | None
+    warmup_stdout: str | None  # the tail of what the warm-up wrote (import-time warnings)
+    warmup_stderr: str | None
 
 
 class AnswerFields(TypedDict, total=False):

@@ -21,11 +21,16 @@ class Preload:
     every plugin gets (a plugin's ``requires.env``): passed from the portal's environment
     when the host starts, except names that look like secrets (unless ``SANDBOX_ENV_ALLOW``
     names them) and names ``SANDBOX_ENV_DENY`` lists. Exact names, in any order.
+    ``python`` is the interpreter this host runs with (an absolute path: a plugin's own
+    venv, say); ``None`` runs it with ``SandboxConfig.python``. That interpreter's own
+    ``sys.path`` is kept (not the portal's), with the sandbox's code added: check it first
+    with ``sandbox.interpreters.probe_interpreter``.
     """
 
     target: str
     args: tuple = ()
     env: tuple[str, ...] = ()
+    python: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.target, str):
@@ -40,6 +45,12 @@ class Preload:
         except TypeError as exc:
             raise TypeError(f"Preload args must be hashable (tuples, not lists): {exc}") from None
         object.__setattr__(self, "env", _env_names(self.env))
+        if self.python is not None and (
+            not isinstance(self.python, str) or not self.python.startswith("/")
+        ):
+            raise ValueError(
+                f"Preload python must be an absolute interpreter path, got {self.python!r}"
+            )
 
 
 def _env_names(env: object) -> tuple[str, ...]:

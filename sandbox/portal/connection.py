@@ -91,6 +91,20 @@ class HostConnection:
         self._reader: threading.Thread | None = None
         self.mark = ""  # SANDBOX_OWNER of this host and of everything its plugins start
         self.import_hint: str | None = None  # why imports may fail in this host's calls
+        self._warmup_output: tuple[str, str] | None = None  # (stdout, stderr), for one call
+
+    @property
+    def python(self) -> str:
+        """The interpreter this host runs with: its Preload's own, or the configured one."""
+        if self.preload is not None and self.preload.python is not None:
+            return self.preload.python
+        return self.config.python
+
+    def take_warmup_output(self) -> tuple[str, str] | None:
+        """What the warm-up wrote (stdout, stderr): handed to the first call that asks."""
+        with self._lock:
+            output, self._warmup_output = self._warmup_output, None
+        return output if output and any(output) else None
 
     @property
     def usable(self) -> bool:
@@ -110,7 +124,7 @@ class HostConnection:
         self.mark = starter.mark()
         try:
             self.proc = starter.popen(
-                [self.config.python, "-P", "-m", HOST_MODULE, "--fd", str(child_sock.fileno())],
+                [self.python, "-P", "-m", HOST_MODULE, "--fd", str(child_sock.fileno())],
                 pass_fds=(child_sock.fileno(),),
                 env=self._host_environment(),
                 stdin=subprocess.DEVNULL,
@@ -158,9 +172,13 @@ class HostConnection:
 
     def _init_message(self) -> dict[str, Any]:
         # '' and relative entries mean "the portal's cwd", which is not the child's cwd.
-        sys_path = [os.path.abspath(p) for p in sys.path]
-        if SANDBOX_ROOT not in sys_path:
-            sys_path.append(SANDBOX_ROOT)
+        portal_path = [os.path.abspath(p) for p in sys.path]
+        if SANDBOX_ROOT not in portal_path:
+            portal_path.append(SANDBOX_ROOT)
+        # Another interpreter keeps its own sys.path (its venv), never the portal's:
+        # PYTHONPATH already puts the sandbox's code on it.
+        own = self.preload is not None and self.preload.python is not None
+        sys_path = None if own else portal_path
         return {
             "type": "init",
             "portal_pid": os.getpid(),
@@ -204,6 +222,7 @@ class HostConnection:
             return warm_up_raised(self.preload, hello)
         self.warnings = list(hello["warnings"] or [])
         self.base_vsz_mb = hello["base_vsz_mb"]
+        self._warmup_output = (hello["warmup_stdout"] or "", hello["warmup_stderr"] or "")
         unreadable = hello["unreadable"] or []
         if unreadable:
             self.import_hint = (

@@ -69,7 +69,12 @@ class HostPool:
                 header, blobs = lost_call(f"the sandbox host was lost: {exc}"), {}
             report = CallReport(name, limits, header, blobs, self.config.result_format)
             report.import_hint = host.import_hint
-            return build_result(report, elapsed_ms(started), self.result_globals, host.warnings)
+            result = build_result(report, elapsed_ms(started), self.result_globals, host.warnings)
+            warmup = host.take_warmup_output()
+            if warmup is not None:  # the host started for this call: its warm-up's output too
+                result.stdout = _tail(warmup[0] + result.stdout, limits.output_bytes)
+                result.stderr = _tail(warmup[1] + result.stderr, limits.output_bytes)
+            return result
         raise AssertionError("unreachable")
 
     def _slot(self, preload: Preload | None) -> Slot:
@@ -177,6 +182,10 @@ class HostPool:
         with self._lock:
             slots = list(self._slots.values())
         return [slot.host.status() for slot in slots if slot.host is not None]
+
+
+def _tail(text: str, limit: int) -> str:
+    return text[-limit:] if len(text) > limit else text
 
 
 def elapsed_ms(started: float) -> float:

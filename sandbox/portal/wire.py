@@ -101,6 +101,8 @@ _HELLO = _schema(
         "warnings": ("texts", TEXT_LIMIT),
         "base_vsz_mb": ("float", 1e12),
         "unreadable": ("texts", TEXT_LIMIT),
+        "warmup_stdout": ("text", TEXT_LIMIT),
+        "warmup_stderr": ("text", TEXT_LIMIT),
         "phase": ("text", 100),
         "error_type": ("text", TEXT_LIMIT),
         "message": ("text", TEXT_LIMIT),

@@ -100,7 +100,8 @@ class Host:
     def prepare(self) -> HelloFields:
         """Set the host up and run the warm-up; the answer is the handshake reply."""
         init = self.init
-        sys.path[:] = init["sys_path"]
+        if init["sys_path"] is not None:  # None: a plugin's own interpreter keeps its own
+            sys.path[:] = init["sys_path"]
         with contextlib.suppress(OSError):
             linux.set_process_name("sandbox-host")
         startup.warm_import_caches()
@@ -116,11 +117,13 @@ class Host:
         startup.restore_plugin_environment(init.get("plugin_env", {}))
         if init.get("dont_write_bytecode") and init.get("bytecode_cache", True):
             self.pycache_dir = startup.cache_bytecode(self.dirs, self._warn)
-        failure = startup.warm_up(init.get("preload"))
+        output: dict[str, str] = {}
+        failure = startup.warm_up(init.get("preload"), output)
         startup.restore_stdio(stdio)  # children write through these; a warm-up may swap them
         if failure is not None:
             refusal: HelloFields = {"ok": False, "pid": self.pid, "warnings": self.warnings}
             refusal.update(failure)
+            refusal.update(output)  # type: ignore[typeddict-item]
             return refusal
         self.reaper.own_children = set(self.reaper.children_of(self.pid))
         gc.collect()
@@ -133,6 +136,8 @@ class Host:
             "warnings": self.warnings,
             "base_vsz_mb": self.base_vsz_mb,
             "unreadable": self.unreadable,
+            "warmup_stdout": output.get("warmup_stdout"),
+            "warmup_stderr": output.get("warmup_stderr"),
         }
 
     def _run_as(self, user: tuple[int, int] | None) -> None:

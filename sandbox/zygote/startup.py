@@ -97,16 +97,50 @@ def cache_bytecode(dirs: CallDirs, warn: Warn) -> str | None:
     return pycache_dir
 
 
-def warm_up(preload: tuple | None) -> ExceptionFacts | None:
-    """Run a Preload's warm-up; None when it returned, else its exception's facts."""
+WARMUP_OUTPUT_TAIL = 16 * 1024  # of each stream a warm-up writes, kept for its first call
+
+
+def warm_up(preload: tuple | None, output: dict[str, str]) -> ExceptionFacts | None:
+    """Run a Preload's warm-up; None when it returned, else its exception's facts. What it
+    writes to fds 1 and 2 (native libraries too) goes into ``output``'s tails instead."""
     if preload is None:
         return None
     target, args = preload
+    captured = _capture_fds()
     try:
         resolve_target(target)(*args)
     except BaseException as exc:  # reported to the portal, then the host exits
         return exception_facts(exc, phase="warm-up")
+    finally:
+        output.update(_release_fds(captured))
     return None
+
+
+def _capture_fds() -> list[tuple[int, int, int]]:
+    """Point fds 1 and 2 at memory files: (fd, saved copy, memory file) each."""
+    captured = []
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):
+            memory = os.memfd_create(f"warmup-{fd}", os.MFD_CLOEXEC)
+            saved = os.dup(fd)
+            os.dup2(memory, fd)
+            captured.append((fd, saved, memory))
+    return captured
+
+
+def _release_fds(captured: list[tuple[int, int, int]]) -> dict[str, str]:
+    for stream in (sys.stdout, sys.stderr):  # what Python still buffers belongs to the warm-up
+        with contextlib.suppress(Exception):
+            stream.flush()
+    tails = {}
+    for fd, saved, memory in captured:
+        os.dup2(saved, fd)
+        os.close(saved)
+        size = os.fstat(memory).st_size
+        data = os.pread(memory, WARMUP_OUTPUT_TAIL, max(0, size - WARMUP_OUTPUT_TAIL))
+        os.close(memory)
+        tails["warmup_stdout" if fd == 1 else "warmup_stderr"] = data.decode(errors="replace")
+    return tails
 
 
 def restore_plugin_environment(values: dict[str, str | None]) -> None:

@@ -234,3 +234,25 @@ def test_warm_hosts_beyond_max_warm_hosts__evict_the_least_recently_used_idle_on
         assert again.ok and again.value["warm_pid"] != pids[second]
     finally:
         configure_sandbox(old)
+
+
+class TestWarmUpOutput:
+    def test_warm_up_output__in_the_first_calls_tails_only(self):
+        """What a warm-up writes to fd 2 (as native code does) reaches its host's first call."""
+        preload = Preload("os:write", (2, b"UserWarning: native import-time warning\n"))
+        try:
+            first = run_plugin_sandboxed("os:getpid", preload=preload)
+            second = run_plugin_sandboxed("os:getpid", preload=preload)
+        finally:
+            discard_preload(preload)
+        assert first.ok and "native import-time warning" in first.stderr
+        assert second.ok and "native import-time warning" not in second.stderr
+
+    def test_warm_up_print__in_the_first_calls_stdout(self):
+        """A warm-up's print() is flushed into the first call's stdout, not the terminal."""
+        preload = Preload("builtins:print", ("loading the model",))
+        try:
+            result = run_plugin_sandboxed("os:getpid", preload=preload)
+        finally:
+            discard_preload(preload)
+        assert result.stdout.startswith("loading the model\n")
