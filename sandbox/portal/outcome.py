@@ -199,7 +199,9 @@ def _from_envelope(
             kind,
             f"Plugin call {name!r} returned a {envelope['value_type']} that cannot be "
             f"{carrier} ({what}) (return plain data: dict, list, str, int, float, bool, "
-            "None; e.g. str(value) or value.tolist(); NaN and infinity as None or a string)",
+            "None; e.g. str(value), value.tolist() or value.item() for arrays and numpy "
+            "numbers, value.decode() or base64 text for bytes; NaN and infinity as None or a "
+            "string)",
             tb,
         )
     if outcome == "output_limit":
@@ -386,8 +388,10 @@ def _unpickle_value(
             Outcome.UNSERIALISABLE,
             "RefusedGlobal",
             f"Plugin call {name!r} returned a value containing {exc.dotted}, which the "
-            "portal does not load from plugins (return plain data, or add "
-            f"{exc.dotted!r} to SandboxConfig.result_globals if it is safe)",
+            "portal does not load from plugins (the plugin must return plain data: dict, "
+            "list, str, int, float, bool, None, e.g. str(value) or value.tolist(); only a "
+            "trusted in-house target may have its type added to SandboxConfig.result_globals "
+            "in the portal's code)",
         )
     except Exception as exc:  # anything a damaged pickle can raise
         result.phase, result.message = Phase.SERIALISE, str(exc)

@@ -184,9 +184,40 @@ def to_json(value: object, cap: int) -> tuple[Envelope | None, bytes | memoryvie
     return None, data
 
 
+_EXACT = frozenset({str, int, float, bool, bytes, type(None)})
+# How a subclass of each plain type becomes that type without calling its own overrides.
+_TO_BASE = (
+    (str, str.__str__),
+    (bytes, bytes.__bytes__),
+    (int, int.__index__),
+    (float, float.__float__),
+)
+PLAIN_DEPTH = 500  # deeper than this is a cycle or a hostile value: left to the pickler
+
+
+def plain_value(value: object, depth: int = 0) -> object:
+    """``value`` with subclasses of str, bytes, int, float, list, tuple and dict (torch's
+    version string, named tuples, numpy's float64) made their plain base types, so the portal
+    rebuilds them without loading the plugin's classes."""
+    cls = type(value)
+    if cls in _EXACT or depth > PLAIN_DEPTH:
+        return value
+    for base, convert in _TO_BASE:
+        if isinstance(value, base):
+            return convert(value)  # type: ignore[operator]
+    if isinstance(value, dict):
+        return {plain_value(k, depth + 1): plain_value(v, depth + 1) for k, v in dict.items(value)}
+    if isinstance(value, list):
+        return [plain_value(item, depth + 1) for item in list.__iter__(value)]
+    if isinstance(value, tuple):
+        return tuple(plain_value(item, depth + 1) for item in tuple.__iter__(value))
+    return value
+
+
 def to_pickle(value: object, cap: int) -> tuple[Envelope | None, bytes | memoryview]:
     writer = _CappedWriter(cap)
     try:
+        value = plain_value(value)
         pickle.Pickler(writer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
     except _ResultTooLarge:
         return {

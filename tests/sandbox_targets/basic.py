@@ -87,3 +87,24 @@ def return_opaque():
 
 
 not_callable = 42
+
+
+class Version(str):
+    """A str subclass, as torch.__version__ is (torch.torch_version.TorchVersion)."""
+
+
+class Count(int):
+    pass
+
+
+def return_subclasses():
+    import collections
+
+    point = collections.namedtuple("Point", "x y")
+    return {
+        "version": Version("2.13.0"),
+        "count": Count(3),
+        "point": point(1, 2),
+        "raw": type("Blob", (bytes,), {})(b"ab"),
+        "nested": [{"v": Version("x")}],
+    }
