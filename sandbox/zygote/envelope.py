@@ -186,7 +186,7 @@ def to_json(value: object, cap: int) -> tuple[Envelope | None, bytes | memoryvie
 
 _EXACT = frozenset({str, int, float, bool, bytes, type(None)})
 # How a subclass of each plain type becomes that type without calling its own overrides.
-_TO_BASE = (
+_TO_BASE: tuple[tuple[type, object], ...] = (
     (str, str.__str__),
     (bytes, bytes.__bytes__),
     (int, int.__index__),
@@ -204,7 +204,7 @@ def plain_value(value: object, depth: int = 0) -> object:
         return value
     for base, convert in _TO_BASE:
         if isinstance(value, base):
-            return convert(value)  # type: ignore[operator]
+            return convert(value)  # type: ignore[operator]  # the base's own method
     if isinstance(value, dict):
         return {plain_value(k, depth + 1): plain_value(v, depth + 1) for k, v in dict.items(value)}
     if isinstance(value, list):
