@@ -19,7 +19,12 @@ class Limits:
     timeout_s:    wall-clock seconds before the call's whole process group is SIGKILLed.
     cpu_s:        CPU seconds (RLIMIT_CPU, rounded up to whole seconds); the kernel sends
                   SIGXCPU, reported as outcome ``timeout`` with a reason naming CPU seconds.
-    memory_mb:    address space in MiB (RLIMIT_AS); exceeding it is outcome ``memory``.
+    memory_mb:    resident memory (RSS) in MiB of the call's whole process tree, which the
+                  host samples from /proc while the call runs; past it the call's process
+                  group is SIGKILLed (outcome ``memory``, with the peak).
+    address_space_mb: address space in MiB (RLIMIT_AS), off by default: libraries such as
+                  CUDA reserve far more address space than they use; a MemoryError under it
+                  is outcome ``memory``.
     output_bytes: how much of the *tail* of stdout and of stderr is kept, each; the rest is
                   read and discarded, never buffered whole.
     result_bytes: largest pickled return value accepted; bigger is ``output_limit``.
@@ -29,9 +34,9 @@ class Limits:
                   directory, which the host measures while the call runs and when it ends;
                   past it the call's process group is SIGKILLed (outcome ``disk_limit``).
 
-    ``cpu_s``, ``memory_mb``, ``open_files`` and ``file_size_mb`` may be ``None`` to leave
-    that rlimit as the sandbox host has it (usually unlimited); ``disk_mb`` may be ``None``
-    for no disk budget.
+    ``cpu_s``, ``address_space_mb``, ``open_files`` and ``file_size_mb`` may be ``None`` to
+    leave that rlimit as the sandbox host has it (usually unlimited); ``memory_mb`` and
+    ``disk_mb`` may be ``None`` for no budget.
 
     Each limit has a maximum (``MAXIMA``); a larger value raises ``ValueError``, since
     e.g. ``timeout_s=1e300`` would overflow the timers that enforce it.
@@ -45,6 +50,7 @@ class Limits:
     open_files: int | None = 256
     file_size_mb: int | None = 256
     disk_mb: int | None = 1024
+    address_space_mb: int | None = None
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -76,7 +82,9 @@ class Limits:
 
 # Limits that map onto an rlimit may be None ("leave as is"), and the disk budget ("none");
 # the others always apply.
-_NULLABLE = frozenset({"cpu_s", "memory_mb", "open_files", "file_size_mb", "disk_mb"})
+_NULLABLE = frozenset(
+    {"cpu_s", "memory_mb", "open_files", "file_size_mb", "disk_mb", "address_space_mb"}
+)
 _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Limits))
 _WEEK_S = 7 * 24 * 3600
 _MiB_PER_TiB = 1024 * 1024
@@ -90,6 +98,7 @@ MAXIMA: dict[str, int] = {
     "open_files": 1024 * 1024,  # Linux's default fs.nr_open
     "file_size_mb": _MiB_PER_TiB,
     "disk_mb": _MiB_PER_TiB,
+    "address_space_mb": _MiB_PER_TiB,
 }
 
 

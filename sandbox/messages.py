@@ -79,3 +79,5 @@ class AnswerFields(TypedDict, total=False):
     host_pid: int | None
     disk_used: int | None
     disk_exceeded: bool | None
+    memory_exceeded: bool | None  # the tree's resident memory passed memory_mb: killed
+    memory_peak_kb: int | None  # the tree's resident memory, the most the host sampled

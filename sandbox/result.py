@@ -88,6 +88,9 @@ class SandboxResult:
     ``host_failure``, when the call never ran because its host could not start or its
     Preload warm-up failed: what happened to the host, the clause ``error`` quotes ("ended
     the sandbox host with exit code 3 before it was ready").
+    ``memory_mechanism`` how ``memory_mb`` was enforced for the call: ``"rss-sampling"`` (the
+    host read the process tree's resident memory from /proc), None without a memory limit;
+    ``peak_rss_kb`` is then the most of the tree's or the call process's own peak.
     """
 
     ok: bool
@@ -113,6 +116,7 @@ class SandboxResult:
     fault: Fault | None = None
     detail: object = None
     host_failure: str | None = None
+    memory_mechanism: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict; ``value`` and ``detail`` are converted best-effort (see

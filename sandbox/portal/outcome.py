@@ -17,6 +17,8 @@ from sandbox.result import Fault, Frame, Outcome, Phase, SandboxResult
 from sandbox.zygote import linux
 from sandbox.zygote.protocol import RESULT_LOST_EXIT, ProtocolError
 
+RSS_SAMPLING = "rss-sampling"  # memory_mb: the host samples the tree's RSS from /proc
+
 
 class CallReport:
     """Everything known about one finished call, from the host's (checked) answer."""
@@ -73,6 +75,9 @@ def build_result(
     if header["disk_exceeded"]:
         result.limit = "disk_mb"
         return _disk_limit(result, report)
+    if header["memory_exceeded"]:
+        result.limit = "memory_mb"
+        return _memory_limit(result, report)
     if envelope is not None:
         _copy_envelope_facts(result, envelope)
         return _from_envelope(result, report, envelope, result_globals)
@@ -87,7 +92,9 @@ def _copy_process_facts(result: SandboxResult, report: CallReport) -> None:
     result.exit_code = header["exit_code"]
     signum = header["signal"]
     result.signal = linux.signal_name(signum) if signum is not None else None
-    result.peak_rss_kb = header["peak_rss_kb"]
+    peaks = [kb for kb in (header["peak_rss_kb"], header["memory_peak_kb"]) if kb is not None]
+    result.peak_rss_kb = max(peaks) if peaks else None
+    result.memory_mechanism = RSS_SAMPLING if report.limits.memory_mb is not None else None
     disk_used = header["disk_used"]
     result.disk_used_kb = disk_used // 1024 if disk_used is not None else None
     cap = report.limits.output_bytes
@@ -188,8 +195,8 @@ def _from_envelope(
             tb,
         )
     if outcome == "memory":
-        if report.limits.memory_mb is not None:
-            result.limit = "memory_mb"
+        if report.limits.address_space_mb is not None:
+            result.limit = "address_space_mb"
         return _fail(result, Outcome.MEMORY, "MemoryError", _memory_message(report, envelope), tb)
     if outcome == "unserialisable":
         carrier = "pickled" if report.result_format == "pickle" else "sent as JSON"
@@ -257,13 +264,31 @@ def _at(envelope: Envelope) -> str:
     return f" at {location}" if location else ""
 
 
+def _memory_limit(result: SandboxResult, report: CallReport) -> SandboxResult:
+    peak_mb = (result.peak_rss_kb or 0) // 1024
+    return _fail(
+        result,
+        Outcome.MEMORY,
+        "MemoryLimit",
+        f"Plugin call {report.name!r} used {peak_mb} MB of resident memory (its process "
+        f"tree), more than limits.memory_mb ({report.limits.memory_mb} MB), so it was killed "
+        "(raise limits.memory_mb or make the plugin use less memory)",
+    )
+
+
 def _memory_message(report: CallReport, envelope: Envelope) -> str:
-    limit = report.limits.memory_mb
+    limit = report.limits.address_space_mb
     base = report.header["base_vsz_mb"] or 0
+    if limit is None:
+        return (
+            f"Plugin call {report.name!r} ran out of memory (MemoryError{_at(envelope)}): "
+            "the machine or an rlimit refused it more (give it less input, or run it where "
+            "there is more memory)"
+        )
     message = (
         f"Plugin call {report.name!r} ran out of memory (MemoryError{_at(envelope)}) under "
-        f"its limit of {limit} MB of address space (raise limits.memory_mb or make the "
-        "plugin use less memory)"
+        f"its limit of {limit} MB of address space (raise limits.address_space_mb, or leave "
+        "it unset and limit resident memory with limits.memory_mb)"
     )
     if limit and base > limit / 2:
         message += (

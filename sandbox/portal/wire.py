@@ -131,6 +131,8 @@ _ANSWER = _schema(
         "host_pid": ("int", INT64),
         "disk_used": ("int", INT64),
         "disk_exceeded": ("bool", None),
+        "memory_exceeded": ("bool", None),
+        "memory_peak_kb": ("int", INT64),
     },
 )
 _ENVELOPE = _schema(

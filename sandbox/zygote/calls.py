@@ -7,6 +7,7 @@ import time
 
 from sandbox.zygote.child import MiB
 from sandbox.zygote.disk import DiskScan, tree_size
+from sandbox.zygote.proc import tree_pss_kb, tree_rss_kb
 from sandbox.zygote.protocol import ENVELOPE_LIMIT
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing grows every fork
@@ -22,6 +23,12 @@ if TYPE_CHECKING:  # typing-only names: kept out of the host, whose size slows e
 DISK_CHECK_S = 0.05
 DISK_STEP_ENTRIES = 1000
 DISK_STEP_S = 0.02
+# A call with memory_mb has its process tree's resident memory read this often (from /proc):
+# none during a call shorter than that, ~10 us per process in the tree after.
+MEMORY_CHECK_S = 0.02
+# When the plain RSS sum is past memory_mb but the shared pages counted once are not (a tree
+# of forks), the next look is this much later: counting them costs ~0.1-5 ms per process.
+MEMORY_RECHECK_S = 0.25
 
 
 class Tail:
@@ -58,6 +65,10 @@ class Call:
         "disk_scan",
         "disk_used",
         "fds",
+        "memory_cap_kb",
+        "memory_check_at",
+        "memory_exceeded",
+        "memory_peak_kb",
         "pid",
         "pidfd",
         "proc",
@@ -86,6 +97,11 @@ class Call:
         self.disk_scan: DiskScan | None = None
         self.disk_used: int | None = None
         self.disk_exceeded = False
+        memory_mb = limits.get("memory_mb")
+        self.memory_cap_kb = int(memory_mb * 1024) if memory_mb else None
+        self.memory_check_at = self.started + MEMORY_CHECK_S if memory_mb else None
+        self.memory_peak_kb: int | None = None  # of the tree, as sampled
+        self.memory_exceeded = False
         self.result_cap = int(limits["result_bytes"]) + ENVELOPE_LIMIT
         self.stdout = Tail(int(limits["output_bytes"]))
         self.stderr = Tail(int(limits["output_bytes"]))
@@ -97,6 +113,43 @@ class Call:
         self.rusage: resource.struct_rusage | None = None
         self.pidfd: int | None = None
         self.proc: ProcFiles | None = None
+
+    def next_check_at(self) -> float | None:
+        """When the host must next look at this call's disk or memory, if ever."""
+        due = [at for at in (self.disk_check_at, self.memory_check_at) if at is not None]
+        return min(due) if due else None
+
+    def over_budget(self, now: float) -> bool:
+        """Measure what is due; True when the call is past its disk or memory budget (its
+        process group is to be killed)."""
+        if self.memory_check_at is not None and now >= self.memory_check_at:
+            if self.measure_memory(now):
+                return True
+        return (
+            self.disk_check_at is not None
+            and now >= self.disk_check_at
+            and (self.measure_disk_step(now))
+        )
+
+    def measure_memory(self, now: float) -> bool:
+        """Sample the tree's resident memory; True when it is past memory_mb."""
+        assert self.memory_cap_kb is not None  # only calls with a limit are sampled
+        sample = tree_rss_kb(self.proc, self.pid) if self.proc is not None else None
+        if sample is None:  # gone, or no /proc: the answer's own figures stand
+            self.memory_check_at = None
+            return False
+        used, pids = sample
+        interval = MEMORY_CHECK_S
+        if used > self.memory_cap_kb:
+            used = tree_pss_kb(pids)  # pages shared by forks (and the host) counted once
+            interval = MEMORY_RECHECK_S
+        self.memory_peak_kb = max(used, self.memory_peak_kb or 0)
+        if used > self.memory_cap_kb:
+            self.memory_exceeded = True
+            self.memory_check_at = None
+            return True
+        self.memory_check_at = now + interval
+        return False
 
     def measure_disk_step(self, now: float) -> bool:
         """One step of measuring the working directory while the call runs; True when the

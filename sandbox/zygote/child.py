@@ -290,8 +290,8 @@ def rlimits_for(limits: Mapping[str, float | None], hard_limits: dict[int, int])
         # SIGXCPU at the soft limit; the hard limit one second later SIGKILLs a plugin
         # that ignores SIGXCPU.
         limit(resource.RLIMIT_CPU, seconds, seconds + 1)
-    if memory_mb := limits.get("memory_mb"):
-        limit(resource.RLIMIT_AS, int(memory_mb * MiB))
+    if address_space_mb := limits.get("address_space_mb"):  # memory_mb is the host's (RSS)
+        limit(resource.RLIMIT_AS, int(address_space_mb * MiB))
     if open_files := limits.get("open_files"):
         limit(resource.RLIMIT_NOFILE, int(open_files))
     if file_size_mb := limits.get("file_size_mb"):

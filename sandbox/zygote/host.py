@@ -192,7 +192,7 @@ class Host:
         if self.stopping or self.reaper.sweep_pending:
             return SWEEP_INTERVAL_S
         deadlines = [c.deadline for c in self.calls.values() if c.status is None]
-        deadlines += [c.disk_check_at for c in self.calls.values() if c.disk_check_at]
+        deadlines += [at for c in self.calls.values() if (at := c.next_check_at()) is not None]
         trim_at = self.spares.trim_deadline()  # wake up to trim the burst's extras
         if trim_at is not None:
             deadlines.append(trim_at)
@@ -332,7 +332,7 @@ class Host:
             self._close_pipe(call, name)
 
     def _expire_calls(self) -> None:
-        """Kill calls past their deadline; measure the working directories that are due."""
+        """Kill calls past their deadline; measure the disk and memory use that is due."""
         now = time.monotonic()
         for call in self.calls.values():
             if call.status is not None or call.timed_out:
@@ -340,11 +340,7 @@ class Host:
             if now >= call.deadline:
                 call.timed_out = True
                 self.reaper.kill_group(call.pid, wait=False)
-            elif (
-                call.disk_check_at is not None
-                and now >= call.disk_check_at
-                and call.measure_disk_step(now)
-            ):
+            elif call.over_budget(now):
                 self.reaper.kill_group(call.pid, wait=False)
 
     def _complete(self, call: Call) -> None:
@@ -395,6 +391,8 @@ class Host:
             "timed_out": call.timed_out,
             "disk_exceeded": call.disk_exceeded,
             "disk_used": call.disk_used,
+            "memory_exceeded": call.memory_exceeded,
+            "memory_peak_kb": call.memory_peak_kb,
             "cpu_s": cpu_s,
             "peak_rss_kb": peak_rss_kb,
             "run_s": time.monotonic() - call.started,

@@ -95,9 +95,15 @@ class TestWhatTheCallProcessSaid:
         assert facts(result) == (Outcome.OUTPUT_LIMIT, Phase.SERIALISE, "result_bytes")
 
     def test_out_of_memory__limit_memory_mb(self):
-        """Running out of address space under memory_mb names that limit, in phase call."""
+        """Resident memory past memory_mb names that limit; the host killed it (no phase)."""
         result = call(f"{HOSTILE}:allocate_forever", limits=Limits(timeout_s=20, memory_mb=256))
-        assert facts(result) == (Outcome.MEMORY, Phase.CALL, "memory_mb")
+        assert facts(result) == (Outcome.MEMORY, None, "memory_mb")
+
+    def test_out_of_address_space__limit_address_space_mb(self):
+        """A MemoryError under address_space_mb names that limit, in phase call."""
+        limits = Limits(timeout_s=20, memory_mb=None, address_space_mb=256)
+        result = call(f"{HOSTILE}:allocate_forever", limits=limits)
+        assert facts(result) == (Outcome.MEMORY, Phase.CALL, "address_space_mb")
 
     def test_output_cut__limit_output_bytes(self):
         """A call whose output was cut to output_bytes still succeeds, naming that limit."""
