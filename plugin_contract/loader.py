@@ -16,7 +16,6 @@ distribution), module and attr (what an entry point names).
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import inspect
@@ -38,6 +37,7 @@ from plugin_contract import (
     MissingItem,
 )
 from plugin_contract.declarations import read_declarations
+from plugin_contract.fingerprint import fingerprint
 from plugin_contract.requirements import check_requirements, missing_item
 
 # Plugins import under this parent so that a plugin file never shadows a real module.
@@ -100,15 +100,23 @@ def load_plugin(spec: Any) -> LoadReport:
     return report
 
 
-def warm_plugin(spec: Any, version: str | None = None) -> None:
-    """Preload target: import the plugin and run setup() once, so calls fork warm.
+def warm_plugin(spec: Any, version: str | None = None) -> dict[str, Any] | None:
+    """Preload target: import the plugin and run setup() once, so calls fork warm; returns
+    the environment's fingerprint (plugin_contract/fingerprint.py), which the portal records
+    with every run of this host.
 
     `version` is not used here: it tells the portal's warm hosts for edited code apart.
     """
     spec = _spec_dict(spec)
-    # Left cold then: each call refuses with the reason, where a failed warm-up would not say it.
-    with contextlib.suppress(PluginUnavailable):
-        _plugin_for_call(spec)
+    try:
+        plugin = _plugin_for_call(spec)
+    except PluginUnavailable:
+        # Left cold then: each call refuses with the reason, where a failed warm-up would not.
+        return None
+    # An entry point's path is its distribution's whole site directory: hash its module only.
+    source = spec["path"] if spec["kind"] != "entry_point" else None
+    source = source or getattr(plugin.module, "__file__", None) or ""
+    return fingerprint(plugin.module, dict(plugin.declared), source)
 
 
 def warm_loader() -> None:

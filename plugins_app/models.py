@@ -313,6 +313,21 @@ class PluginRun(models.Model):
     exit_code = models.IntegerField("exit code", null=True, blank=True)
     signal = models.CharField("signal", max_length=20, blank=True, default="")
     peak_rss_kb = models.PositiveBigIntegerField("peak memory (KiB)", null=True, blank=True)
+    memory_mechanism = models.CharField(
+        "memory limit mechanism",
+        max_length=32,
+        blank=True,
+        default="",
+        help_text="How limits.memory_mb was enforced: rss-sampling (the sandbox host read "
+        "the process tree's resident memory from /proc); empty without a memory limit.",
+    )
+    environment = models.JSONField(
+        "environment",
+        default=dict,
+        blank=True,
+        help_text="What the run ran with: interpreter and version, platform, the plugin's code "
+        "hash, the versions of the packages it imports, its declared files, a GPU.",
+    )
     duration_ms = models.FloatField("duration (ms)", null=True, blank=True)
     stdout_tail = models.TextField("stdout (tail)", blank=True, default="")
     stderr_tail = models.TextField("stderr (tail)", blank=True, default="")

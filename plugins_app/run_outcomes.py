@@ -46,6 +46,7 @@ SIGNAL_CHARS = max_chars(PluginRun, "signal")
 EXIT_CODE_RANGE = (-(2**31), 2**31 - 1)  # PluginRun.exit_code, an IntegerField
 
 
+ENVIRONMENT_CHARS = 64 * 1024  # of a run's environment fingerprint, as JSON text
 PEAK_RSS_RANGE = (0, 2**63 - 1)  # PluginRun.peak_rss_kb, a PositiveBigIntegerField
 
 
@@ -96,13 +97,30 @@ def _run_facts(result: SandboxResult) -> tuple[dict[str, Any], list[str]]:
         "stdout_tail": untrusted.block(result.stdout[-OUTPUT_TAIL_CHARS:]),
         "stderr_tail": untrusted.block(result.stderr[-OUTPUT_TAIL_CHARS:]),
     }
-    facts: dict[str, Any] = {"outcome": result.outcome.value}
+    facts: dict[str, Any] = {
+        "outcome": result.outcome.value,
+        "memory_mechanism": untrusted.line(result.memory_mechanism, limit=32).value,
+        "environment": _environment(result.warmup_value),
+    }
     changes = []
     for field, (value, changed) in cleaned.items():
         facts[field] = value
         label = field.removesuffix("_tail")
         changes += [f"{label}: {change}" for change in changed]
     return facts, changes
+
+
+def _environment(value: object) -> dict[str, Any]:
+    """The fingerprint the plugin's warm host reported, storable; {} when it is not one."""
+    if not isinstance(value, dict):
+        return {}
+    try:
+        if len(json.dumps(value)) > ENVIRONMENT_CHARS:
+            return {}
+        cleaned: dict[str, Any] = untrusted.data(value).value
+    except (TypeError, ValueError, RecursionError):
+        return {}
+    return cleaned
 
 
 def _succeeded(
@@ -150,6 +168,10 @@ def _failed(
         if result.limit == "cpu_s":
             return RunStatus.TIMED_OUT, reasons.run_cpu_exceeded(plugin=name, cpu_s=limits.cpu_s)
         return RunStatus.TIMED_OUT, reasons.run_timed_out(plugin=name, timeout_s=limits.timeout_s)
+    if outcome == Outcome.MEMORY and result.limit == "address_space_mb":
+        return RunStatus.CRASHED, reasons.run_out_of_address_space(
+            plugin=name, address_space_mb=limits.address_space_mb
+        )
     if outcome == Outcome.MEMORY:
         return RunStatus.CRASHED, reasons.run_out_of_memory(
             plugin=name, memory_mb=limits.memory_mb, peak_rss_kb=result.peak_rss_kb

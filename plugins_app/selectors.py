@@ -23,6 +23,7 @@ from django.db.models import (
 from django.db.models.functions import Substr, TruncHour
 from django.utils import timezone
 
+from plugins_app import fingerprints
 from plugins_app.errors import InvalidName, PluginNotFound, RunNotFound
 from plugins_app.models import (
     AVAILABLE_STATES,
@@ -394,3 +395,18 @@ def with_latest_failure(queryset: QuerySet[Plugin]) -> QuerySet[Plugin]:
         latest_failed_run_id=Case(When(failing, then=Subquery(latest.values("pk")))),
         latest_failed_reason=Case(When(failing, then=Subquery(latest.values("reason")))),
     )
+
+
+def environment_changes(run: PluginRun) -> list[str]:
+    """What differs in a run's environment from the plugin's last successful run before it
+    (with a fingerprint); [] when there is none, or when either has no fingerprint."""
+    if not run.environment:
+        return []
+    before = (
+        PluginRun.objects.filter(plugin_id=run.plugin_id, status=RunStatus.SUCCEEDED, pk__lt=run.pk)
+        .exclude(environment={})
+        .order_by("-pk")
+        .values_list("environment", flat=True)
+        .first()
+    )
+    return fingerprints.changes_between(before, run.environment) if before else []

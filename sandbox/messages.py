@@ -59,6 +59,7 @@ class HelloFields(ExceptionFacts, total=False):
     unreadable: list[str] | None
     warmup_stdout: str | None  # the tail of what the warm-up wrote (import-time warnings)
     warmup_stderr: str | None
+    warmup_value: object  # what the warm-up returned, when it is small JSON data
 
 
 class AnswerFields(TypedDict, total=False):

@@ -91,6 +91,9 @@ class SandboxResult:
     ``memory_mechanism`` how ``memory_mb`` was enforced for the call: ``"rss-sampling"`` (the
     host read the process tree's resident memory from /proc), None without a memory limit;
     ``peak_rss_kb`` is then the most of the tree's or the call process's own peak.
+    ``warmup_value`` what the Preload's warm-up returned, when it was JSON data of at most
+    64 KiB (the plugin loader returns the environment's fingerprint), for every call of the
+    host; None without a Preload.
     """
 
     ok: bool
@@ -117,6 +120,7 @@ class SandboxResult:
     detail: object = None
     host_failure: str | None = None
     memory_mechanism: str | None = None
+    warmup_value: object = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict; ``value`` and ``detail`` are converted best-effort (see
@@ -127,6 +131,7 @@ class SandboxResult:
         data["fault"] = self.fault.value if self.fault is not None else None
         data["frames"] = [dataclasses.asdict(frame) for frame in self.frames]
         data["detail"] = jsonable(self.detail)
+        data["warmup_value"] = jsonable(self.warmup_value)
         data["value"] = jsonable(self.value)
         data["warnings"] = list(self.warnings)
         return data

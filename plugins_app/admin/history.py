@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django.contrib import admin
 from django.utils.html import format_html
 
@@ -80,6 +82,10 @@ class PluginRunAdmin(RunColumns, LargeHistoryAdmin):
             {"fields": ("error_type", "reason_full", "traceback_text", "exit_code", "signal")},
         ),
         (
+            "Environment",
+            {"fields": ("memory_mechanism", "environment_changes", "environment_json")},
+        ),
+        (
             "Input and output",
             {
                 "fields": (
@@ -133,6 +139,14 @@ class PluginRunAdmin(RunColumns, LargeHistoryAdmin):
     @admin.display(description="reason")
     def reason_full(self, obj: PluginRun):
         return show.preformatted(obj.reason)
+
+    @admin.display(description="changed since the last successful run")
+    def environment_changes(self, obj: PluginRun):
+        return show.preformatted("\n".join(selectors.environment_changes(obj)) or "nothing")
+
+    @admin.display(description="environment")
+    def environment_json(self, obj: PluginRun):
+        return show.preformatted(json.dumps(obj.environment, indent=2, sort_keys=True))
 
     @admin.display(description="peak memory", ordering="peak_rss_kb")
     def peak_memory(self, obj: PluginRun):

@@ -9,6 +9,7 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from plugins_app import selectors
 from plugins_app.api.errors import InvalidInput
 from plugins_app.models import PluginRun, PluginState, RunOutcomeKind, RunStatus
 from plugins_app.storable import value_problem
@@ -298,6 +299,10 @@ class RunSerializer(serializers.ModelSerializer):
     stderr_tail = serializers.SerializerMethodField(
         help_text="The end of the plugin's stderr; null without the run_plugin permission."
     )
+    environment_changes = serializers.SerializerMethodField(
+        help_text="What differs in the environment from the plugin's last successful run "
+        "before this one, e.g. 'torch 2.13.0 -> 2.14.1'; empty when nothing did."
+    )
 
     class Meta:
         model = PluginRun
@@ -314,6 +319,7 @@ class RunSerializer(serializers.ModelSerializer):
             "exit_code",
             "signal",
             "peak_rss_kb",
+            "memory_mechanism",
             "duration_ms",
             "actor",
             "worker",
@@ -322,11 +328,17 @@ class RunSerializer(serializers.ModelSerializer):
             "finished_at",
             "heartbeat_at",
             "warnings",
+            "environment",
+            "environment_changes",
             "traceback",
             "stdout_tail",
             "stderr_tail",
         )
         read_only_fields = fields
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_environment_changes(self, run: PluginRun) -> list[str]:
+        return selectors.environment_changes(run)
 
     def _plugin_output(self, run: PluginRun, field: str) -> str | None:
         return getattr(run, field) if self.context.get("show_output") else None

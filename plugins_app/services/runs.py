@@ -3,7 +3,7 @@ alive by heartbeats, reconciled when its worker went silent, pruned."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,6 +42,8 @@ class RunOutcome:
     exit_code: int | None = None
     signal: str = ""
     peak_rss_kb: int | None = None
+    memory_mechanism: str = ""
+    environment: dict[str, Any] = field(default_factory=dict)
     duration_ms: float | None = None
     stdout_tail: str = ""
     stderr_tail: str = ""
@@ -156,6 +158,8 @@ def run_finish(
         exit_code=outcome.exit_code,
         signal=outcome.signal,
         peak_rss_kb=outcome.peak_rss_kb,
+        memory_mechanism=outcome.memory_mechanism,
+        environment=outcome.environment,
         duration_ms=outcome.duration_ms,
         stdout_tail=outcome.stdout_tail,
         stderr_tail=outcome.stderr_tail,

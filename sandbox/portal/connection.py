@@ -16,15 +16,15 @@ import pickle
 import select
 import socket
 import subprocess
-import sys
 import threading
 import time
 from typing import Any
 
-from sandbox.config import SandboxConfig, private_cache_dir, scrub_environment
+from sandbox.config import SandboxConfig
 from sandbox.limits import Limits
-from sandbox.portal.leftovers import OWNER_VARIABLE, kill_marked, remove_dirs_of
-from sandbox.portal.spawn import SANDBOX_ROOT, spawner
+from sandbox.portal.host_init import host_environment, host_tmp_dir, init_message
+from sandbox.portal.leftovers import kill_marked, remove_dirs_of
+from sandbox.portal.spawn import spawner
 from sandbox.portal.start_failure import (
     StartFailure,
     died_while_starting,
@@ -55,8 +55,6 @@ log = logging.getLogger("sandbox")
 HOST_MODULE = "sandbox.zygote.host"  # what a host runs, as `python -P -m HOST_MODULE`
 STOP_GRACE_S = 2.0  # terminate -> wait -> kill, for hosts
 SMALL_FRAME = 64 * 1024  # below this, joining a frame's parts is cheaper than a 2nd syscall
-# Variables the portal may change only to start a host; the host gives plugins the originals.
-_HOST_ONLY_CHANGES = ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
 
 
 class NotDelivered(Exception):
@@ -81,7 +79,7 @@ class HostConnection:
         self.sock: socket.socket | None = None
         self.pid: int | None = None
         self.warnings: list[str] = []
-        self.plugin_env: dict[str, str | None] = {}  # what plugins get of _HOST_ONLY_CHANGES
+        self.plugin_env: dict[str, str | None] = {}  # what plugins get of HOST_ONLY_CHANGES
         self.base_vsz_mb: float | None = None
         self.started_at = time.time()
         self._lock = threading.Lock()  # guards _pending and _lost
@@ -92,6 +90,7 @@ class HostConnection:
         self.mark = ""  # SANDBOX_OWNER of this host and of everything its plugins start
         self.import_hint: str | None = None  # why imports may fail in this host's calls
         self._warmup_output: tuple[str, str] | None = None  # (stdout, stderr), for one call
+        self.warmup_value: object = None  # what the Preload's warm-up returned (JSON data)
 
     @property
     def python(self) -> str:
@@ -99,6 +98,10 @@ class HostConnection:
         if self.preload is not None and self.preload.python is not None:
             return self.preload.python
         return self.config.python
+
+    def _host_environment(self) -> dict[str, str]:
+        env, self.plugin_env = host_environment(self.preload, self.config, self.mark)
+        return env
 
     def take_warmup_output(self) -> tuple[str, str] | None:
         """What the warm-up wrote (stdout, stderr): handed to the first call that asks."""
@@ -152,46 +155,6 @@ class HostConnection:
             log.warning("sandbox host %s: %s", self.pid, warning)
         return None
 
-    def _host_environment(self) -> dict[str, str]:
-        declared = self.preload.env if self.preload is not None else ()
-        env = scrub_environment(os.environ, self.config, declared)
-        self.plugin_env = {name: env.get(name) for name in _HOST_ONLY_CHANGES}
-        # The host runs `-m sandbox.zygote.host`: make this very package importable first.
-        paths = [SANDBOX_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-        if self.config.bytecode_cache and sys.dont_write_bytecode:
-            cache = private_cache_dir("host-bytecode")
-            if cache is not None:
-                # Else the host compiles its own modules at every start and keeps ~2.5 MiB
-                # of compiler leftovers that every fork copies. The host puts both
-                # variables back for plugins (see "plugin_env").
-                env.pop("PYTHONDONTWRITEBYTECODE", None)
-                env["PYTHONPYCACHEPREFIX"] = cache
-        env[OWNER_VARIABLE] = self.mark
-        return env
-
-    def _init_message(self) -> dict[str, Any]:
-        # '' and relative entries mean "the portal's cwd", which is not the child's cwd.
-        portal_path = [os.path.abspath(p) for p in sys.path]
-        if SANDBOX_ROOT not in portal_path:
-            portal_path.append(SANDBOX_ROOT)
-        # Another interpreter keeps its own sys.path (its venv), never the portal's:
-        # PYTHONPATH already puts the sandbox's code on it.
-        own = self.preload is not None and self.preload.python is not None
-        sys_path = None if own else portal_path
-        return {
-            "type": "init",
-            "portal_pid": os.getpid(),
-            "sys_path": sys_path,
-            "no_network": self.config.no_network,
-            "run_as": self.config.run_as,
-            "tmp_dir": host_tmp_dir(self.config),
-            "spare_children": self.config.spare_children,
-            "bytecode_cache": self.config.bytecode_cache,
-            "dont_write_bytecode": sys.dont_write_bytecode,
-            "plugin_env": self.plugin_env,
-        }
-
     def _handshake(self, warmup_s: float | None) -> StartFailure | None:
         assert self.sock is not None
         timeout = self.config.start_timeout_s
@@ -205,7 +168,8 @@ class HostConnection:
             blobs["preload"] = pickle.dumps(target, protocol=pickle.HIGHEST_PROTOCOL)
         try:
             self.sock.settimeout(timeout)
-            for buffer in encode_frame(self._init_message(), blobs):
+            message = init_message(self.preload, self.config, self.plugin_env)
+            for buffer in encode_frame(message, blobs):
                 self.sock.sendall(buffer)
             frame = recv_frame(self.sock, no_blobs)
             self.sock.settimeout(None)
@@ -223,6 +187,7 @@ class HostConnection:
         self.warnings = list(hello["warnings"] or [])
         self.base_vsz_mb = hello["base_vsz_mb"]
         self._warmup_output = (hello["warmup_stdout"] or "", hello["warmup_stderr"] or "")
+        self.warmup_value = hello["warmup_value"]
         unreadable = hello["unreadable"] or []
         if unreadable:
             self.import_hint = (
@@ -494,8 +459,3 @@ class HostConnection:
             "warnings": list(self.warnings),
             "started_at": self.started_at,
         }
-
-
-def host_tmp_dir(config: SandboxConfig) -> str:
-    """Where a host makes its directories: decided here, so cleanup looks in the same place."""
-    return config.tmp_dir or os.environ.get("TMPDIR") or "/tmp"

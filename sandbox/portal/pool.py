@@ -70,6 +70,7 @@ class HostPool:
             report = CallReport(name, limits, header, blobs, self.config.result_format)
             report.import_hint = host.import_hint
             result = build_result(report, elapsed_ms(started), self.result_globals, host.warnings)
+            result.warmup_value = host.warmup_value
             warmup = host.take_warmup_output()
             if warmup is not None:  # the host started for this call: its warm-up's output too
                 result.stdout = _tail(warmup[0] + result.stdout, limits.output_bytes)

@@ -103,6 +103,7 @@ _HELLO = _schema(
         "unreadable": ("texts", TEXT_LIMIT),
         "warmup_stdout": ("text", TEXT_LIMIT),
         "warmup_stderr": ("text", TEXT_LIMIT),
+        "warmup_value": ("json", None),
         "phase": ("text", 100),
         "error_type": ("text", TEXT_LIMIT),
         "message": ("text", TEXT_LIMIT),

@@ -122,9 +122,9 @@ class Call:
     def over_budget(self, now: float) -> bool:
         """Measure what is due; True when the call is past its disk or memory budget (its
         process group is to be killed)."""
-        if self.memory_check_at is not None and now >= self.memory_check_at:
-            if self.measure_memory(now):
-                return True
+        memory_due = self.memory_check_at is not None and now >= self.memory_check_at
+        if memory_due and self.measure_memory(now):
+            return True
         return (
             self.disk_check_at is not None
             and now >= self.disk_check_at

@@ -117,7 +117,7 @@ class Host:
         startup.restore_plugin_environment(init.get("plugin_env", {}))
         if init.get("dont_write_bytecode") and init.get("bytecode_cache", True):
             self.pycache_dir = startup.cache_bytecode(self.dirs, self._warn)
-        output: dict[str, str] = {}
+        output: dict[str, object] = {}
         failure = startup.warm_up(init.get("preload"), output)
         startup.restore_stdio(stdio)  # children write through these; a warm-up may swap them
         if failure is not None:
@@ -136,8 +136,7 @@ class Host:
             "warnings": self.warnings,
             "base_vsz_mb": self.base_vsz_mb,
             "unreadable": self.unreadable,
-            "warmup_stdout": output.get("warmup_stdout"),
-            "warmup_stderr": output.get("warmup_stderr"),
+            **output,  # type: ignore[typeddict-item]  # warmup_stdout, _stderr, _value
         }
 
     def _run_as(self, user: tuple[int, int] | None) -> None:

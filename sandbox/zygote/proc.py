@@ -92,12 +92,14 @@ def tree_pss_kb(pids: list[int]) -> int:
     read when the plain sum of their RSS is past a limit."""
     total = 0
     for pid in pids:
-        with contextlib.suppress(OSError, ValueError):
-            with open(f"/proc/{pid}/smaps_rollup", "rb") as rollup:
-                for line in rollup:
-                    if line.startswith(b"Pss:"):
-                        total += int(line.split()[1])
-                        break
+        with (
+            contextlib.suppress(OSError, ValueError),
+            open(f"/proc/{pid}/smaps_rollup", "rb") as rollup,
+        ):
+            for line in rollup:
+                if line.startswith(b"Pss:"):
+                    total += int(line.split()[1])
+                    break
     return total
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import importlib.machinery
+import json
 import os
 import pwd
 import signal
@@ -98,9 +99,10 @@ def cache_bytecode(dirs: CallDirs, warn: Warn) -> str | None:
 
 
 WARMUP_OUTPUT_TAIL = 16 * 1024  # of each stream a warm-up writes, kept for its first call
+WARMUP_VALUE_LIMIT = 64 * 1024  # of a warm-up's return value as JSON text; larger is dropped
 
 
-def warm_up(preload: tuple | None, output: dict[str, str]) -> ExceptionFacts | None:
+def warm_up(preload: tuple | None, output: dict[str, object]) -> ExceptionFacts | None:
     """Run a Preload's warm-up; None when it returned, else its exception's facts. What it
     writes to fds 1 and 2 (native libraries too) goes into ``output``'s tails instead."""
     if preload is None:
@@ -108,11 +110,14 @@ def warm_up(preload: tuple | None, output: dict[str, str]) -> ExceptionFacts | N
     target, args = preload
     captured = _capture_fds()
     try:
-        resolve_target(target)(*args)
+        value = resolve_target(target)(*args)
     except BaseException as exc:  # reported to the portal, then the host exits
         return exception_facts(exc, phase="warm-up")
     finally:
         output.update(_release_fds(captured))
+    with contextlib.suppress(Exception):  # not JSON data: the portal gets None
+        if len(json.dumps(value, allow_nan=False)) <= WARMUP_VALUE_LIMIT:
+            output["warmup_value"] = value
     return None
 
 

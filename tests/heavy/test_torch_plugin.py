@@ -41,6 +41,8 @@ class TestTorchPlugin:
         assert run.result["torch"] == "2.13.0+cpu"
         assert run.result["size"] == 64
         assert run.result["trace"] > 0
+        assert run.environment["packages"] == {"torch": "2.13.0+cpu"}
+        assert run.environment["python"] == TORCH_PYTHON
 
     def test_import_time_warning__in_the_runs_stderr_tail(self, torch_plugins):
         """torch's warning at import (no numpy in its venv) lands in the first run's stderr."""
