@@ -1,8 +1,8 @@
 """What changed in a plugin's environment between its last successful run and a run.
 
-A run's ``environment`` is the fingerprint its warm host reported (plugin_contract/
-fingerprint.py): the operator's first question about a plugin that started failing is what
-changed, answered here as short lines ("torch 2.13.0 -> 2.14.1").
+A run's ``environment`` is the fingerprint its warm host reported
+(plugin_contract/fingerprint.py). The operator's first question about a plugin that started
+failing is what changed: answered here as short lines ("torch 2.13.0 -> 2.14.1").
 """
 
 from __future__ import annotations

@@ -44,11 +44,7 @@ logger = logging.getLogger(__name__)
 
 
 LOAD_TARGET = "plugin_contract.loader:load_plugin"
-
-
 LOADER_TARGET = "plugin_contract.loader:warm_loader"
-
-
 LOAD_CONCURRENCY = 4
 
 
@@ -224,8 +220,7 @@ def _load_one(spec: PluginSpec, *, preload: Preload | None = None) -> _Load:
     python = plugin_python.python_for(spec.name, spec)
     if python.reason:
         return _Load(spec, spec.name, "unavailable", python.reason)
-    if python.path is not None and preload is None:
-        # Its own interpreter means a host of its own, which no other load shares.
+    if python.path is not None and preload is None:  # a host of its own: no load shares it
         own = Preload(ALONE_WARMUP, ((spec.source, time.monotonic_ns()),), python=python.path)
         try:
             return _load_in(spec, own, python.path)

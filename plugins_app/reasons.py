@@ -374,8 +374,9 @@ def run_out_of_memory(*, plugin: str, memory_mb: int | None, peak_rss_kb: int | 
 
 
 def run_out_of_address_space(*, plugin: str, address_space_mb: int | None) -> str:
+    limit = f"{address_space_mb} MB " if address_space_mb else ""
     return (
-        f"Plugin '{plugin}' ran out of its {address_space_mb} MB address-space limit "
+        f"Plugin '{plugin}' ran out of its {limit}address-space limit "
         "(limits.address_space_mb) and was stopped (raise it, or drop it and limit resident "
         "memory with limits.memory_mb: libraries such as torch and CUDA reserve far more "
         "address space than they use)"

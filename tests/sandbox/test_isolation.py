@@ -78,7 +78,8 @@ def test_run_as_drops_privileges(sandbox_settings, targets_readable_by_anyone):
     assert result.ok, result.error
     assert result.value == {"uid": nobody.pw_uid, "gid": nobody.pw_gid, "groups": []}
     # As nobody the plugin can no longer lift its own limits.
-    raised = run_plugin_sandboxed(f"{identity}:raise_own_memory_limit", limits=LIMITS)
+    limits = LIMITS.replace(address_space_mb=4096)  # an rlimit: memory_mb is the host's
+    raised = run_plugin_sandboxed(f"{identity}:raise_own_memory_limit", limits=limits)
     assert raised.outcome is Outcome.ERROR
     assert raised.error_type in ("ValueError", "PermissionError")
 
