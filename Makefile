@@ -50,12 +50,13 @@ COVERAGE_FLOOR ?= 90
 # Test processes (pytest-xdist): every core; TEST_WORKERS=0 runs in this one process.
 TEST_WORKERS ?= auto
 test: env torch-env
-	$(VENV)/bin/pytest --numprocesses=$(TEST_WORKERS) --cov --cov-report=term --cov-report=xml --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
+	$(VENV)/bin/pytest --numprocesses=$(TEST_WORKERS) --dist=loadgroup --cov --cov-report=term --cov-report=xml --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
 
 # What the pre-commit hook runs: every test but those that need an outside part (a browser,
-# portal processes of their own, promtool); CI runs them all with `make test` (docs/contributing.md).
+# portal processes of their own, promtool, the torch environment); CI runs them all with `make test`
+# (docs/contributing.md).
 test-quick: env
-	$(VENV)/bin/pytest -q --numprocesses=$(TEST_WORKERS) -m "not browser and not portal_processes and not promtool and not torch" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q --numprocesses=$(TEST_WORKERS) --dist=loadgroup -m "not browser and not portal_processes and not promtool and not torch" $(PYTEST_ARGS)
 
 # The torch plugin environment the `torch` tests and examples/torch use: a venv of its own
 # (never .venv) with the CPU build of torch 2.13.0 that pip finds on this machine's disk.
