@@ -243,7 +243,8 @@ class TestRunPluginHostile:
                 "Plugin 'flaky' raised ConnectionError",
             ),
             (
-                ["slow", "--param", "seconds=5", "--timeout", "0.5"],
+                # 2 s, not less: the first run also starts the warm host (~0.2-1 s loaded).
+                ["slow", "--param", "seconds=5", "--timeout", "2"],
                 1,
                 "timed_out",
                 "Plugin 'slow' did",
