@@ -118,6 +118,21 @@ class TestSettings:
             settings_from(PORTAL_RUN_EXECUTOR="celery")
         assert "use 'thread'" in str(refused.value) and "'inline'" in str(refused.value)
 
+    def test_plugin_environments__names_to_interpreters(self, settings_from):
+        """PORTAL_PLUGIN_ENVIRONMENTS maps names to interpreter paths, comma-separated."""
+        values = settings_from(
+            PORTAL_PLUGIN_ENVIRONMENTS="torch=/srv/torch/bin/python, ocr = /srv/ocr/bin/python"
+        )
+        assert values["PORTAL_PLUGIN_ENVIRONMENTS"] == {
+            "torch": "/srv/torch/bin/python",
+            "ocr": "/srv/ocr/bin/python",
+        }
+
+    def test_plugin_environment_without_absolute_path__refused(self, settings_from):
+        """An entry that is not NAME=/absolute/path stops the start, showing the form."""
+        with pytest.raises(ImproperlyConfigured, match="torch=/srv/envs/torch/bin/python"):
+            settings_from(PORTAL_PLUGIN_ENVIRONMENTS="torch=venv/bin/python")
+
 
 def manage_in(var_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     """manage.py with its own var/ directory and the default SQLite database in it."""
