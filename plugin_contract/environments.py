@@ -41,6 +41,20 @@ def declared_python(kind: str, path: str) -> DeclaredPython:
     else:
         return DeclaredPython()
     try:
+        stat = os.stat(source)
+    except OSError:
+        return DeclaredPython()  # the load reports the missing source
+    key = (source, stat.st_mtime_ns, stat.st_size)
+    if key not in _read:  # every run asks: parse each version of the source once
+        _read[key] = _read_source(source)
+    return _read[key]
+
+
+_read: dict[tuple[str, int, int], DeclaredPython] = {}
+
+
+def _read_source(source: str) -> DeclaredPython:
+    try:
         with open(source, "rb") as handle:
             tree = ast.parse(handle.read(), filename=source)
     except (OSError, SyntaxError, ValueError):
