@@ -80,6 +80,20 @@ class TestRunTitle:
         assert str(run) == f"Run #{run.pk} of plugin 'hello'"
 
 
+class TestRunEnvironment:
+    def test_run_page__environment_and_what_changed(self, operator_client, make_plugin, finish_run):
+        """A failed run's page shows its environment and what changed since the last success."""
+        make_plugin("yolo")
+        before = {"python_version": "3.11.7", "packages": {"torch": "2.13.0"}}
+        after = {"python_version": "3.11.7", "packages": {"torch": "2.14.1"}}
+        finish_run("yolo", environment=before, memory_mechanism="rss-sampling")
+        failed = finish_run("yolo", RunStatus.FAILED, environment=after)
+        url = reverse("admin:plugins_app_pluginrun_change", args=[failed.pk])
+        content = operator_client.get(url).content.decode()
+        assert "torch 2.13.0 -&gt; 2.14.1" in content
+        assert "&quot;torch&quot;: &quot;2.14.1&quot;" in content
+
+
 def action_buttons(content: str) -> list[str]:
     return re.findall(r'class="button plugin-action-button"[^>]*>([^<]+)</button>', content)
 
