@@ -128,7 +128,7 @@ class TestMetrics:
 
     def test_failures__counted_by_outcome(self, api_client, make_plugin, finish_run):
         """Each failure counts under its outcome; together they are runs_failed_total."""
-        make_plugin("ocr")
+        make_plugin("ocr", quarantine_after=0)  # nine failures in a row, none refused
         for status, outcome in [
             (RunStatus.FAILED, "error"),
             (RunStatus.FAILED, "error"),
