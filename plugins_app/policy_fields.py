@@ -40,6 +40,12 @@ class PluginPolicyFields(models.Model):
         blank=True,
         help_text="An operator's threshold (0 turns quarantine off); null: none.",
     )
+    next_retry_at = models.DateTimeField(
+        "next retry at",
+        null=True,
+        blank=True,
+        help_text="When the plugin's earliest queued retry may start; null: none queued.",
+    )
     quarantined_at = models.DateTimeField("quarantined at", null=True, blank=True)
     quarantined_until = models.DateTimeField(
         "quarantined until",

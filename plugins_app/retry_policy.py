@@ -82,9 +82,7 @@ def should_quarantine(*, consecutive_failures: int, threshold: int) -> bool:
     return threshold > 0 and consecutive_failures >= threshold
 
 
-def quarantine_state(
-    *, until: datetime | None, probe_active: bool, now: datetime
-) -> QuarantineState:
+def quarantine_state(*, until: datetime | None, now: datetime) -> QuarantineState:
     """closed: runs go; open: runs are refused; half_open: the cooldown is over and one probe
     run may go (or is going)."""
     if until is None:

@@ -85,9 +85,20 @@ def schedule_retry(
         run=retry,
         created_at=now,
     )
+    refresh_next_retry(plugin)
     not_before = retry.not_before
     transaction.on_commit(lambda: _wake(retry.pk, not_before))
     return retry
+
+
+def refresh_next_retry(plugin: Plugin) -> None:
+    """Keep the plugin's next_retry_at (what its health record shows) true to its queue."""
+    waiting = PluginRun.objects.filter(
+        plugin=plugin, status=RunStatus.QUEUED, not_before__isnull=False
+    )
+    earliest = waiting.order_by("not_before").values_list("not_before", flat=True).first()
+    Plugin.objects.filter(pk=plugin.pk).update(next_retry_at=earliest)
+    plugin.next_retry_at = earliest
 
 
 def _wake(run_id: int, not_before: datetime) -> None:

@@ -105,16 +105,20 @@ def run_start(*, run_id: int, worker: str) -> PluginRun:
         )
     refusal = _refusal(plugin, now)
     if refusal:
-        # Disabled or made UNAVAILABLE while queued: close the run, count nothing.
+        # Disabled, quarantined or made UNAVAILABLE while queued: close it, count nothing.
         PluginRun.objects.filter(pk=run.pk).update(
             status=RunStatus.FAILED, outcome=RunOutcomeKind.REFUSED, reason=refusal, finished_at=now
         )
+        if run.not_before is not None:
+            retries.refresh_next_retry(plugin)
         run.refresh_from_db()
         return run
     quarantine.claim_probe(plugin, run, now=now)
     PluginRun.objects.filter(pk=run.pk).update(
         status=RunStatus.RUNNING, started_at=now, heartbeat_at=now, worker=worker
     )
+    if run.not_before is not None:
+        retries.refresh_next_retry(plugin)
     transition(
         plugin,
         PluginState.RUNNING,
