@@ -247,6 +247,7 @@ METRIC_COLUMNS = (
     "error_count",
     "consecutive_failures",
     "running_count",
+    "quarantined_until",
 )
 
 
