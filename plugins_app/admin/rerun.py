@@ -13,9 +13,11 @@ from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from plugins_app import pipeline, reasons, selectors
+from plugins_app.services.quarantine import refusal as quarantine_refusal
 from plugins_app.errors import PluginError
 from plugins_app.models import Plugin, PluginState
 
@@ -24,7 +26,7 @@ PARAMS_EXAMPLE = '{"name": "Ann"}'
 
 def rerun_refusal(plugin: Plugin, *, with_reason: bool = True) -> str | None:
     """Why a rerun of the plugin would be refused or fail before run() (disabled, UNAVAILABLE,
-    or its last load failed), or None when a rerun can work. `with_reason=False` leaves out
+    its last load failed, or quarantined), or None when a rerun can work. `with_reason=False` leaves out
     the plugin's reason, for the plugin's page, which shows it just below."""
     reason = plugin.reason if with_reason else ""
     if not plugin.enabled:
@@ -35,7 +37,7 @@ def rerun_refusal(plugin: Plugin, *, with_reason: bool = True) -> str | None:
         return reasons.plugin_unavailable_refusal(plugin=plugin.name, reason=reason)
     if plugin.load_failed:
         return reasons.rerun_needs_reload(plugin=plugin.name, reason=reason)
-    return None
+    return quarantine_refusal(plugin, now=timezone.now())
 
 
 class RerunParamsForm(forms.Form):
