@@ -48,6 +48,14 @@ def quarantine_probe_started(*, plugin: str, run_id: int) -> str:
     )
 
 
+def rerun_while_quarantined(*, plugin: str, until: datetime) -> str:
+    return (
+        f"Plugin '{plugin}' is quarantined until {_utc(until)}, or while its probe run goes, "
+        "so a rerun would be refused (see Retries and quarantine below; lift the quarantine to "
+        "run it now)"
+    )
+
+
 def quarantine_lifted(*, plugin: str, by: str, note: str) -> str:
     why = f": {note}" if note else ""
     return (

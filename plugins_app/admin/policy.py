@@ -162,7 +162,7 @@ class PolicyAdmin(admin.ModelAdmin):
         when = timezone.localtime(obj.next_retry_at).strftime("%Y-%m-%d %H:%M:%S %Z")
         if run is None:
             return when
-        return format_html("run {} (attempt {}) at {}", show.run_link(run.pk), run.attempt, when)
+        return format_html("{} (attempt {}) at {}", show.run_link(run.pk), run.attempt, when)
 
     # ----------------------------------------------------------------- actions
 

@@ -16,7 +16,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from plugins_app import pipeline, reasons, selectors
+from plugins_app import pipeline, reasons, reasons_policy, selectors
 from plugins_app.services.quarantine import refusal as quarantine_refusal
 from plugins_app.errors import PluginError
 from plugins_app.models import Plugin, PluginState
@@ -37,7 +37,12 @@ def rerun_refusal(plugin: Plugin, *, with_reason: bool = True) -> str | None:
         return reasons.plugin_unavailable_refusal(plugin=plugin.name, reason=reason)
     if plugin.load_failed:
         return reasons.rerun_needs_reload(plugin=plugin.name, reason=reason)
-    return quarantine_refusal(plugin, now=timezone.now())
+    refusal = quarantine_refusal(plugin, now=timezone.now())
+    if refusal and not with_reason and plugin.quarantined_until is not None:
+        return reasons_policy.rerun_while_quarantined(
+            plugin=plugin.name, until=plugin.quarantined_until
+        )
+    return refusal
 
 
 class RerunParamsForm(forms.Form):

@@ -39,7 +39,7 @@ class TestPluginPage:
         assert "up to 3 attempts, waiting 5m doubling up to 10m, with jitter (declared)" in html
         assert "3 consecutive failures" in html
         assert "not quarantined" in html
-        assert f"run #{retry.pk}</a> (attempt 2)" in html
+        assert f"run #{retry.pk}</a> (attempt 2) at" in html
         services.plugin_set_policy(
             name="ocr", retry=None, quarantine_after=1, note="", actor="user:ann"
         )
@@ -60,7 +60,7 @@ class TestPluginPage:
         make_plugin("ocr", quarantine_after=2)
         crash_twice("ocr", finish_run)
         html = operator_client.get(plugin_url("ocr")).content.decode()
-        assert "No rerun: Plugin &#x27;ocr&#x27; is quarantined" in html
+        assert "No rerun: Plugin &#x27;ocr&#x27; is quarantined until" in html
         assert 'class="quarantine-badge"' in operator_client.get(PLUGINS).content.decode()
 
 
