@@ -24,7 +24,12 @@ class RetryPolicy(TypedDict):
     on_error: bool  # also retry runs whose plugin raised an exception (its own verdict)
 
 
-NO_RETRY: RetryPolicy = {"max_attempts": 1, "backoff_s": 5.0, "max_backoff_s": 600.0, "on_error": False}
+NO_RETRY: RetryPolicy = {
+    "max_attempts": 1,
+    "backoff_s": 5.0,
+    "max_backoff_s": 600.0,
+    "on_error": False,
+}
 RETRY_KEYS = tuple(NO_RETRY)
 
 
@@ -51,7 +56,7 @@ def retry_problem(retry: Any) -> str | None:
             f"not {attempts}"
         )
     for key in ("backoff_s", "max_backoff_s"):
-        value = retry.get(key, NO_RETRY[key])  # type: ignore[literal-required]
+        value = retry.get(key, NO_RETRY[key])
         if not _number(value) or not 0 < value <= MAX_BACKOFF_LIMIT_S:
             return (
                 f"retry['{key}'] must be a number of seconds above 0 and at most "

@@ -62,7 +62,7 @@ class PluginPolicyFields(models.Model):
         help_text="The current cooldown; a failed probe doubles it, up to the cap.",
     )
     quarantine_probe_run = models.ForeignKey(
-        "PluginRun",
+        "plugins_app.PluginRun",
         on_delete=models.SET_NULL,
         null=True,
         blank=True,

@@ -55,9 +55,7 @@ def is_retryable(policy: RetryPolicy, *, outcome: str, status: str) -> bool:
 
 def should_retry(policy: RetryPolicy, *, attempt: int, outcome: str, status: str) -> bool:
     """Whether attempt number `attempt`, failed so, gets another attempt."""
-    return attempt < policy["max_attempts"] and is_retryable(
-        policy, outcome=outcome, status=status
-    )
+    return attempt < policy["max_attempts"] and is_retryable(policy, outcome=outcome, status=status)
 
 
 def backoff_s(policy: RetryPolicy, *, attempt: int, jitter: float) -> float:

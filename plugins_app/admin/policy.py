@@ -4,7 +4,7 @@ through a service that records an event."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -21,7 +21,10 @@ from plugins_app.errors import PluginError
 from plugins_app.models import Plugin, PluginRun, RunStatus
 from plugins_app.retry_policy import effective_quarantine_after, effective_retry, quarantine_state
 
-POLICY_FIELDSET = (
+if TYPE_CHECKING:
+    from django.contrib.admin.options import _FieldOpts
+
+POLICY_FIELDSET: tuple[str, _FieldOpts] = (
     "Retries and quarantine",
     {"fields": ("retry_policy_shown", "quarantine_after_shown", "quarantine_shown", "next_retry")},
 )
@@ -114,6 +117,12 @@ class PolicyForm(forms.Form):
 class PolicyAdmin(admin.ModelAdmin):
     """Columns and actions of retries and quarantine, mixed into the plugin admin."""
 
+    if TYPE_CHECKING:  # the plugin admin's helpers, which these actions share
+
+        def _with_note(self, request, queryset, action, verb, done_verb, service) -> Any: ...
+
+        def _back_to_detail(self, request) -> Any: ...
+
     @admin.display(description="retry policy")
     def retry_policy_shown(self, obj: Plugin):
         return retry_words(obj)
@@ -166,7 +175,9 @@ class PolicyAdmin(admin.ModelAdmin):
 
     # ----------------------------------------------------------------- actions
 
-    @admin.action(description="Set retry and quarantine policy of selected…", permissions=["operate"])
+    @admin.action(
+        description="Set retry and quarantine policy of selected…", permissions=["operate"]
+    )
     def set_policy_selected(self, request, queryset):
         form = PolicyForm(request.POST if request.POST.get("_confirm") else None)
         if form.is_valid():

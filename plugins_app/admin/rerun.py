@@ -17,17 +17,18 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from plugins_app import pipeline, reasons, reasons_policy, selectors
-from plugins_app.services.quarantine import refusal as quarantine_refusal
 from plugins_app.errors import PluginError
 from plugins_app.models import Plugin, PluginState
+from plugins_app.services.quarantine import refusal as quarantine_refusal
 
 PARAMS_EXAMPLE = '{"name": "Ann"}'
 
 
 def rerun_refusal(plugin: Plugin, *, with_reason: bool = True) -> str | None:
     """Why a rerun of the plugin would be refused or fail before run() (disabled, UNAVAILABLE,
-    its last load failed, or quarantined), or None when a rerun can work. `with_reason=False` leaves out
-    the plugin's reason, for the plugin's page, which shows it just below."""
+    its last load failed, or quarantined), or None when a rerun can work. `with_reason=False`
+    leaves out the plugin's reason (and shortens a quarantine's), for the plugin's page, which
+    shows it just below."""
     reason = plugin.reason if with_reason else ""
     if not plugin.enabled:
         return reasons.plugin_disabled(

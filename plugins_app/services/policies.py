@@ -11,9 +11,9 @@ from django.utils import timezone
 
 from plugin_contract.policies import normalised_retry, quarantine_after_problem, retry_problem
 from plugins_app import reasons_policy
-from plugins_app.services import quarantine
 from plugins_app.errors import InvalidPolicy, NotQuarantined
 from plugins_app.models import EventKind, Plugin, PluginEvent
+from plugins_app.services import quarantine
 from plugins_app.services.rows import locked_plugin
 
 
@@ -80,9 +80,7 @@ def quarantine_lift(*, name: str, note: str, actor: str) -> Plugin:
 
 
 @transaction.atomic
-def quarantine_extend(
-    *, name: str, note: str, actor: str, seconds: float | None = None
-) -> Plugin:
+def quarantine_extend(*, name: str, note: str, actor: str, seconds: float | None = None) -> Plugin:
     """An operator keeps the breaker open longer: `seconds` more from now or from its end,
     whichever is later (by default the quarantine's current cooldown)."""
     plugin = _quarantined(name)

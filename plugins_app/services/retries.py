@@ -62,13 +62,14 @@ def schedule_retry(
     if plugin.quarantined_until is not None:
         return None  # the breaker is open: its probe decides, not a retry
     delay = backoff_s(policy, attempt=run.attempt, jitter=random.random())
+    not_before = retry_at(now, delay)
     retry = PluginRun.objects.create(
         plugin=plugin,
         params=run.params,
         actor=run.actor,
         attempt=run.attempt + 1,
         retry_of_id=run.retry_of_id or run.pk,
-        not_before=retry_at(now, delay),
+        not_before=not_before,
         queued_at=now,
     )
     PluginEvent.objects.create(
@@ -79,14 +80,13 @@ def schedule_retry(
             run_id=run.pk,
             attempt=retry.attempt,
             attempts=policy["max_attempts"],
-            at=retry.not_before,
+            at=not_before,
         ),
         actor=SYSTEM_ACTOR,
         run=retry,
         created_at=now,
     )
     refresh_next_retry(plugin)
-    not_before = retry.not_before
     transaction.on_commit(lambda: _wake(retry.pk, not_before))
     return retry
 

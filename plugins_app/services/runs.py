@@ -13,7 +13,6 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from plugins_app import reasons, run_tallies
-from plugins_app.services import quarantine, retries
 from plugins_app.errors import IllegalTransition, PluginRefused, RunNotFound
 from plugins_app.models import (
     FINISHED_RUN_STATUSES,
@@ -24,6 +23,7 @@ from plugins_app.models import (
     RunStatus,
 )
 from plugins_app.params_check import check_params
+from plugins_app.services import quarantine, retries
 from plugins_app.services.rows import locked_plugin, transition
 
 SYSTEM_ACTOR = "system"
@@ -220,9 +220,7 @@ def run_finish(
     failure = "" if outcome.succeeded else outcome.reason
     quarantine.after_finish(plugin, run, succeeded=outcome.succeeded, failure=failure, now=now)
     if not outcome.succeeded:
-        retries.schedule_retry(
-            plugin, run, outcome=outcome.outcome, status=outcome.status, now=now
-        )
+        retries.schedule_retry(plugin, run, outcome=outcome.outcome, status=outcome.status, now=now)
     run.refresh_from_db()
     return run
 

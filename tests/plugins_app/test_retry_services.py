@@ -120,9 +120,7 @@ def quarantine_now(name: str, failures: int = 2) -> Plugin:
 
 
 def cooldown_over(name: str) -> None:
-    Plugin.objects.filter(name=name).update(
-        quarantined_until=timezone.now() - timedelta(seconds=1)
-    )
+    Plugin.objects.filter(name=name).update(quarantined_until=timezone.now() - timedelta(seconds=1))
 
 
 class TestQuarantine:
