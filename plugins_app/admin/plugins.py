@@ -24,6 +24,7 @@ from plugins_app.admin.display import (
 from plugins_app.admin.policy import (
     POLICY_ACTIONS,
     POLICY_FIELDSET,
+    NoteForm,
     PolicyAdmin,
     quarantine_marker,
 )
@@ -132,16 +133,6 @@ class EventTimelineInline(ReadOnlyInline):
     @admin.display(description="run")
     def caused_by(self, obj: PluginEvent):
         return run_link(obj.run_id)
-
-
-class NoteForm(forms.Form):
-    note = forms.CharField(
-        label="Note",
-        required=False,
-        max_length=1000,
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-        help_text="Why: recorded in the plugin's event timeline with your user name.",
-    )
 
 
 @admin.register(Plugin)

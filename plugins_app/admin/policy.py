@@ -62,7 +62,17 @@ def quarantine_marker(plugin: Plugin) -> SafeString:
     )
 
 
-class PolicyForm(forms.Form):
+class NoteForm(forms.Form):
+    note = forms.CharField(
+        label="Note",
+        required=False,
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Why: recorded in the plugin's event timeline with your user name.",
+    )
+
+
+class PolicyForm(NoteForm):
     max_attempts = forms.IntegerField(
         label="Max attempts",
         required=False,
@@ -98,13 +108,7 @@ class PolicyForm(forms.Form):
         help_text="Consecutive failures that quarantine the plugin (0: never). Empty: what the "
         "plugin declares (default 5).",
     )
-    note = forms.CharField(
-        label="Note",
-        required=False,
-        max_length=1000,
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-        help_text="Why: recorded in the plugin's event timeline with your user name.",
-    )
+    field_order = ("max_attempts", "backoff_s", "max_backoff_s", "on_error", "quarantine_after")
 
     def retry(self) -> dict[str, Any] | None:
         data = self.cleaned_data

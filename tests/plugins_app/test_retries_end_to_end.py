@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import timedelta
 
 import pytest
@@ -12,6 +11,7 @@ from django.utils import timezone
 from plugins_app import pipeline
 from plugins_app.executor import get_executor, shutdown_executor
 from plugins_app.models import EventKind, Plugin, PluginEvent, PluginRun, RunStatus
+from tests.plugins_app.test_pipeline_background import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -38,14 +38,6 @@ def add_crashy(plugins, name: str, *, retry: dict | None, quarantine_after: int)
     source = CRASHY.format(RETRY=repr(retry), QUARANTINE_AFTER=quarantine_after)
     plugins.add(name, source)
     pipeline.reload_plugin(name=name, actor="test")
-
-
-def wait_until(condition, timeout_s: float = 30.0) -> None:
-    """Poll the database for what the background threads write (they commit on their own)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def post_run(client, name: str, params: dict, wait: float | None = None):
@@ -76,7 +68,7 @@ class TestRetriesThroughTheApi:
         response = post_run(operator_client, "crashy", params)
         assert response.status_code == 202
         first = response.json()["id"]
-        wait_until(lambda: any(r.status == RunStatus.SUCCEEDED for r in chain(first)))
+        wait_until(lambda: any(r.status == RunStatus.SUCCEEDED for r in chain(first)), 60)
         runs = [PluginRun.objects.get(pk=first), *chain(first)]
         assert [(r.attempt, r.status) for r in runs] == [
             (1, RunStatus.CRASHED),
@@ -112,7 +104,7 @@ class TestRetriesThroughTheApi:
         settings.PORTAL_RUN_EXECUTOR = "inline"  # a process with no timer for it, then gone
         first = pipeline.run_plugin(name="restarted", params=params, actor="test")
         [retry_run] = chain(first.pk)
-        wait_until(lambda: timezone.now() >= retry_run.not_before)
+        wait_until(lambda: timezone.now() >= retry_run.not_before, 30)
         settings.PORTAL_RUN_EXECUTOR = "thread"
         settings.PORTAL_RUN_HEARTBEAT_S = 0.2
         get_executor(pipeline.execute_run)  # the restarted process: its first sweep
