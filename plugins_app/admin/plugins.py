@@ -230,6 +230,7 @@ class PluginAdmin(PolicyAdmin, RerunWithParams):
 
     def changelist_view(self, request, extra_context=None):
         executor.sweep_if_due()  # after a restart, runs of a dead process must not show RUNNING
+        pipeline.resume_background_runs()  # and due retries start, though nobody submits a run
         return super().changelist_view(request, extra_context)
 
     def get_ordering(self, request):

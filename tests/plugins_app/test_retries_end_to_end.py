@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from plugins_app import pipeline
-from plugins_app.executor import get_executor, shutdown_executor
+from plugins_app.executor import shutdown_executor
 from plugins_app.models import EventKind, Plugin, PluginEvent, PluginRun, RunStatus
 from tests.plugins_app.test_pipeline_background import wait_until
 
@@ -106,8 +106,7 @@ class TestRetriesThroughTheApi:
         [retry_run] = chain(first.pk)
         wait_until(lambda: timezone.now() >= retry_run.not_before, 30)
         settings.PORTAL_RUN_EXECUTOR = "thread"
-        settings.PORTAL_RUN_HEARTBEAT_S = 0.2
-        get_executor(pipeline.execute_run)  # the restarted process: its first sweep
+        pipeline.resume_background_runs()  # the restarted process, as its admin list does
         done = pipeline.wait_for_run(run_id=retry_run.pk, timeout_s=30)
         assert (done.status, done.attempt) == (RunStatus.SUCCEEDED, 2)
 
