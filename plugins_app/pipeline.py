@@ -16,7 +16,6 @@ from plugins_app.runner import execute_run, run_plugin, submit_run, wait_for_run
 from plugins_app.warm_hosts import WARM_TARGET, discard_warm_hosts
 
 
-
 def resume_background_runs() -> None:
     """Start this process's background executor if it has none yet: its start and its sweeps
     pick up the retries whose backoff ended and the runs queued by a process that stopped (a

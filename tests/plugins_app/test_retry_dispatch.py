@@ -72,9 +72,7 @@ class TestDispatch:
         """A retry still in its backoff is neither listed as due nor adopted as an orphan."""
         make_plugin("ocr", retry={"max_attempts": 2, "backoff_s": 1}, quarantine_after=0)
         retry = waiting_retry("ocr", due=False)
-        PluginRun.objects.filter(pk=retry.pk).update(
-            queued_at=timezone.now() - timedelta(hours=2)
-        )
+        PluginRun.objects.filter(pk=retry.pk).update(queued_at=timezone.now() - timedelta(hours=2))
         executor = ThreadExecutor(1, Claims().job)
         try:
             assert retries.due_run_ids(now=timezone.now()) == []
