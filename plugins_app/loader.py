@@ -274,6 +274,8 @@ def _load_in(spec: PluginSpec, preload: Preload | None, python: str | None) -> _
             limits=report.limits,
             run_params=report.run_params,
             params_schema=report.params_schema,
+            retry=report.retry,
+            quarantine_after=report.quarantine_after,
         )
     if report.status == "ok":
         schema_problem = (
