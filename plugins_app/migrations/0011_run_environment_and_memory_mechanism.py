@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("plugins_app", "0009_plugin_run_params_and_schema"),
+        ("plugins_app", "0010_retries_and_quarantine"),
     ]
 
     operations = [
