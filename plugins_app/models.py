@@ -161,6 +161,14 @@ class Plugin(models.Model):
         default=0,
         help_text="Finished runs with a duration since the last reset: what the average is over.",
     )
+    queue = models.CharField(
+        "queue",
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="Operator's override of the worker queue its runs go to (celery executor); "
+        "empty: 'gpu' when it requires a GPU, else 'default'.",
+    )
     created_at = models.DateTimeField("registered at", auto_now_add=True)
     updated_at = models.DateTimeField("updated at", auto_now=True)
 
@@ -195,6 +203,7 @@ class EventKind(models.TextChoices):
     DISABLED = "disabled", "Disabled"
     ENABLED = "enabled", "Enabled"
     COUNTERS_RESET = "counters_reset", "Counters reset"
+    QUEUE_CHANGED = "queue_changed", "Queue changed"
 
 
 class PluginEvent(models.Model):
@@ -333,6 +342,9 @@ class PluginRun(models.Model):
     worker = models.CharField(
         "worker", max_length=200, blank=True, default="", help_text="host:pid that ran it."
     )
+    attempts = models.PositiveIntegerField(
+        "attempts", default=0, help_text="Times a worker claimed it (QUEUED to RUNNING)."
+    )
     queued_at = models.DateTimeField("queued at", default=timezone.now)
     started_at = models.DateTimeField("started at", null=True, blank=True)
     finished_at = models.DateTimeField("finished at", null=True, blank=True)
@@ -432,3 +444,7 @@ class RunTally(models.Model):
 
     def __str__(self) -> str:
         return f"{self.plugin_id} {self.outcome}: {self.runs}"
+
+
+# The worker nodes of the celery executor live with the fleet code; Django finds them here.
+from plugins_app.fleet.models import Worker  # noqa: E402, F401

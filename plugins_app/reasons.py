@@ -453,3 +453,22 @@ def too_many_vanished(*, names: str, count: int, searched: str) -> str:
         "server uses, or, if they were removed on purpose, run loadplugins --prune to mark "
         "them UNAVAILABLE)"
     )
+
+
+# --- Worker nodes (the celery executor) ----------------------------------------------------
+
+
+def queue_changed(*, plugin: str, previous: str, queue: str) -> str:
+    before = f"queue '{previous}'" if previous else "its default queue"
+    after = f"queue '{queue}'" if queue else "its default queue"
+    return (
+        f"Plugin '{plugin}' now runs on {after} instead of {before} (start a worker for it "
+        "with: manage.py runworker --queues NAME)"
+    )
+
+
+def no_live_worker(*, plugin: str, queue: str) -> str:
+    return (
+        f"No worker is serving queue '{queue}' of plugin '{plugin}': its runs wait, queued, "
+        f"until one starts (start one with: manage.py runworker --queues {queue})"
+    )

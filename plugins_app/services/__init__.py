@@ -31,10 +31,18 @@ from plugins_app.services.runs import (
     runs_prune,
     runs_reconcile_interrupted,
 )
+from plugins_app.services.workers import (
+    NodeEnvironment,
+    plugin_set_queue,
+    worker_heartbeat,
+    worker_register,
+    worker_stopped,
+)
 
 __all__ = [
     "PARAMS_REFUSED",
     "SYSTEM_ACTOR",
+    "NodeEnvironment",
     "PluginMetadata",
     "RunOutcome",
     "plugin_disable",
@@ -44,6 +52,7 @@ __all__ = [
     "plugin_mark_unavailable",
     "plugin_register",
     "plugin_reset_counters",
+    "plugin_set_queue",
     "run_finish",
     "run_heartbeat",
     "run_queue",
@@ -52,4 +61,7 @@ __all__ = [
     "run_start",
     "runs_prune",
     "runs_reconcile_interrupted",
+    "worker_heartbeat",
+    "worker_register",
+    "worker_stopped",
 ]

@@ -103,7 +103,11 @@ def run_start(*, run_id: int, worker: str) -> PluginRun:
         run.refresh_from_db()
         return run
     PluginRun.objects.filter(pk=run.pk).update(
-        status=RunStatus.RUNNING, started_at=now, heartbeat_at=now, worker=worker
+        status=RunStatus.RUNNING,
+        started_at=now,
+        heartbeat_at=now,
+        worker=worker,
+        attempts=F("attempts") + 1,
     )
     transition(
         plugin,

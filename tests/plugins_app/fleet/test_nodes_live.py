@@ -1,0 +1,155 @@
+"""Worker nodes for real: `manage.py runworker` processes on a RabbitMQ vhost of their own."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from plugins_app import pipeline, services
+from plugins_app.executor import shutdown_executor
+from plugins_app.fleet.celery_app import celery_app
+from plugins_app.models import Plugin, PluginRun, RunStatus, Worker
+from tests.fleet_support import (
+    STALE_AFTER_S,
+    NodeProcess,
+    broker_vhost,
+    node_env,
+    run_status,
+    wait_until,
+    worker_row,
+)
+
+pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
+
+PLUGINS = {
+    "quick": 'version = "1.0"\n\ndef run(x=1):\n    return {"x": x}\n',
+    "snooze": (
+        "import time\n\nlimits = {'timeout_s': 120}\n\n"
+        "def run(seconds=1.0):\n    time.sleep(float(seconds))\n    return {'slept_s': seconds}\n"
+    ),
+}
+
+
+@dataclass
+class Fleet:
+    broker_url: str
+    plugin_dir: Path
+    var_dir: Path
+    env: dict[str, str]
+    nodes: dict[str, NodeProcess]
+
+    def start_node(self, name: str, queues: str) -> NodeProcess:
+        node = NodeProcess(name, queues, self.env, self.var_dir)
+        self.nodes[name] = node
+        node.wait_ready()
+        return node
+
+
+@pytest.fixture(scope="module")
+def fleet(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Fleet]:
+    """Two worker nodes, on the queues 'default' and 'gpu', for the whole module."""
+    plugin_dir = tmp_path_factory.mktemp("fleet-plugins")
+    for name, source in PLUGINS.items():
+        (plugin_dir / f"{name}.py").write_text(source)
+    var_dir = tmp_path_factory.mktemp("fleet-var")
+    with broker_vhost() as broker_url:
+        env = node_env(broker_url, plugin_dir, var_dir)
+        fleet = Fleet(broker_url, plugin_dir, var_dir, env, {})
+        try:
+            fleet.start_node("node-default", "default")
+            fleet.start_node("node-gpu", "gpu")
+            yield fleet
+        finally:
+            for node in fleet.nodes.values():
+                node.stop(signal.SIGKILL if node.process.poll() is None else signal.SIGTERM)
+
+
+@pytest.fixture
+def on_fleet(fleet: Fleet, settings) -> Iterator[Fleet]:
+    """This test's plugins loaded here, then its runs sent to the fleet's broker."""
+    settings.PORTAL_PLUGIN_DIRS = [str(fleet.plugin_dir)]
+    pipeline.load_plugins(actor="test")
+    pipeline.discard_warm_hosts()
+    settings.PORTAL_RUN_EXECUTOR = "celery"
+    settings.PORTAL_BROKER_URL = fleet.broker_url
+    celery_app.cache_clear()
+    yield fleet
+    shutdown_executor()
+    celery_app.cache_clear()
+
+
+def finished(run_id: int, timeout_s: float = 60.0) -> PluginRun:
+    wait_until(lambda: run_status(run_id) not in {"queued", "running"}, timeout_s, f"run {run_id}")
+    return PluginRun.objects.get(pk=run_id)
+
+
+def test_runs_go_to_their_queues_worker_and_wait_where_none_serves(on_fleet):
+    """Each plugin's runs execute on a node of its queue; a queue nobody serves keeps its run."""
+    services.plugin_set_queue(name="quick", queue="nobody", actor="test")
+    waiting = pipeline.submit_run(name="quick", params={"x": 1}, actor="test")
+    services.plugin_set_queue(name="quick", queue="", actor="test")
+    on_default = pipeline.submit_run(name="quick", params={"x": 2}, actor="test")
+    services.plugin_set_queue(name="snooze", queue="gpu", actor="test")
+    on_gpu = pipeline.submit_run(name="snooze", params={"seconds": 0}, actor="test")
+
+    default_run, gpu_run = finished(on_default.pk), finished(on_gpu.pk)
+    assert (default_run.status, default_run.result) == (RunStatus.SUCCEEDED, {"x": 2})
+    assert default_run.worker.startswith("node-default (")
+    assert gpu_run.status == RunStatus.SUCCEEDED
+    assert gpu_run.worker.startswith("node-gpu (")
+    assert default_run.attempts == gpu_run.attempts == 1
+    waiting.refresh_from_db()
+    assert (waiting.status, waiting.attempts) == (RunStatus.QUEUED, 0)
+    quick = Plugin.objects.get(name="quick")
+    assert (quick.success_count, quick.error_count) == (1, 0)
+
+
+def test_worker_nodes_register_with_their_environment(on_fleet):
+    """Every node has a Worker row: its queues, pid, Python, platform, alive."""
+    wait_until(lambda: worker_row("node-gpu") is not None, 30, "node-gpu's row")
+    row = Worker.objects.get(name="node-gpu")
+    assert row.queues == ["gpu"]
+    assert row.pid == on_fleet.nodes["node-gpu"].process.pid
+    assert row.python_version and "Linux" in row.platform
+    assert row.status == "alive"
+
+
+def test_kill_9_mid_run_is_interrupted_once_and_the_redelivery_does_nothing(on_fleet):
+    """A node killed mid-run: another node's reconciler ends the run INTERRUPTED, counted
+    once, naming the node; the message the broker hands back finds the run finished."""
+    doomed = on_fleet.start_node("node-doomed", "doomed")
+    services.plugin_set_queue(name="snooze", queue="doomed", actor="test")
+    run = pipeline.submit_run(name="snooze", params={"seconds": 60}, actor="test")
+    wait_until(lambda: run_status(run.pk) == RunStatus.RUNNING, 60, "the run to start")
+
+    doomed.stop(signal.SIGKILL)
+    interrupted = finished(run.pk, timeout_s=STALE_AFTER_S + 30)
+
+    assert interrupted.status == RunStatus.INTERRUPTED
+    assert "node-doomed (" in interrupted.reason and "last seen at" in interrupted.reason
+    successor = on_fleet.start_node("node-doomed-2", "doomed")
+    wait_until(lambda: "succeeded in" in successor.output, 60, "the redelivered message")
+    interrupted.refresh_from_db()
+    assert (interrupted.status, interrupted.attempts) == (RunStatus.INTERRUPTED, 1)
+    snooze = Plugin.objects.get(name="snooze")
+    assert (snooze.error_count, snooze.running_count) == (1, 0)
+    successor.stop()
+
+
+def test_sigterm_finishes_runs_in_progress_and_leaves_nothing_running(on_fleet):
+    """SIGTERM: the node finishes the run it holds, exits 0, and shows as stopped."""
+    node = on_fleet.start_node("node-term", "term")
+    services.plugin_set_queue(name="snooze", queue="term", actor="test")
+    run = pipeline.submit_run(name="snooze", params={"seconds": 2}, actor="test")
+    wait_until(lambda: run_status(run.pk) == RunStatus.RUNNING, 60, "the run to start")
+
+    assert node.stop(signal.SIGTERM) == 0, node.output
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED
+    assert not PluginRun.objects.filter(status=RunStatus.RUNNING).exists()
+    assert worker_row("node-term").status == "stopped"
