@@ -265,6 +265,7 @@ def _load_one(spec: PluginSpec, *, preload: Preload | None = None) -> _Load:
             limits=report.limits,
             run_params=report.run_params,
             params_schema=report.params_schema,
+            declared_queue=report.queue,
         )
     if report.status == "ok":
         schema_problem = (

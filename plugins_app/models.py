@@ -161,13 +161,20 @@ class Plugin(models.Model):
         default=0,
         help_text="Finished runs with a duration since the last reset: what the average is over.",
     )
+    declared_queue = models.CharField(
+        "declared queue",
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="The worker queue its module declares (queue = ...); empty: none declared.",
+    )
     queue = models.CharField(
         "queue",
         max_length=64,
         blank=True,
         default="",
         help_text="Operator's override of the worker queue its runs go to (celery executor); "
-        "empty: 'gpu' when it requires a GPU, else 'default'.",
+        "empty: the declared queue, else 'gpu' when it requires a GPU, else 'default'.",
     )
     created_at = models.DateTimeField("registered at", auto_now_add=True)
     updated_at = models.DateTimeField("updated at", auto_now=True)

@@ -26,7 +26,14 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, NamedTuple, TypeVar, cast
 
 # The loader's report vocabulary: the contract the plugin side writes (plugin_contract).
-from plugin_contract import LOAD_STAGES, LOAD_STATUSES, MISSING_KINDS, REPORT_KEYS, LoadReport
+from plugin_contract import (
+    LOAD_STAGES,
+    LOAD_STATUSES,
+    MISSING_KINDS,
+    QUEUE_PATTERN,
+    REPORT_KEYS,
+    LoadReport,
+)
 
 T = TypeVar("T")
 
@@ -255,6 +262,7 @@ class LoaderReport:
     changes: tuple[str, ...] = ()
     params_schema: dict[str, Any] | None = None  # as declared; validated by the portal
     run_params: dict[str, Any] | None = None  # run()'s signature, as plugin_contract.RunParams
+    queue: str = ""  # the worker queue it declared; empty for the default
 
 
 def load_report(
@@ -326,7 +334,17 @@ def load_report(
         changes=tuple(changes),
         params_schema=params_schema,
         run_params=_run_params(report.get("run_params")),
+        queue=_queue(report.get("queue")),
     )
+
+
+def _queue(value: object) -> str:
+    """The declared worker queue: a queue name, or '' when none was declared."""
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not QUEUE_PATTERN.fullmatch(value):
+        raise MalformedReport(f"'queue' is {_preview(value)}, not a queue name")
+    return value
 
 
 def _run_params(value: object) -> dict[str, Any] | None:

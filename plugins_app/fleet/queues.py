@@ -2,29 +2,29 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from datetime import timedelta
 
 from django.conf import settings
 from django.utils import timezone
 
+from plugin_contract import QUEUE_PATTERN
 from plugins_app.fleet.celery_app import DEFAULT_QUEUE
 from plugins_app.fleet.models import Worker
 from plugins_app.models import Plugin
 
 GPU_QUEUE = "gpu"
-QUEUE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
 def is_queue_name(name: str) -> bool:
-    return bool(QUEUE_NAME.match(name))
+    return bool(QUEUE_PATTERN.fullmatch(name))
 
 
 def queue_of(plugin: Plugin) -> str:
-    """The operator's override, else 'gpu' for a plugin that requires a GPU, else 'default'."""
-    if plugin.queue:
-        return plugin.queue
+    """The operator's override, else the module's declaration, else 'gpu' for a plugin that
+    requires a GPU, else 'default'."""
+    if plugin.queue or plugin.declared_queue:
+        return plugin.queue or plugin.declared_queue
     requires = plugin.requirements or {}
     return GPU_QUEUE if requires.get("gpu") else DEFAULT_QUEUE
 
