@@ -468,7 +468,8 @@ def queue_changed(*, plugin: str, previous: str, queue: str) -> str:
 
 
 def no_live_worker(*, plugin: str, queue: str) -> str:
+    """`plugin` may name several, comma-separated: the plugins routed to that queue."""
     return (
-        f"No worker is serving queue '{queue}' of plugin '{plugin}': its runs wait, queued, "
-        f"until one starts (start one with: manage.py runworker --queues {queue})"
+        f"No worker is serving queue '{queue}': runs of {plugin} wait there, queued and not "
+        f"counted, until one starts (start one with: manage.py runworker --queues {queue})"
     )

@@ -16,10 +16,10 @@ from celery import Celery
 from django.conf import settings
 from kombu import Queue
 
+from plugins_app.fleet.queues import DEFAULT_QUEUE
 from sandbox.limits import MAXIMA
 
 EXECUTE_RUN_TASK = "portal.execute_run"
-DEFAULT_QUEUE = "default"
 # Longer than any plugin call may last (MAXIMA: 7 days), plus an hour of slack.
 CONSUMER_TIMEOUT_S = MAXIMA["timeout_s"] + 3600
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 
 from plugin_contract import QUEUE_PATTERN
-from plugins_app.fleet.celery_app import DEFAULT_QUEUE
+from plugins_app import reasons
 from plugins_app.fleet.models import Worker
 from plugins_app.models import Plugin
 
+DEFAULT_QUEUE = "default"
 GPU_QUEUE = "gpu"
 
 
@@ -41,3 +43,23 @@ def live_workers_per_queue() -> Counter[str]:
     for queues in live_workers().values_list("queues", flat=True):
         counts.update(set(queues or ()))
     return counts
+
+
+def queue_overview() -> list[dict[str, Any]]:
+    """Each queue that a plugin routes to or a live worker serves: its live workers and its
+    plugins, with the reason to start a worker where none serves it."""
+    serving = live_workers_per_queue()
+    routed: dict[str, list[str]] = {}
+    for plugin in Plugin.objects.only("name", "queue", "declared_queue", "requirements"):
+        routed.setdefault(queue_of(plugin), []).append(plugin.name)
+    overview = []
+    for queue in sorted(set(routed) | set(serving)):
+        names = sorted(routed.get(queue, []))
+        reason = ""
+        if names and not serving[queue]:
+            listed = ", ".join(f"'{name}'" for name in names)
+            reason = reasons.no_live_worker(plugin=listed, queue=queue)
+        overview.append(
+            {"queue": queue, "live_workers": serving[queue], "plugins": names, "reason": reason}
+        )
+    return overview
