@@ -22,6 +22,7 @@ from plugins_app.admin.display import (
     history_url,
     run_link,
 )
+from plugins_app.admin.fleet import QueueOverride
 from plugins_app.admin.rerun import RerunWithParams, queued_message, rerun_refusal
 from plugins_app.errors import PluginError
 from plugins_app.models import Plugin, PluginEvent, PluginRun, PluginState
@@ -140,7 +141,7 @@ class NoteForm(forms.Form):
 
 
 @admin.register(Plugin)
-class PluginAdmin(RerunWithParams):
+class PluginAdmin(QueueOverride, RerunWithParams):
     list_display = (
         "name",
         "state_badge",
@@ -216,6 +217,7 @@ class PluginAdmin(RerunWithParams):
                     "limits_json",
                     "run_params_shown",
                     "params_schema_json",
+                    "queue_shown",
                     "created_at",
                     "updated_at",
                 )
