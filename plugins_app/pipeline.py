@@ -2,7 +2,7 @@
 
 Plugin code runs only in sandbox processes (plugin_contract/loader.py). The work is done by:
     loader        discovery to registry: load_plugins, reload_plugin
-    runner        runs: run_plugin, submit_run, wait_for_run, execute_run
+    runner        runs: run_plugin, submit_run, wait_for_run, execute_run, runs_elsewhere
     run_outcomes  a SandboxResult to a services.RunOutcome (pure functions)
     warm_hosts    each plugin's warm sandbox host in this process
 """
@@ -10,7 +10,7 @@ Plugin code runs only in sandbox processes (plugin_contract/loader.py). The work
 from plugins_app.executor import reconcile_interrupted
 from plugins_app.loader import LoadReport, load_plugins, reload_plugin
 from plugins_app.run_outcomes import OUTPUT_TAIL_CHARS, RESULT_STORE_CHARS, outcome_from_result
-from plugins_app.runner import execute_run, run_plugin, submit_run, wait_for_run
+from plugins_app.runner import execute_run, run_plugin, runs_elsewhere, submit_run, wait_for_run
 from plugins_app.warm_hosts import WARM_TARGET, discard_warm_hosts
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "reconcile_interrupted",
     "reload_plugin",
     "run_plugin",
+    "runs_elsewhere",
     "submit_run",
     "wait_for_run",
 ]

@@ -63,3 +63,14 @@ def queue_overview() -> list[dict[str, Any]]:
             {"queue": queue, "live_workers": serving[queue], "plugins": names, "reason": reason}
         )
     return overview
+
+
+def unserved_reason(name: str) -> str:
+    """Why runs of plugin `name` would wait (no live worker serves its queue), or ''."""
+    plugin = Plugin.objects.filter(name=name).first()
+    if plugin is None:
+        return ""
+    queue = queue_of(plugin)
+    if live_workers_per_queue()[queue]:
+        return ""
+    return reasons.no_live_worker(plugin=f"plugin '{name}'", queue=queue)

@@ -153,3 +153,18 @@ class TestDeclaredQueue:
         odd = Plugin.objects.get(name="odd")
         assert odd.state == PluginState.FAILED
         assert "queue must name a worker queue" in odd.reason
+
+
+class TestRunpluginLocal:
+    def test_local_runs_here_with_the_celery_executor(self, plugins, settings, capsys):
+        """runplugin --local keeps the in-process path: no broker, the run done here."""
+        plugins.add("hello", "def run(name='x'):\n    return {'hi': name}\n")
+        pipeline.load_plugins(actor="test")
+        settings.PORTAL_RUN_EXECUTOR = "celery"
+        settings.PORTAL_BROKER_URL = "amqp://guest:guest@127.0.0.1:1//"  # nothing listens
+
+        call_command("runplugin", "hello", "--local", "--param", "name=Ann")
+
+        assert '"hi": "Ann"' in capsys.readouterr().out
+        run = PluginRun.objects.get()
+        assert (run.status, run.attempts) == (RunStatus.SUCCEEDED, 1)
