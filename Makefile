@@ -13,7 +13,7 @@ DEMO ?= 1
 PORTAL_PLUGIN_DIRS ?= $(CURDIR)/examples/plugins
 export PORTAL_PLUGIN_DIRS
 
-.PHONY: run test test-quick env lint audit typecheck requirements check-requirements clean
+.PHONY: run cluster test test-quick env lint audit typecheck requirements check-requirements clean
 
 $(TOOLS)/bin/uv:
 	$(PYTHON) -m venv $(TOOLS)
@@ -43,6 +43,11 @@ endif
 	@# Plain HTTP on this machine: Secure cookies would not come back over it in every browser.
 	SESSION_COOKIE_SECURE=0 CSRF_COOKIE_SECURE=0 \
 	  $(VENV)/bin/python manage.py runserver --noreload $(HOST):$(PORT)
+
+# The fleet's shape on one machine: PostgreSQL, RabbitMQ, gunicorn with 2 workers and 2 worker
+# nodes on the queues 'default' and 'gpu' (docs/scale-out.md).
+cluster: env
+	HOST=$(HOST) PORT=$(PORT) bash deploy/cluster/run.sh
 
 # Branch coverage of the whole suite, sandbox children included; below the floor fails
 # (fail_under in pyproject.toml, repeated here so a narrowed config cannot drop it).
