@@ -468,8 +468,16 @@ def queue_changed(*, plugin: str, previous: str, queue: str) -> str:
 
 
 def no_live_worker(*, plugin: str, queue: str) -> str:
-    """`plugin` may name several, comma-separated: the plugins routed to that queue."""
     return (
-        f"No worker is serving queue '{queue}': runs of {plugin} wait there, queued and not "
-        f"counted, until one starts (start one with: manage.py runworker --queues {queue})"
+        f"No worker is serving queue '{queue}' of plugin '{plugin}': its runs wait there, "
+        f"queued and not counted, until one starts (start one with: manage.py runworker "
+        f"--queues {queue})"
+    )
+
+
+def queue_unserved(*, queue: str, plugins: str) -> str:
+    return (
+        f"No worker is serving queue '{queue}': runs of its plugins ({plugins}) wait there, "
+        f"queued and not counted, until one starts (start one with: manage.py runworker "
+        f"--queues {queue})"
     )

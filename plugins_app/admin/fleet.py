@@ -99,7 +99,7 @@ class QueueOverride(admin.ModelAdmin):
         link = reverse("admin:plugins_app_plugin_queue", args=[plugin.pk])
         if live_workers_per_queue()[queue]:
             return format_html('{} (<a href="{}">change</a>)', queue, link)
-        reason = no_live_worker(plugin=f"plugin '{plugin.name}'", queue=queue)
+        reason = no_live_worker(plugin=plugin.name, queue=queue)
         return format_html('{} (<a href="{}">change</a>): {}', queue, link, reason)
 
     def get_urls(self):
@@ -123,7 +123,7 @@ class QueueOverride(admin.ModelAdmin):
             shown = queue_of(plugin)
             self.message_user(request, f"'{plugin.name}' now runs on queue '{shown}'.")
             if not live_workers_per_queue()[shown]:
-                warning = no_live_worker(plugin=f"plugin '{plugin.name}'", queue=shown)
+                warning = no_live_worker(plugin=plugin.name, queue=shown)
                 self.message_user(request, warning, messages.WARNING)
             return HttpResponseRedirect(back)
         requires_gpu = (plugin.requirements or {}).get("gpu")

@@ -57,8 +57,7 @@ def queue_overview() -> list[dict[str, Any]]:
         names = sorted(routed.get(queue, []))
         reason = ""
         if names and not serving[queue]:
-            listed = ", ".join(f"'{name}'" for name in names)
-            reason = reasons.no_live_worker(plugin=listed, queue=queue)
+            reason = reasons.queue_unserved(queue=queue, plugins=", ".join(names))
         overview.append(
             {"queue": queue, "live_workers": serving[queue], "plugins": names, "reason": reason}
         )
@@ -73,4 +72,4 @@ def unserved_reason(name: str) -> str:
     queue = queue_of(plugin)
     if live_workers_per_queue()[queue]:
         return ""
-    return reasons.no_live_worker(plugin=f"plugin '{name}'", queue=queue)
+    return reasons.no_live_worker(plugin=name, queue=queue)
