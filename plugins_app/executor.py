@@ -44,6 +44,11 @@ def set_node_name(name: str) -> None:
     _node_name = name
 
 
+def runs_elsewhere() -> bool:
+    """Plugin work goes to worker nodes (the celery executor), unless this process is one."""
+    return settings.PORTAL_RUN_EXECUTOR == "celery" and not _node_name
+
+
 def worker_id() -> str:
     """host:pid of this process (after a fork too), after the worker node's name if any."""
     where = f"{socket.gethostname()}:{os.getpid()}"

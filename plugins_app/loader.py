@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -151,8 +151,11 @@ def _refuse_mass_vanishing(missing: list[str], found: Discovery) -> None:
         )
 
 
-def reload_plugin(*, name: str, actor: str) -> Plugin:
-    """Re-check one plugin (import, requirements, setup) and return its registry row.
+def reload_plugin(
+    *, name: str, actor: str, load: Callable[..., list[LoadReport]] | None = None
+) -> Plugin:
+    """Re-check one plugin (import, requirements, setup) and return its registry row; `load`
+    does the loading (default: load_plugins here; the celery executor's: on a worker node).
 
     Raises PluginNotFound, or IllegalTransition while runs of the plugin are in progress.
     """
@@ -160,7 +163,7 @@ def reload_plugin(*, name: str, actor: str) -> Plugin:
     running = Plugin.objects.filter(name=name).values_list("running_count", flat=True).first()
     if running:
         raise IllegalTransition(reasons.reload_while_running(plugin=name, running=running))
-    load_plugins(names=[name], actor=actor)
+    (load or load_plugins)(names=[name], actor=actor)
     try:
         return Plugin.objects.get(name=name)
     except Plugin.DoesNotExist:

@@ -454,4 +454,4 @@ class RunTally(models.Model):
 
 
 # The worker nodes of the celery executor live with the fleet code; Django finds them here.
-from plugins_app.fleet.models import Worker  # noqa: E402, F401
+from plugins_app.fleet.models import LoadRequest, Worker  # noqa: E402, F401

@@ -481,3 +481,18 @@ def queue_unserved(*, queue: str, plugins: str) -> str:
         f"queued and not counted, until one starts (start one with: manage.py runworker "
         f"--queues {queue})"
     )
+
+
+def load_not_answered(*, plugin: str, queue: str, waited_s: int) -> str:
+    return (
+        f"The load of plugin '{plugin}' on queue '{queue}' got no answer in {waited_s} s: the "
+        "worker node that took it may have died or be overloaded (see GET /v1/workers; "
+        "restart the node, then reload the plugin)"
+    )
+
+
+def load_without_worker(*, plugin: str, queue: str) -> str:
+    return (
+        f"Cannot load plugin '{plugin}': no worker is serving its queue '{queue}', where it "
+        f"must be checked (start one with: manage.py runworker --queues {queue}, then reload it)"
+    )

@@ -16,12 +16,10 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
-
 from plugins_app import plugin_env, reasons, services, untrusted
 from plugins_app.discovery import ENTRY_POINT_GROUP, is_plugin_name
 from plugins_app.errors import IllegalTransition, InvalidParams, RunNotFound
-from plugins_app.executor import get_executor, heartbeat, worker_id
+from plugins_app.executor import get_executor, heartbeat, runs_elsewhere, worker_id
 from plugins_app.loader import (
     REFUSED_WRITES,
     REPORT_CHARS,
@@ -89,11 +87,6 @@ def submit_run(*, name: str, params: dict, actor: str) -> PluginRun:
     get_executor(execute_run).submit(run.pk)
     run.refresh_from_db()
     return run
-
-
-def runs_elsewhere() -> bool:
-    """Runs execute on worker nodes (the celery executor), never in this process."""
-    return settings.PORTAL_RUN_EXECUTOR == "celery"
 
 
 def wait_for_run(*, run_id: int, timeout_s: float) -> PluginRun:

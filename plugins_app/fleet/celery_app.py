@@ -20,6 +20,7 @@ from plugins_app.fleet.queues import DEFAULT_QUEUE
 from sandbox.limits import MAXIMA
 
 EXECUTE_RUN_TASK = "portal.execute_run"
+LOAD_PLUGINS_TASK = "portal.load_plugins"
 # Longer than any plugin call may last (MAXIMA: 7 days), plus an hour of slack.
 CONSUMER_TIMEOUT_S = MAXIMA["timeout_s"] + 3600
 

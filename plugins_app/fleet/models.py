@@ -45,3 +45,24 @@ class Worker(models.Model):
         if self.stopped_at is not None:
             return "stopped"
         return "alive" if self.is_alive() else "lost"
+
+
+class LoadRequest(models.Model):
+    """A load of named plugins asked of a worker node: the message carries its id, the node
+    writes the outcome here (the reports, or the refusal) and the asker reads it back."""
+
+    names = models.JSONField("plugins", default=list)
+    actor = models.CharField("asked by", max_length=200, blank=True, default="")
+    queue = models.CharField("queue", max_length=64)
+    created_at = models.DateTimeField("asked at", default=timezone.now)
+    finished_at = models.DateTimeField("finished at", null=True, blank=True)
+    outcome = models.JSONField(
+        "outcome", null=True, blank=True, help_text="{reports: [...]} or {error, message}."
+    )
+
+    class Meta:
+        verbose_name = "load request"
+        verbose_name_plural = "load requests"
+
+    def __str__(self) -> str:
+        return f"Load of {', '.join(self.names)} on queue '{self.queue}'"

@@ -33,6 +33,8 @@ from plugins_app.services.runs import (
 )
 from plugins_app.services.workers import (
     NodeEnvironment,
+    load_request_create,
+    load_request_finish,
     plugin_set_queue,
     worker_heartbeat,
     worker_register,
@@ -45,6 +47,8 @@ __all__ = [
     "NodeEnvironment",
     "PluginMetadata",
     "RunOutcome",
+    "load_request_create",
+    "load_request_finish",
     "plugin_disable",
     "plugin_enable",
     "plugin_mark_failed",

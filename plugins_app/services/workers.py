@@ -1,15 +1,17 @@
 """Services for worker nodes (the celery executor): registered at start, kept alive by their
-heartbeat, marked stopped at a graceful shutdown; and a plugin's queue override."""
+heartbeat, marked stopped at a graceful shutdown; the load requests they answer; and a
+plugin's queue override."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
 from plugins_app import reasons
-from plugins_app.models import EventKind, PluginEvent, Worker
+from plugins_app.models import EventKind, LoadRequest, PluginEvent, Worker
 from plugins_app.services.rows import locked_plugin
 
 
@@ -75,4 +77,16 @@ def plugin_set_queue(*, name: str, queue: str, actor: str) -> None:
         to_state=plugin.state,
         reason=reasons.queue_changed(plugin=name, previous=previous, queue=queue),
         actor=actor,
+    )
+
+
+def load_request_create(*, names: list[str], actor: str, queue: str) -> LoadRequest:
+    """A load of `names` asked of a node of `queue` (fleet/loads.py sends its id)."""
+    return LoadRequest.objects.create(names=names, actor=actor, queue=queue)
+
+
+def load_request_finish(*, request_id: int, outcome: dict[str, Any]) -> int:
+    """The node's answer, written once: 0 when the request was answered already."""
+    return LoadRequest.objects.filter(pk=request_id, finished_at__isnull=True).update(
+        outcome=outcome, finished_at=timezone.now()
     )

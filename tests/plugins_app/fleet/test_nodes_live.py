@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from plugins_app import pipeline, services
+from plugins_app.errors import PluginNotFound
 from plugins_app.executor import shutdown_executor
 from plugins_app.fleet.celery_app import celery_app
-from plugins_app.models import Plugin, PluginRun, RunStatus, Worker
+from plugins_app.fleet.queues import live_workers_per_queue
+from plugins_app.models import LoadRequest, Plugin, PluginRun, RunStatus, Worker
 from tests.fleet_support import (
     STALE_AFTER_S,
     NodeProcess,
@@ -77,6 +79,8 @@ def on_fleet(fleet: Fleet, settings) -> Iterator[Fleet]:
     settings.PORTAL_RUN_EXECUTOR = "celery"
     settings.PORTAL_BROKER_URL = fleet.broker_url
     celery_app.cache_clear()
+    # The previous test's flush took the nodes' rows; each registers again at its next beat.
+    wait_until(lambda: set(live_workers_per_queue()) >= {"default", "gpu"}, 30, "the nodes")
     yield fleet
     shutdown_executor()
     celery_app.cache_clear()
@@ -153,3 +157,18 @@ def test_sigterm_finishes_runs_in_progress_and_leaves_nothing_running(on_fleet):
     assert run.status == RunStatus.SUCCEEDED
     assert not PluginRun.objects.filter(status=RunStatus.RUNNING).exists()
     assert worker_row("node-term").status == "stopped"
+
+
+def test_reloads_run_on_a_node_of_the_plugins_queue(on_fleet):
+    """A reload under the celery executor is a load request a node of the queue answers: the
+    plugin is re-checked there, and an unknown name comes back as PluginNotFound."""
+    services.plugin_set_queue(name="quick", queue="gpu", actor="test")
+
+    plugin = pipeline.reload_plugin(name="quick", actor="user:ann")
+
+    assert plugin.state == "INITIALIZED"
+    request = LoadRequest.objects.get()
+    assert (request.queue, request.names) == ("gpu", ["quick"])
+    assert request.outcome["reports"][0]["name"] == "quick"
+    with pytest.raises(PluginNotFound):
+        pipeline.load_plugins(names=["nowhere"], actor="user:ann")

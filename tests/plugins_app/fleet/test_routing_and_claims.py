@@ -10,12 +10,14 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from plugins_app import pipeline, reasons, services
-from plugins_app.errors import InvalidParams
+from plugins_app.errors import InvalidParams, PluginRefused
+from plugins_app.fleet.loads import load_outcome
 from plugins_app.fleet.node import WorkerNode, node_environment
 from plugins_app.fleet.queues import live_workers_per_queue, queue_of
 from plugins_app.fleet.tasks import execute_run_task
 from plugins_app.models import (
     EventKind,
+    LoadRequest,
     Plugin,
     PluginEvent,
     PluginRun,
@@ -168,3 +170,32 @@ class TestRunpluginLocal:
         assert '"hi": "Ann"' in capsys.readouterr().out
         run = PluginRun.objects.get()
         assert (run.status, run.attempts) == (RunStatus.SUCCEEDED, 1)
+
+
+class TestLoadsOnNodes:
+    def test_a_reload_with_no_live_node_for_the_queue_is_refused(self, make_plugin, settings):
+        """Under the celery executor a reload nobody could answer is refused at once, naming
+        the queue and the command to start a node; nothing is asked of the broker."""
+        make_plugin("vision", requirements={"gpu": True})
+        settings.PORTAL_RUN_EXECUTOR = "celery"
+        settings.PORTAL_BROKER_URL = "amqp://guest:guest@127.0.0.1:1//"  # nothing listens
+
+        with pytest.raises(PluginRefused, match="runworker --queues gpu"):
+            pipeline.reload_plugin(name="vision", actor="test")
+
+        assert not LoadRequest.objects.exists()
+
+    def test_a_node_answers_with_reports_or_the_refusal_as_data(self, plugins):
+        """What a node writes back: the reports as dicts, or the error's kind and sentence."""
+        plugins.add("hello", "def run():\n    return 1\n")
+
+        answered = load_outcome(names=["hello"], actor="test")
+        missing = load_outcome(names=["nowhere"], actor="test")
+
+        assert [report["name"] for report in answered["reports"]] == ["hello"]
+        assert answered["reports"][0]["state"] == PluginState.INITIALIZED
+        assert missing == {
+            "error": "PluginNotFound",
+            "name": "nowhere",
+            "message": "Plugin 'nowhere' not found",
+        }
