@@ -25,7 +25,12 @@ from tests.fleet_support import (
     worker_row,
 )
 
-pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
+# One xdist worker takes the whole module, so its nodes start once per suite run.
+pytestmark = [
+    pytest.mark.broker,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.xdist_group("fleet_nodes"),
+]
 
 PLUGINS = {
     "quick": 'version = "1.0"\n\ndef run(x=1):\n    return {"x": x}\n',
