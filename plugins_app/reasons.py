@@ -496,3 +496,19 @@ def load_without_worker(*, plugin: str, queue: str) -> str:
         f"Cannot load plugin '{plugin}': no worker is serving its queue '{queue}', where it "
         f"must be checked (start one with: manage.py runworker --queues {queue}, then reload it)"
     )
+
+
+def broker_unreachable(*, plugin: str, run_id: int, problem: str) -> str:
+    return (
+        f"Run {run_id} of plugin '{plugin}' could not be sent to the worker nodes: the broker "
+        f"is unreachable ({problem}); check PORTAL_BROKER_URL and that RabbitMQ is running, "
+        "then rerun it"
+    )
+
+
+def load_not_sent(*, plugin: str, problem: str) -> str:
+    return (
+        f"The load of plugin '{plugin}' could not be sent to the worker nodes: the broker is "
+        f"unreachable ({problem}); check PORTAL_BROKER_URL and that RabbitMQ is running, then "
+        "reload it"
+    )

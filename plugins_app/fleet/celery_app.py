@@ -52,6 +52,9 @@ def celery_app() -> Celery:
         worker_send_task_events=False,
         # One message is one run; never a burst of connections for a send (web processes).
         broker_pool_limit=4,
+        # A request waits at most about a second for an unreachable broker, then says so.
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.3},
+        broker_connection_timeout=2,
     )
     app.autodiscover_tasks(["plugins_app.fleet"], force=True)
     return app

@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 
 from django.db import transaction
+from kombu.exceptions import OperationalError
 
+from plugins_app import reasons, services
 from plugins_app.fleet.celery_app import EXECUTE_RUN_TASK, celery_app, portal_queue
 from plugins_app.fleet.queues import queue_of
 from plugins_app.models import PluginRun
@@ -26,13 +28,19 @@ class CeleryExecutor:
         plugin = PluginRun.objects.select_related("plugin").get(pk=run_id).plugin
         queue = queue_of(plugin)
         # A worker reads the run from the database: it must be committed before the send.
-        transaction.on_commit(lambda: self._send(run_id, queue))
+        transaction.on_commit(lambda: self._send(run_id, plugin.name, queue))
 
     @staticmethod
-    def _send(run_id: int, queue: str) -> None:
-        celery_app().send_task(
-            EXECUTE_RUN_TASK, args=[run_id], queue=portal_queue(queue), routing_key=queue
-        )
+    def _send(run_id: int, name: str, queue: str) -> None:
+        try:
+            celery_app().send_task(
+                EXECUTE_RUN_TASK, args=[run_id], queue=portal_queue(queue), routing_key=queue
+            )
+        except OperationalError as error:
+            # No node would ever see it: close it, uncounted, rather than leave it QUEUED.
+            logger.error("Sending run %s to queue %s failed: %s", run_id, queue, error)
+            reason = reasons.broker_unreachable(plugin=name, run_id=run_id, problem=str(error))
+            services.run_refuse_queued(run_id=run_id, reason=reason)
 
     def shutdown(self, *, wait: bool = True) -> None:
         pass

@@ -15,6 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from kombu.exceptions import OperationalError
 
 from plugins_app import reasons, services
 from plugins_app.errors import (
@@ -53,8 +54,11 @@ def load_on_workers(*, names: Sequence[str], actor: str) -> list[LoadReport]:
         services.load_request_create(names=group, actor=actor, queue=queue)
         for queue, group in groups.items()
     ]
-    for request in requests:
-        transaction.on_commit(functools.partial(_send, request))
+    try:
+        for request in requests:
+            transaction.on_commit(functools.partial(_send, request))
+    except OperationalError as error:
+        raise PluginRefused(reasons.load_not_sent(plugin=wanted[0], problem=str(error))) from None
     reports: list[LoadReport] = []
     for request in requests:
         reports.extend(_reports(_finished(request)))

@@ -121,6 +121,22 @@ def run_start(*, run_id: int, worker: str) -> PluginRun:
     return run
 
 
+@transaction.atomic
+def run_refuse_queued(*, run_id: int, reason: str) -> PluginRun:
+    """A queued run that cannot be delivered (the broker is unreachable): closed refused and
+    uncounted, the plugin untouched; a run that started meanwhile is left to its worker."""
+    run = _locked_run(run_id)
+    if run.status == RunStatus.QUEUED:
+        PluginRun.objects.filter(pk=run.pk).update(
+            status=RunStatus.FAILED,
+            outcome=RunOutcomeKind.REFUSED,
+            reason=reason,
+            finished_at=timezone.now(),
+        )
+        run.refresh_from_db()
+    return run
+
+
 def _locked_run(run_id: int) -> PluginRun:
     try:
         return PluginRun.objects.select_for_update().select_related("plugin").get(pk=run_id)

@@ -11,6 +11,8 @@ from django.utils import timezone
 
 from plugins_app import pipeline, reasons, services
 from plugins_app.errors import InvalidParams, PluginRefused
+from plugins_app.executor import shutdown_executor
+from plugins_app.fleet.celery_app import celery_app
 from plugins_app.fleet.loads import load_outcome
 from plugins_app.fleet.node import WorkerNode, node_environment
 from plugins_app.fleet.queues import live_workers_per_queue, queue_of
@@ -199,3 +201,24 @@ class TestLoadsOnNodes:
             "name": "nowhere",
             "message": "Plugin 'nowhere' not found",
         }
+
+
+@pytest.mark.django_db(transaction=True)  # the send happens once the run's row commits
+class TestBrokerUnreachable:
+    def test_a_run_that_cannot_be_sent_is_closed_uncounted(self, make_plugin, settings):
+        """No broker at PORTAL_BROKER_URL: the run ends refused, with what to check, and the
+        plugin's counters do not move."""
+        make_plugin("plain")
+        settings.PORTAL_RUN_EXECUTOR = "celery"
+        settings.PORTAL_BROKER_URL = "amqp://guest:guest@127.0.0.1:1//"  # nothing listens
+        celery_app.cache_clear()
+        try:
+            run = pipeline.submit_run(name="plain", params={}, actor="test")
+        finally:
+            shutdown_executor()
+            celery_app.cache_clear()
+
+        assert (run.status, run.outcome) == (RunStatus.FAILED, "refused")
+        assert "broker is unreachable" in run.reason and "PORTAL_BROKER_URL" in run.reason
+        plugin = Plugin.objects.get(name="plain")
+        assert (plugin.error_count, plugin.running_count) == (0, 0)
