@@ -458,57 +458,42 @@ def too_many_vanished(*, names: str, count: int, searched: str) -> str:
 # --- Worker nodes (the celery executor) ----------------------------------------------------
 
 
+def _start_worker(queue: str) -> str:
+    return f"start one with: manage.py runworker --queues {queue}"
+
+
 def queue_changed(*, plugin: str, previous: str, queue: str) -> str:
-    before = f"queue '{previous}'" if previous else "its default queue"
-    after = f"queue '{queue}'" if queue else "its default queue"
-    return (
-        f"Plugin '{plugin}' now runs on {after} instead of {before} (start a worker for it "
-        "with: manage.py runworker --queues NAME)"
-    )
+    before, after = (f"queue '{q}'" if q else "its default queue" for q in (previous, queue))
+    return f"Plugin '{plugin}' now runs on {after} instead of {before} ({_start_worker('NAME')})"
 
 
 def no_live_worker(*, plugin: str, queue: str) -> str:
-    return (
-        f"No worker is serving queue '{queue}' of plugin '{plugin}': its runs wait there, "
-        f"queued and not counted, until one starts (start one with: manage.py runworker "
-        f"--queues {queue})"
+    waits = (
+        f"its runs wait there, queued and not counted, until one starts ({_start_worker(queue)})"
     )
+    return f"No worker is serving queue '{queue}' of plugin '{plugin}': {waits}"
 
 
 def queue_unserved(*, queue: str, plugins: str) -> str:
-    return (
-        f"No worker is serving queue '{queue}': runs of its plugins ({plugins}) wait there, "
-        f"queued and not counted, until one starts (start one with: manage.py runworker "
-        f"--queues {queue})"
-    )
+    waits = f"runs of its plugins ({plugins}) wait there, queued and not counted, until one starts"
+    return f"No worker is serving queue '{queue}': {waits} ({_start_worker(queue)})"
+
+
+def load_without_worker(*, plugin: str, queue: str) -> str:
+    where = f"no worker is serving its queue '{queue}', where it must be checked"
+    return f"Cannot load plugin '{plugin}': {where} ({_start_worker(queue)}, then reload it)"
 
 
 def load_not_answered(*, plugin: str, queue: str, waited_s: int) -> str:
     return (
-        f"The load of plugin '{plugin}' on queue '{queue}' got no answer in {waited_s} s: the "
-        "worker node that took it may have died or be overloaded (see GET /v1/workers; "
-        "restart the node, then reload the plugin)"
+        f"The load of plugin '{plugin}' on queue '{queue}' got no answer in {waited_s} s: its "
+        "worker node may have died (see GET /v1/workers; restart it, then reload the plugin)"
     )
 
 
-def load_without_worker(*, plugin: str, queue: str) -> str:
+def broker_unreachable(*, plugin: str, what: str, problem: str) -> str:
+    """`what`: "Run 12" or "The load"; neither reached a worker node."""
     return (
-        f"Cannot load plugin '{plugin}': no worker is serving its queue '{queue}', where it "
-        f"must be checked (start one with: manage.py runworker --queues {queue}, then reload it)"
-    )
-
-
-def broker_unreachable(*, plugin: str, run_id: int, problem: str) -> str:
-    return (
-        f"Run {run_id} of plugin '{plugin}' could not be sent to the worker nodes: the broker "
-        f"is unreachable ({problem}); check PORTAL_BROKER_URL and that RabbitMQ is running, "
-        "then rerun it"
-    )
-
-
-def load_not_sent(*, plugin: str, problem: str) -> str:
-    return (
-        f"The load of plugin '{plugin}' could not be sent to the worker nodes: the broker is "
-        f"unreachable ({problem}); check PORTAL_BROKER_URL and that RabbitMQ is running, then "
-        "reload it"
+        f"{what} of plugin '{plugin}' could not be sent to the worker nodes: the broker is "
+        f"unreachable ({problem}); check PORTAL_BROKER_URL and that RabbitMQ runs, then retry"
     )

@@ -39,7 +39,9 @@ class CeleryExecutor:
         except OperationalError as error:
             # No node would ever see it: close it, uncounted, rather than leave it QUEUED.
             logger.error("Sending run %s to queue %s failed: %s", run_id, queue, error)
-            reason = reasons.broker_unreachable(plugin=name, run_id=run_id, problem=str(error))
+            reason = reasons.broker_unreachable(
+                plugin=name, what=f"Run {run_id}", problem=str(error)
+            )
             services.run_refuse_queued(run_id=run_id, reason=reason)
 
     def shutdown(self, *, wait: bool = True) -> None:

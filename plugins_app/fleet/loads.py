@@ -58,7 +58,9 @@ def load_on_workers(*, names: Sequence[str], actor: str) -> list[LoadReport]:
         for request in requests:
             transaction.on_commit(functools.partial(_send, request))
     except OperationalError as error:
-        raise PluginRefused(reasons.load_not_sent(plugin=wanted[0], problem=str(error))) from None
+        raise PluginRefused(
+            reasons.broker_unreachable(plugin=wanted[0], what="The load", problem=str(error))
+        ) from None
     reports: list[LoadReport] = []
     for request in requests:
         reports.extend(_reports(_finished(request)))
