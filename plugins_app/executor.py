@@ -166,7 +166,6 @@ Job = Callable[[int], Any]  # what an executor does with a run id: start, call, 
 
 class InlineExecutor:
     kind = "inline"
-    remote = False
 
     def __init__(self, job: Job) -> None:
         self.job = job
@@ -182,7 +181,6 @@ class ThreadExecutor:
     """A bounded pool of portal threads; work starts once the caller's transaction commits."""
 
     kind = "thread"
-    remote = False
 
     def __init__(self, workers: int, job: Job) -> None:
         self.job = job
@@ -227,7 +225,6 @@ class ThreadExecutor:
 
 class Executor(Protocol):
     kind: str
-    remote: bool  # True: runs execute in other processes (worker nodes)
 
     def submit(self, run_id: int) -> None: ...
 

@@ -2,7 +2,8 @@
 
 Plugin code runs only in sandbox processes (plugin_contract/loader.py). The work is done by:
     loader        discovery to registry: load_plugins, reload_plugin
-    runner        runs: run_plugin, submit_run, wait_for_run, execute_run, runs_elsewhere
+    runner        runs: run_plugin, submit_run, wait_for_run, execute_run
+    fleet.loads   under the celery executor (runs_elsewhere), loads on a worker node
     run_outcomes  a SandboxResult to a services.RunOutcome (pure functions)
     warm_hosts    each plugin's warm sandbox host in this process
 """

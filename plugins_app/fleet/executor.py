@@ -21,8 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 class CeleryExecutor:
-    kind = "celery"
-    remote = True  # runs execute on worker nodes, never in this process
+    kind = "celery"  # runs execute on worker nodes, never in this process
 
     def submit(self, run_id: int) -> None:
         plugin = PluginRun.objects.select_related("plugin").get(pk=run_id).plugin
