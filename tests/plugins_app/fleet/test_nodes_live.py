@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import signal
+import socket
+import subprocess
+import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +21,9 @@ from plugins_app.executor import shutdown_executor
 from plugins_app.fleet.celery_app import celery_app
 from plugins_app.fleet.queues import live_workers_per_queue
 from plugins_app.models import LoadRequest, Plugin, PluginRun, RunStatus, Worker
+from plugins_app.tokens import issue_token
 from tests.fleet_support import (
+    ROOT,
     STALE_AFTER_S,
     NodeProcess,
     broker_vhost,
@@ -30,6 +38,8 @@ pytestmark = [
     pytest.mark.broker,
     pytest.mark.django_db(transaction=True),
     pytest.mark.xdist_group("fleet_nodes"),
+    # The first test also waits for the module's nodes to start: slow on a loaded machine.
+    pytest.mark.timeout(300),
 ]
 
 PLUGINS = {
@@ -177,3 +187,57 @@ def test_reloads_run_on_a_node_of_the_plugins_queue(on_fleet):
     assert request.outcome["reports"][0]["name"] == "quick"
     with pytest.raises(PluginNotFound):
         pipeline.load_plugins(names=["nowhere"], actor="user:ann")
+
+
+def process_tree(pid: int) -> list[str]:
+    """The command lines of `pid`'s descendants, from /proc."""
+    found, stack = [], [pid]
+    while stack:
+        for task in Path(f"/proc/{stack.pop()}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                for child in (task / "children").read_text().split():
+                    stack.append(int(child))
+                    raw = Path(f"/proc/{child}/cmdline").read_bytes()
+                    found.append(raw.replace(b"\0", b" ").decode(errors="replace"))
+    return found
+
+
+def test_gunicorn_hosts_no_sandbox_process_while_its_runs_execute(on_fleet, make_user, tmp_path):
+    """Runs POSTed to gunicorn (2 workers) execute on a node: while they run, gunicorn's
+    process tree holds no sandbox process."""
+    token = issue_token(user=make_user("operator", "plugins_app.run_plugin"))
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.set_inheritable(True)
+    env = {
+        **on_fleet.env,
+        "SECRET_KEY": "gunicorn-test-key-" + "x" * 40,
+        "PORTAL_VAR_DIR": str(tmp_path / "var"),
+    }
+    argv = ["-m", "gunicorn", "portal.wsgi", "--bind", f"fd://{listener.fileno()}"]
+    server = subprocess.Popen(
+        [sys.executable, *argv, "--workers", "2", "--threads", "4", "--log-level", "warning"],
+        cwd=ROOT,
+        env=env,
+        pass_fds=[listener.fileno()],
+    )
+    try:
+        host, port = listener.getsockname()
+        request = urllib.request.Request(
+            f"http://{host}:{port}/v1/plugins/snooze/runs",
+            data=json.dumps({"params": {"seconds": 3}}).encode(),
+            headers={"Authorization": f"Token {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            run_id = json.loads(response.read())["id"]
+        wait_until(lambda: run_status(run_id) == RunStatus.RUNNING, 60, "the run to start")
+
+        tree = process_tree(server.pid)
+
+        assert tree and not [line for line in tree if "sandbox" in line], tree
+        run = finished(run_id)
+        assert run.status == RunStatus.SUCCEEDED
+        assert run.worker.startswith("node-default (")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        listener.close()
