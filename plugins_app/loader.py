@@ -269,6 +269,8 @@ def _load_one(spec: PluginSpec, *, preload: Preload | None = None) -> _Load:
             run_params=report.run_params,
             params_schema=report.params_schema,
             declared_queue=report.queue,
+            retry=report.retry,
+            quarantine_after=report.quarantine_after,
         )
     if report.status == "ok":
         schema_problem = (

@@ -32,6 +32,7 @@ class PluginReading(TypedDict):
     state: str
     enabled: bool
     consecutive_failures: int
+    quarantined: NotRequired[bool]  # absent from a last reading an older version wrote
     running: int
     queued: int
     runs: dict[str, int]  # finished runs by outcome label ('ok': succeeded)
@@ -71,6 +72,7 @@ def _plugin_reading(row: dict[str, Any], tallies: list[dict[str, Any]], queued: 
         state=row["state"],
         enabled=row["enabled"],
         consecutive_failures=row["consecutive_failures"],
+        quarantined=row["quarantined_until"] is not None,
         running=row["running_count"],
         queued=queued,
         runs={tally["outcome"]: tally["runs"] for tally in tallies},

@@ -34,6 +34,7 @@ from plugin_contract import (
     REPORT_KEYS,
     LoadReport,
 )
+from plugin_contract.policies import normalised_retry, quarantine_after_problem, retry_problem
 
 T = TypeVar("T")
 
@@ -263,6 +264,8 @@ class LoaderReport:
     params_schema: dict[str, Any] | None = None  # as declared; validated by the portal
     run_params: dict[str, Any] | None = None  # run()'s signature, as plugin_contract.RunParams
     queue: str = ""  # the worker queue it declared; empty for the default
+    retry: dict[str, Any] | None = None  # plugin_contract.policies.RetryPolicy, or none declared
+    quarantine_after: int | None = None  # None: none declared (the portal's default applies)
 
 
 def load_report(
@@ -335,6 +338,8 @@ def load_report(
         params_schema=params_schema,
         run_params=_run_params(report.get("run_params")),
         queue=_queue(report.get("queue")),
+        retry=_retry(report.get("retry")),
+        quarantine_after=_quarantine_after(report.get("quarantine_after")),
     )
 
 
@@ -345,6 +350,24 @@ def _queue(value: object) -> str:
     if not isinstance(value, str) or not QUEUE_PATTERN.fullmatch(value):
         raise MalformedReport(f"'queue' is {_preview(value)}, not a queue name")
     return value
+
+
+def _retry(value: object) -> dict[str, Any] | None:
+    """The declared retry policy, checked as the plugin side checked it, with every key."""
+    if value is None:
+        return None
+    problem = retry_problem(value)
+    if problem:
+        raise MalformedReport(f"'retry' is not a retry policy: {problem}")
+    return dict(normalised_retry(cast(Mapping[str, Any], value)))
+
+
+def _quarantine_after(value: object) -> int | None:
+    if value is None:
+        return None
+    if quarantine_after_problem(value):
+        raise MalformedReport("'quarantine_after' is not a whole number of failures from 0")
+    return cast(int, value)
 
 
 def _run_params(value: object) -> dict[str, Any] | None:

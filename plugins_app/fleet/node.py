@@ -1,5 +1,6 @@
 """A worker node's life: registered at start, reconciling once, heartbeating (its runs, its
-Worker row, everyone's stale runs), and marked stopped with its warm hosts gone at the end."""
+Worker row, everyone's stale runs, the due retries of its queues), and marked stopped with its
+warm hosts gone at the end."""
 
 from __future__ import annotations
 
@@ -11,8 +12,14 @@ import shutil
 import socket
 import sys
 
+from django.utils import timezone
+
 from plugins_app import services
 from plugins_app.executor import heartbeat, reconcile_interrupted, set_node_name
+from plugins_app.fleet.executor import CeleryExecutor
+from plugins_app.fleet.queues import queue_of
+from plugins_app.models import PluginRun
+from plugins_app.services import retries
 from plugins_app.warm_hosts import discard_warm_hosts
 
 logger = logging.getLogger(__name__)
@@ -37,6 +44,7 @@ class WorkerNode:
         self.name = name
         self.queues = queues
         self.concurrency = concurrency
+        self.executor = CeleryExecutor()  # retries go back through the broker, to any node
 
     def start(self) -> None:
         set_node_name(self.name)
@@ -60,6 +68,18 @@ class WorkerNode:
         in_flight = len(heartbeat().run_ids)
         if not services.worker_heartbeat(name=self.name, runs_in_flight=in_flight):
             self.register()  # its row was deleted (pruned by hand): the node is still here
+        self.dispatch_due_retries()
+
+    def dispatch_due_retries(self) -> list[int]:
+        """Send the retries whose backoff ended, of plugins routed to this node's queues (a
+        duplicate send is harmless: only one claim wins)."""
+        due = PluginRun.objects.filter(pk__in=retries.due_run_ids(now=timezone.now()))
+        mine = [
+            run.pk for run in due.select_related("plugin") if queue_of(run.plugin) in self.queues
+        ]
+        for run_id in mine:
+            self.executor.submit(run_id)
+        return mine
 
     def stop(self) -> None:
         heartbeat().remove_sweep(self.beat)

@@ -49,7 +49,7 @@ class TestClaim:
         execute_run_task(run.pk)
 
         run.refresh_from_db()
-        assert (run.status, run.attempts) == (RunStatus.SUCCEEDED, 1)
+        assert (run.status, run.attempt, PluginRun.objects.count()) == (RunStatus.SUCCEEDED, 1, 1)
         plugin = Plugin.objects.get(name="hello")
         assert (plugin.success_count, plugin.error_count) == (1, 0)
 
@@ -171,7 +171,7 @@ class TestRunpluginLocal:
 
         assert '"hi": "Ann"' in capsys.readouterr().out
         run = PluginRun.objects.get()
-        assert (run.status, run.attempts) == (RunStatus.SUCCEEDED, 1)
+        assert (run.status, run.attempt, PluginRun.objects.count()) == (RunStatus.SUCCEEDED, 1, 1)
 
 
 class TestLoadsOnNodes:
