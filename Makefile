@@ -13,7 +13,7 @@ DEMO ?= 1
 PORTAL_PLUGIN_DIRS ?= $(CURDIR)/examples/plugins
 export PORTAL_PLUGIN_DIRS
 
-.PHONY: run test test-quick env torch-env lint audit typecheck requirements check-requirements clean
+.PHONY: run cluster test test-quick env torch-env lint audit typecheck requirements check-requirements clean
 
 $(TOOLS)/bin/uv:
 	$(PYTHON) -m venv $(TOOLS)
@@ -44,6 +44,11 @@ endif
 	SESSION_COOKIE_SECURE=0 CSRF_COOKIE_SECURE=0 \
 	  $(VENV)/bin/python manage.py runserver --noreload $(HOST):$(PORT)
 
+# The fleet's shape on one machine: PostgreSQL, RabbitMQ, gunicorn with 2 workers and 2 worker
+# nodes on the queues 'default' and 'gpu' (docs/scale-out.md).
+cluster: env
+	HOST=$(HOST) PORT=$(PORT) bash deploy/cluster/run.sh
+
 # Branch coverage of the whole suite, sandbox children included; below the floor fails
 # (fail_under in pyproject.toml, repeated here so a narrowed config cannot drop it).
 COVERAGE_FLOOR ?= 90
@@ -53,10 +58,10 @@ test: env torch-env
 	$(VENV)/bin/pytest --numprocesses=$(TEST_WORKERS) --dist=loadgroup --cov --cov-report=term --cov-report=xml --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
 
 # What the pre-commit hook runs: every test but those that need an outside part (a browser,
-# portal processes of their own, promtool, the torch environment); CI runs them all with `make test`
-# (docs/contributing.md).
+# portal processes of their own, promtool, a broker, the torch environment); CI runs them all with
+# `make test` (docs/contributing.md).
 test-quick: env
-	$(VENV)/bin/pytest -q --numprocesses=$(TEST_WORKERS) --dist=loadgroup -m "not browser and not portal_processes and not promtool and not torch" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q --numprocesses=$(TEST_WORKERS) --dist=loadgroup -m "not browser and not portal_processes and not promtool and not broker and not torch" $(PYTEST_ARGS)
 
 # The torch plugin environment the `torch` tests and examples/torch use: a venv of its own
 # (never .venv) with the CPU build of torch 2.13.0 that pip finds on this machine's disk.

@@ -16,6 +16,8 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 MAX_NAME_CHARS = 200  # Plugin.name's max_length
 MAX_VERSION_CHARS = 100  # Plugin.version's max_length
 REQUIRE_KEYS = ("modules", "gpu", "files", "env")  # what `requires` may declare
+# A worker queue a plugin may declare (`queue = "gpu"`); also a broker routing key.
+QUEUE_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 
 # The loader's report (plugin_contract.loader.load_plugin): its statuses, stages, the kinds
 # of missing item, and every key the portal reads.
@@ -57,6 +59,7 @@ class Declarations(TypedDict):
     retry: Any  # plugin_contract.policies.RetryPolicy once checked, or None (no retry)
     quarantine_after: Any  # consecutive failures before quarantine (0: never), or None (default)
     run_params: Any  # RunParams once checked; None when run() has no readable signature
+    queue: Any  # the worker queue its runs go to (QUEUE_PATTERN), or None for the default
 
 
 class LoadReport(TypedDict):
@@ -72,6 +75,7 @@ class LoadReport(TypedDict):
     has_setup: bool
     params_schema: NotRequired[dict[str, Any] | None]  # as declared (older hosts: absent)
     run_params: NotRequired[RunParams | None]  # run()'s signature (older hosts: absent)
+    queue: NotRequired[str | None]  # as declared (older hosts: absent)
     retry: NotRequired[dict[str, Any] | None]  # as declared and normalised (older hosts: absent)
     quarantine_after: NotRequired[int | None]  # as declared (older hosts: absent)
     missing: list[MissingItem]  # status "unavailable": what the process lacks
@@ -105,6 +109,7 @@ __all__ = [
     "MAX_VERSION_CHARS",
     "MISSING_KINDS",
     "NAME_PATTERN",
+    "QUEUE_PATTERN",
     "REPORT_KEYS",
     "REQUIRE_KEYS",
     "Declarations",

@@ -14,6 +14,7 @@ from plugin_contract import (
     MAX_NAME_CHARS,
     MAX_VERSION_CHARS,
     NAME_PATTERN,
+    QUEUE_PATTERN,
     REQUIRE_KEYS,
     Declarations,
     RunParams,
@@ -37,6 +38,7 @@ def read_declarations(module: Any, default_name: str) -> tuple[Declarations, Pro
         "retry": getattr(module, "retry", None),
         "quarantine_after": getattr(module, "quarantine_after", None),
         "run_params": None,
+        "queue": getattr(module, "queue", None),
     }
     problem = _problem(declared, module)
     if problem:
@@ -111,6 +113,12 @@ def _problem(declared: Declarations, module: Any) -> Problem | None:
         return "params_schema", (
             "params_schema must be a dict (a JSON Schema for the params), "
             f"not {type(schema).__name__}"
+        )
+    queue = declared["queue"]
+    if queue is not None and not (isinstance(queue, str) and QUEUE_PATTERN.fullmatch(queue)):
+        return "queue", (
+            "queue must name a worker queue in lowercase letters, digits, '.', '_' or '-' "
+            f"(at most 64), such as 'gpu', not {queue!r}"
         )
     if declared["retry"] is not None and retry_problem(declared["retry"]):
         return "retry", str(retry_problem(declared["retry"]))

@@ -78,6 +78,19 @@ class PluginCollector:
         )
         yield from _state_metrics(reading["plugins"])
         yield from _run_metrics(reading["plugins"])
+        yield _workers_alive(reading.get("workers_alive", {}))
+
+
+def _workers_alive(per_queue: dict[str, int]) -> GaugeMetricFamily:
+    gauge = GaugeMetricFamily(
+        "portal_workers_alive",
+        "Live worker nodes (celery executor) consuming each queue; 0 for a queue that plugins "
+        "route to and no live worker serves, so its runs wait.",
+        labels=["queue"],
+    )
+    for queue, count in sorted(per_queue.items()):
+        gauge.add_metric([queue], count)
+    return gauge
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

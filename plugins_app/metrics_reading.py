@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, NotRequired, TypedDict, cast
 
 from plugins_app import selectors
+from plugins_app.fleet.queues import queue_overview
 from plugins_app.models import DURATION_BUCKETS
 
 logger = logging.getLogger("plugins_app.metrics")
@@ -43,6 +44,8 @@ class PluginReading(TypedDict):
 class Reading(TypedDict):
     read_at: float  # when it was read from the database, seconds since the epoch
     plugins: list[PluginReading]
+    # Live worker nodes per queue, routed-to queues without one included (older files: absent).
+    workers_alive: NotRequired[dict[str, int]]
 
 
 def read_registry() -> Reading:
@@ -59,6 +62,7 @@ def read_registry() -> Reading:
             _plugin_reading(row, by_plugin.get(row["id"], []), queued.get(row["id"], 0))
             for row in plugins
         ],
+        "workers_alive": {row["queue"]: row["live_workers"] for row in queue_overview()},
     }
 
 

@@ -162,6 +162,21 @@ class Plugin(PluginPolicyFields, models.Model):
         default=0,
         help_text="Finished runs with a duration since the last reset: what the average is over.",
     )
+    declared_queue = models.CharField(
+        "declared queue",
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="The worker queue its module declares (queue = ...); empty: none declared.",
+    )
+    queue = models.CharField(
+        "queue",
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="Operator's override of the worker queue its runs go to (celery executor); "
+        "empty: the declared queue, else 'gpu' when it requires a GPU, else 'default'.",
+    )
     created_at = models.DateTimeField("registered at", auto_now_add=True)
     updated_at = models.DateTimeField("updated at", auto_now=True)
 
@@ -196,6 +211,7 @@ class EventKind(models.TextChoices):
     DISABLED = "disabled", "Disabled"
     ENABLED = "enabled", "Enabled"
     COUNTERS_RESET = "counters_reset", "Counters reset"
+    QUEUE_CHANGED = "queue_changed", "Queue changed"
     POLICY_CHANGED = "policy_changed", "Retry/quarantine policy changed"
     RETRY_SCHEDULED = "retry_scheduled", "Retry scheduled"
     QUARANTINED = "quarantined", "Quarantined"
@@ -455,3 +471,7 @@ class RunTally(models.Model):
 
     def __str__(self) -> str:
         return f"{self.plugin_id} {self.outcome}: {self.runs}"
+
+
+# The worker nodes of the celery executor live with the fleet code; Django finds them here.
+from plugins_app.fleet.models import LoadRequest, Worker  # noqa: E402, F401

@@ -493,3 +493,47 @@ def too_many_vanished(*, names: str, count: int, searched: str) -> str:
         "server uses, or, if they were removed on purpose, run loadplugins --prune to mark "
         "them UNAVAILABLE)"
     )
+
+
+# --- Worker nodes (the celery executor) ----------------------------------------------------
+
+
+def _start_worker(queue: str) -> str:
+    return f"start one with: manage.py runworker --queues {queue}"
+
+
+def queue_changed(*, plugin: str, previous: str, queue: str) -> str:
+    before, after = (f"queue '{q}'" if q else "its default queue" for q in (previous, queue))
+    return f"Plugin '{plugin}' now runs on {after} instead of {before} ({_start_worker('NAME')})"
+
+
+def no_live_worker(*, plugin: str, queue: str) -> str:
+    waits = (
+        f"its runs wait there, queued and not counted, until one starts ({_start_worker(queue)})"
+    )
+    return f"No worker is serving queue '{queue}' of plugin '{plugin}': {waits}"
+
+
+def queue_unserved(*, queue: str, plugins: str) -> str:
+    waits = f"runs of its plugins ({plugins}) wait there, queued and not counted, until one starts"
+    return f"No worker is serving queue '{queue}': {waits} ({_start_worker(queue)})"
+
+
+def load_without_worker(*, plugin: str, queue: str) -> str:
+    where = f"no worker is serving its queue '{queue}', where it must be checked"
+    return f"Cannot load plugin '{plugin}': {where} ({_start_worker(queue)}, then reload it)"
+
+
+def load_not_answered(*, plugin: str, queue: str, waited_s: int) -> str:
+    return (
+        f"The load of plugin '{plugin}' on queue '{queue}' got no answer in {waited_s} s: its "
+        "worker node may have died (see GET /v1/workers; restart it, then reload the plugin)"
+    )
+
+
+def broker_unreachable(*, plugin: str, what: str, problem: str) -> str:
+    """`what`: "Run 12" or "The load"; neither reached a worker node."""
+    return (
+        f"{what} of plugin '{plugin}' could not be sent to the worker nodes: the broker is "
+        f"unreachable ({problem}); check PORTAL_BROKER_URL and that RabbitMQ runs, then retry"
+    )

@@ -293,14 +293,17 @@ def env_environments(name: str) -> dict[str, str]:
 
 # Named Python environments plugins may declare (python = "torch"): NAME=/path/to/python,...
 PORTAL_PLUGIN_ENVIRONMENTS = env_environments("PORTAL_PLUGIN_ENVIRONMENTS")
-# Where queued runs execute: "thread" (a pool in this process, the default) or "inline"
-# (synchronously inside submit_run, for tests and one-off scripts).
+# Where queued runs execute: "thread" (a pool in this process, the default), "inline"
+# (synchronously inside submit_run, for tests and one-off scripts) or "celery" (worker nodes
+# started with `manage.py runworker`, through the broker; docs/scale-out.md).
 PORTAL_RUN_EXECUTOR = os.environ.get("PORTAL_RUN_EXECUTOR", "thread")
-if PORTAL_RUN_EXECUTOR not in {"thread", "inline"}:
+if PORTAL_RUN_EXECUTOR not in {"thread", "inline", "celery"}:
     raise ImproperlyConfigured(
         f"PORTAL_RUN_EXECUTOR={PORTAL_RUN_EXECUTOR!r} is not an executor: use 'thread' "
-        "(background pool, the default) or 'inline' (synchronous)"
+        "(background pool, the default), 'inline' (synchronous) or 'celery' (worker nodes)"
     )
+# The broker the celery executor sends run ids through: RabbitMQ by default, redis:// works.
+PORTAL_BROKER_URL = os.environ.get("PORTAL_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
 PORTAL_RUN_WORKERS = int(env_number("PORTAL_RUN_WORKERS", 4, int))
 # Runs in progress refresh heartbeat_at this often; a run whose heartbeat is older than
 # PORTAL_RUN_STALE_AFTER_S is finished as INTERRUPTED (its process died).

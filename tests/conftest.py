@@ -159,12 +159,13 @@ def _stop_background_work():
 
 # Admin roles: what each kind of operator may do (see docs/admin.md).
 OPERATOR_PERMISSIONS = {
-    "viewer": ("view_plugin", "view_pluginrun", "view_pluginevent"),
-    "runner": ("view_plugin", "view_pluginrun", "view_pluginevent", "run_plugin"),
+    "viewer": ("view_plugin", "view_pluginrun", "view_pluginevent", "view_worker"),
+    "runner": ("view_plugin", "view_pluginrun", "view_pluginevent", "view_worker", "run_plugin"),
     "operator": (
         "view_plugin",
         "view_pluginrun",
         "view_pluginevent",
+        "view_worker",
         "run_plugin",
         "operate_plugin",
     ),

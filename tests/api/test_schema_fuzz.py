@@ -23,6 +23,7 @@ OPERATIONS = {
     ("/v1/plugins/{name}/runs", "post"),
     ("/v1/plugins/{name}/reload", "post"),
     ("/v1/runs/{run_id}", "get"),
+    ("/v1/workers", "get"),
 }
 
 # Loaded once from the running app, like a client would: the schema view needs no database.

@@ -46,6 +46,7 @@ PLUGINLESS = {
     "counters_reset": "summarises counters; the event row names the plugin",
     "invalid_params": "about a request's params, refused before any plugin is involved",
     "too_many_vanished": "about several plugins at once, named in a list",
+    "queue_unserved": "about a worker queue and every plugin routed to it, named in a list",
 }
 
 
