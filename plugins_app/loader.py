@@ -68,11 +68,7 @@ REFUSED_WRITES = (DatabaseError, UnicodeError, OverflowError)
 
 
 BAD_LIMITS = (TypeError, ValueError, OverflowError)  # Limits.from_mapping on a declaration
-
-
 VERSION_CHARS = max_chars(Plugin, "version")
-
-
 SOURCE_CHARS = max_chars(Plugin, "source")
 
 

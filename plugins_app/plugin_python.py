@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from plugin_contract.environments import declared_python
-from plugins_app import reasons
+from plugins_app import reasons_environment
 from plugins_app.discovery import PluginSpec
 from sandbox.portal.interpreters import probe_interpreter
 
@@ -34,7 +34,9 @@ def python_for(name: str, spec: PluginSpec) -> PluginPython:
     declared = declared_python(spec.kind, spec.path)
     if declared.problem:
         return PluginPython(
-            reason=reasons.python_declaration_invalid(plugin=name, problem=declared.problem)
+            reason=reasons_environment.python_declaration_invalid(
+                plugin=name, problem=declared.problem
+            )
         )
     if declared.value is None:
         return PluginPython()
@@ -44,21 +46,21 @@ def python_for(name: str, spec: PluginSpec) -> PluginPython:
         if path not in environments:
             known = ", ".join(sorted(environments))
             return PluginPython(
-                reason=reasons.python_environment_unknown(
+                reason=reasons_environment.python_environment_unknown(
                     plugin=name, environment=path, known=known
                 )
             )
         path = environments[path]
     if not path.startswith("/"):
         return PluginPython(
-            reason=reasons.python_declaration_invalid(
+            reason=reasons_environment.python_declaration_invalid(
                 plugin=name, problem=f"python must be an absolute path, not {path!r}"
             )
         )
     probe = probe_interpreter(path)
     if not probe.ok:
         return PluginPython(
-            reason=reasons.python_interpreter_unusable(
+            reason=reasons_environment.python_interpreter_unusable(
                 plugin=name,
                 path=path,
                 problem=probe.problem or "",

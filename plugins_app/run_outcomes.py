@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db.models import CharField
 
-from plugins_app import reasons, services, untrusted
+from plugins_app import reasons, reasons_environment, services, untrusted
 from plugins_app.models import Plugin, PluginRun, RunStatus
 from sandbox import Fault, Frame, Limits, Outcome, Phase, SandboxResult
 
@@ -169,7 +169,7 @@ def _failed(
             return RunStatus.TIMED_OUT, reasons.run_cpu_exceeded(plugin=name, cpu_s=limits.cpu_s)
         return RunStatus.TIMED_OUT, reasons.run_timed_out(plugin=name, timeout_s=limits.timeout_s)
     if outcome == Outcome.MEMORY and result.limit == "address_space_mb":
-        return RunStatus.CRASHED, reasons.run_out_of_address_space(
+        return RunStatus.CRASHED, reasons_environment.run_out_of_address_space(
             plugin=name, address_space_mb=limits.address_space_mb
         )
     if outcome == Outcome.MEMORY:
