@@ -54,6 +54,7 @@ HEALTH_FIELDS = (
     "params_schema",
     "checked_at",
     "stale",
+    "stale_since",
 )
 
 # Only the columns a health record needs, so a list of thousands stays one light query.
@@ -175,6 +176,7 @@ def _health(row: dict[str, Any], now: datetime | None) -> dict[str, Any]:
         "params_schema": row["params_schema"],
         "checked_at": _iso(now),
         "stale": False,
+        "stale_since": None,
     }
 
 

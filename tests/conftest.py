@@ -214,18 +214,19 @@ def sandbox_settings():
 
 
 @pytest.fixture(autouse=True)
-def _fresh_health_snapshot():
-    """Every test starts with no health snapshot and no outage in progress (both per process)."""
-    from plugins_app.metrics import metrics_read_failures
-    from plugins_app.snapshot import health_read_failures, health_snapshot
+def _fresh_health_snapshot(settings, tmp_path_factory):
+    """Every test has a node health snapshot file of its own, none yet, refreshed on each read.
 
-    health_snapshot.clear()
-    health_read_failures.reset()
-    metrics_read_failures.reset()
+    The suite changes state through the services and reads health right after: each health read
+    refreshes the snapshot first, in the request's thread (no background refresher here).
+    """
+    from plugins_app.health_snapshot import reader
+
+    settings.PORTAL_HEALTH_REFRESH_ON_READ = True
+    settings.PORTAL_HEALTH_SNAPSHOT_FILE = tmp_path_factory.mktemp("node") / "health-snapshot.json"
+    reader.forget()
     yield
-    health_snapshot.clear()
-    health_read_failures.reset()
-    metrics_read_failures.reset()
+    reader.forget()
 
 
 @pytest.fixture

@@ -6,9 +6,10 @@ Health reads answer from the last snapshot (`stale: true`) when the database fai
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import DataError
 from django.http import Http404
@@ -34,7 +35,6 @@ from plugins_app import selectors
 from plugins_app.api import schema as _schema_extensions  # noqa: F401 - registers them
 from plugins_app.api import serializers as api
 from plugins_app.api.authentication import TokenAuthentication
-from plugins_app.api.deadline import read_deadline
 from plugins_app.api.errors import ServiceUnavailable
 from plugins_app.api.policy import (
     RUN_PLUGIN_PERMISSION,
@@ -47,15 +47,14 @@ from plugins_app.api.policy import (
 )
 from plugins_app.api.renderers import SafeJSONRenderer
 from plugins_app.errors import PluginError, PluginNotFound
-from plugins_app.snapshot import (
-    health_read_failures,
-    health_snapshot,
-    oldest_checked_at,
-)
+from plugins_app.health_refresher import current_snapshot
+from plugins_app.health_snapshot import Snapshot, iso, reader
+
+logger = logging.getLogger("plugins_app.health")
 
 STALE_HEADER = "X-Health-Stale"
 CHECKED_AT_HEADER = "X-Health-Checked-At"
-NO_SNAPSHOT_RETRY_AFTER_S = "5"
+NO_SNAPSHOT_RETRY_AFTER_S = "1"
 
 _ERRORS = {
     400: OpenApiResponse(api.ErrorSerializer, description="Invalid input; the message names it."),
@@ -71,8 +70,8 @@ _ERRORS = {
 _NO_SNAPSHOT = OpenApiResponse(
     api.NoSnapshotSerializer,
     description=(
-        "The database cannot be read and this server process has no snapshot to answer from "
-        "yet (it never served this health since it started)."
+        "This node has no health snapshot yet: its refresher has not read the database since "
+        "the node first started."
     ),
 )
 _STALE_HEADERS = [
@@ -160,7 +159,7 @@ class ApiView(APIView):
 
 
 class HealthApiView(ApiView):
-    """A health read: fresh from the database, or the last snapshot marked stale, never a 500."""
+    """A health read: from the node's snapshot, never the database, never a 500."""
 
     def dispatch(self, request, *args: Any, **kwargs: Any):
         try:
@@ -168,8 +167,8 @@ class HealthApiView(ApiView):
         except Exception as exc:  # raised where DRF's handling does not reach (finalize_response)
             if not self.may_answer_without_access_check():
                 raise
-            health_read_failures.failed(exc)
-            return self.plain_json(self.stale_response())
+            logger.error("Health read failed; answering from the snapshot", exc_info=exc)
+            return self.plain_json(self.from_snapshot(reader.current()))
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
@@ -198,32 +197,29 @@ class HealthApiView(ApiView):
                     "(retry shortly)"
                 )
             )
-        health_read_failures.failed(exc)
-        return self.stale_response()
+        logger.error("Health read failed; answering from the snapshot", exc_info=exc)
+        return self.from_snapshot(reader.current())
 
-    def database_may_answer(self) -> bool:
-        return health_read_failures.should_probe(settings.PORTAL_HEALTH_RETRY_S)
+    def get_snapshot_response(self) -> Response:
+        return self.from_snapshot(current_snapshot())
 
-    def read_succeeded(self) -> None:
-        health_read_failures.succeeded()
-
-    def stale_response(self) -> Response:
+    def from_snapshot(self, snapshot: Snapshot | None) -> Response:
         raise NotImplementedError
 
     @staticmethod
-    def stale(data: Any, checked_at: str | None) -> Response:
-        headers = {STALE_HEADER: "true"}
-        if checked_at:
-            headers[CHECKED_AT_HEADER] = checked_at
+    def answer(data: Any, snapshot: Snapshot, *, stale: bool) -> Response:
+        headers = {CHECKED_AT_HEADER: iso(snapshot.read_at)}
+        if stale:
+            headers[STALE_HEADER] = "true"
         return Response(data, headers=headers)
 
     @staticmethod
     def no_snapshot() -> Response:
         body = {
             "detail": (
-                "Plugin health is unknown: the database cannot be read and this server process "
-                "has not served this health since it started, so it has no snapshot to answer "
-                "from (retry shortly; check the database)"
+                "Plugin health is unknown: this node has no health snapshot yet (its refresher "
+                "has not read the database since the node first started); retry shortly, and "
+                "check the database if it lasts"
             ),
             "stale": True,
             "checked_at": None,
@@ -239,9 +235,10 @@ class PluginListApi(HealthApiView):
         operation_id="plugins_list",
         summary="Every plugin's health record",
         description=(
-            "All plugins, FAILED and UNAVAILABLE included, sorted by name. When the database "
-            f"cannot be read the records come from the last snapshot with `stale: true` and the "
-            f"`{STALE_HEADER}: true` header."
+            "All plugins, FAILED and UNAVAILABLE included, sorted by name, from the node's health "
+            "snapshot (refreshed every PORTAL_HEALTH_REFRESH_S). When the snapshot is old or its "
+            f"refresh failed the records say `stale: true` and the answer has `{STALE_HEADER}: "
+            "true`."
         ),
         parameters=[api.PluginListQuery],
         responses={
@@ -251,14 +248,8 @@ class PluginListApi(HealthApiView):
         },
     )
     def get(self, request: Request) -> Response:
-        filters = self.filters(request)
-        if not self.database_may_answer():
-            return self.stale_response()
-        with read_deadline(settings.PORTAL_HEALTH_DB_TIMEOUT_S):
-            records = selectors.health_records(**filters)
-        health_snapshot.remember_list(records, **filters)
-        self.read_succeeded()
-        return Response(records)
+        self.filters(request)  # a bad filter is a 400 before anything is read
+        return self.get_snapshot_response()
 
     @staticmethod
     def filters(request) -> dict[str, Any]:
@@ -266,15 +257,22 @@ class PluginListApi(HealthApiView):
         query = api.validated_query(api.PluginListQuery, params)
         return {"state": query.get("state") or None, "enabled": query.get("enabled")}
 
-    def stale_response(self) -> Response:
+    def from_snapshot(self, snapshot: Snapshot | None) -> Response:
+        if snapshot is None or not snapshot.read_at:
+            return self.no_snapshot()
         try:
             filters = self.filters(self.request)
         except APIException:
-            filters = {}
-        records = health_snapshot.stale_list(**filters)
-        if records is None:
-            return self.no_snapshot()
-        return self.stale(records, oldest_checked_at(records))
+            filters = {"state": None, "enabled": None}
+        state, enabled = filters["state"], filters["enabled"]
+        now = time.time()
+        records = [
+            snapshot.served(record, now)
+            for record in snapshot.document["records"]
+            if (state is None or record["state"] == state)
+            and (enabled is None or record["enabled"] == enabled)
+        ]
+        return self.answer(records, snapshot, stale=snapshot.stale_since(now) is not None)
 
 
 class PluginHealthApi(HealthApiView):
@@ -284,8 +282,8 @@ class PluginHealthApi(HealthApiView):
         operation_id="plugins_health",
         summary="One plugin's health record",
         description=(
-            "404 for a plugin that is not registered. When the database cannot be read, the "
-            "last record this server served, with `stale: true`."
+            "From the node's health snapshot; 404 for a plugin that is not in it (not "
+            "registered when the snapshot was read). `stale: true` as in the list."
         ),
         parameters=[NAME_PARAMETER],
         responses={
@@ -295,31 +293,23 @@ class PluginHealthApi(HealthApiView):
         },
     )
     def get(self, request: Request, name: str) -> Response:
-        if not self.database_may_answer():
-            return self.stale_response()
-        try:
-            with read_deadline(settings.PORTAL_HEALTH_DB_TIMEOUT_S):
-                record = selectors.health_record_by_name(name=name)
-        except PluginNotFound:
-            health_snapshot.forget(name)
-            self.read_succeeded()
-            raise
-        health_snapshot.remember_record(record)
-        self.read_succeeded()
-        return Response(record)
+        return self.get_snapshot_response()
 
-    def stale_response(self) -> Response:
+    def from_snapshot(self, snapshot: Snapshot | None) -> Response:
+        if snapshot is None or not snapshot.read_at:
+            return self.no_snapshot()
         name = self.kwargs.get("name", "")
-        record = health_snapshot.stale_record(name)
-        if record is not None:
-            return self.stale(record, record["checked_at"])
-        if health_snapshot.knows_every_plugin:
-            return Response(
-                {"detail": str(PluginNotFound(name))},
-                status=status.HTTP_404_NOT_FOUND,
-                headers={STALE_HEADER: "true"},
+        record = snapshot.by_name.get(name)
+        now = time.time()
+        stale = snapshot.stale_since(now) is not None
+        if record is None:
+            response = Response(
+                {"detail": str(PluginNotFound(name))}, status=status.HTTP_404_NOT_FOUND
             )
-        return self.no_snapshot()
+            if stale:
+                response[STALE_HEADER] = "true"
+            return response
+        return self.answer(snapshot.served(record, now), snapshot, stale=stale)
 
 
 class PluginRunsApi(ApiView):
@@ -400,9 +390,7 @@ class PluginReloadApi(ApiView):
 
         api.validated(api.EmptyBody, self.body(request), where="request body")
         plugin = pipeline.reload_plugin(name=name, actor=api_actor(request))
-        record = selectors.health_record(plugin)
-        health_snapshot.remember_record(record)
-        return Response(record)
+        return Response(selectors.health_record(plugin))
 
 
 class RunDetailApi(ApiView):
@@ -448,6 +436,7 @@ class BenchmarkConstantApi(APIView):
         "avg_duration_ms": 11.25,
         "checked_at": "2025-01-01T00:00:00Z",
         "stale": False,
+        "stale_since": None,
     }
 
     @extend_schema(exclude=True)
