@@ -262,7 +262,7 @@ PORTAL_HEALTH_REFRESH_S = env_number("PORTAL_HEALTH_REFRESH_S", 1.0)
 PORTAL_HEALTH_DB_TIMEOUT_S = env_number("PORTAL_HEALTH_DB_TIMEOUT_S", 2.0)
 # A snapshot older than this, or whose last refresh failed, is served with stale: true.
 PORTAL_HEALTH_STALE_AFTER_S = env_number("PORTAL_HEALTH_STALE_AFTER_S", 5.0)
-PORTAL_HEALTH_SNAPSHOT_FILE = VAR_DIR / "health-snapshot.json"
+PORTAL_HEALTH_SNAPSHOT_FILE = VAR_DIR / "health-snapshot"
 # The test suite's mode: each health read refreshes the snapshot first, in its own thread.
 PORTAL_HEALTH_REFRESH_ON_READ = False
 # The longest any database statement of a request may take before its connection is cut on

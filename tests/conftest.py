@@ -223,7 +223,7 @@ def _fresh_health_snapshot(settings, tmp_path_factory):
     from plugins_app.health_snapshot import reader
 
     settings.PORTAL_HEALTH_REFRESH_ON_READ = True
-    settings.PORTAL_HEALTH_SNAPSHOT_FILE = tmp_path_factory.mktemp("node") / "health-snapshot.json"
+    settings.PORTAL_HEALTH_SNAPSHOT_FILE = tmp_path_factory.mktemp("node") / "health-snapshot"
     reader.forget()
     yield
     reader.forget()
