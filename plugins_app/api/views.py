@@ -6,10 +6,12 @@ Health reads answer from the last snapshot (`stale: true`) when the database fai
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import DataError
 from django.http import Http404
@@ -46,6 +48,7 @@ from plugins_app.api.policy import (
     write_permissions,
 )
 from plugins_app.api.renderers import SafeJSONRenderer
+from plugins_app.api.wait_slots import wait_slots
 from plugins_app.errors import PluginError, PluginNotFound
 from plugins_app.health_refresher import current_snapshot
 from plugins_app.health_snapshot import Snapshot, iso, reader
@@ -346,7 +349,9 @@ class PluginRunsApi(ApiView):
         description=(
             "Queues a run at once and answers 202 with it and its `Location`. With "
             "`?wait=SECONDS`, waits up to that long: 200 with the finished run, or 202 with the "
-            "run still going. 409 with the reason when the plugin is disabled or UNAVAILABLE."
+            "run still going. 409 with the reason when the plugin is disabled or UNAVAILABLE. "
+            "429 when too many `?wait=` requests already wait (PORTAL_API_MAX_WAITING in all, "
+            "PORTAL_API_MAX_WAITING_PER_CLIENT per user, per server process): nothing queued."
         ),
         parameters=[NAME_PARAMETER, api.RunSubmitQuery],
         request=api.RunSubmitBody,
@@ -361,11 +366,21 @@ class PluginRunsApi(ApiView):
 
         query = api.validated_query(api.RunSubmitQuery, request.query_params)
         body = api.validated(api.RunSubmitBody, self.body(request), where="request body")
-        run = pipeline.submit_run(name=name, params=body["params"], actor=api_actor(request))
-        answer: int = status.HTTP_202_ACCEPTED
-        if query.get("wait"):
-            run = pipeline.wait_for_run(run_id=run.pk, timeout_s=query["wait"])
-            answer = status.HTTP_200_OK if run.is_finished else status.HTTP_202_ACCEPTED
+        slot = (
+            wait_slots.hold(
+                f"user:{request.user.pk}",
+                limit=settings.PORTAL_API_MAX_WAITING,
+                per_client=settings.PORTAL_API_MAX_WAITING_PER_CLIENT,
+            )
+            if query.get("wait")
+            else contextlib.nullcontext()
+        )
+        with slot:
+            run = pipeline.submit_run(name=name, params=body["params"], actor=api_actor(request))
+            answer: int = status.HTTP_202_ACCEPTED
+            if query.get("wait"):
+                run = pipeline.wait_for_run(run_id=run.pk, timeout_s=query["wait"])
+                answer = status.HTTP_200_OK if run.is_finished else status.HTTP_202_ACCEPTED
         location = reverse("plugins_api:run-detail", kwargs={"run_id": run.pk})
         return Response(run_data(request, run), status=answer, headers={"Location": location})
 
