@@ -63,9 +63,9 @@ def _database() -> Check:
         connection.close_if_unusable_or_obsolete()
         return Check(
             ok=False,
-            detail=f"The database did not answer within {seconds:g} s "
-            f"({type(error).__name__}: {_one_line(error)}); check the database server and the "
-            "network to it",
+            detail=f"The database check (SELECT 1 within {seconds:g} s) failed: "
+            f"{type(error).__name__}: {_one_line(error)} (check the database server and the "
+            "network to it)",
         )
     return Check(ok=True, detail=f"The database answered within {seconds:g} s")
 

@@ -11,26 +11,51 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-_deadline_s: ContextVar[float | None] = ContextVar("database_deadline_s", default=None)
+
+@dataclass
+class Deadline:
+    """One block's deadline; once a statement in it was cut, the block does not reconnect."""
+
+    seconds: float
+    enclosing: Deadline | None = None
+    cut: bool = False
+
+    def mark_cut(self) -> None:
+        """The database hangs: every enclosing block gives up on it too."""
+        deadline: Deadline | None = self
+        while deadline is not None:
+            deadline.cut = True
+            deadline = deadline.enclosing
+
+
+_current: ContextVar[Deadline | None] = ContextVar("database_deadline", default=None)
+
+
+def current_deadline() -> Deadline | None:
+    return _current.get()
 
 
 def current_deadline_s() -> float | None:
-    return _deadline_s.get()
+    deadline = _current.get()
+    return None if deadline is None else deadline.seconds
 
 
 @contextlib.contextmanager
 def client_deadline(seconds: float) -> Iterator[None]:
     """Statements in the block are cut after `seconds` (or the enclosing deadline if shorter)."""
-    enclosing = _deadline_s.get()
-    token = _deadline_s.set(seconds if enclosing is None else min(seconds, enclosing))
+    enclosing = _current.get()
+    if enclosing is not None:
+        seconds = min(seconds, enclosing.seconds)
+    token = _current.set(Deadline(seconds=seconds, enclosing=enclosing))
     try:
         yield
     finally:
-        _deadline_s.reset(token)
+        _current.reset(token)
 
 
 class RequestDeadlineMiddleware:

@@ -4,7 +4,7 @@ These use real outages (the SQLite file replaced by garbage, or PostgreSQL unrea
 locks held by another connection; only `TestInjectedFailure` injects an exception. The suite
 refreshes the snapshot at each health read (PORTAL_HEALTH_REFRESH_ON_READ); `TestNoDatabase`
 and `TestNodeRefresher` check the production mode, where health never touches the database.
-The hung-server and many-process claims are in tests/postgres_cluster/.
+The hung-server and many-process claims are in tests/integration/test_real_outage.py.
 """
 
 from __future__ import annotations

@@ -8,13 +8,14 @@ connection is not reused. Connecting is bounded by libpq's connect_timeout (sett
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 from django.db import DatabaseError, OperationalError
 from django.db.backends.postgresql import base
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
-from portal.db.deadline import current_deadline_s
+from portal.db.deadline import current_deadline
 from portal.db.watchdog import watchdog
 
 
@@ -23,25 +24,39 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     @contextlib.contextmanager
     def within_deadline(self) -> Iterator[None]:
-        seconds = current_deadline_s()
+        deadline = current_deadline()
         raw = self.connection
-        if seconds is None or raw is None or raw.closed:
+        if deadline is None or raw is None or raw.closed:
             yield
             return
-        with watchdog.watch(raw.fileno(), seconds) as watch:
+        with watchdog.watch(raw.fileno(), deadline.seconds) as watch:
             try:
                 yield
             except DatabaseError as error:
                 if not watch.fired:
                     raise
                 self.deadline_cut = True
-                raise OperationalError(
-                    f"The database did not answer within {seconds:g} s (the client-side "
-                    "deadline); the connection was cut. Check that the database server is "
-                    "running and reachable"
-                ) from error
+                deadline.mark_cut()
+                raise OperationalError(_cut_message(deadline.seconds)) from error
             if watch.fired:
                 self.deadline_cut = True
+                deadline.mark_cut()
+
+    def ensure_connection(self) -> None:
+        deadline = current_deadline()
+        if self.connection is None and deadline is not None and deadline.cut:
+            # A statement of this block was cut: connecting again would wait once more.
+            raise OperationalError(_cut_message(deadline.seconds))
+        super().ensure_connection()
+
+    def get_connection_params(self) -> dict:
+        params = super().get_connection_params()
+        deadline = current_deadline()
+        if deadline is not None:
+            # libpq's minimum is 2 s; a shorter deadline still bounds the statements after.
+            configured = float(params.get("connect_timeout") or deadline.seconds)
+            params["connect_timeout"] = max(2, math.ceil(min(configured, deadline.seconds)))
+        return params
 
     def make_cursor(self, cursor):
         return DeadlineCursorWrapper(cursor, self)
@@ -86,3 +101,10 @@ class DeadlineCursorWrapper(_WithinDeadline, CursorWrapper):
 
 class DeadlineCursorDebugWrapper(_WithinDeadline, CursorDebugWrapper):
     pass
+
+
+def _cut_message(seconds: float) -> str:
+    return (
+        f"The database did not answer within {seconds:g} s (the client-side deadline); the "
+        "connection was cut. Check that the database server is running and reachable"
+    )
