@@ -66,11 +66,11 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def _commit(self):
         with self.within_deadline():
-            return super()._commit()
+            return super()._commit()  # type: ignore[misc]
 
     def _rollback(self):
         with self.within_deadline():
-            return super()._rollback()
+            return super()._rollback()  # type: ignore[misc]
 
     def is_usable(self) -> bool:
         if self.deadline_cut:
