@@ -237,13 +237,22 @@ class TestOutageWithReadsRequiringAuth:
         assert "records" not in response.json() and "name" not in response.content.decode()
 
 
+@pytest.fixture
+def production_mode(settings, monkeypatch):
+    """Health reads do not refresh; the test refreshes by hand (no thread left running after)."""
+    from plugins_app.health_refresher import refresher
+
+    settings.PORTAL_HEALTH_REFRESH_ON_READ = False
+    monkeypatch.setattr(refresher, "ensure_started", lambda: None)
+
+
+@pytest.mark.usefixtures("production_mode")
 class TestNoDatabase:
     """The production mode: health answers from the node's file and never queries the database."""
 
     def test_health__no_query_at_all(self, api_client, fleet, settings, django_assert_num_queries):
         """With the snapshot published, the list and a record cost zero queries."""
         refresh_once()
-        settings.PORTAL_HEALTH_REFRESH_ON_READ = False
         with django_assert_num_queries(0):
             listed = api_client.get("/v1/plugins")
             single = api_client.get("/v1/plugins/flaky/health")
@@ -254,7 +263,6 @@ class TestNoDatabase:
     def test_stale__after_stale_after_s_and_since_when(self, api_client, fleet, settings):
         """A snapshot older than PORTAL_HEALTH_STALE_AFTER_S is stale since it aged out."""
         refresh_once()
-        settings.PORTAL_HEALTH_REFRESH_ON_READ = False
         settings.PORTAL_HEALTH_STALE_AFTER_S = 5
         path = settings.PORTAL_HEALTH_SNAPSHOT_FILE
         document = json.loads(path.read_text())
