@@ -45,6 +45,8 @@ class Snapshot:
 
     document: SnapshotDocument
     by_name: dict[str, Record] = field(repr=False)
+    # Bodies rendered from this snapshot, by what was asked: each is rendered once, not per request.
+    rendered: dict[tuple, bytes] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def read_at(self) -> float:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import DataError
-from django.http import Http404
+from django.http import Http404, HttpResponse, HttpResponseBase
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -180,8 +181,10 @@ class HealthApiView(ApiView):
     def may_answer_without_access_check(self) -> bool:
         return self.reads_are_public() or getattr(self, "access_checked", False)
 
-    def plain_json(self, response: Response) -> Response:
+    def plain_json(self, response: HttpResponseBase) -> HttpResponseBase:
         """Render with JSON directly, bypassing the negotiation that may be what failed."""
+        if not isinstance(response, Response):
+            return response  # already rendered
         response.accepted_renderer = SafeJSONRenderer()
         response.accepted_media_type = "application/json"
         # DRF's Response reads renderer_context when rendering; its stubs do not declare it.
@@ -201,20 +204,26 @@ class HealthApiView(ApiView):
                 )
             )
         logger.error("Health read failed; answering from the snapshot", exc_info=exc)
-        return self.from_snapshot(reader.current())
+        return self.from_snapshot(reader.current())  # type: ignore[return-value]
 
-    def get_snapshot_response(self) -> Response:
+    def get_snapshot_response(self) -> HttpResponseBase:
         return self.from_snapshot(current_snapshot())
 
-    def from_snapshot(self, snapshot: Snapshot | None) -> Response:
+    def from_snapshot(self, snapshot: Snapshot | None) -> HttpResponseBase:
         raise NotImplementedError
 
     @staticmethod
-    def answer(data: Any, snapshot: Snapshot, *, stale: bool) -> Response:
-        headers = {CHECKED_AT_HEADER: iso(snapshot.read_at)}
-        if stale:
-            headers[STALE_HEADER] = "true"
-        return Response(data, headers=headers)
+    def answer(key: tuple, snapshot: Snapshot, now: float, records: Callable[[], Any]):
+        """The JSON body for `key`, rendered once per snapshot and staleness (the hot path)."""
+        since = snapshot.stale_since(now)
+        body = snapshot.rendered.get((*key, since))
+        if body is None:
+            body = snapshot.rendered[(*key, since)] = SafeJSONRenderer().render(records())
+        response = HttpResponse(body, content_type="application/json")
+        response[CHECKED_AT_HEADER] = iso(snapshot.read_at)
+        if since is not None:
+            response[STALE_HEADER] = "true"
+        return response
 
     @staticmethod
     def no_snapshot() -> Response:
@@ -250,7 +259,7 @@ class PluginListApi(HealthApiView):
             503: _NO_SNAPSHOT,
         },
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: Request) -> HttpResponseBase:
         self.filters(request)  # a bad filter is a 400 before anything is read
         return self.get_snapshot_response()
 
@@ -260,7 +269,7 @@ class PluginListApi(HealthApiView):
         query = api.validated_query(api.PluginListQuery, params)
         return {"state": query.get("state") or None, "enabled": query.get("enabled")}
 
-    def from_snapshot(self, snapshot: Snapshot | None) -> Response:
+    def from_snapshot(self, snapshot: Snapshot | None) -> HttpResponseBase:
         if snapshot is None or not snapshot.read_at:
             return self.no_snapshot()
         try:
@@ -269,13 +278,17 @@ class PluginListApi(HealthApiView):
             filters = {"state": None, "enabled": None}
         state, enabled = filters["state"], filters["enabled"]
         now = time.time()
-        records = [
-            snapshot.served(record, now)
-            for record in snapshot.document["records"]
-            if (state is None or record["state"] == state)
-            and (enabled is None or record["enabled"] == enabled)
-        ]
-        return self.answer(records, snapshot, stale=snapshot.stale_since(now) is not None)
+        return self.answer(
+            ("list", state, enabled),
+            snapshot,
+            now,
+            lambda: [
+                snapshot.served(record, now)
+                for record in snapshot.document["records"]
+                if (state is None or record["state"] == state)
+                and (enabled is None or record["enabled"] == enabled)
+            ],
+        )
 
 
 class PluginHealthApi(HealthApiView):
@@ -295,10 +308,10 @@ class PluginHealthApi(HealthApiView):
             503: _NO_SNAPSHOT,
         },
     )
-    def get(self, request: Request, name: str) -> Response:
+    def get(self, request: Request, name: str) -> HttpResponseBase:
         return self.get_snapshot_response()
 
-    def from_snapshot(self, snapshot: Snapshot | None) -> Response:
+    def from_snapshot(self, snapshot: Snapshot | None) -> HttpResponseBase:
         if snapshot is None or not snapshot.read_at:
             return self.no_snapshot()
         name = self.kwargs.get("name", "")
@@ -312,7 +325,7 @@ class PluginHealthApi(HealthApiView):
             if stale:
                 response[STALE_HEADER] = "true"
             return response
-        return self.answer(snapshot.served(record, now), snapshot, stale=stale)
+        return self.answer(("record", name), snapshot, now, lambda: snapshot.served(record, now))
 
 
 class PluginRunsApi(ApiView):
