@@ -266,6 +266,8 @@ class PluginListApi(HealthApiView):
     @staticmethod
     def filters(request) -> dict[str, Any]:
         params = getattr(request, "query_params", None) or request.GET  # DRF's or Django's
+        if not params:
+            return {"state": None, "enabled": None}  # the probes' case: nothing to validate
         query = api.validated_query(api.PluginListQuery, params)
         return {"state": query.get("state") or None, "enabled": query.get("enabled")}
 
