@@ -26,7 +26,12 @@ from tools.private_postgres import (
     wait_until,
 )
 
-pytestmark = [pytest.mark.postgres_cluster, pytest.mark.timeout(300)]
+# One worker runs the whole module in order: its tests share one cluster through its outages.
+pytestmark = [
+    pytest.mark.postgres_cluster,
+    pytest.mark.xdist_group("postgres_cluster"),
+    pytest.mark.timeout(300),
+]
 
 DB_DEADLINE_S = 2.0
 HEALTH_BUDGET_S = 1.0  # a Kubernetes probe's default timeout
