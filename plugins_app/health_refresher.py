@@ -15,6 +15,7 @@ own thread, so a test that changes state and reads health at once sees the chang
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -127,6 +128,7 @@ class NodeRefresher:
         self._lock = threading.Lock()
         self._started_in: int | None = None  # the pid: a forked child starts its own
         self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         self.refreshing = threading.Event()  # set while this process is the node's refresher
         self.published = threading.Event()  # set after each refresh (tests await it)
 
@@ -140,14 +142,16 @@ class NodeRefresher:
             self._stop = threading.Event()
             self.refreshing = threading.Event()
             self.published = threading.Event()
-            thread = threading.Thread(
+            self._thread = threading.Thread(
                 target=self._run, name="health-snapshot-refresher", daemon=True
             )
-            thread.start()
+            self._thread.start()
 
-    def stop(self) -> None:
-        """Stop refreshing (the lock goes to the next process in line)."""
+    def stop(self, *, wait_s: float = 0.0) -> None:
+        """Stop refreshing (the lock goes to the next process in line); wait for the thread."""
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(wait_s)
 
     def _run(self) -> None:
         lock_path = f"{settings.PORTAL_HEALTH_SNAPSHOT_FILE}.refresher"
@@ -189,13 +193,15 @@ class NodeRefresher:
             started = time.monotonic()
             try:
                 refresh_once()
+                connections[DEFAULT_DB_ALIAS].close_if_unusable_or_obsolete()
             except Exception:  # the thread must outlive any bug: health would freeze
                 logger.exception("Health refresh: unexpected error; retrying")
-            finally:
-                connections[DEFAULT_DB_ALIAS].close_if_unusable_or_obsolete()
-                self.published.set()
+                with contextlib.suppress(Exception):
+                    connections[DEFAULT_DB_ALIAS].close()
+            self.published.set()
             self._stop.wait(max(0.0, interval - (time.monotonic() - started)))
-        connections[DEFAULT_DB_ALIAS].close()
+        with contextlib.suppress(Exception):
+            connections[DEFAULT_DB_ALIAS].close()
 
 
 refresher = NodeRefresher()

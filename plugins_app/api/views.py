@@ -1,7 +1,8 @@
 """Health and operations API (`/v1/...`): thin views over the selectors and the pipeline.
 
-Health reads answer from the last snapshot (`stale: true`) when the database fails, and never
-500; everything else maps domain errors to 404/409 and bad input to 400/413 (api/errors.py).
+Health reads answer from the node's snapshot (plugins_app/health_snapshot.py), never from the
+database, and never 500; everything else maps domain errors to 404/409 and bad input to 400/413
+(api/errors.py).
 """
 
 from __future__ import annotations

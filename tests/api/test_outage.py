@@ -314,10 +314,10 @@ class TestNodeRefresher:
             assert first.published.wait(10)
             assert first.published.wait(10)
             assert reader.current().by_name["ok"]["state"] == "UNAVAILABLE"
-            first.stop()
+            first.stop(wait_s=10)
             assert second.refreshing.wait(10)
             assert second.published.wait(10)
         finally:
-            first.stop()
-            second.stop()
-        assert threading.active_count() >= 1
+            first.stop(wait_s=10)
+            second.stop(wait_s=10)
+        assert "health-snapshot-refresher" not in {t.name for t in threading.enumerate()}
