@@ -1,8 +1,9 @@
 """Every outage claim against real processes: gunicorn (2 workers) on a private PostgreSQL.
 
-One cluster and one gunicorn for the module (tools/private_postgres.py); the tests run in order
-through one life of the database: up, hung (SIGSTOP, with the workers' connections open under
-CONN_MAX_AGE=60), resumed, stopped, started again. Never the machine's shared server.
+One cluster and one gunicorn for the module (tools/private_postgres.py). Each test starts and
+ends with the database up, so they pass in any order or on any xdist worker: up; hung (SIGSTOP,
+with the workers' connections open under CONN_MAX_AGE=60) then resumed; stopped then started.
+Never the machine's shared server.
 """
 
 from __future__ import annotations
@@ -26,12 +27,7 @@ from tools.private_postgres import (
     wait_until,
 )
 
-# One worker runs the whole module in order: its tests share one cluster through its outages.
-pytestmark = [
-    pytest.mark.postgres_cluster,
-    pytest.mark.xdist_group("postgres_cluster"),
-    pytest.mark.timeout(300),
-]
+pytestmark = [pytest.mark.postgres_cluster, pytest.mark.timeout(300)]
 
 DB_DEADLINE_S = 2.0
 HEALTH_BUDGET_S = 1.0  # a Kubernetes probe's default timeout
@@ -90,8 +86,56 @@ def open_connections(portal: Portal) -> None:
         assert status == 200
 
 
+class Outage:
+    """The outage log lines written while the block runs, and the database up again after it."""
+
+    def __init__(self, portal: Portal) -> None:
+        self.portal = portal
+        log = portal.server.log_text()
+        self.starts, self.ends = log.count(OUTAGE_STARTS), log.count(OUTAGE_ENDS)
+
+    def lines(self) -> tuple[int, int]:
+        log = self.portal.server.log_text()
+        return log.count(OUTAGE_STARTS) - self.starts, log.count(OUTAGE_ENDS) - self.ends
+
+    def await_fresh(self) -> None:
+        wait_until(
+            lambda: self.portal.get("/v1/plugins/ocr/health")[2]["stale"] is False,
+            timeout=30,
+            what="fresh health once the database is back",
+        )
+        wait_until(lambda: self.portal.get("/readyz")[0] == 200, timeout=30, what="ready again")
+
+
+def await_stale(portal: Portal) -> None:
+    """The refresher's read is cut at its 1 s deadline: then every record says stale."""
+    wait_until(
+        lambda: portal.get("/v1/plugins/ocr/health")[2]["stale"] is True,
+        timeout=10,
+        what="health marked stale during the outage",
+    )
+
+
+def assert_health_answers_in_time(portal: Portal, rounds: int) -> None:
+    health = many(portal, ["/v1/plugins", "/v1/plugins/ocr/health"], rounds)
+    assert {status for status, *_ in health} == {200}
+    assert max(took for *_, took in health) < HEALTH_BUDGET_S
+    assert portal.get("/v1/plugins/ghost/health")[0] == 404
+    record = portal.get("/v1/plugins/ocr/health")[2]
+    assert record["stale"] and record["stale_since"] and record["state"] == "INITIALIZED"
+
+
+def assert_database_named_and_series_kept(portal: Portal, before: dict) -> None:
+    status, _, body, took = portal.get("/readyz")
+    assert (status, body["failed"]) == (503, ["database"]) and took < 5
+    during = parse(portal.get("/metrics")[2])
+    assert during["portal_database_up"][()] == 0
+    assert during["portal_plugin_state"] == before["portal_plugin_state"]
+    assert during["portal_plugin_state"][of("broken", state="FAILED")] == 1
+
+
 class TestRealOutage:
-    def test_1_up__fresh_health_ready_and_metrics(self, portal):
+    def test_up__fresh_health_ready_and_metrics(self, portal):
         """Database up: fresh health, 404 for an unknown name, ready, portal_database_up 1."""
         status, headers, records, _ = portal.get("/v1/plugins")
         assert status == 200 and "X-Health-Stale" not in headers
@@ -107,88 +151,55 @@ class TestRealOutage:
         assert samples["portal_database_up"][()] == 1
         assert samples["portal_health_snapshot_age_seconds"][()] < 5
 
-    def test_2_hung__health_answers_in_time_and_nothing_waits_past_its_deadline(self, portal):
-        """SIGSTOP, connections open: health 200 within 1 s, run endpoints cut at the deadline."""
-        before_metrics = parse(portal.get("/metrics")[2])
+    def test_hung__health_in_time_requests_bounded_restarted_workers_stale_one_log_line(
+        self, portal
+    ):
+        """SIGSTOP, connections open: health 200 in 1 s, runs cut, new workers 200 stale at once."""
+        before = parse(portal.get("/metrics")[2])
         open_connections(portal)
+        outage = Outage(portal)
         portal.cluster.pause()
-        health = many(portal, ["/v1/plugins", "/v1/plugins/ocr/health"], 15)
-        assert {status for status, *_ in health} == {200}
-        assert max(took for *_, took in health) < HEALTH_BUDGET_S
-        assert portal.get("/v1/plugins/ghost/health")[0] == 404
-        # The refresher's read is cut at its 1 s deadline: then every record says stale.
-        wait_until(
-            lambda: portal.get("/v1/plugins/ocr/health")[2]["stale"] is True,
-            timeout=10,
-            what="health marked stale while the database hangs",
-        )
-        record = portal.get("/v1/plugins/ocr/health")[2]
-        assert record["stale_since"] is not None and record["state"] == "INITIALIZED"
-        runs = many(portal, ["/v1/plugins/ocr/runs"], 4)
-        assert {status for status, *_ in runs} == {503}
-        assert max(took for *_, took in runs) < DB_DEADLINE_S + 6  # a new connection: 5 s max
-        status, _, body, took = portal.get("/readyz")
-        assert (status, body["failed"]) == (503, ["database"]) and took < 5
-        during = parse(portal.get("/metrics")[2])
-        assert during["portal_database_up"][()] == 0
-        assert during["portal_plugin_state"] == before_metrics["portal_plugin_state"]
+        try:
+            await_stale(portal)
+            assert_health_answers_in_time(portal, rounds=15)
+            runs = many(portal, ["/v1/plugins/ocr/runs"], 4)
+            assert {status for status, *_ in runs} == {503}
+            assert max(took for *_, took in runs) < DB_DEADLINE_S + 6  # a new connection: 5 s
+            assert_database_named_and_series_kept(portal, before)
 
-    def test_3_hung__a_restarted_worker_answers_stale_at_once(self, portal):
-        """Both workers killed during the outage: their replacements answer 200 stale at once."""
-        old = set(portal.server.workers())
-        for pid in old:
-            os.kill(pid, signal.SIGKILL)
-        wait_until(
-            lambda: len(set(portal.server.workers()) - old) == 2,
-            timeout=60,
-            what="gunicorn restarted both workers",
-        )
-        # A worker accepts connections once it has booted (imported Django): wait for that.
-        assert portal.get("/livez", timeout=120)[0] == 200
-        status, headers, records, took = portal.get("/v1/plugins")
-        assert status == 200 and headers["X-Health-Stale"] == "true"
-        assert took < HEALTH_BUDGET_S
-        assert all(record["stale"] for record in records)
+            old = set(portal.server.workers())
+            for pid in old:
+                os.kill(pid, signal.SIGKILL)
+            wait_until(
+                lambda: len(set(portal.server.workers()) - old) == 2,
+                timeout=60,
+                what="gunicorn restarted both workers",
+            )
+            # A worker accepts connections once it has booted (imported Django): wait for that.
+            assert portal.get("/livez", timeout=120)[0] == 200
+            status, headers, records, took = portal.get("/v1/plugins")
+            assert status == 200 and headers["X-Health-Stale"] == "true"
+            assert took < HEALTH_BUDGET_S
+            assert all(record["stale"] for record in records)
+        finally:
+            portal.cluster.resume()
+        outage.await_fresh()
+        assert outage.lines() == (1, 1), portal.server.log_text()
+        assert "Service Unavailable" not in portal.server.log_text()  # no line per 503
 
-    def test_4_resumed__fresh_again_and_one_line_per_outage(self, portal):
-        """SIGCONT: health is fresh again; the log has one line at the start and one at the end."""
-        portal.cluster.resume()
-        wait_until(
-            lambda: portal.get("/v1/plugins/ocr/health")[2]["stale"] is False,
-            timeout=30,
-            what="fresh health after the database resumed",
-        )
-        log = portal.server.log_text()
-        assert log.count(OUTAGE_STARTS) == 1, log
-        assert log.count(OUTAGE_ENDS) == 1, log
-        assert "Service Unavailable" not in log  # no request logger line per 503
-        wait_until(lambda: portal.get("/readyz")[0] == 200, timeout=30, what="ready again")
-
-    def test_5_stopped__health_answers_in_time_and_readyz_names_the_database(self, portal):
+    def test_stopped__health_in_time_requests_bounded_one_log_line(self, portal):
         """Database stopped: health 200 within 1 s, runs 503 fast, readyz 503, metrics kept."""
+        before = parse(portal.get("/metrics")[2])
+        outage = Outage(portal)
         portal.cluster.stop()
         try:
-            wait_until(
-                lambda: portal.get("/v1/plugins/vision/health")[2]["stale"] is True,
-                timeout=10,
-                what="health marked stale while the database is stopped",
-            )
-            health = many(portal, ["/v1/plugins", "/v1/plugins/vision/health"], 10)
-            assert {status for status, *_ in health} == {200}
-            assert max(took for *_, took in health) < HEALTH_BUDGET_S
+            await_stale(portal)
+            assert_health_answers_in_time(portal, rounds=10)
             started = time.monotonic()
             assert portal.get("/v1/plugins/ocr/runs")[0] == 503
             assert time.monotonic() - started < DB_DEADLINE_S + 6
-            status, _, body, _ = portal.get("/readyz")
-            assert (status, body["failed"]) == (503, ["database"])
-            samples = parse(portal.get("/metrics")[2])
-            assert samples["portal_database_up"][()] == 0
-            assert samples["portal_plugin_state"][of("broken", state="FAILED")] == 1
+            assert_database_named_and_series_kept(portal, before)
         finally:
             portal.cluster.start()
-        wait_until(
-            lambda: portal.get("/v1/plugins")[2][0]["stale"] is False,
-            timeout=30,
-            what="fresh health after the database restarted",
-        )
-        assert portal.server.log_text().count(OUTAGE_STARTS) == 2
+        outage.await_fresh()
+        assert outage.lines() == (1, 1), portal.server.log_text()
