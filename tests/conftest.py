@@ -213,6 +213,12 @@ def sandbox_settings():
 # --- health and operations API ---
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_background_health_refresher():
+    """No request in the test process starts the node's refresher thread, even between tests."""
+    settings.PORTAL_HEALTH_REFRESH_ON_READ = True
+
+
 @pytest.fixture(autouse=True)
 def _fresh_health_snapshot(settings, tmp_path_factory):
     """Every test has a node health snapshot file of its own, none yet, refreshed on each read.

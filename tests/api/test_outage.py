@@ -320,4 +320,4 @@ class TestNodeRefresher:
         finally:
             first.stop(wait_s=10)
             second.stop(wait_s=10)
-        assert "health-snapshot-refresher" not in {t.name for t in threading.enumerate()}
+        assert not {first._thread, second._thread} & set(threading.enumerate())
