@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import Any, NotRequired, TypedDict, cast
 
 from plugins_app import node_file, selectors
 from plugins_app.models import DURATION_BUCKETS
@@ -26,6 +26,7 @@ class PluginReading(TypedDict):
     state: str
     enabled: bool
     consecutive_failures: int
+    quarantined: NotRequired[bool]  # absent from a last reading an older version wrote
     running: int
     queued: int
     runs: dict[str, int]  # finished runs by outcome label ('ok': succeeded)
@@ -62,6 +63,7 @@ def _plugin_reading(row: dict[str, Any], tallies: list[dict[str, Any]], queued: 
         state=row["state"],
         enabled=row["enabled"],
         consecutive_failures=row["consecutive_failures"],
+        quarantined=row["quarantined_until"] is not None,
         running=row["running_count"],
         queued=queued,
         runs={tally["outcome"]: tally["runs"] for tally in tallies},
