@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
+import shutil
 import signal
 import statistics
 import sys
@@ -161,10 +162,10 @@ def main() -> int:
     cluster = PrivateCluster()
     server = None
     phases: list[Phase] = []
+    var = Path(tempfile.mkdtemp(prefix="api-outages-"))
     try:
         cluster.start()
         cluster.create_database()
-        var = Path(tempfile.mkdtemp(prefix="api-outages-"))
         env = portal_env(cluster.url, var, PORTAL_DB_DEADLINE_S="2")
         manage(env, "migrate", "--noinput")
         names = [f"plugin-{index:04d}" for index in range(1, args.plugins + 1)]
@@ -203,6 +204,7 @@ def main() -> int:
         if server is not None:
             server.stop()
         cluster.remove()
+        shutil.rmtree(var, ignore_errors=True)
 
     print(f"gunicorn 2 workers x 4 threads, {args.plugins} plugins, {args.requests} rounds/phase")
     for phase in phases:
