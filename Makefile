@@ -60,7 +60,7 @@ test: env
 # What the pre-commit hook runs: every test but those that need an outside part (a browser,
 # portal processes of their own, promtool, a broker); CI runs them all with `make test` (docs/contributing.md).
 test-quick: env
-	$(VENV)/bin/pytest -q --numprocesses=$(TEST_WORKERS) --dist=loadgroup -m "not browser and not portal_processes and not promtool and not broker" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q --numprocesses=$(TEST_WORKERS) --dist=loadgroup -m "not browser and not portal_processes and not promtool and not postgres_cluster and not broker" $(PYTEST_ARGS)
 
 # House rules checked on the source (docs/contributing.md lists what each rule protects).
 audit: env
