@@ -58,10 +58,10 @@ test: env torch-env
 	$(VENV)/bin/pytest --numprocesses=$(TEST_WORKERS) --dist=loadgroup --cov --cov-report=term --cov-report=xml --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
 
 # What the pre-commit hook runs: every test but those that need an outside part (a browser,
-# portal processes of their own, promtool, a broker, the torch environment); CI runs them all with
-# `make test` (docs/contributing.md).
+# portal processes of their own, promtool, a private PostgreSQL cluster, a broker, the torch
+# environment); CI runs them all with `make test` (docs/contributing.md).
 test-quick: env
-	$(VENV)/bin/pytest -q --numprocesses=$(TEST_WORKERS) --dist=loadgroup -m "not browser and not portal_processes and not promtool and not broker and not torch" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q --numprocesses=$(TEST_WORKERS) --dist=loadgroup -m "not browser and not portal_processes and not promtool and not postgres_cluster and not broker and not torch" $(PYTEST_ARGS)
 
 # The torch plugin environment the `torch` tests and examples/torch use: a venv of its own
 # (never .venv) with the CPU build of torch 2.13.0 that pip finds on this machine's disk.

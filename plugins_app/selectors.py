@@ -60,6 +60,7 @@ HEALTH_FIELDS = (
     "quarantine",
     "checked_at",
     "stale",
+    "stale_since",
 )
 
 # Only the columns a health record needs, so a list of thousands stays one light query.
@@ -198,6 +199,7 @@ def _health(row: dict[str, Any], now: datetime | None) -> dict[str, Any]:
         },
         "checked_at": _iso(now),
         "stale": False,
+        "stale_since": None,
     }
 
 
