@@ -3,15 +3,16 @@
 A plugin module may say ``python = "/srv/envs/ocr/bin/python"`` (an interpreter path) or
 ``python = "torch"`` (a name the operator maps to a path in ``PORTAL_PLUGIN_ENVIRONMENTS``).
 The portal must know it before the plugin is imported (its imports exist only in that
-interpreter), so it is read from the source text with ``ast``: a top-level assignment of a
-string literal. Standard library only; parsing runs none of the plugin's code.
+interpreter), so it is read from the source text with ``tokenize``: a top-level assignment of a
+string literal. Standard library only; reading runs none of the plugin's code.
 """
 
 from __future__ import annotations
 
-import ast
+import codecs
 import dataclasses
 import os
+import tokenize
 
 __all__ = ["DeclaredPython", "declared_python"]
 
@@ -54,31 +55,84 @@ _read: dict[tuple[str, int, int], DeclaredPython] = {}
 
 
 def _read_source(source: str) -> DeclaredPython:
+    # tokenize, not ast: CPython 3.11's ast.parse is not safe while another thread parses.
     try:
         with open(source, "rb") as handle:
-            tree = ast.parse(handle.read(), filename=source)
-    except (OSError, SyntaxError, ValueError):
+            tokens = list(tokenize.tokenize(handle.readline))
+    except (OSError, SyntaxError, tokenize.TokenError, UnicodeDecodeError):
         return DeclaredPython()  # the load reports what is wrong with the source itself
-    for node in tree.body:
-        value = _assigned_value(node)
-        if value is None:
+    depth, starts = 0, True
+    for index, token in enumerate(tokens):
+        if token.type == tokenize.INDENT:
+            depth += 1
+        elif token.type == tokenize.DEDENT:
+            depth -= 1
+        elif token.type == tokenize.NEWLINE:
+            starts = True
             continue
-        if isinstance(value, ast.Constant) and isinstance(value.value, str) and value.value:
-            return DeclaredPython(value.value.strip())
-        return DeclaredPython(
-            problem=(
-                "python must be a string literal (an interpreter path such as "
-                "'/srv/envs/ocr/bin/python', or a name from PORTAL_PLUGIN_ENVIRONMENTS), "
-                f"not {ast.unparse(value)[:100]!r}: the portal reads it before importing the plugin"
-            )
-        )
+        if token.type in (
+            tokenize.NL,
+            tokenize.COMMENT,
+            tokenize.INDENT,
+            tokenize.DEDENT,
+            tokenize.ENCODING,
+        ):
+            continue
+        if (
+            starts
+            and depth == 0
+            and token.type == tokenize.NAME
+            and token.string == PYTHON_DECLARATION
+        ):
+            declared = _declared_value(tokens[index + 1 :])
+            if declared is not None:
+                return declared
+        starts = False
     return DeclaredPython()
 
 
-def _assigned_value(node: ast.stmt) -> ast.expr | None:
-    if isinstance(node, ast.Assign):
-        names = [t.id for t in node.targets if isinstance(t, ast.Name)]
-        return node.value if PYTHON_DECLARATION in names else None
-    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-        return node.value if node.target.id == PYTHON_DECLARATION else None
+def _declared_value(rest: list[tokenize.TokenInfo]) -> DeclaredPython | None:
+    """The value of ``python = ...`` (or ``python: str = ...``) from the tokens after the name;
+    None when the statement assigns nothing to it."""
+    statement = []
+    for token in rest:
+        if token.type in (tokenize.NEWLINE, tokenize.ENDMARKER):
+            break
+        if token.type not in (tokenize.NL, tokenize.COMMENT):
+            statement.append(token)
+    if not statement or statement[0].string not in ("=", ":"):
+        return None
+    equals = [i for i, token in enumerate(statement) if token.string == "="]
+    if not equals:
+        return None
+    value = statement[equals[0] + 1 :]
+    if not value:
+        return None  # not Python: the load reports the syntax error
+    text = _string_literal(value[0]) if len(value) == 1 else None
+    if text:
+        return DeclaredPython(text.strip())
+    first, last = value[0], value[-1]
+    same_line = first.start[0] == last.end[0]
+    shown = first.line[first.start[1] : last.end[1]] if same_line else first.string + " ..."
+    shown = shown[:100]
+    return DeclaredPython(
+        problem=(
+            "python must be a string literal (an interpreter path such as "
+            "'/srv/envs/ocr/bin/python', or a name from PORTAL_PLUGIN_ENVIRONMENTS), "
+            f"not {shown!r}: the portal reads it before importing the plugin"
+        )
+    )
+
+
+def _string_literal(token: tokenize.TokenInfo) -> str | None:
+    """A plain or raw string literal's text; None for anything else (f-, byte strings)."""
+    if token.type != tokenize.STRING:
+        return None
+    text = token.string
+    prefix = text[: len(text) - len(text.lstrip("rRuU"))].lower()
+    body = text[len(prefix) :]
+    for quote in ('"""', "'''", '"', "'"):
+        if body.startswith(quote) and body.endswith(quote) and len(body) >= 2 * len(quote):
+            inner = body[len(quote) : -len(quote)]
+            return inner if "r" in prefix else codecs.decode(inner, "unicode_escape")
     return None
