@@ -16,6 +16,10 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 MAX_NAME_CHARS = 200  # Plugin.name's max_length
 MAX_VERSION_CHARS = 100  # Plugin.version's max_length
 REQUIRE_KEYS = ("modules", "gpu", "files", "env")  # what `requires` may declare
+# A declared `schedule`: exactly one of cron / every_s, and optional params and policies.
+SCHEDULE_KEYS = ("cron", "every_s", "params", "overlap", "missed")
+OVERLAP_POLICIES = ("skip", "queue_one", "allow")  # when the schedule's last run is still going
+MISSED_POLICIES = ("run_once", "skip")  # when occurrences passed while no scheduler ran
 
 # The loader's report (plugin_contract.loader.load_plugin): its statuses, stages, the kinds
 # of missing item, and every key the portal reads.
@@ -55,6 +59,7 @@ class Declarations(TypedDict):
     limits: Any  # {limit name: number} once checked
     params_schema: Any  # a JSON Schema (dict) for the params, or None; the portal validates it
     run_params: Any  # RunParams once checked; None when run() has no readable signature
+    schedule: Any  # {"cron" or "every_s", "params", "overlap", "missed"} or None
 
 
 class LoadReport(TypedDict):
@@ -70,6 +75,7 @@ class LoadReport(TypedDict):
     has_setup: bool
     params_schema: NotRequired[dict[str, Any] | None]  # as declared (older hosts: absent)
     run_params: NotRequired[RunParams | None]  # run()'s signature (older hosts: absent)
+    schedule: NotRequired[dict[str, Any] | None]  # as declared, shape-checked (older: absent)
     missing: list[MissingItem]  # status "unavailable": what the process lacks
     error_type: str | None  # status "failed": the exception's type, or InvalidDeclaration
     message: str | None
@@ -99,10 +105,13 @@ __all__ = [
     "LOAD_STATUSES",
     "MAX_NAME_CHARS",
     "MAX_VERSION_CHARS",
+    "MISSED_POLICIES",
     "MISSING_KINDS",
     "NAME_PATTERN",
+    "OVERLAP_POLICIES",
     "REPORT_KEYS",
     "REQUIRE_KEYS",
+    "SCHEDULE_KEYS",
     "Declarations",
     "LoadReport",
     "LoadStage",

@@ -156,6 +156,13 @@ class Plugin(models.Model):
         blank=True,
         help_text="Running mean over the timed runs since the counters were last reset.",
     )
+    next_scheduled_at = models.DateTimeField(
+        "next scheduled run",
+        null=True,
+        blank=True,
+        help_text="The earliest next run of the plugin's enabled schedules (kept by "
+        "plugins_app.schedules).",
+    )
     timed_run_count = models.PositiveBigIntegerField(
         "timed runs",
         default=0,
@@ -432,3 +439,12 @@ class RunTally(models.Model):
 
     def __str__(self) -> str:
         return f"{self.plugin_id} {self.outcome}: {self.runs}"
+
+
+# Models of the feature packages: imported here so Django registers them with this app.
+from plugins_app.notifications.models import (  # noqa: E402, F401
+    DeliveryStatus,
+    Webhook,
+    WebhookDelivery,
+)
+from plugins_app.schedules.models import Schedule, ScheduleFiring  # noqa: E402, F401

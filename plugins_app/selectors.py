@@ -52,6 +52,7 @@ HEALTH_FIELDS = (
     "last_duration_ms",
     "avg_duration_ms",
     "params_schema",
+    "next_scheduled_at",
     "checked_at",
     "stale",
 )
@@ -74,6 +75,7 @@ _HEALTH_COLUMNS = (
     "last_duration_ms",
     "avg_duration_ms",
     "params_schema",
+    "next_scheduled_at",
 )
 
 
@@ -173,6 +175,7 @@ def _health(row: dict[str, Any], now: datetime | None) -> dict[str, Any]:
         "last_duration_ms": _round(row["last_duration_ms"]),
         "avg_duration_ms": _round(row["avg_duration_ms"]),
         "params_schema": row["params_schema"],
+        "next_scheduled_at": _iso(row["next_scheduled_at"]),
         "checked_at": _iso(now),
         "stale": False,
     }

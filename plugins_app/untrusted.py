@@ -255,6 +255,7 @@ class LoaderReport:
     changes: tuple[str, ...] = ()
     params_schema: dict[str, Any] | None = None  # as declared; validated by the portal
     run_params: dict[str, Any] | None = None  # run()'s signature, as plugin_contract.RunParams
+    schedule: dict[str, Any] | None = None  # as declared; the portal checks its cron and policies
 
 
 def load_report(
@@ -310,6 +311,10 @@ def load_report(
     limits = _declared("limits", report["limits"], changes)
     schema = report.get("params_schema")
     params_schema = None if schema is None else _declared("params_schema", schema, changes)
+    declared_schedule = report.get("schedule")
+    schedule = (
+        None if declared_schedule is None else _declared("schedule", declared_schedule, changes)
+    )
     return LoaderReport(
         status=status,
         stage=stage,
@@ -326,6 +331,7 @@ def load_report(
         changes=tuple(changes),
         params_schema=params_schema,
         run_params=_run_params(report.get("run_params")),
+        schedule=schedule,
     )
 
 

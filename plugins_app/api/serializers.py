@@ -219,6 +219,11 @@ class HealthRecordSerializer(serializers.Serializer):
         help_text="The JSON Schema the plugin declares for its run params (`params_schema`); "
         "runs with params against it are refused with a 400. Null when it declares none.",
     )
+    next_scheduled_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="When the plugin's next scheduled run is due (the earliest of its enabled "
+        "schedules); null when it has none.",
+    )
     checked_at = serializers.DateTimeField(help_text="When this record was read from the database.")
     stale = serializers.BooleanField(
         help_text="True when the database could not be read and this is the last known record."

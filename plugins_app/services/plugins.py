@@ -28,6 +28,7 @@ class PluginMetadata:
     limits: dict[str, Any] | None = None
     run_params: dict[str, Any] | None = None  # plugin_contract.RunParams, or None if unknown
     params_schema: dict[str, Any] | None = None
+    schedule: dict[str, Any] | None = None  # declared; kept as a Schedule row, not a column
 
 
 @transaction.atomic
