@@ -8,3 +8,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 os.environ.setdefault("PORTAL_REQUIRE_SECRET_KEY", "1")
 
 application = get_asgi_application()
+
+from plugins_app.background import start_web_process_loops  # noqa: E402 (needs Django set up)
+
+start_web_process_loops()

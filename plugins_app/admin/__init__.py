@@ -16,6 +16,8 @@ from plugins_app import token_admin as _token_admin  # noqa: F401 - registers th
 from plugins_app.admin.history import PluginEventAdmin, PluginRunAdmin
 from plugins_app.admin.large_tables import CappedCountPaginator
 from plugins_app.admin.plugins import LATEST_EVENTS, LATEST_RUNS, PluginAdmin
+from plugins_app.notifications import admin as _notifications_admin  # noqa: F401 - registers
+from plugins_app.schedules import admin as _schedules_admin  # noqa: F401 - registers
 
 __all__ = [
     "LATEST_EVENTS",
