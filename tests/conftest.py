@@ -158,15 +158,23 @@ def _stop_background_work():
 
 
 # Admin roles: what each kind of operator may do (see docs/admin.md).
+_SEES = ("view_plugin", "view_pluginrun", "view_pluginevent", "view_schedule")
 OPERATOR_PERMISSIONS = {
-    "viewer": ("view_plugin", "view_pluginrun", "view_pluginevent"),
-    "runner": ("view_plugin", "view_pluginrun", "view_pluginevent", "run_plugin"),
+    "viewer": _SEES,
+    "runner": (*_SEES, "run_plugin"),
     "operator": (
-        "view_plugin",
-        "view_pluginrun",
-        "view_pluginevent",
+        *_SEES,
         "run_plugin",
         "operate_plugin",
+        "view_schedulefiring",
+        "add_schedule",
+        "change_schedule",
+        "delete_schedule",
+        "view_webhook",
+        "add_webhook",
+        "change_webhook",
+        "delete_webhook",
+        "view_webhookdelivery",
     ),
 }
 OPERATOR_PASSWORD = "operator-password-for-tests"

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from plugins_app.admin import display as show
 from plugins_app.notifications.events import EVENT_KINDS
 from plugins_app.notifications.models import Webhook, WebhookDelivery
+from plugins_app.schedules.admin import PluginByName
 
 
 class WebhookForm(forms.ModelForm):
+    url = forms.URLField(
+        label="URL",
+        max_length=1000,
+        assume_scheme="https",
+        help_text="Where the portal POSTs the JSON body (http or https).",
+    )
     events = forms.MultipleChoiceField(
         choices=(),
         required=False,
@@ -34,7 +42,7 @@ class WebhookForm(forms.ModelForm):
 
 
 @admin.register(Webhook)
-class WebhookAdmin(admin.ModelAdmin):
+class WebhookAdmin(PluginByName, admin.ModelAdmin):
     form = WebhookForm
     list_display = ("name", "url", "scope", "events_shown", "enabled", "created_at")
     list_filter = ("enabled",)
@@ -104,11 +112,28 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
 
     @admin.display(description="attempts, newest last")
     def attempt_log(self, delivery: WebhookDelivery):
-        return show.pretty_json(delivery.log)
+        if not delivery.log:
+            return "none yet"
+        return format_html_join(
+            "",
+            "<p>{} · {} · {} ms{}</p>",
+            (
+                (
+                    entry.get("at", "")[:19].replace("T", " "),
+                    f"HTTP {entry['status_code']}" if entry.get("status_code") else "no answer",
+                    entry.get("ms", "?"),
+                    f" · {entry['error']}" if entry.get("error") else "",
+                )
+                for entry in delivery.log
+            ),
+        )
 
     @admin.display(description="body sent")
     def body_shown(self, delivery: WebhookDelivery):
-        return show.preformatted(delivery.body)
+        try:
+            return show.pretty_json(json.loads(delivery.body))
+        except ValueError:
+            return show.preformatted(delivery.body)
 
     def has_add_permission(self, request):
         return False

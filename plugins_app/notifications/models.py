@@ -94,4 +94,4 @@ class WebhookDelivery(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.event} of {self.plugin_name} to {self.webhook}"
+        return f"'{self.event}' of plugin '{self.plugin_name}' to {self.webhook}"

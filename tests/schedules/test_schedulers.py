@@ -3,6 +3,7 @@ processes, several at once on one database, each occurrence fired once."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -81,7 +82,7 @@ class TestTwoSchedulerProcesses:
             assert "Traceback" not in stderr, stderr
             assert "Scheduler stopped" in stdout
         occurrences = sorted(firings.values_list("occurrence", flat=True))
-        steps = {later - earlier for earlier, later in zip(occurrences, occurrences[1:])}
+        steps = {later - earlier for earlier, later in itertools.pairwise(occurrences)}
         assert steps == {timedelta(seconds=1)}  # none twice, none left out
         assert set(firings.values_list("outcome", flat=True)) == {FiringOutcome.FIRED}
         runs = PluginRun.objects.filter(plugin=schedule.plugin)
