@@ -20,6 +20,7 @@ class WebhookForm(forms.ModelForm):
         label="URL",
         max_length=1000,
         assume_scheme="https",
+        widget=forms.URLInput(attrs={"class": "vURLField", "size": 80}),
         help_text="Where the portal POSTs the JSON body (http or https).",
     )
     events = forms.MultipleChoiceField(
@@ -36,9 +37,10 @@ class WebhookForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Read at form time: a feature may have registered a kind since import.
-        self.fields["events"].choices = [
-            (kind, f"{kind}: {description}") for kind, description in EVENT_KINDS.items()
-        ]
+        self.fields["events"].choices = [(kind, kind) for kind in EVENT_KINDS]
+        self.fields["events"].help_text = "Leave all unticked to receive every kind. " + "; ".join(
+            f"{kind}: {description}" for kind, description in EVENT_KINDS.items()
+        )
 
 
 @admin.register(Webhook)
