@@ -37,8 +37,10 @@ class WebhookForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Read at form time: a feature may have registered a kind since import.
-        self.fields["events"].choices = [(kind, kind) for kind in EVENT_KINDS]
-        self.fields["events"].help_text = "Leave all unticked to receive every kind. " + "; ".join(
+        events = self.fields["events"]
+        assert isinstance(events, forms.MultipleChoiceField)
+        events.choices = [(kind, kind) for kind in EVENT_KINDS]
+        events.help_text = "Leave all unticked to receive every kind. " + "; ".join(
             f"{kind}: {description}" for kind, description in EVENT_KINDS.items()
         )
 
@@ -46,6 +48,7 @@ class WebhookForm(forms.ModelForm):
 @admin.register(Webhook)
 class WebhookAdmin(PluginByName, admin.ModelAdmin):
     form = WebhookForm
+    raw_id_fields = ("plugin",)
     list_display = ("name", "url", "scope", "events_shown", "enabled", "created_at")
     list_filter = ("enabled",)
     list_select_related = ("plugin",)
@@ -55,7 +58,7 @@ class WebhookAdmin(PluginByName, admin.ModelAdmin):
 
     @admin.display(description="plugins")
     def scope(self, webhook: Webhook) -> str:
-        return webhook.plugin.name if webhook.plugin_id else "all plugins"
+        return webhook.plugin.name if webhook.plugin is not None else "all plugins"
 
     @admin.display(description="events")
     def events_shown(self, webhook: Webhook) -> str:

@@ -24,7 +24,7 @@ class ScheduleForm(forms.ModelForm):
         fields = ("plugin", "name", "cron", "every_s", "params", "overlap", "missed", "enabled")
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         cron = (data.get("cron") or "").strip()
         every_s = data.get("every_s")
         if bool(cron) == (every_s is not None):
@@ -47,10 +47,9 @@ class ScheduleForm(forms.ModelForm):
 
 
 class PluginByName:
-    """The plugin field of a form: an id box, over plugins by name (the plugins page's own
-    ordering is an annotation its list adds, unknown to a plain queryset)."""
-
-    raw_id_fields = ("plugin",)  # a select of 10,000 plugins would be of no use
+    """The plugin field of a form over plugins by name (the plugins page's own ordering is an
+    annotation its list adds, unknown to a plain queryset); give it raw_id_fields = ("plugin",)
+    too, since a select of 10,000 plugins would be of no use."""
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "plugin":
@@ -84,6 +83,7 @@ class FiringInline(admin.TabularInline):
 @admin.register(Schedule)
 class ScheduleAdmin(PluginByName, admin.ModelAdmin):
     form = ScheduleForm
+    raw_id_fields = ("plugin",)
     list_display = (
         "name",
         "plugin",
