@@ -1,5 +1,5 @@
-"""The portal's background loops, started by each web process (portal/wsgi.py, asgi.py) and
-by `manage.py runscheduler`: the scheduler and the webhook deliverer."""
+"""The portal's background loops, the scheduler and the webhook deliverer: started by each web
+process (portal/wsgi.py, portal/asgi.py) and by `manage.py runscheduler`."""
 
 from __future__ import annotations
 
