@@ -10,6 +10,7 @@ from django.contrib import admin
 from django.utils.html import format_html
 
 from plugins_app.admin import display as show
+from plugins_app.admin.plugins import ReadOnlyInline
 from plugins_app.models import Plugin
 from plugins_app.schedules import timing
 from plugins_app.schedules.models import Origin, Schedule, ScheduleFiring
@@ -57,11 +58,8 @@ class PluginByName:
         return super().formfield_for_foreignkey(db_field, request, **kwargs)  # type: ignore[misc]
 
 
-class FiringInline(admin.TabularInline):
+class FiringInline(ReadOnlyInline):
     model = ScheduleFiring
-    extra = 0
-    max_num = 0
-    can_delete = False
     fields = ("occurrence", "outcome", "run_shown", "note", "fired_by")
     readonly_fields = fields
     ordering = ("-occurrence",)
@@ -75,9 +73,6 @@ class FiringInline(admin.TabularInline):
     @admin.display(description="run")
     def run_shown(self, firing: ScheduleFiring):
         return show.run_link(firing.run_id)
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Schedule)

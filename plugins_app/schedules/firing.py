@@ -72,25 +72,11 @@ def _decide(schedule_id: int, now: datetime) -> ScheduleFiring | None:
     late_s = (now - due.first).total_seconds()
     missed = due.count > 1 or late_s > settings.PORTAL_SCHEDULER_GRACE_S
     if missed and schedule.missed == Missed.SKIP:
-        note = reasons.schedule_missed(
-            plugin=schedule.plugin.name,
-            schedule=schedule.name,
-            missed=due.count,
-            since=due.first,
-            ran=False,
-        )
-        decision: Decision = (FiringOutcome.MISSED, None, note)
+        decision: Decision = (FiringOutcome.MISSED, None, _missed_note(schedule, due, ran=False))
     else:
         decision = _overlap_or_submit(schedule)
         if missed and decision[0] == FiringOutcome.FIRED:
-            note = reasons.schedule_missed(
-                plugin=schedule.plugin.name,
-                schedule=schedule.name,
-                missed=due.count,
-                since=due.first,
-                ran=True,
-            )
-            decision = (decision[0], decision[1], note)
+            decision = (decision[0], decision[1], _missed_note(schedule, due, ran=True))
     outcome, run, note = decision
     firing = ScheduleFiring.objects.create(
         schedule=schedule,
@@ -105,6 +91,16 @@ def _decide(schedule_id: int, now: datetime) -> ScheduleFiring | None:
     _record_on_schedule(schedule, outcome, run, note)
     refresh_plugin_next_run(schedule.plugin_id)
     return firing
+
+
+def _missed_note(schedule: Schedule, due: timing.Due, *, ran: bool) -> str:
+    return reasons.schedule_missed(
+        plugin=schedule.plugin.name,
+        schedule=schedule.name,
+        missed=due.count,
+        since=due.first,
+        ran=ran,
+    )
 
 
 def _going_run(schedule: Schedule) -> PluginRun | None:

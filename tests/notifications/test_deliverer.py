@@ -82,9 +82,10 @@ class TestDeliver:
 @pytest.mark.django_db(transaction=True)
 class TestHangingReceiver:
     def test_hanging_receiver__runs_and_health_reads_go_on(
-        self, webhook, receiver, make_plugin, finish_run, client
+        self, webhook, receiver, make_plugin, finish_run, client, settings
     ):
         """While the receiver hangs on a delivery, runs finish and health reads answer."""
+        settings.PORTAL_NOTIFY_TIMEOUT_S = 60  # longer than the test: only the hold ends it
         receiver.hang = True
         plugin = make_plugin()
         finish_run(plugin.name, RunStatus.FAILED)  # commits: the deliverer thread posts it
@@ -94,6 +95,7 @@ class TestHangingReceiver:
         assert response.status_code == 200 and response.json()["state"] == "INITIALIZED"
         # All of it while the receiver still holds the first request open.
         assert not receiver.hold.is_set()
+        assert WebhookDelivery.objects.get(event="failed").status == DeliveryStatus.PENDING
         assert WebhookDelivery.objects.filter(event="recovered").exists()
         receiver.hold.set()
         deliverer.deliverer_loop.wake()
