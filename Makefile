@@ -50,12 +50,12 @@ COVERAGE_FLOOR ?= 90
 # Test processes (pytest-xdist): every core; TEST_WORKERS=0 runs in this one process.
 TEST_WORKERS ?= auto
 test: env
-	$(VENV)/bin/pytest --numprocesses=$(TEST_WORKERS) --cov --cov-report=term --cov-report=xml --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
+	$(VENV)/bin/pytest --numprocesses=$(TEST_WORKERS) --dist=loadgroup --cov --cov-report=term --cov-report=xml --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
 
 # What the pre-commit hook runs: every test but those that need an outside part (a browser,
 # portal processes of their own, promtool); CI runs them all with `make test` (docs/contributing.md).
 test-quick: env
-	$(VENV)/bin/pytest -q --numprocesses=$(TEST_WORKERS) -m "not browser and not portal_processes and not promtool" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q --numprocesses=$(TEST_WORKERS) --dist=loadgroup -m "not browser and not portal_processes and not promtool" $(PYTEST_ARGS)
 
 # House rules checked on the source (docs/contributing.md lists what each rule protects).
 audit: env

@@ -30,8 +30,9 @@ from pathlib import Path
 
 import pytest
 
-# Every test here starts portal processes of its own (docs/contributing.md, the hook).
-pytestmark = pytest.mark.portal_processes
+# Every test here starts portal processes of its own (docs/contributing.md, the hook); one
+# xdist worker runs them all, so the Quickstart's `make run` (about 20 s) happens once.
+pytestmark = [pytest.mark.portal_processes, pytest.mark.xdist_group("quickstart")]
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
