@@ -60,7 +60,7 @@ class PluginByName:
 
 class FiringInline(ReadOnlyInline):
     model = ScheduleFiring
-    fields = ("occurrence", "outcome", "run_shown", "note", "fired_by")
+    fields = ("occurrence_shown", "outcome", "run_shown", "note", "fired_by")
     readonly_fields = fields
     ordering = ("-occurrence",)
     verbose_name_plural = "latest firings"
@@ -69,6 +69,10 @@ class FiringInline(ReadOnlyInline):
         latest = super().get_queryset(request).order_by("-occurrence")
         ids = list(latest.values_list("pk", flat=True)[:20])
         return super().get_queryset(request).filter(pk__in=ids).select_related("run")
+
+    @admin.display(description="occurrence")
+    def occurrence_shown(self, firing: ScheduleFiring):
+        return show.timestamp(firing.occurrence)
 
     @admin.display(description="run")
     def run_shown(self, firing: ScheduleFiring):
