@@ -89,6 +89,14 @@ class TestScheduleForm:
         page = operator.get(reverse("admin:plugins_app_schedule_change", args=[schedule.pk]))
         html = page.content.decode()
         assert 'name="enabled"' in html and 'name="every_s"' not in html
+        paused = operator.post(
+            reverse("admin:plugins_app_schedule_change", args=[schedule.pk]),
+            {"firings-TOTAL_FORMS": "0", "firings-INITIAL_FORMS": "0"},
+        )
+        assert paused.status_code == 302, paused.content.decode()[:2000]
+        schedule.refresh_from_db()
+        assert (schedule.enabled, schedule.next_run_at) == (False, None)
+        assert Plugin.objects.get(pk=plugin.pk).next_scheduled_at is None
 
 
 class TestWebhooks:
