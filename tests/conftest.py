@@ -146,6 +146,18 @@ def _stop_heartbeat():
     heartbeat().stop(timeout_s=0)
 
 
+@pytest.fixture(autouse=True)
+def _stop_background_loops():
+    """A commit with webhooks wakes the deliverer thread; stop it (and a scheduler thread a
+    test started) after the test, before its database goes."""
+    yield
+    from plugins_app.notifications.deliverer import deliverer_loop
+    from plugins_app.schedules.scheduler import scheduler_loop
+
+    deliverer_loop.stop()
+    scheduler_loop.stop()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _stop_background_work():
     """Stop the run executor, the heartbeat thread and warm plugin hosts after the suite."""
