@@ -58,6 +58,8 @@ class Declarations(TypedDict):
     requires: Any  # {"modules": [...], "files": [...], "env": [...], "gpu": bool} once checked
     limits: Any  # {limit name: number} once checked
     params_schema: Any  # a JSON Schema (dict) for the params, or None; the portal validates it
+    retry: Any  # plugin_contract.policies.RetryPolicy once checked, or None (no retry)
+    quarantine_after: Any  # consecutive failures before quarantine (0: never), or None (default)
     run_params: Any  # RunParams once checked; None when run() has no readable signature
     schedule: Any  # {"cron" or "every_s", "params", "overlap", "missed"} or None
 
@@ -75,6 +77,8 @@ class LoadReport(TypedDict):
     has_setup: bool
     params_schema: NotRequired[dict[str, Any] | None]  # as declared (older hosts: absent)
     run_params: NotRequired[RunParams | None]  # run()'s signature (older hosts: absent)
+    retry: NotRequired[dict[str, Any] | None]  # as declared and normalised (older hosts: absent)
+    quarantine_after: NotRequired[int | None]  # as declared (older hosts: absent)
     schedule: NotRequired[dict[str, Any] | None]  # as declared, shape-checked (older: absent)
     missing: list[MissingItem]  # status "unavailable": what the process lacks
     error_type: str | None  # status "failed": the exception's type, or InvalidDeclaration

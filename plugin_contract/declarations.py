@@ -1,5 +1,5 @@
-"""What a plugin module declares (name, version, description, requires, limits, run and
-setup), read with defaults and checked against the contract.
+"""What a plugin module declares (name, version, description, requires, limits, params_schema,
+retry, quarantine_after, run and setup), read with defaults and checked against the contract.
 
 Runs only in sandbox processes, on a module the loader imported; standard library only.
 """
@@ -21,6 +21,7 @@ from plugin_contract import (
     Declarations,
     RunParams,
 )
+from plugin_contract.policies import normalised_retry, quarantine_after_problem, retry_problem
 
 Problem = tuple[str, str]  # (the declaration that is wrong, what is wrong with it)
 
@@ -36,6 +37,8 @@ def read_declarations(module: Any, default_name: str) -> tuple[Declarations, Pro
         "requires": getattr(module, "requires", None) or {},
         "limits": getattr(module, "limits", None) or {},
         "params_schema": getattr(module, "params_schema", None),
+        "retry": getattr(module, "retry", None),
+        "quarantine_after": getattr(module, "quarantine_after", None),
         "run_params": None,
         "schedule": getattr(module, "schedule", None),
     }
@@ -50,6 +53,8 @@ def read_declarations(module: Any, default_name: str) -> tuple[Declarations, Pro
     declared["limits"] = dict(declared["limits"])
     if declared["params_schema"] is not None:
         declared["params_schema"] = dict(declared["params_schema"])
+    if declared["retry"] is not None:
+        declared["retry"] = normalised_retry(declared["retry"])
     if declared["schedule"] is not None:
         declared["schedule"] = _normalised_schedule(declared["schedule"])
     declared["run_params"] = run_params(module.run)
@@ -113,6 +118,11 @@ def _problem(declared: Declarations, module: Any) -> Problem | None:
             "params_schema must be a dict (a JSON Schema for the params), "
             f"not {type(schema).__name__}"
         )
+    if declared["retry"] is not None and retry_problem(declared["retry"]):
+        return "retry", str(retry_problem(declared["retry"]))
+    after = declared["quarantine_after"]
+    if after is not None and quarantine_after_problem(after):
+        return "quarantine_after", str(quarantine_after_problem(after))
     return (
         _requires_problem(declared["requires"])
         or _limits_problem(declared["limits"])

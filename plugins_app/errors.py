@@ -57,3 +57,15 @@ class TooManyVanished(PluginError):
     """A load would mark more plugins vanished at once than is plausible; nothing was written."""
 
     label = "too many vanished"
+
+
+class InvalidPolicy(PluginError):
+    """An operator's retry policy or quarantine threshold is not acceptable; nothing changed."""
+
+    label = "invalid policy"
+
+
+class NotQuarantined(PluginError):
+    """Lifting or extending the quarantine of a plugin that is not quarantined."""
+
+    label = "not quarantined"

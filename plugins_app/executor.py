@@ -8,7 +8,9 @@ Every run in progress in this process is registered with the heartbeat, a daemon
 that refreshes the runs' heartbeat_at every PORTAL_RUN_HEARTBEAT_S seconds and sweeps the
 database for runs whose heartbeat went stale (their process was killed), finishing them as
 INTERRUPTED through the services, and for runs queued by a process that died before starting
-them, which it adopts (a thread executor in this process runs them).
+them, which it adopts (a thread executor in this process runs them), and for retries whose
+backoff is over, which it starts (plugins_app.services.retries: the table is the schedule, so a
+restart loses none; a timer per retry queued here only saves waiting for the next tick).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -31,6 +33,7 @@ from django.utils import timezone
 
 from plugins_app import services
 from plugins_app.models import PluginRun, RunStatus
+from plugins_app.services import retries
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +152,7 @@ class Heartbeat:
 
 
 Job = Callable[[int], Any]  # what an executor does with a run id: start, call, record
+RETRY_TIMER_SLACK_S = 0.05  # a timer firing a hair early would find the retry not due yet
 
 
 class InlineExecutor:
@@ -173,6 +177,7 @@ class ThreadExecutor:
         self.job = job
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="portal-run")
         self._pending: set[int] = set()  # queued here, not started yet
+        self._stopped = False
         self._lock = threading.Lock()
 
     def submit(self, run_id: int) -> None:
@@ -187,14 +192,42 @@ class ThreadExecutor:
         A run queued by a process that died before starting it would wait forever. Adopting
         one that another process is about to start is harmless: run_start lets only one win.
         """
-        cutoff = timezone.now() - timedelta(seconds=settings.PORTAL_RUN_STALE_AFTER_S)
-        waiting = PluginRun.objects.filter(status=RunStatus.QUEUED, queued_at__lt=cutoff)
+        now = timezone.now()
+        cutoff = now - timedelta(seconds=settings.PORTAL_RUN_STALE_AFTER_S)
+        waiting = PluginRun.objects.filter(
+            retries.not_waiting(now), status=RunStatus.QUEUED, queued_at__lt=cutoff
+        )
         with self._lock:
             orphans = [pk for pk in waiting.values_list("pk", flat=True) if pk not in self._pending]
         for run_id in orphans:
             logger.warning("Adopting run %s: it was queued by a process that stopped", run_id)
             self.submit(run_id)
         return orphans
+
+    def dispatch_due_retries(self) -> list[int]:
+        """Queue here the retries whose backoff is over (another process may start one first:
+        run_start lets only one win)."""
+        due = retries.due_run_ids(now=timezone.now())
+        with self._lock:
+            due = [pk for pk in due if pk not in self._pending]
+        for run_id in due:
+            self.submit(run_id)
+        return due
+
+    def wake(self, run_id: int, not_before: datetime) -> None:
+        """Start a retry queued in this process when its backoff ends, not at the next tick."""
+        delay = (not_before - timezone.now()).total_seconds() + RETRY_TIMER_SLACK_S
+        timer = threading.Timer(max(0.0, delay), self._submit_if_due, args=(run_id,))
+        timer.daemon = True
+        timer.start()
+
+    def _submit_if_due(self, run_id: int) -> None:
+        try:
+            if self._stopped:  # stopped meanwhile: the sweep of a live executor starts it
+                return
+            self.submit(run_id)
+        except Exception:
+            logger.exception("Starting retry run %s failed; the next sweep starts it", run_id)
 
     def _work(self, run_id: int) -> None:
         with self._lock:
@@ -207,6 +240,7 @@ class ThreadExecutor:
             connection.close()
 
     def shutdown(self, *, wait: bool = True) -> None:
+        self._stopped = True
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
 
 
@@ -246,9 +280,12 @@ def _start(kind: str, job: Job) -> InlineExecutor | ThreadExecutor:
     try:
         reconcile_interrupted()
         executor.adopt_orphaned_queued_runs()
+        executor.dispatch_due_retries()
     except Exception:
         logger.exception("Reconciling interrupted runs failed; the heartbeat will retry")
     _heartbeat.add_sweep(executor.adopt_orphaned_queued_runs)
+    _heartbeat.add_sweep(executor.dispatch_due_retries)
+    retries.add_waker(executor.wake)
     _heartbeat.start()
     return executor
 
@@ -256,6 +293,8 @@ def _start(kind: str, job: Job) -> InlineExecutor | ThreadExecutor:
 def _stop(executor: InlineExecutor | ThreadExecutor, *, wait: bool) -> None:
     if isinstance(executor, ThreadExecutor):
         _heartbeat.remove_sweep(executor.adopt_orphaned_queued_runs)
+        _heartbeat.remove_sweep(executor.dispatch_due_retries)
+        retries.remove_waker(executor.wake)
     executor.shutdown(wait=wait)
 
 

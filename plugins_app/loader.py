@@ -266,6 +266,8 @@ def _load_one(spec: PluginSpec, *, preload: Preload | None = None) -> _Load:
             limits=report.limits,
             run_params=report.run_params,
             params_schema=report.params_schema,
+            retry=report.retry,
+            quarantine_after=report.quarantine_after,
             schedule=report.schedule,
         )
     if report.status == "ok":

@@ -93,6 +93,11 @@ def _state_metrics(plugins: list[PluginReading]) -> Iterator[Metric]:
     for value in PluginState.values:
         by_state.add_metric([value], sum(1 for plugin in plugins if plugin["state"] == value))
     yield by_state
+    yield _gauge(
+        "portal_plugins_quarantined",
+        "Plugins quarantined after failing in a row (runs refused, or one probe let through).",
+        sum(1 for plugin in plugins if plugin.get("quarantined", False)),
+    )
 
     state = GaugeMetricFamily(
         "portal_plugin_state",
@@ -107,13 +112,19 @@ def _state_metrics(plugins: list[PluginReading]) -> Iterator[Metric]:
         "Failed runs in a row since the last success (an operator's reset zeroes it).",
         labels=["plugin"],
     )
+    quarantined = GaugeMetricFamily(
+        "portal_plugin_quarantined",
+        "1 while the plugin is quarantined (its runs refused until a probe succeeds), else 0.",
+        labels=["plugin"],
+    )
     for plugin in plugins:
         name = plugin["name"]
         for value in PluginState.values:
             state.add_metric([name, value], 1 if plugin["state"] == value else 0)
         enabled.add_metric([name], 1 if plugin["enabled"] else 0)
         consecutive.add_metric([name], plugin["consecutive_failures"])
-    yield from (state, enabled, consecutive)
+        quarantined.add_metric([name], 1 if plugin.get("quarantined", False) else 0)
+    yield from (state, enabled, consecutive, quarantined)
 
 
 def _run_metrics(plugins: list[PluginReading]) -> Iterator[Metric]:

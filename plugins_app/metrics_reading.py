@@ -18,7 +18,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import Any, NotRequired, TypedDict, cast
 
 from plugins_app import selectors
 from plugins_app.models import DURATION_BUCKETS
@@ -31,6 +31,7 @@ class PluginReading(TypedDict):
     state: str
     enabled: bool
     consecutive_failures: int
+    quarantined: NotRequired[bool]  # absent from a last reading an older version wrote
     running: int
     queued: int
     runs: dict[str, int]  # finished runs by outcome label ('ok': succeeded)
@@ -67,6 +68,7 @@ def _plugin_reading(row: dict[str, Any], tallies: list[dict[str, Any]], queued: 
         state=row["state"],
         enabled=row["enabled"],
         consecutive_failures=row["consecutive_failures"],
+        quarantined=row["quarantined_until"] is not None,
         running=row["running_count"],
         queued=queued,
         runs={tally["outcome"]: tally["runs"] for tally in tallies},

@@ -9,6 +9,7 @@ from django.db import models
 from django.utils import timezone
 
 from plugin_contract import MAX_NAME_CHARS, MAX_VERSION_CHARS
+from plugins_app.policy_fields import PluginPolicyFields, RunAttemptFields
 
 
 class PluginState(models.TextChoices):
@@ -31,7 +32,7 @@ class SourceKind(models.TextChoices):
     ENTRY_POINT = "entry_point", "entry point"
 
 
-class Plugin(models.Model):
+class Plugin(PluginPolicyFields, models.Model):
     name = models.CharField(
         "name",
         max_length=MAX_NAME_CHARS,
@@ -202,6 +203,12 @@ class EventKind(models.TextChoices):
     DISABLED = "disabled", "Disabled"
     ENABLED = "enabled", "Enabled"
     COUNTERS_RESET = "counters_reset", "Counters reset"
+    POLICY_CHANGED = "policy_changed", "Retry/quarantine policy changed"
+    RETRY_SCHEDULED = "retry_scheduled", "Retry scheduled"
+    QUARANTINED = "quarantined", "Quarantined"
+    QUARANTINE_PROBE = "quarantine_probe", "Quarantine probe"
+    QUARANTINE_LIFTED = "quarantine_lifted", "Quarantine lifted"
+    QUARANTINE_EXTENDED = "quarantine_extended", "Quarantine extended"
 
 
 class PluginEvent(models.Model):
@@ -289,12 +296,12 @@ class RunOutcomeKind(models.TextChoices):
     DISK_LIMIT = "disk_limit", "disk limit"
     # The portal's own: the sandbox was never called, or the run's process went away.
     INTERRUPTED = "interrupted", "interrupted (worker stopped or died)"
-    REFUSED = "refused", "refused (disabled or unavailable)"
+    REFUSED = "refused", "refused (disabled, quarantined or unavailable)"
     MISSING = "missing", "source missing"
     INVALID_DECLARATION = "invalid_declaration", "invalid declaration"
 
 
-class PluginRun(models.Model):
+class PluginRun(RunAttemptFields, models.Model):
     plugin = models.ForeignKey(
         Plugin, on_delete=models.CASCADE, related_name="runs", verbose_name="plugin"
     )
@@ -358,6 +365,7 @@ class PluginRun(models.Model):
             models.Index(fields=["plugin", "-queued_at"], name="run_plugin_time_idx"),
             models.Index(fields=["-queued_at"], name="run_time_idx"),
             models.Index(fields=["status", "heartbeat_at"], name="run_status_heartbeat_idx"),
+            models.Index(fields=["status", "not_before"], name="run_status_not_before_idx"),
         ]
 
     def __str__(self) -> str:

@@ -33,6 +33,7 @@ from plugins_app.models import (
     RunStatus,
     RunTally,
 )
+from plugins_app.retry_policy import effective_quarantine_after, effective_retry, quarantine_state
 from plugins_app.storable import name_problem
 
 HEALTH_FIELDS = (
@@ -52,6 +53,10 @@ HEALTH_FIELDS = (
     "last_duration_ms",
     "avg_duration_ms",
     "params_schema",
+    "retry_policy",
+    "quarantine_after",
+    "next_retry_at",
+    "quarantine",
     "next_scheduled_at",
     "checked_at",
     "stale",
@@ -75,6 +80,13 @@ _HEALTH_COLUMNS = (
     "last_duration_ms",
     "avg_duration_ms",
     "params_schema",
+    "retry_declared",
+    "retry_override",
+    "quarantine_after_declared",
+    "quarantine_after_override",
+    "next_retry_at",
+    "quarantined_until",
+    "quarantine_reason",
     "next_scheduled_at",
 )
 
@@ -175,6 +187,16 @@ def _health(row: dict[str, Any], now: datetime | None) -> dict[str, Any]:
         "last_duration_ms": _round(row["last_duration_ms"]),
         "avg_duration_ms": _round(row["avg_duration_ms"]),
         "params_schema": row["params_schema"],
+        "retry_policy": effective_retry(row["retry_declared"], row["retry_override"]),
+        "quarantine_after": effective_quarantine_after(
+            row["quarantine_after_declared"], row["quarantine_after_override"]
+        ),
+        "next_retry_at": _iso(row["next_retry_at"]),
+        "quarantine": {
+            "state": quarantine_state(until=row["quarantined_until"], now=now),
+            "reason": row["quarantine_reason"] or None,
+            "until": _iso(row["quarantined_until"]),
+        },
         "next_scheduled_at": _iso(row["next_scheduled_at"]),
         "checked_at": _iso(now),
         "stale": False,
@@ -228,6 +250,7 @@ METRIC_COLUMNS = (
     "error_count",
     "consecutive_failures",
     "running_count",
+    "quarantined_until",
 )
 
 

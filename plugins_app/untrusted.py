@@ -27,6 +27,7 @@ from typing import Any, Generic, Literal, NamedTuple, TypeVar, cast
 
 # The loader's report vocabulary: the contract the plugin side writes (plugin_contract).
 from plugin_contract import LOAD_STAGES, LOAD_STATUSES, MISSING_KINDS, REPORT_KEYS, LoadReport
+from plugin_contract.policies import normalised_retry, quarantine_after_problem, retry_problem
 
 T = TypeVar("T")
 
@@ -255,6 +256,8 @@ class LoaderReport:
     changes: tuple[str, ...] = ()
     params_schema: dict[str, Any] | None = None  # as declared; validated by the portal
     run_params: dict[str, Any] | None = None  # run()'s signature, as plugin_contract.RunParams
+    retry: dict[str, Any] | None = None  # plugin_contract.policies.RetryPolicy, or none declared
+    quarantine_after: int | None = None  # None: none declared (the portal's default applies)
     schedule: dict[str, Any] | None = None  # as declared; the portal checks its cron and policies
 
 
@@ -331,8 +334,28 @@ def load_report(
         changes=tuple(changes),
         params_schema=params_schema,
         run_params=_run_params(report.get("run_params")),
+        retry=_retry(report.get("retry")),
+        quarantine_after=_quarantine_after(report.get("quarantine_after")),
         schedule=schedule,
     )
+
+
+def _retry(value: object) -> dict[str, Any] | None:
+    """The declared retry policy, checked as the plugin side checked it, with every key."""
+    if value is None:
+        return None
+    problem = retry_problem(value)
+    if problem:
+        raise MalformedReport(f"'retry' is not a retry policy: {problem}")
+    return dict(normalised_retry(cast(Mapping[str, Any], value)))
+
+
+def _quarantine_after(value: object) -> int | None:
+    if value is None:
+        return None
+    if quarantine_after_problem(value):
+        raise MalformedReport("'quarantine_after' is not a whole number of failures from 0")
+    return cast(int, value)
 
 
 def _run_params(value: object) -> dict[str, Any] | None:

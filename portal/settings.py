@@ -293,6 +293,10 @@ if PORTAL_RUN_STALE_AFTER_S <= 2 * PORTAL_RUN_HEARTBEAT_S:
         f"PORTAL_RUN_HEARTBEAT_S={PORTAL_RUN_HEARTBEAT_S:g}, or live runs get interrupted: raise "
         f"PORTAL_RUN_STALE_AFTER_S above {2 * PORTAL_RUN_HEARTBEAT_S:g} or lower the heartbeat"
     )
+# Automatic quarantine: the first cooldown before a probe run, and the cap a failed probe's
+# doubling stops at (docs/state-machine.md).
+PORTAL_QUARANTINE_COOLDOWN_S = env_number("PORTAL_QUARANTINE_COOLDOWN_S", 300.0)
+PORTAL_QUARANTINE_MAX_COOLDOWN_S = env_number("PORTAL_QUARANTINE_MAX_COOLDOWN_S", 6 * 3600.0)
 # Schedules (docs/admin.md): "thread" runs a scheduler in each web process, "off" leaves it to
 # `manage.py runscheduler`; any number of schedulers fire each occurrence once.
 PORTAL_SCHEDULER = os.environ.get("PORTAL_SCHEDULER", "thread")

@@ -64,6 +64,9 @@ class PluginRunAdmin(RunColumns, LargeHistoryAdmin):
                     "status_badge",
                     "outcome",
                     "actor",
+                    "attempt",
+                    "retry_of_link",
+                    "not_before",
                     "worker",
                     "queued_at",
                     "started_at",
@@ -110,6 +113,10 @@ class PluginRunAdmin(RunColumns, LargeHistoryAdmin):
     @admin.display(description="plugin", ordering="plugin__name")
     def plugin_name(self, obj: PluginRun):
         return plugin_link(obj.plugin_id, obj.plugin.name)
+
+    @admin.display(description="retry of")
+    def retry_of_link(self, obj: PluginRun):
+        return run_link(obj.retry_of_id) if obj.retry_of_id else "— (a first run)"
 
     @admin.display(description="status", ordering="status")
     def status_and_outcome(self, obj: PluginRun):

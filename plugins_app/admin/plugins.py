@@ -8,7 +8,6 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
-from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -21,6 +20,13 @@ from plugins_app.admin.display import (
     fieldset_fields,
     history_url,
     run_link,
+)
+from plugins_app.admin.policy import (
+    POLICY_ACTIONS,
+    POLICY_FIELDSET,
+    NoteForm,
+    PolicyAdmin,
+    quarantine_marker,
 )
 from plugins_app.admin.rerun import RerunWithParams, queued_message, rerun_refusal
 from plugins_app.errors import PluginError
@@ -129,18 +135,8 @@ class EventTimelineInline(ReadOnlyInline):
         return run_link(obj.run_id)
 
 
-class NoteForm(forms.Form):
-    note = forms.CharField(
-        label="Note",
-        required=False,
-        max_length=1000,
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-        help_text="Why: recorded in the plugin's event timeline with your user name.",
-    )
-
-
 @admin.register(Plugin)
-class PluginAdmin(RerunWithParams):
+class PluginAdmin(PolicyAdmin, RerunWithParams):
     list_display = (
         "name",
         "state_badge",
@@ -163,6 +159,7 @@ class PluginAdmin(RerunWithParams):
         "disable_selected",
         "enable_selected",
         "reset_counters_selected",
+        *POLICY_ACTIONS,
     )
     change_form_template = "admin/plugins_app/plugin/change_form.html"
     inlines = (LatestRunsInline, EventTimelineInline)
@@ -201,6 +198,7 @@ class PluginAdmin(RerunWithParams):
                 )
             },
         ),
+        POLICY_FIELDSET,
         (
             "Plugin",
             {
@@ -232,6 +230,7 @@ class PluginAdmin(RerunWithParams):
 
     def changelist_view(self, request, extra_context=None):
         executor.sweep_if_due()  # after a restart, runs of a dead process must not show RUNNING
+        pipeline.resume_background_runs()  # and due retries start, though nobody submits a run
         return super().changelist_view(request, extra_context)
 
     def get_ordering(self, request):
@@ -268,7 +267,7 @@ class PluginAdmin(RerunWithParams):
 
     @admin.display(description="state", ordering="problem_rank")
     def state_badge(self, obj: Plugin):
-        return show.state_badge(obj.state, obj.get_state_display())
+        return show.state_badge(obj.state, obj.get_state_display()) + quarantine_marker(obj)
 
     @admin.display(description="reason", ordering="reason")
     def reason_short(self, obj: Plugin):
@@ -462,24 +461,7 @@ class PluginAdmin(RerunWithParams):
                     messages.SUCCESS,
                 )
             return self._back_to_detail(request)
-        plugins = list(queryset.order_by("name").only("pk", "name", "state", "reason", "enabled"))
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"{verb} {plural(len(plugins))}?",
-            "opts": self.opts,
-            "verb": verb,
-            "action": action,
-            "plugins": plugins[:50],
-            "more": max(0, len(plugins) - 50),
-            "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
-            "select_across": request.POST.get("select_across", "0"),
-            "from_detail": request.POST.get("_from_detail", ""),
-            "form": form,
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-            "media": self.media,
-        }
-        request.current_app = self.admin_site.name
-        return TemplateResponse(request, "admin/plugins_app/plugin/action_note.html", context)
+        return self._form_page(request, queryset, form, action, verb)
 
     def _back_to_detail(self, request):
         """Actions started from a plugin's page return there; from the list, to the list."""

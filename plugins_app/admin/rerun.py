@@ -13,19 +13,22 @@ from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
-from plugins_app import pipeline, reasons, selectors
+from plugins_app import pipeline, reasons, reasons_policy, selectors
 from plugins_app.errors import PluginError
 from plugins_app.models import Plugin, PluginState
+from plugins_app.services.quarantine import refusal as quarantine_refusal
 
 PARAMS_EXAMPLE = '{"name": "Ann"}'
 
 
 def rerun_refusal(plugin: Plugin, *, with_reason: bool = True) -> str | None:
     """Why a rerun of the plugin would be refused or fail before run() (disabled, UNAVAILABLE,
-    or its last load failed), or None when a rerun can work. `with_reason=False` leaves out
-    the plugin's reason, for the plugin's page, which shows it just below."""
+    its last load failed, or quarantined), or None when a rerun can work. `with_reason=False`
+    leaves out the plugin's reason (and shortens a quarantine's), for the plugin's page, which
+    shows it just below."""
     reason = plugin.reason if with_reason else ""
     if not plugin.enabled:
         return reasons.plugin_disabled(
@@ -35,7 +38,12 @@ def rerun_refusal(plugin: Plugin, *, with_reason: bool = True) -> str | None:
         return reasons.plugin_unavailable_refusal(plugin=plugin.name, reason=reason)
     if plugin.load_failed:
         return reasons.rerun_needs_reload(plugin=plugin.name, reason=reason)
-    return None
+    refusal = quarantine_refusal(plugin, now=timezone.now())
+    if refusal and not with_reason and plugin.quarantined_until is not None:
+        return reasons_policy.rerun_while_quarantined(
+            plugin=plugin.name, until=plugin.quarantined_until
+        )
+    return refusal
 
 
 class RerunParamsForm(forms.Form):

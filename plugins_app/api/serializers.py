@@ -192,6 +192,34 @@ class NoSnapshotSerializer(serializers.Serializer):
     checked_at = serializers.DateTimeField(allow_null=True)
 
 
+class RetryPolicySerializer(serializers.Serializer):
+    max_attempts = serializers.IntegerField(
+        min_value=1, help_text="Attempts in all, the first run included (1: no retry)."
+    )
+    backoff_s = serializers.FloatField(
+        help_text="Wait before the second attempt, doubled per attempt, with jitter."
+    )
+    max_backoff_s = serializers.FloatField(help_text="The longest wait between two attempts.")
+    on_error = serializers.BooleanField(
+        help_text="Whether runs whose plugin raised an exception are retried too (timeouts, "
+        "crashes, memory, interruptions and sandbox failures always are)."
+    )
+
+
+class QuarantineSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(
+        choices=["closed", "open", "half_open"],
+        help_text="closed: runs go; open: runs are refused (not counted) until `until`; "
+        "half_open: the cooldown is over and one probe run may go, whose success lifts it.",
+    )
+    reason = serializers.CharField(
+        allow_null=True, help_text="Why it is quarantined and what to do; null when closed."
+    )
+    until = serializers.DateTimeField(
+        allow_null=True, help_text="When the cooldown ends and a probe run is let through."
+    )
+
+
 class HealthRecordSerializer(serializers.Serializer):
     """Documents `selectors.health_record`: every key is always present, null where unknown."""
 
@@ -218,6 +246,22 @@ class HealthRecordSerializer(serializers.Serializer):
         allow_null=True,
         help_text="The JSON Schema the plugin declares for its run params (`params_schema`); "
         "runs with params against it are refused with a 400. Null when it declares none.",
+    )
+    retry_policy = RetryPolicySerializer(
+        help_text="The retry policy in force: an operator's override, else what the plugin "
+        "declares (`retry`), else one attempt (no retry)."
+    )
+    quarantine_after = serializers.IntegerField(
+        min_value=0,
+        help_text="Consecutive failures that quarantine the plugin (0: never); the override, "
+        "else the declared `quarantine_after`, else 5.",
+    )
+    next_retry_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="When the earliest retry queued for the plugin may start; null: none queued.",
+    )
+    quarantine = QuarantineSerializer(
+        help_text="The automatic quarantine (circuit breaker) of the plugin."
     )
     next_scheduled_at = serializers.DateTimeField(
         allow_null=True,
@@ -259,6 +303,9 @@ class RunSummarySerializer(serializers.ModelSerializer):
             "error_type",
             "duration_ms",
             "actor",
+            "attempt",
+            "retry_of",
+            "not_before",
             "queued_at",
             "started_at",
             "finished_at",
@@ -322,6 +369,9 @@ class RunSerializer(serializers.ModelSerializer):
             "duration_ms",
             "actor",
             "worker",
+            "attempt",
+            "retry_of",
+            "not_before",
             "queued_at",
             "started_at",
             "finished_at",

@@ -1,7 +1,8 @@
 """The event kinds a webhook can receive, and which state change is which event.
 
-EVENT_KINDS is a registry: a feature that raises events of its own (quarantine) adds its
-kind with register_event_kind() and calls outbox.record_event() in its transaction.
+EVENT_KINDS is a registry: a feature that raises events of its own adds its kind with
+register_event_kind() and calls outbox.record_event() in its transaction, as the quarantine
+does (services/quarantine.py).
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from plugins_app.models import PluginState
 FAILED = "failed"
 UNAVAILABLE = "unavailable"
 RECOVERED = "recovered"
+QUARANTINED = "quarantined"
 
 EVENT_KINDS: dict[str, str] = {
     FAILED: "the plugin became FAILED",
     UNAVAILABLE: "the plugin became UNAVAILABLE",
     RECOVERED: "the plugin is INITIALIZED again after being FAILED or UNAVAILABLE",
+    QUARANTINED: "the plugin was quarantined after its failures in a row (runs refused)",
 }
 
 # States a plugin settles in; LOADED and RUNNING are on the way to one of them.

@@ -1,4 +1,5 @@
-"""The only code that changes the registry: plugins (plugins.py) and runs (runs.py), each
+"""The only code that changes the registry: plugins (plugins.py), runs (runs.py) and retry and
+quarantine policies (policies.py, retries.py, quarantine.py), each
 through the row locks and state changes of rows.py.
 
 Each service opens one transaction, locks the plugin row, checks the transition table, updates
@@ -17,6 +18,11 @@ from plugins_app.services.plugins import (
     plugin_mark_unavailable,
     plugin_register,
     plugin_reset_counters,
+)
+from plugins_app.services.policies import (
+    plugin_set_policy,
+    quarantine_extend,
+    quarantine_lift,
 )
 from plugins_app.services.runs import (
     PARAMS_REFUSED,
@@ -44,6 +50,9 @@ __all__ = [
     "plugin_mark_unavailable",
     "plugin_register",
     "plugin_reset_counters",
+    "plugin_set_policy",
+    "quarantine_extend",
+    "quarantine_lift",
     "run_finish",
     "run_heartbeat",
     "run_queue",

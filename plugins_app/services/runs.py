@@ -23,6 +23,7 @@ from plugins_app.models import (
     RunStatus,
 )
 from plugins_app.params_check import check_params
+from plugins_app.services import quarantine, retries
 from plugins_app.services.rows import locked_plugin, transition
 
 SYSTEM_ACTOR = "system"
@@ -52,22 +53,23 @@ class RunOutcome:
         return self.status == RunStatus.SUCCEEDED
 
 
-def _refusal(plugin: Plugin) -> str | None:
+def _refusal(plugin: Plugin, now: datetime) -> str | None:
     if not plugin.enabled:
         return reasons.plugin_disabled(
             plugin=plugin.name, by=plugin.disabled_by, note=plugin.disabled_note
         )
     if plugin.state == PluginState.UNAVAILABLE:
         return reasons.plugin_unavailable_refusal(plugin=plugin.name, reason=plugin.reason)
-    return None
+    return quarantine.refusal(plugin, now=now)
 
 
 @transaction.atomic
 def run_queue(*, name: str, params: dict[str, Any], actor: str) -> PluginRun:
     """Create a queued run, or refuse without counting anything: PluginRefused (disabled,
-    UNAVAILABLE), InvalidParams (params that do not fit run() or the params_schema)."""
+    quarantined, UNAVAILABLE), InvalidParams (params that do not fit run() or the
+    params_schema)."""
     plugin = locked_plugin(name)
-    refusal = _refusal(plugin)
+    refusal = _refusal(plugin, timezone.now())
     if refusal:
         raise PluginRefused(refusal)
     check_params(
@@ -83,8 +85,10 @@ def run_queue(*, name: str, params: dict[str, Any], actor: str) -> PluginRun:
 def run_start(*, run_id: int, worker: str) -> PluginRun:
     """A worker picked the run up: the run and the plugin become RUNNING.
 
-    Returns the run; its status is FAILED instead of RUNNING when the plugin was disabled or
-    became UNAVAILABLE while the run waited, and then nothing is counted.
+    Returns the run; its status is FAILED instead of RUNNING when the plugin was disabled,
+    quarantined or became UNAVAILABLE while the run waited, and then nothing is counted. The
+    claim is conditional: a run already claimed, or a retry whose backoff is not over, raises
+    IllegalTransition and is left as it is.
     """
     run = _locked_run(run_id)
     plugin = locked_plugin(run.plugin.name)
@@ -94,17 +98,27 @@ def run_start(*, run_id: int, worker: str) -> PluginRun:
             "start again (queue a new run instead)"
         )
     now = timezone.now()
-    refusal = _refusal(plugin)
+    if run.not_before is not None and run.not_before > now:
+        raise IllegalTransition(
+            f"Run {run_id} of plugin '{plugin.name}' is a retry waiting for its backoff until "
+            f"{run.not_before.isoformat()} (it starts then; nothing to do)"
+        )
+    refusal = _refusal(plugin, now)
     if refusal:
-        # Disabled or made UNAVAILABLE while queued: close the run, count nothing.
+        # Disabled, quarantined or made UNAVAILABLE while queued: close it, count nothing.
         PluginRun.objects.filter(pk=run.pk).update(
             status=RunStatus.FAILED, outcome=RunOutcomeKind.REFUSED, reason=refusal, finished_at=now
         )
+        if run.not_before is not None:
+            retries.refresh_next_retry(plugin)
         run.refresh_from_db()
         return run
+    quarantine.claim_probe(plugin, run, now=now)
     PluginRun.objects.filter(pk=run.pk).update(
         status=RunStatus.RUNNING, started_at=now, heartbeat_at=now, worker=worker
     )
+    if run.not_before is not None:
+        retries.refresh_next_retry(plugin)
     transition(
         plugin,
         PluginState.RUNNING,
@@ -203,6 +217,10 @@ def run_finish(
     transition(
         plugin, to_state, reason=reason, actor=actor or run.actor, run=run, extra_fields=counters
     )
+    failure = "" if outcome.succeeded else outcome.reason
+    quarantine.after_finish(plugin, run, succeeded=outcome.succeeded, failure=failure, now=now)
+    if not outcome.succeeded:
+        retries.schedule_retry(plugin, run, outcome=outcome.outcome, status=outcome.status, now=now)
     run.refresh_from_db()
     return run
 

@@ -89,7 +89,7 @@ class TestRerunOffered:
         """An UNAVAILABLE plugin's page offers Reload, not Rerun, and says why."""
         services.plugin_mark_unavailable(name="yolo", reason="Missing torch (install)", actor="t")
         content = operator_client.get(plugin_url("yolo")).content.decode()
-        assert action_buttons(content) == ["Reload", "Disable…", "Reset counters…"]
+        assert action_buttons(content) == ["Reload", "Disable…", "Reset counters…", "Retry policy…"]
         assert "Rerun with params" not in content
         assert "UNAVAILABLE" in re.search(r'class="rerun-note">(.*?)<', content, re.S).group(1)
 
@@ -99,7 +99,7 @@ class TestRerunOffered:
             name="broken", reason="Plugin 'broken' failed to import (fix it)", actor="t"
         )
         content = operator_client.get(plugin_url("broken")).content.decode()
-        assert action_buttons(content) == ["Reload", "Disable…", "Reset counters…"]
+        assert action_buttons(content) == ["Reload", "Disable…", "Reset counters…", "Retry policy…"]
         assert "reload" in re.search(r'class="rerun-note">(.*?)<', content, re.S).group(1)
 
     def test_bulk_rerun__skips_what_would_be_refused(self, operator_client, make_plugin):

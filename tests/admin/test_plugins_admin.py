@@ -285,7 +285,7 @@ class TestPluginDetail:
         [
             ("viewer", []),
             ("runner", ["Rerun", "Reload"]),
-            ("operator", ["Rerun", "Reload", "Disable…", "Reset counters…"]),
+            ("operator", ["Rerun", "Reload", "Disable…", "Reset counters…", "Retry policy…"]),
         ],
     )
     def test_detail__action_buttons_follow_permissions(
@@ -453,7 +453,7 @@ class TestPermissions:
         assert Plugin.objects.get(name="ocr").enabled is True
 
     def test_operator__has_every_action(self, operator_client, make_plugin):
-        """operate_plugin adds disable, enable and reset counters."""
+        """operate_plugin adds disable, enable, reset counters, the policy and quarantine."""
         make_plugin("ocr")
         choices = dict(operator_client.get(PLUGINS).context["action_form"].fields["action"].choices)
         assert set(choices) - {""} == {
@@ -462,6 +462,9 @@ class TestPermissions:
             "disable_selected",
             "enable_selected",
             "reset_counters_selected",
+            "set_policy_selected",
+            "lift_quarantine_selected",
+            "extend_quarantine_selected",
         }
 
 

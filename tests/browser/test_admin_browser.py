@@ -123,6 +123,7 @@ class TestOperatorInBrowser:
             "Reload",
             "Disable…",
             "Reset counters…",
+            "Retry policy…",
         ]
         screenshot(page, "03-plugin-detail-failed")
 

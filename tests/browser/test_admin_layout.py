@@ -34,11 +34,12 @@ LONG_REASON = (
 @pytest.fixture
 def operator_fleet(settings, make_operator) -> Iterator[None]:
     """Real examples in every situation the admin explains: ok, failing, unavailable, a failed
-    setup(), a syntax error, a crash followed by a good reload, a long reason."""
+    setup(), a syntax error, a crash followed by a good reload, a long reason, timeouts that
+    queued a retry and quarantined the plugin."""
     settings.PORTAL_PLUGIN_DIRS = [str(EXAMPLES)]
     settings.PORTAL_RUN_EXECUTOR = "thread"
     shutdown_executor()
-    names = ["hello", "flaky", "yolo", "bad_setup", "broken_syntax", "segfault"]
+    names = ["hello", "flaky", "yolo", "bad_setup", "broken_syntax", "segfault", "slow"]
     pipeline.load_plugins(names=names, actor="command:loadplugins")
     pipeline.run_plugin(name="hello", params={"name": "ops"}, actor="api:etl-nightly-batch")
     pipeline.run_plugin(name="flaky", params={"fail": True}, actor="schedule")
@@ -47,6 +48,13 @@ def operator_fleet(settings, make_operator) -> Iterator[None]:
     services.plugin_mark_unavailable(
         name="vision-enterprise-detector", reason=LONG_REASON, actor="command:loadplugins"
     )
+    retry = {"max_attempts": 3, "backoff_s": 600, "max_backoff_s": 3600}
+    services.plugin_set_policy(
+        name="slow", retry=retry, quarantine_after=2, note="GPU node flaps", actor="user:olivia"
+    )
+    pipeline.run_plugin(name="slow", params={"seconds": 0}, actor="schedule")  # its host warm
+    for _ in range(2):  # two timeouts: a retry queued for later, then the quarantine
+        pipeline.run_plugin(name="slow", params={"seconds": 30}, actor="schedule", timeout_s=0.5)
     make_operator("olivia", role="operator")
     yield
     shutdown_executor()
@@ -147,6 +155,7 @@ class TestEveryPageKept:
         log_in(page, live_server, "olivia")
         ids = dict(Plugin.objects.values_list("name", "pk"))
         crash = PluginRun.objects.filter(plugin__name="segfault").latest("pk")
+        retry = PluginRun.objects.filter(plugin__name="slow", attempt=2).earliest("pk")
         schedule, webhook, delivery = schedules_and_webhooks()
         pages = {
             "index": "/admin/",
@@ -155,6 +164,8 @@ class TestEveryPageKept:
             "plugin-unavailable": f"/admin/plugins_app/plugin/{ids['yolo']}/change/",
             "rerun-with-params": f"/admin/plugins_app/plugin/{ids['flaky']}/rerun/",
             "run-crashed": f"/admin/plugins_app/pluginrun/{crash.pk}/change/",
+            "plugin-quarantined": f"/admin/plugins_app/plugin/{ids['slow']}/change/",
+            "run-retry-waiting": f"/admin/plugins_app/pluginrun/{retry.pk}/change/",
             "events-list": "/admin/plugins_app/pluginevent/",
             "schedules-list": "/admin/plugins_app/schedule/",
             "schedule": f"/admin/plugins_app/schedule/{schedule.pk}/change/",
@@ -177,3 +188,7 @@ class TestEveryPageKept:
         reason = page.locator("div.field-reason_full").inner_text()
         assert "reloaded fine, but its last run failed" in reason
         assert page.locator("div.field-latest_failed_run a").inner_text() == f"run #{crash.pk}"
+        page.goto(f"{live_server.url}{pages['plugin-quarantined']}")
+        assert "runs refused until" in page.locator("div.field-quarantine_shown").inner_text()
+        assert "attempt 2" in page.locator("div.field-next_retry").inner_text()
+        assert page.get_by_role("button", name="Lift quarantine…").is_visible()

@@ -67,6 +67,17 @@ class TestEvents:
         finish_run(plugin.name, RunStatus.FAILED)
         assert list(WebhookDelivery.objects.values_list("webhook", flat=True)) == [mine.pk]
 
+    def test_quarantine__an_event_after_the_failed_one(self, make_plugin, finish_run):
+        """A plugin quarantined by its failures is a 'quarantined' event, after 'failed'."""
+        hook()
+        plugin = make_plugin(quarantine_after=2)
+        finish_run(plugin.name, RunStatus.FAILED)
+        finish_run(plugin.name, RunStatus.CRASHED)
+        assert kinds() == [events.FAILED, events.QUARANTINED]
+        body = json.loads(WebhookDelivery.objects.get(event=events.QUARANTINED).body)
+        assert body["health"]["quarantine"]["state"] == "open"
+        assert "quarantined" in body["event"]["reason"]
+
     def test_rolled_back_change__nothing_written(self, make_plugin, finish_run):
         """A change whose transaction rolls back leaves no delivery behind."""
         hook()

@@ -128,7 +128,7 @@ class TestMetrics:
 
     def test_failures__counted_by_outcome(self, api_client, make_plugin, finish_run):
         """Each failure counts under its outcome; together they are runs_failed_total."""
-        make_plugin("ocr")
+        make_plugin("ocr", quarantine_after=0)  # nine failures in a row, none refused
         for status, outcome in [
             (RunStatus.FAILED, "error"),
             (RunStatus.FAILED, "error"),
@@ -159,6 +159,19 @@ class TestMetrics:
         }
         assert samples["portal_plugin_runs_failed_total"][of("ocr")] == 9
         assert samples["portal_plugin_runs_succeeded_total"][of("ocr")] == 1
+
+    def test_quarantined__gauge_per_plugin_and_total(self, api_client, make_plugin, finish_run):
+        """A plugin quarantined after failing in a row is 1, the others 0; the total counts it."""
+        make_plugin("ocr", quarantine_after=2)
+        make_plugin("fine")
+        finish_run("ocr", status="crashed")
+        finish_run("ocr", status="crashed")
+        samples = scrape(api_client)
+        assert samples["portal_plugin_quarantined"][of("ocr")] == 1
+        assert samples["portal_plugin_quarantined"][of("fine")] == 0
+        assert samples["portal_plugins_quarantined"][()] == 1
+        services.quarantine_lift(name="ocr", note="", actor="user:ann")
+        assert scrape(api_client)["portal_plugins_quarantined"][()] == 0
 
     def test_runs__queued_and_in_progress_per_plugin(self, api_client, make_plugin):
         """Runs waiting and runs executing are reported per plugin, zero for an idle one."""

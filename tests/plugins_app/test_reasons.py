@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from plugins_app import reasons, services
+from plugins_app import reasons, reasons_policy, services
 from plugins_app.errors import IllegalTransition, PluginRefused
 from plugins_app.models import EventKind, Plugin, PluginEvent, PluginRun, RunStatus
 
@@ -50,11 +50,13 @@ PLUGINLESS = {
 
 
 def builders() -> list[Callable[..., str]]:
-    """Every public function reasons.py defines, except the helpers named in NOT_REASONS."""
+    """Every public function reasons.py and reasons_policy.py define, except the helpers named
+    in NOT_REASONS."""
     return [
         function
-        for name, function in inspect.getmembers(reasons, inspect.isfunction)
-        if function.__module__ == reasons.__name__
+        for module in (reasons, reasons_policy)
+        for name, function in inspect.getmembers(module, inspect.isfunction)
+        if function.__module__ == module.__name__
         and not name.startswith("_")
         and name not in NOT_REASONS
     ]

@@ -162,3 +162,40 @@ class TestParamsSchema:
         plugin = load("p")
         assert plugin.state == PluginState.FAILED
         assert "params_schema must be a dict (a JSON Schema for the params)" in plugin.reason
+
+
+class TestRetryDeclarations:
+    def test_load__records_retry_and_quarantine_after(self, plugins):
+        """A plugin's retry policy and quarantine threshold are recorded by its load."""
+        plugins.add(
+            "p",
+            "retry = {'max_attempts': 3, 'backoff_s': 2}\nquarantine_after = 0\ndef run(): pass\n",
+        )
+        plugin = load("p")
+        assert plugin.state == PluginState.INITIALIZED
+        assert plugin.retry_declared == {
+            "max_attempts": 3,
+            "backoff_s": 2.0,
+            "max_backoff_s": 600.0,
+            "on_error": False,
+        }
+        assert plugin.quarantine_after_declared == 0
+
+    @pytest.mark.parametrize(
+        ("declared", "message"),
+        [
+            (
+                "retry = {'max_attempts': 3, 'backoff_s': 60, 'max_backoff_s': 5}",
+                "retry['max_backoff_s'] (5) must be at least retry['backoff_s'] (60)",
+            ),
+            ("retry = {'tries': 3}", "retry has unknown key(s) tries (known: max_attempts"),
+            ("quarantine_after = -1", "quarantine_after must be a whole number"),
+        ],
+    )
+    def test_bad_declaration__failed_load_saying_what_to_fix(self, plugins, declared, message):
+        """A malformed retry or quarantine_after fails the load naming what to fix."""
+        plugins.add("p", f"{declared}\ndef run(): pass\n")
+        plugin = load("p")
+        assert plugin.state == PluginState.FAILED
+        assert plugin.reason.startswith(f"Plugin 'p' has an invalid declaration: {message}")
+        assert "then reload the plugin" in plugin.reason

@@ -182,6 +182,18 @@ class TestLoadReport:
             {"type": "object"},
         )
 
+    def test_retry_and_quarantine_after__kept_with_defaults(self):
+        """A declared retry comes through with every key; quarantine_after as declared."""
+        checked_report = checked(report(retry={"max_attempts": 2}, quarantine_after=0))
+        assert checked_report.retry == {
+            "max_attempts": 2,
+            "backoff_s": 5.0,
+            "max_backoff_s": 600.0,
+            "on_error": False,
+        }
+        assert checked_report.quarantine_after == 0
+        assert (checked(report()).retry, checked(report()).quarantine_after) == (None, None)
+
     def test_bad_characters_and_lengths__cleaned_with_changes_named(self):
         """A NUL in the docstring and an over-long version are cleaned, each change named."""
         checked_report = checked(report(description="Reads\x00 text.", version="v" * 150))
@@ -247,6 +259,9 @@ class TestLoadReport:
                 "'run_params' has a 'var_keyword' that is not true or false",
             ),
             (report(params_schema=["count"]), "'params_schema' is a list, not a dict"),
+            (report(retry={"max_attempts": 0}), "'retry' is not a retry policy: retry['max_"),
+            (report(retry="always"), "'retry' is not a retry policy: retry must be a dict"),
+            (report(quarantine_after=-1), "'quarantine_after' is not a whole number"),
         ],
     )
     def test_malformed__refused_saying_what_is_wrong(self, value, problem):

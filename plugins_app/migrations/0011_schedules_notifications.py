@@ -9,7 +9,7 @@ import plugins_app.notifications.models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("plugins_app", "0009_plugin_run_params_and_schema"),
+        ("plugins_app", "0010_retries_and_quarantine"),
     ]
 
     operations = [
