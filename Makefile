@@ -13,7 +13,7 @@ DEMO ?= 1
 PORTAL_PLUGIN_DIRS ?= $(CURDIR)/examples/plugins
 export PORTAL_PLUGIN_DIRS
 
-.PHONY: run test test-quick env lint audit typecheck requirements check-requirements clean
+.PHONY: run cluster test test-quick env lint audit typecheck requirements check-requirements clean
 
 $(TOOLS)/bin/uv:
 	$(PYTHON) -m venv $(TOOLS)
@@ -44,6 +44,11 @@ endif
 	SESSION_COOKIE_SECURE=0 CSRF_COOKIE_SECURE=0 \
 	  $(VENV)/bin/python manage.py runserver --noreload $(HOST):$(PORT)
 
+# The fleet's shape on one machine: PostgreSQL, RabbitMQ, gunicorn with 2 workers and 2 worker
+# nodes on the queues 'default' and 'gpu' (docs/scale-out.md).
+cluster: env
+	HOST=$(HOST) PORT=$(PORT) bash deploy/cluster/run.sh
+
 # Branch coverage of the whole suite, sandbox children included; below the floor fails
 # (fail_under in pyproject.toml, repeated here so a narrowed config cannot drop it).
 COVERAGE_FLOOR ?= 90
@@ -53,9 +58,9 @@ test: env
 	$(VENV)/bin/pytest --numprocesses=$(TEST_WORKERS) --dist=loadgroup --cov --cov-report=term --cov-report=xml --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
 
 # What the pre-commit hook runs: every test but those that need an outside part (a browser,
-# portal processes of their own, promtool); CI runs them all with `make test` (docs/contributing.md).
+# portal processes of their own, promtool, a broker); CI runs them all with `make test` (docs/contributing.md).
 test-quick: env
-	$(VENV)/bin/pytest -q --numprocesses=$(TEST_WORKERS) --dist=loadgroup -m "not browser and not portal_processes and not promtool" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q --numprocesses=$(TEST_WORKERS) --dist=loadgroup -m "not browser and not portal_processes and not promtool and not postgres_cluster and not broker" $(PYTEST_ARGS)
 
 # House rules checked on the source (docs/contributing.md lists what each rule protects).
 audit: env

@@ -11,8 +11,8 @@ measures, in the same run:
 
 and prints PASS/FAIL for each target:
 
-  list p50 <= 40 ms;  health throughput >= 60% of the baseline's;  SQL queries per list
-  request the same for 1,000 plugins as for 10.
+  list p50 <= 40 ms;  health throughput >= 60% of the baseline's;  SQL queries per health
+  refresh (what the list is served from) the same for 1,000 plugins as for 10.
 
 Usage:  .venv/bin/python benchmarks/api_bench.py [--requests 1500] [--list-requests 200]
         DATABASE_URL=postgres://postgres@127.0.0.1:5432/api_bench .venv/bin/python benchmarks/...
@@ -190,20 +190,24 @@ def seed(plugins: int, runs: int) -> None:
 
 
 def list_query_counts() -> tuple[int, int]:
-    """SQL queries for one list request with every plugin, and with only ten of them."""
+    """SQL queries of one health refresh with every plugin, and with only ten of them."""
     from django.core import signals
     from django.db import close_old_connections, connection, transaction
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
+    from plugins_app.health_refresher import refresh_once
     from plugins_app.models import Plugin
 
     client = Client(HTTP_HOST=HOST)
 
     def count() -> int:
+        # Health reads the node's snapshot; the queries are the refresher's, one per refresh.
         with CaptureQueriesContext(connection) as queries:
-            assert client.get("/v1/plugins").status_code == 200
-        return len(queries)
+            assert refresh_once()
+        counted = len(queries)  # now: a request resets the log this count is read from
+        assert client.get("/v1/plugins").status_code == 200
+        return counted
 
     full = count()
     # Keep the connection (and the transaction rolled back below) across the test request.
@@ -373,7 +377,11 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     port = free_port()
     server = start_gunicorn(port, workdir)
     try:
+        deadline = time.monotonic() + 60
         status, body = get(port, "/v1/plugins")
+        while status == 503 and time.monotonic() < deadline:  # the node's first snapshot
+            time.sleep(0.2)
+            status, body = get(port, "/v1/plugins")
         listed = json.loads(body)
         assert status == 200 and len(listed) == args.plugins, (status, len(listed))
         constant_size = len(get(port, "/v1/_benchmark/constant")[1])
@@ -418,7 +426,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
             ratio >= HEALTH_THROUGHPUT_TARGET,
         ),
         (
-            f"SQL queries per list request: {full_queries} for {args.plugins} plugins, "
+            f"SQL queries per health refresh: {full_queries} for {args.plugins} plugins, "
             f"{small_queries} for 10 (must not grow)",
             full_queries == small_queries,
         ),

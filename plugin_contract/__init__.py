@@ -20,6 +20,8 @@ REQUIRE_KEYS = ("modules", "gpu", "files", "env")  # what `requires` may declare
 SCHEDULE_KEYS = ("cron", "every_s", "params", "overlap", "missed")
 OVERLAP_POLICIES = ("skip", "queue_one", "allow")  # when the schedule's last run is still going
 MISSED_POLICIES = ("run_once", "skip")  # when occurrences passed while no scheduler ran
+# A worker queue a plugin may declare (`queue = "gpu"`); also a broker routing key.
+QUEUE_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 
 # The loader's report (plugin_contract.loader.load_plugin): its statuses, stages, the kinds
 # of missing item, and every key the portal reads.
@@ -62,6 +64,7 @@ class Declarations(TypedDict):
     quarantine_after: Any  # consecutive failures before quarantine (0: never), or None (default)
     run_params: Any  # RunParams once checked; None when run() has no readable signature
     schedule: Any  # {"cron" or "every_s", "params", "overlap", "missed"} or None
+    queue: Any  # the worker queue its runs go to (QUEUE_PATTERN), or None for the default
 
 
 class LoadReport(TypedDict):
@@ -77,6 +80,7 @@ class LoadReport(TypedDict):
     has_setup: bool
     params_schema: NotRequired[dict[str, Any] | None]  # as declared (older hosts: absent)
     run_params: NotRequired[RunParams | None]  # run()'s signature (older hosts: absent)
+    queue: NotRequired[str | None]  # as declared (older hosts: absent)
     retry: NotRequired[dict[str, Any] | None]  # as declared and normalised (older hosts: absent)
     quarantine_after: NotRequired[int | None]  # as declared (older hosts: absent)
     schedule: NotRequired[dict[str, Any] | None]  # as declared, shape-checked (older: absent)
@@ -113,6 +117,7 @@ __all__ = [
     "MISSING_KINDS",
     "NAME_PATTERN",
     "OVERLAP_POLICIES",
+    "QUEUE_PATTERN",
     "REPORT_KEYS",
     "REQUIRE_KEYS",
     "SCHEDULE_KEYS",

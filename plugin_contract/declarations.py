@@ -16,6 +16,7 @@ from plugin_contract import (
     MISSED_POLICIES,
     NAME_PATTERN,
     OVERLAP_POLICIES,
+    QUEUE_PATTERN,
     REQUIRE_KEYS,
     SCHEDULE_KEYS,
     Declarations,
@@ -41,6 +42,7 @@ def read_declarations(module: Any, default_name: str) -> tuple[Declarations, Pro
         "quarantine_after": getattr(module, "quarantine_after", None),
         "run_params": None,
         "schedule": getattr(module, "schedule", None),
+        "queue": getattr(module, "queue", None),
     }
     problem = _problem(declared, module)
     if problem:
@@ -117,6 +119,12 @@ def _problem(declared: Declarations, module: Any) -> Problem | None:
         return "params_schema", (
             "params_schema must be a dict (a JSON Schema for the params), "
             f"not {type(schema).__name__}"
+        )
+    queue = declared["queue"]
+    if queue is not None and not (isinstance(queue, str) and QUEUE_PATTERN.fullmatch(queue)):
+        return "queue", (
+            "queue must name a worker queue in lowercase letters, digits, '.', '_' or '-' "
+            f"(at most 64), such as 'gpu', not {queue!r}"
         )
     if declared["retry"] is not None and retry_problem(declared["retry"]):
         return "retry", str(retry_problem(declared["retry"]))

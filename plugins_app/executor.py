@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -37,12 +37,25 @@ from plugins_app.services import retries
 
 logger = logging.getLogger(__name__)
 
-EXECUTORS = ("thread", "inline")
+EXECUTORS = ("thread", "inline", "celery")
+
+_node_name = ""  # a worker node's name (manage.py runworker --name), recorded on its runs
+
+
+def set_node_name(name: str) -> None:
+    global _node_name
+    _node_name = name
+
+
+def runs_elsewhere() -> bool:
+    """Plugin work goes to worker nodes (the celery executor), unless this process is one."""
+    return settings.PORTAL_RUN_EXECUTOR == "celery" and not _node_name
 
 
 def worker_id() -> str:
-    """host:pid of this process, recorded on the runs it executes (after a fork too)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """host:pid of this process (after a fork too), after the worker node's name if any."""
+    where = f"{socket.gethostname()}:{os.getpid()}"
+    return f"{_node_name} ({where})" if _node_name else where
 
 
 def reconcile_interrupted(*, actor: str = services.SYSTEM_ACTOR) -> list[PluginRun]:
@@ -244,8 +257,16 @@ class ThreadExecutor:
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
 
 
+class Executor(Protocol):
+    kind: str
+
+    def submit(self, run_id: int) -> None: ...
+
+    def shutdown(self, *, wait: bool = True) -> None: ...
+
+
 _heartbeat = Heartbeat()
-_executor: InlineExecutor | ThreadExecutor | None = None
+_executor: Executor | None = None
 _executor_lock = threading.Lock()
 
 
@@ -253,7 +274,7 @@ def heartbeat() -> Heartbeat:
     return _heartbeat
 
 
-def get_executor(job: Job) -> InlineExecutor | ThreadExecutor:
+def get_executor(job: Job) -> Executor:
     """The executor settings.PORTAL_RUN_EXECUTOR names, doing ``job`` with each run id it is
     given, started on first use."""
     global _executor
@@ -267,9 +288,14 @@ def get_executor(job: Job) -> InlineExecutor | ThreadExecutor:
         return _executor
 
 
-def _start(kind: str, job: Job) -> InlineExecutor | ThreadExecutor:
+def _start(kind: str, job: Job) -> Executor:
     if kind == "inline":
         return InlineExecutor(job)
+    if kind == "celery":
+        # Worker nodes execute, heartbeat and reconcile; this process only sends run ids.
+        from plugins_app.fleet.executor import CeleryExecutor
+
+        return CeleryExecutor()
     if kind != "thread":
         raise ImproperlyConfigured(
             f"PORTAL_RUN_EXECUTOR is {kind!r}; use one of: {', '.join(EXECUTORS)}"
@@ -290,7 +316,7 @@ def _start(kind: str, job: Job) -> InlineExecutor | ThreadExecutor:
     return executor
 
 
-def _stop(executor: InlineExecutor | ThreadExecutor, *, wait: bool) -> None:
+def _stop(executor: Executor, *, wait: bool) -> None:
     if isinstance(executor, ThreadExecutor):
         _heartbeat.remove_sweep(executor.adopt_orphaned_queued_runs)
         _heartbeat.remove_sweep(executor.dispatch_due_retries)

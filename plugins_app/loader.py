@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -152,8 +152,11 @@ def _refuse_mass_vanishing(missing: list[str], found: Discovery) -> None:
         )
 
 
-def reload_plugin(*, name: str, actor: str) -> Plugin:
-    """Re-check one plugin (import, requirements, setup) and return its registry row.
+def reload_plugin(
+    *, name: str, actor: str, load: Callable[..., list[LoadReport]] | None = None
+) -> Plugin:
+    """Re-check one plugin (import, requirements, setup) and return its registry row; `load`
+    does the loading (default: load_plugins here; the celery executor's: on a worker node).
 
     Raises PluginNotFound, or IllegalTransition while runs of the plugin are in progress.
     """
@@ -161,7 +164,7 @@ def reload_plugin(*, name: str, actor: str) -> Plugin:
     running = Plugin.objects.filter(name=name).values_list("running_count", flat=True).first()
     if running:
         raise IllegalTransition(reasons.reload_while_running(plugin=name, running=running))
-    load_plugins(names=[name], actor=actor)
+    (load or load_plugins)(names=[name], actor=actor)
     try:
         return Plugin.objects.get(name=name)
     except Plugin.DoesNotExist:
@@ -266,6 +269,7 @@ def _load_one(spec: PluginSpec, *, preload: Preload | None = None) -> _Load:
             limits=report.limits,
             run_params=report.run_params,
             params_schema=report.params_schema,
+            declared_queue=report.queue,
             retry=report.retry,
             quarantine_after=report.quarantine_after,
             schedule=report.schedule,

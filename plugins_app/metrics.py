@@ -9,6 +9,7 @@ node's last reading with `portal_database_up 0`, so alerts keep firing instead o
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 
@@ -24,14 +25,12 @@ from prometheus_client.core import (
     Metric,
 )
 
-from plugins_app import metrics_reading, snapshot
+from plugins_app import health_snapshot, metrics_reading
 from plugins_app.api.deadline import read_deadline
 from plugins_app.metrics_reading import PluginReading, Reading
 from plugins_app.models import DURATION_BUCKETS, PluginState, RunOutcomeKind
 
-metrics_read_failures = snapshot.ReadFailures(
-    "Metrics read", "serving the node's last reading with portal_database_up 0"
-)
+logger = logging.getLogger("plugins_app.metrics")
 
 
 class PluginCollector:
@@ -42,31 +41,34 @@ class PluginCollector:
 
     def collect(self) -> Iterator[Metric]:
         last_known = settings.PORTAL_METRICS_LAST_READING_FILE
-        reading: Reading | None
-        try:
-            with read_deadline(settings.PORTAL_HEALTH_DB_TIMEOUT_S):
-                reading = metrics_reading.read_registry()
-        except Exception as error:
-            metrics_read_failures.failed(error)
-            database_up = 0
+        snapshot = health_snapshot.reader.current()
+        reading: Reading | None = None
+        database_up = 0
+        # While the node's refresher finds the database down, a scrape does not wait on it too.
+        if snapshot is None or snapshot.database_up:
+            try:
+                with read_deadline(settings.PORTAL_HEALTH_DB_TIMEOUT_S):
+                    reading = metrics_reading.read_registry()
+            except Exception as error:
+                # Not logged loudly: the refresher logs the outage once for the node.
+                logger.debug("Metrics read failed: %s", error)
+            else:
+                database_up = 1
+                metrics_reading.remember(reading, last_known)
+        if reading is None:
             reading = metrics_reading.last_known(last_known)
-        else:
-            metrics_read_failures.succeeded()
-            database_up = 1
-            metrics_reading.remember(reading, last_known)
         yield _gauge(
             "portal_database_up",
             "1 when this scrape read the registry; 0 when it could not, and the other series "
             "are the node's last reading.",
             database_up,
         )
-        snapshot_age = snapshot.health_snapshot_age_seconds()
-        if snapshot_age is not None:
+        if snapshot is not None and snapshot.read_at:
             yield _gauge(
                 "portal_health_snapshot_age_seconds",
-                "Seconds since the health snapshot the health endpoints answer from was read "
-                "from the database.",
-                snapshot_age,
+                "Seconds since the node's health snapshot, which the health endpoints answer "
+                "from, was read from the database.",
+                snapshot.age_s(),
             )
         if reading is None:
             return  # the database is down and this node never read it: nothing else is known
@@ -78,6 +80,19 @@ class PluginCollector:
         )
         yield from _state_metrics(reading["plugins"])
         yield from _run_metrics(reading["plugins"])
+        yield _workers_alive(reading.get("workers_alive", {}))
+
+
+def _workers_alive(per_queue: dict[str, int]) -> GaugeMetricFamily:
+    gauge = GaugeMetricFamily(
+        "portal_workers_alive",
+        "Live worker nodes (celery executor) consuming each queue; 0 for a queue that plugins "
+        "route to and no live worker serves, so its runs wait.",
+        labels=["queue"],
+    )
+    for queue, count in sorted(per_queue.items()):
+        gauge.add_metric([queue], count)
+    return gauge
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -10,17 +10,13 @@ too, and a counter never seems to go back: an older reading never replaces a new
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict, cast
 
-from plugins_app import selectors
+from plugins_app import node_file, selectors
+from plugins_app.fleet.queues import queue_overview
 from plugins_app.models import DURATION_BUCKETS
 
 logger = logging.getLogger("plugins_app.metrics")
@@ -43,6 +39,8 @@ class PluginReading(TypedDict):
 class Reading(TypedDict):
     read_at: float  # when it was read from the database, seconds since the epoch
     plugins: list[PluginReading]
+    # Live worker nodes per queue, routed-to queues without one included (older files: absent).
+    workers_alive: NotRequired[dict[str, int]]
 
 
 def read_registry() -> Reading:
@@ -59,6 +57,7 @@ def read_registry() -> Reading:
             _plugin_reading(row, by_plugin.get(row["id"], []), queued.get(row["id"], 0))
             for row in plugins
         ],
+        "workers_alive": {row["queue"]: row["live_workers"] for row in queue_overview()},
     }
 
 
@@ -88,23 +87,9 @@ def remember(reading: Reading, path: Path) -> None:
     that read the database still answers.
     """
     global _write_failing
-    temporary = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(f"{path}.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # scrapes in other processes of the node wait
-            held = _load(path)
-            if held is not None and held["read_at"] >= reading["read_at"]:
-                return
-            with tempfile.NamedTemporaryFile(
-                "w", dir=path.parent, prefix=f".{path.name}.", delete=False
-            ) as temporary:
-                json.dump(reading, temporary)
-            os.replace(temporary.name, path)
+        node_file.replace_if_newer(path, dict(reading), time_key="read_at")
     except OSError as error:
-        if temporary is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary.name)
         if not _write_failing:
             logger.warning(
                 "Could not keep the last metrics reading in %s (%s): during a database outage "
@@ -120,23 +105,13 @@ def remember(reading: Reading, path: Path) -> None:
 def last_known(path: Path) -> Reading | None:
     """The node's last reading, or None when there is none (or it cannot be read)."""
     try:
-        return _load(path)
+        reading = node_file.load(path)
     except OSError as error:
         logger.warning("Could not read the last metrics reading from %s: %s", path, error)
         return None
-
-
-def _load(path: Path) -> Reading | None:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if reading is None:
         return None
-    try:
-        reading = json.loads(text)
-    except ValueError:
-        logger.warning("The last metrics reading in %s is not JSON; it is ignored", path)
-        return None
-    if not isinstance(reading, dict) or not isinstance(reading.get("read_at"), int | float):
+    if not isinstance(reading.get("read_at"), int | float):
         logger.warning("The last metrics reading in %s has no read time; it is ignored", path)
         return None
     return cast(Reading, reading)

@@ -169,6 +169,21 @@ class Plugin(PluginPolicyFields, models.Model):
         default=0,
         help_text="Finished runs with a duration since the last reset: what the average is over.",
     )
+    declared_queue = models.CharField(
+        "declared queue",
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="The worker queue its module declares (queue = ...); empty: none declared.",
+    )
+    queue = models.CharField(
+        "queue",
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="Operator's override of the worker queue its runs go to (celery executor); "
+        "empty: the declared queue, else 'gpu' when it requires a GPU, else 'default'.",
+    )
     created_at = models.DateTimeField("registered at", auto_now_add=True)
     updated_at = models.DateTimeField("updated at", auto_now=True)
 
@@ -203,6 +218,7 @@ class EventKind(models.TextChoices):
     DISABLED = "disabled", "Disabled"
     ENABLED = "enabled", "Enabled"
     COUNTERS_RESET = "counters_reset", "Counters reset"
+    QUEUE_CHANGED = "queue_changed", "Queue changed"
     POLICY_CHANGED = "policy_changed", "Retry/quarantine policy changed"
     RETRY_SCHEDULED = "retry_scheduled", "Retry scheduled"
     QUARANTINED = "quarantined", "Quarantined"
@@ -449,7 +465,9 @@ class RunTally(models.Model):
         return f"{self.plugin_id} {self.outcome}: {self.runs}"
 
 
-# Models of the feature packages: imported here so Django registers them with this app.
+# Models of the feature packages: imported here so Django registers them with this app (the
+# worker nodes of the celery executor live with the fleet code).
+from plugins_app.fleet.models import LoadRequest, Worker  # noqa: E402, F401
 from plugins_app.notifications.models import (  # noqa: E402, F401
     DeliveryStatus,
     Webhook,

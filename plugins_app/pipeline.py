@@ -3,14 +3,20 @@
 Plugin code runs only in sandbox processes (plugin_contract/loader.py). The work is done by:
     loader        discovery to registry: load_plugins, reload_plugin
     runner        runs: run_plugin, submit_run, wait_for_run, execute_run
+    fleet.loads   under the celery executor (runs_elsewhere), loads on a worker node
     run_outcomes  a SandboxResult to a services.RunOutcome (pure functions)
     warm_hosts    each plugin's warm sandbox host in this process
 """
 
+from collections.abc import Sequence
+
 from django.conf import settings
 
-from plugins_app.executor import get_executor, reconcile_interrupted
-from plugins_app.loader import LoadReport, load_plugins, reload_plugin
+from plugins_app import loader
+from plugins_app.executor import get_executor, reconcile_interrupted, runs_elsewhere
+from plugins_app.fleet.loads import load_on_workers
+from plugins_app.loader import LoadReport
+from plugins_app.models import Plugin
 from plugins_app.run_outcomes import OUTPUT_TAIL_CHARS, RESULT_STORE_CHARS, outcome_from_result
 from plugins_app.runner import execute_run, run_plugin, submit_run, wait_for_run
 from plugins_app.warm_hosts import WARM_TARGET, discard_warm_hosts
@@ -37,6 +43,23 @@ __all__ = [
     "reload_plugin",
     "resume_background_runs",
     "run_plugin",
+    "runs_elsewhere",
     "submit_run",
     "wait_for_run",
 ]
+
+
+def load_plugins(
+    *, names: Sequence[str] | None = None, actor: str, prune: bool = False
+) -> list[LoadReport]:
+    """loader.load_plugins; under the celery executor, named plugins load on a worker node of
+    their queue (a load of every plugin, names None, runs here)."""
+    if names is not None and runs_elsewhere():
+        return load_on_workers(names=names, actor=actor)
+    return loader.load_plugins(names=names, actor=actor, prune=prune)
+
+
+def reload_plugin(*, name: str, actor: str) -> Plugin:
+    """loader.reload_plugin; under the celery executor, on a worker node of its queue."""
+    load = load_on_workers if runs_elsewhere() else None
+    return loader.reload_plugin(name=name, actor=actor, load=load)

@@ -455,40 +455,42 @@ def too_many_vanished(*, names: str, count: int, searched: str) -> str:
     )
 
 
-def schedule_refused(*, plugin: str, schedule: str, refusal: str) -> str:
+def _start_worker(queue: str) -> str:
+    return f"start one with: manage.py runworker --queues {queue}"
+
+
+def queue_changed(*, plugin: str, previous: str, queue: str) -> str:
+    before, after = (f"queue '{q}'" if q else "its default queue" for q in (previous, queue))
+    return f"Plugin '{plugin}' now runs on {after} instead of {before} ({_start_worker('NAME')})"
+
+
+def no_live_worker(*, plugin: str, queue: str) -> str:
+    waits = (
+        f"its runs wait there, queued and not counted, until one starts ({_start_worker(queue)})"
+    )
+    return f"No worker is serving queue '{queue}' of plugin '{plugin}': {waits}"
+
+
+def queue_unserved(*, queue: str, plugins: str) -> str:
+    waits = f"runs of its plugins ({plugins}) wait there, queued and not counted, until one starts"
+    return f"No worker is serving queue '{queue}': {waits} ({_start_worker(queue)})"
+
+
+def load_without_worker(*, plugin: str, queue: str) -> str:
+    where = f"no worker is serving its queue '{queue}', where it must be checked"
+    return f"Cannot load plugin '{plugin}': {where} ({_start_worker(queue)}, then reload it)"
+
+
+def load_not_answered(*, plugin: str, queue: str, waited_s: int) -> str:
     return (
-        f"Schedule '{schedule}' of plugin '{plugin}' could not queue its run, nothing was "
-        f"counted: {refusal} (the schedule tries again at its next occurrence)"
+        f"The load of plugin '{plugin}' on queue '{queue}' got no answer in {waited_s} s: its "
+        "worker node may have died (see GET /v1/workers; restart it, then reload the plugin)"
     )
 
 
-def schedule_overlap_skipped(*, plugin: str, schedule: str, run_id: int) -> str:
+def broker_unreachable(*, plugin: str, what: str, problem: str) -> str:
+    """`what`: "Run 12" or "The load"; neither reached a worker node."""
     return (
-        f"Schedule '{schedule}' of plugin '{plugin}' skipped an occurrence: its run {run_id} "
-        "was still going (set the schedule's overlap policy to 'queue one' or 'allow' to run "
-        "anyway, or make the runs shorter than the interval)"
-    )
-
-
-def schedule_deferred(*, plugin: str, schedule: str, run_id: int) -> str:
-    return (
-        f"Schedule '{schedule}' of plugin '{plugin}' queued this occurrence for when its run "
-        f"{run_id} ends (overlap policy 'queue one'; nothing to do unless that run hangs)"
-    )
-
-
-def schedule_missed(*, plugin: str, schedule: str, missed: int, since: datetime, ran: bool) -> str:
-    first = since.strftime("%Y-%m-%d %H:%M:%S UTC")
-    done = "ran once for them" if ran else "skipped them (missed-runs policy 'skip')"
-    return (
-        f"Schedule '{schedule}' of plugin '{plugin}' missed {missed} occurrence(s) since "
-        f"{first} while no scheduler was running and {done} (keep the web process with "
-        "PORTAL_SCHEDULER=thread or a `manage.py runscheduler` running)"
-    )
-
-
-def schedule_disabled(*, plugin: str, schedule: str) -> str:
-    return (
-        f"Schedule '{schedule}' of plugin '{plugin}' was disabled while an occurrence waited "
-        "for the last run to end, so it did not run (enable the schedule to run it again)"
+        f"{what} of plugin '{plugin}' could not be sent to the worker nodes: the broker is "
+        f"unreachable ({problem}); check PORTAL_BROKER_URL and that RabbitMQ runs, then retry"
     )

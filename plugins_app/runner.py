@@ -19,7 +19,7 @@ from typing import Any
 from plugins_app import plugin_env, reasons, services, untrusted
 from plugins_app.discovery import ENTRY_POINT_GROUP, is_plugin_name
 from plugins_app.errors import IllegalTransition, InvalidParams, RunNotFound
-from plugins_app.executor import get_executor, heartbeat, worker_id
+from plugins_app.executor import get_executor, heartbeat, runs_elsewhere, worker_id
 from plugins_app.loader import (
     REFUSED_WRITES,
     REPORT_CHARS,
@@ -42,9 +42,18 @@ CALL_TARGET = "plugin_contract.loader:call_plugin"
 MAX_TIMEOUT_S = MAXIMA["timeout_s"]  # 7 days: longer is a typo, and overflows the sandbox's timers
 
 
-def run_plugin(*, name: str, params: dict, actor: str, timeout_s: float | None = None) -> PluginRun:
+def run_plugin(
+    *,
+    name: str,
+    params: dict,
+    actor: str,
+    timeout_s: float | None = None,
+    local: bool = False,
+) -> PluginRun:
     """Run a plugin now and return the finished run (its status says how it went).
 
+    With the celery executor the run goes to a worker node of the plugin's queue and this
+    waits for it; `local` runs it in this process's sandbox instead (debugging on one machine).
     Raises PluginNotFound, PluginRefused (disabled or UNAVAILABLE: nothing is counted) or
     InvalidParams (params not a JSON object or not fitting run() or the params_schema, or a
     timeout that is not a positive number; a run the call's own check refused is recorded,
@@ -52,9 +61,18 @@ def run_plugin(*, name: str, params: dict, actor: str, timeout_s: float | None =
     """
     params = _checked_params(params)
     _checked_timeout(timeout_s)
-    _unavailable_if_gone(name, actor)
-    run = services.run_queue(name=name, params=params, actor=actor)
-    run = execute_run(run.pk, timeout_s=timeout_s)
+    if not local and runs_elsewhere():
+        if timeout_s is not None:
+            raise InvalidParams(
+                "A timeout for one run needs the run in this process: add --local, or declare "
+                "the timeout in the plugin's limits (worker nodes apply those)"
+            )
+        run = submit_run(name=name, params=params, actor=actor)
+        run = wait_for_run(run_id=run.pk, timeout_s=math.inf)
+    else:
+        _unavailable_if_gone(name, actor)
+        run = services.run_queue(name=name, params=params, actor=actor)
+        run = execute_run(run.pk, timeout_s=timeout_s)
     if run.outcome == RunOutcomeKind.REFUSED and run.error_type == services.PARAMS_REFUSED:
         raise InvalidParams(run.reason)
     return run
@@ -63,7 +81,8 @@ def run_plugin(*, name: str, params: dict, actor: str, timeout_s: float | None =
 def submit_run(*, name: str, params: dict, actor: str) -> PluginRun:
     """Queue a run for the background executor and return it at once (status queued)."""
     params = _checked_params(params)
-    _unavailable_if_gone(name, actor)
+    if not runs_elsewhere():
+        _unavailable_if_gone(name, actor)  # worker nodes check the source where they run it
     run = services.run_queue(name=name, params=params, actor=actor)
     get_executor(execute_run).submit(run.pk)
     run.refresh_from_db()

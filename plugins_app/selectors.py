@@ -60,6 +60,7 @@ HEALTH_FIELDS = (
     "next_scheduled_at",
     "checked_at",
     "stale",
+    "stale_since",
 )
 
 # Only the columns a health record needs, so a list of thousands stays one light query.
@@ -200,6 +201,7 @@ def _health(row: dict[str, Any], now: datetime | None) -> dict[str, Any]:
         "next_scheduled_at": _iso(row["next_scheduled_at"]),
         "checked_at": _iso(now),
         "stale": False,
+        "stale_since": None,
     }
 
 

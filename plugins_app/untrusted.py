@@ -26,7 +26,14 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, NamedTuple, TypeVar, cast
 
 # The loader's report vocabulary: the contract the plugin side writes (plugin_contract).
-from plugin_contract import LOAD_STAGES, LOAD_STATUSES, MISSING_KINDS, REPORT_KEYS, LoadReport
+from plugin_contract import (
+    LOAD_STAGES,
+    LOAD_STATUSES,
+    MISSING_KINDS,
+    QUEUE_PATTERN,
+    REPORT_KEYS,
+    LoadReport,
+)
 from plugin_contract.policies import normalised_retry, quarantine_after_problem, retry_problem
 
 T = TypeVar("T")
@@ -256,6 +263,7 @@ class LoaderReport:
     changes: tuple[str, ...] = ()
     params_schema: dict[str, Any] | None = None  # as declared; validated by the portal
     run_params: dict[str, Any] | None = None  # run()'s signature, as plugin_contract.RunParams
+    queue: str = ""  # the worker queue it declared; empty for the default
     retry: dict[str, Any] | None = None  # plugin_contract.policies.RetryPolicy, or none declared
     quarantine_after: int | None = None  # None: none declared (the portal's default applies)
     schedule: dict[str, Any] | None = None  # as declared; the portal checks its cron and policies
@@ -334,10 +342,20 @@ def load_report(
         changes=tuple(changes),
         params_schema=params_schema,
         run_params=_run_params(report.get("run_params")),
+        queue=_queue(report.get("queue")),
         retry=_retry(report.get("retry")),
         quarantine_after=_quarantine_after(report.get("quarantine_after")),
         schedule=schedule,
     )
+
+
+def _queue(value: object) -> str:
+    """The declared worker queue: a queue name, or '' when none was declared."""
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not QUEUE_PATTERN.fullmatch(value):
+        raise MalformedReport(f"'queue' is {_preview(value)}, not a queue name")
+    return value
 
 
 def _retry(value: object) -> dict[str, Any] | None:

@@ -9,6 +9,12 @@ os.environ.setdefault("PORTAL_REQUIRE_SECRET_KEY", "1")
 
 application = get_asgi_application()
 
-from plugins_app.background import start_web_process_loops  # noqa: E402 (needs Django set up)
 
-start_web_process_loops()
+def _start_background_loops() -> None:
+    # The scheduler (unless PORTAL_SCHEDULER=off) and the webhook deliverer of this process.
+    from plugins_app.background import start_web_process_loops
+
+    start_web_process_loops()
+
+
+_start_background_loops()

@@ -109,7 +109,13 @@ SESSION_COOKIE_SECURE = env_flag("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_flag("CSRF_COOKIE_SECURE", not DEBUG)
 SECURE_SSL_REDIRECT = env_flag("SECURE_SSL_REDIRECT")
 # Load balancers probe health and scrape metrics over plain HTTP on the backend; no credentials.
-SECURE_REDIRECT_EXEMPT = [r"^v1/plugins/?$", r"^v1/plugins/[^/]+/health/?$", r"^metrics/?$"]
+SECURE_REDIRECT_EXEMPT = [
+    r"^v1/plugins/?$",
+    r"^v1/plugins/[^/]+/health/?$",
+    r"^metrics/?$",
+    r"^livez/?$",
+    r"^readyz/?$",
+]
 SECURE_PROXY_SSL_HEADER = env_proxy_ssl_header()
 
 INSTALLED_APPS = [
@@ -132,6 +138,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Outermost, so no error page or traceback from any layer below reaches an API client.
     "plugins_app.api.middleware.ApiSafetyNetMiddleware",
+    # Every database statement of a request runs under PORTAL_DB_DEADLINE_S (portal/db/).
+    "portal.db.deadline.RequestDeadlineMiddleware",
+    "plugins_app.health_refresher.HealthRefresherMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -195,6 +204,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("OPTIONS", {})
     DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 5)
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # Django's backend, plus a watchdog that cuts a connection past its deadline.
+        DATABASES["default"]["ENGINE"] = "portal.db.postgresql"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -244,10 +256,25 @@ PORTAL_API_WRITE_RATE = os.environ.get("PORTAL_API_WRITE_RATE", "30/minute")
 PORTAL_API_MAX_BODY_BYTES = int(env_number("PORTAL_API_MAX_BODY_BYTES", 64 * 1024, int))
 # Longest `?wait=` a run submission may ask for, in seconds.
 PORTAL_API_MAX_WAIT_S = env_number("PORTAL_API_MAX_WAIT_S", 60.0)
-# A health read slower than this is abandoned and answered from the snapshot, marked stale.
+# Health answers from the node's snapshot (plugins_app/health_snapshot.py), which one process
+# of the node refreshes this often; a refresh slower than the timeout is cut (client side).
+PORTAL_HEALTH_REFRESH_S = env_number("PORTAL_HEALTH_REFRESH_S", 1.0)
 PORTAL_HEALTH_DB_TIMEOUT_S = env_number("PORTAL_HEALTH_DB_TIMEOUT_S", 2.0)
-# While the database fails, one health request per this many seconds tries it again.
-PORTAL_HEALTH_RETRY_S = env_number("PORTAL_HEALTH_RETRY_S", 1.0)
+# A snapshot older than this, or whose last refresh failed, is served with stale: true.
+PORTAL_HEALTH_STALE_AFTER_S = env_number("PORTAL_HEALTH_STALE_AFTER_S", 5.0)
+PORTAL_HEALTH_SNAPSHOT_FILE = VAR_DIR / "health-snapshot"
+# The test suite's mode: each health read refreshes the snapshot first, in its own thread.
+PORTAL_HEALTH_REFRESH_ON_READ = False
+# The longest any database statement of a request may take before its connection is cut on
+# the client side (portal/db/): a hung server cannot hold a request, or a thread, longer.
+PORTAL_DB_DEADLINE_S = env_number("PORTAL_DB_DEADLINE_S", 10.0)
+# `?wait=` requests waiting at once in one server process, in all and per user; more is a 429.
+PORTAL_API_MAX_WAITING = int(env_number("PORTAL_API_MAX_WAITING", 2, int))
+PORTAL_API_MAX_WAITING_PER_CLIENT = int(env_number("PORTAL_API_MAX_WAITING_PER_CLIENT", 1, int))
+# /readyz: plugins that must be available for the node to be ready (comma-separated, opt-in).
+PORTAL_READY_REQUIRES_PLUGINS = env_list("PORTAL_READY_REQUIRES_PLUGINS", "")
+# The broker /readyz checks when PORTAL_RUN_EXECUTOR is celery.
+PORTAL_BROKER_URL = os.environ.get("PORTAL_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
 # The node's last /metrics reading, which every server process of the node serves while the
 # database cannot be read (plugins_app/metrics_reading.py).
 PORTAL_METRICS_LAST_READING_FILE = VAR_DIR / "metrics-last-reading"
@@ -273,14 +300,17 @@ SPECTACULAR_SETTINGS = {
 PORTAL_PLUGIN_DIRS = [
     item for item in os.environ.get("PORTAL_PLUGIN_DIRS", "").split(os.pathsep) if item
 ]
-# Where queued runs execute: "thread" (a pool in this process, the default) or "inline"
-# (synchronously inside submit_run, for tests and one-off scripts).
+# Where queued runs execute: "thread" (a pool in this process, the default), "inline"
+# (synchronously inside submit_run, for tests and one-off scripts) or "celery" (worker nodes
+# started with `manage.py runworker`, through the broker; docs/scale-out.md).
 PORTAL_RUN_EXECUTOR = os.environ.get("PORTAL_RUN_EXECUTOR", "thread")
-if PORTAL_RUN_EXECUTOR not in {"thread", "inline"}:
+if PORTAL_RUN_EXECUTOR not in {"thread", "inline", "celery"}:
     raise ImproperlyConfigured(
         f"PORTAL_RUN_EXECUTOR={PORTAL_RUN_EXECUTOR!r} is not an executor: use 'thread' "
-        "(background pool, the default) or 'inline' (synchronous)"
+        "(background pool, the default), 'inline' (synchronous) or 'celery' (worker nodes)"
     )
+# The broker the celery executor sends run ids through: RabbitMQ by default, redis:// works.
+PORTAL_BROKER_URL = os.environ.get("PORTAL_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
 PORTAL_RUN_WORKERS = int(env_number("PORTAL_RUN_WORKERS", 4, int))
 # Runs in progress refresh heartbeat_at this often; a run whose heartbeat is older than
 # PORTAL_RUN_STALE_AFTER_S is finished as INTERRUPTED (its process died).
@@ -321,8 +351,14 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "filters": {"no_503": {"()": "portal.log_filters.DropServiceUnavailable"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    # django-axes announces its version at every start, commands included; its lockouts stay.
-    "loggers": {"axes.apps": {"level": "WARNING"}},
+    "loggers": {
+        # django-axes announces its version at every start, commands included; its lockouts stay.
+        "axes.apps": {"level": "WARNING"},
+        # The health refresher logs an outage once when it starts and once when it ends.
+        "django.request": {"filters": ["no_503"]},
+        "django.server": {"filters": ["no_503"]},
+    },
 }

@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 
 from plugins_app.metrics import metrics_view
+from portal import probes
 
 # The schema and its docs page describe the API and hold no data: public, whatever the setting.
 PUBLIC = [AllowAny]
@@ -19,4 +20,6 @@ urlpatterns = [
     path("v1/", include("plugins_app.urls")),
     path("metrics", metrics_view, name="metrics"),
     path("metrics/", metrics_view),
+    path("livez", probes.livez, name="livez"),
+    path("readyz", probes.readyz, name="readyz"),
 ]

@@ -170,7 +170,7 @@ def _stop_background_work():
 
 
 # Admin roles: what each kind of operator may do (see docs/admin.md).
-_SEES = ("view_plugin", "view_pluginrun", "view_pluginevent", "view_schedule")
+_SEES = ("view_plugin", "view_pluginrun", "view_pluginevent", "view_schedule", "view_worker")
 OPERATOR_PERMISSIONS = {
     "viewer": _SEES,
     "runner": (*_SEES, "run_plugin"),
@@ -233,19 +233,26 @@ def sandbox_settings():
 # --- health and operations API ---
 
 
-@pytest.fixture(autouse=True)
-def _fresh_health_snapshot():
-    """Every test starts with no health snapshot and no outage in progress (both per process)."""
-    from plugins_app.metrics import metrics_read_failures
-    from plugins_app.snapshot import health_read_failures, health_snapshot
+@pytest.fixture(scope="session", autouse=True)
+def _no_background_health_refresher():
+    """No request in the test process starts the node's refresher thread, even between tests."""
+    settings.PORTAL_HEALTH_REFRESH_ON_READ = True
 
-    health_snapshot.clear()
-    health_read_failures.reset()
-    metrics_read_failures.reset()
+
+@pytest.fixture(autouse=True)
+def _fresh_health_snapshot(settings, tmp_path_factory):
+    """Every test has a node health snapshot file of its own, none yet, refreshed on each read.
+
+    The suite changes state through the services and reads health right after: each health read
+    refreshes the snapshot first, in the request's thread (no background refresher here).
+    """
+    from plugins_app.health_snapshot import reader
+
+    settings.PORTAL_HEALTH_REFRESH_ON_READ = True
+    settings.PORTAL_HEALTH_SNAPSHOT_FILE = tmp_path_factory.mktemp("node") / "health-snapshot"
+    reader.forget()
     yield
-    health_snapshot.clear()
-    health_read_failures.reset()
-    metrics_read_failures.reset()
+    reader.forget()
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from plugins_app import token_admin as _token_admin  # noqa: F401 - registers the token page
+from plugins_app.admin.fleet import WorkerAdmin
 from plugins_app.admin.history import PluginEventAdmin, PluginRunAdmin
 from plugins_app.admin.large_tables import CappedCountPaginator
 from plugins_app.admin.plugins import LATEST_EVENTS, LATEST_RUNS, PluginAdmin
@@ -26,6 +27,7 @@ __all__ = [
     "PluginAdmin",
     "PluginEventAdmin",
     "PluginRunAdmin",
+    "WorkerAdmin",
 ]
 
 admin.site.site_header = "Plugin operations portal"

@@ -21,6 +21,7 @@ from plugins_app.admin.display import (
     history_url,
     run_link,
 )
+from plugins_app.admin.fleet import QueueOverride
 from plugins_app.admin.policy import (
     POLICY_ACTIONS,
     POLICY_FIELDSET,
@@ -136,7 +137,7 @@ class EventTimelineInline(ReadOnlyInline):
 
 
 @admin.register(Plugin)
-class PluginAdmin(PolicyAdmin, RerunWithParams):
+class PluginAdmin(PolicyAdmin, QueueOverride, RerunWithParams):
     list_display = (
         "name",
         "state_badge",
@@ -214,6 +215,7 @@ class PluginAdmin(PolicyAdmin, RerunWithParams):
                     "limits_json",
                     "run_params_shown",
                     "params_schema_json",
+                    "queue_shown",
                     "created_at",
                     "updated_at",
                 )

@@ -10,14 +10,22 @@ from contextlib import contextmanager
 
 from django.db import DatabaseError, connections, transaction
 
+from portal.db.deadline import client_deadline
+
 
 @contextmanager
 def read_deadline(seconds: float, *, using: str = "default") -> Iterator[None]:
     """Run the block's queries under a deadline; past it they raise a DatabaseError.
 
-    Covers connecting (a locked SQLite file, an unreachable PostgreSQL), waiting for locks, and
-    slow statements.
+    Covers connecting (a locked SQLite file, an unreachable PostgreSQL), waiting for locks, slow
+    statements, and a hung server (the client-side deadline cuts the connection: portal/db/).
     """
+    with client_deadline(seconds), _server_deadline(seconds, using=using):
+        yield
+
+
+@contextmanager
+def _server_deadline(seconds: float, *, using: str) -> Iterator[None]:
     connection = connections[using]
     if connection.connection is None:
         _connect_within(connection, seconds)

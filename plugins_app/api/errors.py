@@ -21,6 +21,7 @@ from plugins_app.errors import (
     PluginRefused,
     RunNotFound,
 )
+from plugins_app.health_snapshot import reader
 
 logger = logging.getLogger("plugins_app.api")
 
@@ -80,6 +81,14 @@ class ServiceUnavailable(APIException):
     default_code = "unavailable"
 
 
+def log_database_error(where: str, error: Exception) -> None:
+    """A warning per failed request, unless the node's refresher already logged the outage."""
+    snapshot = reader.current()
+    outage_known = snapshot is not None and not snapshot.database_up
+    log = logger.debug if outage_known else logger.warning
+    log("Database error in %s: %s: %s", where, type(error).__name__, error)
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """DRF's handler, plus domain errors, database outages and a catch-all with no traceback."""
     if isinstance(exc, PluginError):
@@ -97,7 +106,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         what = f'Unsupported media type "{media_type}"' if media_type else "No media type"
         exc = UnsupportedMediaType(media_type, detail=f"{what}: {SEND_JSON}")
     if isinstance(exc, DatabaseError):
-        logger.warning("Database error in %s: %s: %s", _where(context), type(exc).__name__, exc)
+        log_database_error(_where(context), exc)
         return database_unavailable_response()
     response = drf_exception_handler(exc, context)
     if response is None:

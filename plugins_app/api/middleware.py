@@ -14,7 +14,12 @@ from collections.abc import Callable
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 
-from plugins_app.api.errors import DATABASE_UNAVAILABLE, INTERNAL_ERROR, RETRY_AFTER_S
+from plugins_app.api.errors import (
+    DATABASE_UNAVAILABLE,
+    INTERNAL_ERROR,
+    RETRY_AFTER_S,
+    log_database_error,
+)
 
 logger = logging.getLogger("plugins_app.api")
 
@@ -77,13 +82,7 @@ class ApiSafetyNetMiddleware:
 
     def _error_response(self, request: HttpRequest, error: Exception) -> HttpResponse:
         if isinstance(error, DatabaseError):
-            logger.warning(
-                "Database error in %s %s: %s: %s",
-                request.method,
-                request.path,
-                type(error).__name__,
-                error,
-            )
+            log_database_error(f"{request.method} {request.path}", error)
             return json_error(DATABASE_UNAVAILABLE, 503, **{"Retry-After": RETRY_AFTER_S})
         logger.error("Unexpected error in %s %s", request.method, request.path, exc_info=error)
         return json_error(INTERNAL_ERROR, 500)

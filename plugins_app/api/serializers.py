@@ -268,9 +268,17 @@ class HealthRecordSerializer(serializers.Serializer):
         help_text="When the plugin's next scheduled run is due (the earliest of its enabled "
         "schedules); null when it has none.",
     )
-    checked_at = serializers.DateTimeField(help_text="When this record was read from the database.")
+    checked_at = serializers.DateTimeField(
+        help_text="When the node's health snapshot holding this record was read from the database."
+    )
     stale = serializers.BooleanField(
-        help_text="True when the database could not be read and this is the last known record."
+        help_text="True when that snapshot is older than PORTAL_HEALTH_STALE_AFTER_S or its last "
+        "refresh failed (the database did not answer): the last known record."
+    )
+    stale_since = serializers.DateTimeField(
+        allow_null=True,
+        help_text="Since when the record is stale (the first failed refresh, or when the snapshot "
+        "aged past PORTAL_HEALTH_STALE_AFTER_S); null while fresh.",
     )
 
 

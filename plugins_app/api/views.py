@@ -1,17 +1,22 @@
 """Health and operations API (`/v1/...`): thin views over the selectors and the pipeline.
 
-Health reads answer from the last snapshot (`stale: true`) when the database fails, and never
-500; everything else maps domain errors to 404/409 and bad input to 400/413 (api/errors.py).
+Health reads answer from the node's snapshot (plugins_app/health_snapshot.py), never from the
+database, and never 500; everything else maps domain errors to 404/409 and bad input to 400/413
+(api/errors.py).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import DataError
-from django.http import Http404
+from django.http import Http404, HttpResponse, HttpResponseBase
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -34,7 +39,6 @@ from plugins_app import selectors
 from plugins_app.api import schema as _schema_extensions  # noqa: F401 - registers them
 from plugins_app.api import serializers as api
 from plugins_app.api.authentication import TokenAuthentication
-from plugins_app.api.deadline import read_deadline
 from plugins_app.api.errors import ServiceUnavailable
 from plugins_app.api.policy import (
     RUN_PLUGIN_PERMISSION,
@@ -46,16 +50,16 @@ from plugins_app.api.policy import (
     write_permissions,
 )
 from plugins_app.api.renderers import SafeJSONRenderer
+from plugins_app.api.wait_slots import wait_slots
 from plugins_app.errors import PluginError, PluginNotFound
-from plugins_app.snapshot import (
-    health_read_failures,
-    health_snapshot,
-    oldest_checked_at,
-)
+from plugins_app.health_refresher import current_snapshot
+from plugins_app.health_snapshot import Snapshot, iso, reader
+
+logger = logging.getLogger("plugins_app.health")
 
 STALE_HEADER = "X-Health-Stale"
 CHECKED_AT_HEADER = "X-Health-Checked-At"
-NO_SNAPSHOT_RETRY_AFTER_S = "5"
+NO_SNAPSHOT_RETRY_AFTER_S = "1"
 
 _ERRORS = {
     400: OpenApiResponse(api.ErrorSerializer, description="Invalid input; the message names it."),
@@ -71,8 +75,8 @@ _ERRORS = {
 _NO_SNAPSHOT = OpenApiResponse(
     api.NoSnapshotSerializer,
     description=(
-        "The database cannot be read and this server process has no snapshot to answer from "
-        "yet (it never served this health since it started)."
+        "This node has no health snapshot yet: its refresher has not read the database since "
+        "the node first started."
     ),
 )
 _STALE_HEADERS = [
@@ -160,7 +164,7 @@ class ApiView(APIView):
 
 
 class HealthApiView(ApiView):
-    """A health read: fresh from the database, or the last snapshot marked stale, never a 500."""
+    """A health read: from the node's snapshot, never the database, never a 500."""
 
     def dispatch(self, request, *args: Any, **kwargs: Any):
         try:
@@ -168,8 +172,8 @@ class HealthApiView(ApiView):
         except Exception as exc:  # raised where DRF's handling does not reach (finalize_response)
             if not self.may_answer_without_access_check():
                 raise
-            health_read_failures.failed(exc)
-            return self.plain_json(self.stale_response())
+            logger.error("Health read failed; answering from the snapshot", exc_info=exc)
+            return self.plain_json(self.from_snapshot(reader.current()))
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
@@ -178,8 +182,10 @@ class HealthApiView(ApiView):
     def may_answer_without_access_check(self) -> bool:
         return self.reads_are_public() or getattr(self, "access_checked", False)
 
-    def plain_json(self, response: Response) -> Response:
+    def plain_json(self, response: HttpResponseBase) -> HttpResponseBase:
         """Render with JSON directly, bypassing the negotiation that may be what failed."""
+        if not isinstance(response, Response):
+            return response  # already rendered
         response.accepted_renderer = SafeJSONRenderer()
         response.accepted_media_type = "application/json"
         # DRF's Response reads renderer_context when rendering; its stubs do not declare it.
@@ -198,32 +204,35 @@ class HealthApiView(ApiView):
                     "(retry shortly)"
                 )
             )
-        health_read_failures.failed(exc)
-        return self.stale_response()
+        logger.error("Health read failed; answering from the snapshot", exc_info=exc)
+        return self.from_snapshot(reader.current())  # type: ignore[return-value]
 
-    def database_may_answer(self) -> bool:
-        return health_read_failures.should_probe(settings.PORTAL_HEALTH_RETRY_S)
+    def get_snapshot_response(self) -> HttpResponseBase:
+        return self.from_snapshot(current_snapshot())
 
-    def read_succeeded(self) -> None:
-        health_read_failures.succeeded()
-
-    def stale_response(self) -> Response:
+    def from_snapshot(self, snapshot: Snapshot | None) -> HttpResponseBase:
         raise NotImplementedError
 
     @staticmethod
-    def stale(data: Any, checked_at: str | None) -> Response:
-        headers = {STALE_HEADER: "true"}
-        if checked_at:
-            headers[CHECKED_AT_HEADER] = checked_at
-        return Response(data, headers=headers)
+    def answer(key: tuple, snapshot: Snapshot, now: float, records: Callable[[], Any]):
+        """The JSON body for `key`, rendered once per snapshot and staleness (the hot path)."""
+        since = snapshot.stale_since(now)
+        body = snapshot.rendered.get((*key, since))
+        if body is None:
+            body = snapshot.rendered[(*key, since)] = SafeJSONRenderer().render(records())
+        response = HttpResponse(body, content_type="application/json")
+        response[CHECKED_AT_HEADER] = iso(snapshot.read_at)
+        if since is not None:
+            response[STALE_HEADER] = "true"
+        return response
 
     @staticmethod
     def no_snapshot() -> Response:
         body = {
             "detail": (
-                "Plugin health is unknown: the database cannot be read and this server process "
-                "has not served this health since it started, so it has no snapshot to answer "
-                "from (retry shortly; check the database)"
+                "Plugin health is unknown: this node has no health snapshot yet (its refresher "
+                "has not read the database since the node first started); retry shortly, and "
+                "check the database if it lasts"
             ),
             "stale": True,
             "checked_at": None,
@@ -239,9 +248,10 @@ class PluginListApi(HealthApiView):
         operation_id="plugins_list",
         summary="Every plugin's health record",
         description=(
-            "All plugins, FAILED and UNAVAILABLE included, sorted by name. When the database "
-            f"cannot be read the records come from the last snapshot with `stale: true` and the "
-            f"`{STALE_HEADER}: true` header."
+            "All plugins, FAILED and UNAVAILABLE included, sorted by name, from the node's health "
+            "snapshot (refreshed every PORTAL_HEALTH_REFRESH_S). When the snapshot is old or its "
+            f"refresh failed the records say `stale: true` and the answer has `{STALE_HEADER}: "
+            "true`."
         ),
         parameters=[api.PluginListQuery],
         responses={
@@ -250,31 +260,38 @@ class PluginListApi(HealthApiView):
             503: _NO_SNAPSHOT,
         },
     )
-    def get(self, request: Request) -> Response:
-        filters = self.filters(request)
-        if not self.database_may_answer():
-            return self.stale_response()
-        with read_deadline(settings.PORTAL_HEALTH_DB_TIMEOUT_S):
-            records = selectors.health_records(**filters)
-        health_snapshot.remember_list(records, **filters)
-        self.read_succeeded()
-        return Response(records)
+    def get(self, request: Request) -> HttpResponseBase:
+        self.filters(request)  # a bad filter is a 400 before anything is read
+        return self.get_snapshot_response()
 
     @staticmethod
     def filters(request) -> dict[str, Any]:
         params = getattr(request, "query_params", None) or request.GET  # DRF's or Django's
+        if not params:
+            return {"state": None, "enabled": None}  # the probes' case: nothing to validate
         query = api.validated_query(api.PluginListQuery, params)
         return {"state": query.get("state") or None, "enabled": query.get("enabled")}
 
-    def stale_response(self) -> Response:
+    def from_snapshot(self, snapshot: Snapshot | None) -> HttpResponseBase:
+        if snapshot is None or not snapshot.read_at:
+            return self.no_snapshot()
         try:
             filters = self.filters(self.request)
         except APIException:
-            filters = {}
-        records = health_snapshot.stale_list(**filters)
-        if records is None:
-            return self.no_snapshot()
-        return self.stale(records, oldest_checked_at(records))
+            filters = {"state": None, "enabled": None}
+        state, enabled = filters["state"], filters["enabled"]
+        now = time.time()
+        return self.answer(
+            ("list", state, enabled),
+            snapshot,
+            now,
+            lambda: [
+                snapshot.served(record, now)
+                for record in snapshot.document["records"]
+                if (state is None or record["state"] == state)
+                and (enabled is None or record["enabled"] == enabled)
+            ],
+        )
 
 
 class PluginHealthApi(HealthApiView):
@@ -284,8 +301,8 @@ class PluginHealthApi(HealthApiView):
         operation_id="plugins_health",
         summary="One plugin's health record",
         description=(
-            "404 for a plugin that is not registered. When the database cannot be read, the "
-            "last record this server served, with `stale: true`."
+            "From the node's health snapshot; 404 for a plugin that is not in it (not "
+            "registered when the snapshot was read). `stale: true` as in the list."
         ),
         parameters=[NAME_PARAMETER],
         responses={
@@ -294,32 +311,24 @@ class PluginHealthApi(HealthApiView):
             503: _NO_SNAPSHOT,
         },
     )
-    def get(self, request: Request, name: str) -> Response:
-        if not self.database_may_answer():
-            return self.stale_response()
-        try:
-            with read_deadline(settings.PORTAL_HEALTH_DB_TIMEOUT_S):
-                record = selectors.health_record_by_name(name=name)
-        except PluginNotFound:
-            health_snapshot.forget(name)
-            self.read_succeeded()
-            raise
-        health_snapshot.remember_record(record)
-        self.read_succeeded()
-        return Response(record)
+    def get(self, request: Request, name: str) -> HttpResponseBase:
+        return self.get_snapshot_response()
 
-    def stale_response(self) -> Response:
+    def from_snapshot(self, snapshot: Snapshot | None) -> HttpResponseBase:
+        if snapshot is None or not snapshot.read_at:
+            return self.no_snapshot()
         name = self.kwargs.get("name", "")
-        record = health_snapshot.stale_record(name)
-        if record is not None:
-            return self.stale(record, record["checked_at"])
-        if health_snapshot.knows_every_plugin:
-            return Response(
-                {"detail": str(PluginNotFound(name))},
-                status=status.HTTP_404_NOT_FOUND,
-                headers={STALE_HEADER: "true"},
+        record = snapshot.by_name.get(name)
+        now = time.time()
+        stale = snapshot.stale_since(now) is not None
+        if record is None:
+            response = Response(
+                {"detail": str(PluginNotFound(name))}, status=status.HTTP_404_NOT_FOUND
             )
-        return self.no_snapshot()
+            if stale:
+                response[STALE_HEADER] = "true"
+            return response
+        return self.answer(("record", name), snapshot, now, lambda: snapshot.served(record, now))
 
 
 class PluginRunsApi(ApiView):
@@ -356,7 +365,9 @@ class PluginRunsApi(ApiView):
         description=(
             "Queues a run at once and answers 202 with it and its `Location`. With "
             "`?wait=SECONDS`, waits up to that long: 200 with the finished run, or 202 with the "
-            "run still going. 409 with the reason when the plugin is disabled or UNAVAILABLE."
+            "run still going. 409 with the reason when the plugin is disabled or UNAVAILABLE. "
+            "429 when too many `?wait=` requests already wait (PORTAL_API_MAX_WAITING in all, "
+            "PORTAL_API_MAX_WAITING_PER_CLIENT per user, per server process): nothing queued."
         ),
         parameters=[NAME_PARAMETER, api.RunSubmitQuery],
         request=api.RunSubmitBody,
@@ -371,11 +382,21 @@ class PluginRunsApi(ApiView):
 
         query = api.validated_query(api.RunSubmitQuery, request.query_params)
         body = api.validated(api.RunSubmitBody, self.body(request), where="request body")
-        run = pipeline.submit_run(name=name, params=body["params"], actor=api_actor(request))
-        answer: int = status.HTTP_202_ACCEPTED
-        if query.get("wait"):
-            run = pipeline.wait_for_run(run_id=run.pk, timeout_s=query["wait"])
-            answer = status.HTTP_200_OK if run.is_finished else status.HTTP_202_ACCEPTED
+        slot = (
+            wait_slots.hold(
+                f"user:{request.user.pk}",
+                limit=settings.PORTAL_API_MAX_WAITING,
+                per_client=settings.PORTAL_API_MAX_WAITING_PER_CLIENT,
+            )
+            if query.get("wait")
+            else contextlib.nullcontext()
+        )
+        with slot:
+            run = pipeline.submit_run(name=name, params=body["params"], actor=api_actor(request))
+            answer: int = status.HTTP_202_ACCEPTED
+            if query.get("wait"):
+                run = pipeline.wait_for_run(run_id=run.pk, timeout_s=query["wait"])
+                answer = status.HTTP_200_OK if run.is_finished else status.HTTP_202_ACCEPTED
         location = reverse("plugins_api:run-detail", kwargs={"run_id": run.pk})
         return Response(run_data(request, run), status=answer, headers={"Location": location})
 
@@ -400,9 +421,7 @@ class PluginReloadApi(ApiView):
 
         api.validated(api.EmptyBody, self.body(request), where="request body")
         plugin = pipeline.reload_plugin(name=name, actor=api_actor(request))
-        record = selectors.health_record(plugin)
-        health_snapshot.remember_record(record)
-        return Response(record)
+        return Response(selectors.health_record(plugin))
 
 
 class RunDetailApi(ApiView):
@@ -448,6 +467,7 @@ class BenchmarkConstantApi(APIView):
         "avg_duration_ms": 11.25,
         "checked_at": "2025-01-01T00:00:00Z",
         "stale": False,
+        "stale_since": None,
     }
 
     @extend_schema(exclude=True)

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from plugins_app import reasons
+from plugins_app import reasons_schedules
 from plugins_app.errors import InvalidParams, PluginNotFound, PluginRefused
 from plugins_app.executor import worker_id
 from plugins_app.models import PluginRun, RunStatus
@@ -94,7 +94,7 @@ def _decide(schedule_id: int, now: datetime) -> ScheduleFiring | None:
 
 
 def _missed_note(schedule: Schedule, due: timing.Due, *, ran: bool) -> str:
-    return reasons.schedule_missed(
+    return reasons_schedules.schedule_missed(
         plugin=schedule.plugin.name,
         schedule=schedule.name,
         missed=due.count,
@@ -120,9 +120,13 @@ def _overlap_or_submit(schedule: Schedule) -> Decision:
     plugin = schedule.plugin.name
     waiting = ScheduleFiring.objects.filter(schedule=schedule, outcome=FiringOutcome.DEFERRED)
     if schedule.overlap == Overlap.QUEUE_ONE and not waiting.exists():
-        note = reasons.schedule_deferred(plugin=plugin, schedule=schedule.name, run_id=going.pk)
+        note = reasons_schedules.schedule_deferred(
+            plugin=plugin, schedule=schedule.name, run_id=going.pk
+        )
         return FiringOutcome.DEFERRED, None, note
-    note = reasons.schedule_overlap_skipped(plugin=plugin, schedule=schedule.name, run_id=going.pk)
+    note = reasons_schedules.schedule_overlap_skipped(
+        plugin=plugin, schedule=schedule.name, run_id=going.pk
+    )
     return FiringOutcome.SKIPPED, None, note
 
 
@@ -136,7 +140,7 @@ def _submit(schedule: Schedule) -> Decision:
                 actor=f"schedule:{schedule.name}",
             )
     except (PluginRefused, InvalidParams, PluginNotFound) as exc:
-        note = reasons.schedule_refused(
+        note = reasons_schedules.schedule_refused(
             plugin=schedule.plugin.name, schedule=schedule.name, refusal=str(exc)
         )
         return FiringOutcome.REFUSED, None, note
@@ -179,7 +183,9 @@ def _release_deferred(firing_id: int) -> ScheduleFiring | None:
             else (
                 FiringOutcome.SKIPPED,
                 None,
-                reasons.schedule_disabled(plugin=schedule.plugin.name, schedule=schedule.name),
+                reasons_schedules.schedule_disabled(
+                    plugin=schedule.plugin.name, schedule=schedule.name
+                ),
             )
         )
         ScheduleFiring.objects.filter(pk=firing.pk).update(outcome=outcome, run=run, note=note)

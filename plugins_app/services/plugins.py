@@ -28,6 +28,7 @@ class PluginMetadata:
     limits: dict[str, Any] | None = None
     run_params: dict[str, Any] | None = None  # plugin_contract.RunParams, or None if unknown
     params_schema: dict[str, Any] | None = None
+    declared_queue: str = ""  # the worker queue the module declares; empty for the default
     retry: dict[str, Any] | None = None  # plugin_contract.policies.RetryPolicy, or None
     quarantine_after: int | None = None  # None: the portal's default
     schedule: dict[str, Any] | None = None  # declared; kept as a Schedule row, not a column
@@ -139,6 +140,7 @@ def _metadata_fields(metadata: PluginMetadata) -> dict[str, Any]:
         "limits": metadata.limits or {},
         "run_params": metadata.run_params,
         "params_schema": metadata.params_schema,
+        "declared_queue": metadata.declared_queue,
         "retry_declared": metadata.retry,
         "quarantine_after_declared": metadata.quarantine_after,
     }

@@ -115,7 +115,10 @@ def run_start(*, run_id: int, worker: str) -> PluginRun:
         return run
     quarantine.claim_probe(plugin, run, now=now)
     PluginRun.objects.filter(pk=run.pk).update(
-        status=RunStatus.RUNNING, started_at=now, heartbeat_at=now, worker=worker
+        status=RunStatus.RUNNING,
+        started_at=now,
+        heartbeat_at=now,
+        worker=worker,
     )
     if run.not_before is not None:
         retries.refresh_next_retry(plugin)
@@ -128,6 +131,22 @@ def run_start(*, run_id: int, worker: str) -> PluginRun:
         extra_fields={"running_count": F("running_count") + 1, "last_run_at": now},
     )
     run.refresh_from_db()
+    return run
+
+
+@transaction.atomic
+def run_refuse_queued(*, run_id: int, reason: str) -> PluginRun:
+    """A queued run that cannot be delivered (the broker is unreachable): closed refused and
+    uncounted, the plugin untouched; a run that started meanwhile is left to its worker."""
+    run = _locked_run(run_id)
+    if run.status == RunStatus.QUEUED:
+        PluginRun.objects.filter(pk=run.pk).update(
+            status=RunStatus.FAILED,
+            outcome=RunOutcomeKind.REFUSED,
+            reason=reason,
+            finished_at=timezone.now(),
+        )
+        run.refresh_from_db()
     return run
 
 

@@ -1,27 +1,32 @@
-"""Health reads when the database is down, locked or failing: the last snapshot, never a 500.
+"""Health reads when the database is down, locked or failing: the node's snapshot, never a 500.
 
 These use real outages (the SQLite file replaced by garbage, or PostgreSQL unreachable) and real
-locks held by another connection; only `TestInjectedFailure` injects an exception.
+locks held by another connection; only `TestInjectedFailure` injects an exception. The suite
+refreshes the snapshot at each health read (PORTAL_HEALTH_REFRESH_ON_READ); `TestNoDatabase`
+and `TestNodeRefresher` check the production mode, where health never touches the database.
+The hung-server and many-process claims are in tests/integration/test_real_outage.py.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import time
 
 import pytest
 
 from plugins_app import selectors, services
 from plugins_app.api import views
-from plugins_app.snapshot import HealthSnapshot
+from plugins_app.health_refresher import NodeRefresher, refresh_once
+from plugins_app.health_snapshot import SnapshotReader, reader
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
 def probe_every_request(settings):
-    """Each request during an outage tries the database, so "logged once" is about the log."""
-    settings.PORTAL_HEALTH_RETRY_S = 0
+    """A short read deadline, so outages and locks are seen quickly."""
     settings.PORTAL_HEALTH_DB_TIMEOUT_S = 0.5
 
 
@@ -39,17 +44,24 @@ def health_errors(caplog) -> list[logging.LogRecord]:
     ]
 
 
+def stale(record: dict) -> dict:
+    """The record as served from a snapshot whose refresh failed (stale_since is then set)."""
+    return {**record, "stale": True, "stale_since": record["stale_since"]}
+
+
 @pytest.mark.usefixtures("probe_every_request")
 class TestDatabaseOutage:
     def test_list__answers_last_snapshot_marked_stale(self, api_client, fleet, database_outage):
-        """Database down: 200 with the last list served, every record stale with its checked_at."""
+        """Database down: 200 with the last snapshot, every record stale, since when it said."""
         before = api_client.get("/v1/plugins").json()
         with database_outage():
             response = api_client.get("/v1/plugins")
         assert response.status_code == 200
         assert response["X-Health-Stale"] == "true"
         assert response["X-Health-Checked-At"] == before[0]["checked_at"]
-        assert response.json() == [{**record, "stale": True} for record in before]
+        during = response.json()
+        assert during[0]["stale_since"] is not None
+        assert during == [{**record, **STALE_OF(during)} for record in before]
 
     def test_health__answers_last_record_marked_stale(self, api_client, fleet, database_outage):
         """Database down: a plugin's health is its last record, stale, with when it was read."""
@@ -58,19 +70,11 @@ class TestDatabaseOutage:
             response = api_client.get("/v1/plugins/flaky/health")
         assert response.status_code == 200
         assert response["X-Health-Stale"] == "true"
-        assert response.json() == {**before, "stale": True}
+        assert response.json() == {**before, **STALE_OF([response.json()])}
         assert response.json()["state"] == "FAILED"
 
-    def test_health__answers_from_the_list_snapshot(self, api_client, fleet, database_outage):
-        """A plugin only ever seen in the list is still answered from the list's snapshot."""
-        listed = {r["name"]: r for r in api_client.get("/v1/plugins").json()}
-        with database_outage():
-            response = api_client.get("/v1/plugins/gpu/health")
-        assert response.status_code == 200
-        assert response.json() == {**listed["gpu"], "stale": True}
-
     def test_health__unknown_plugin_is_still_404(self, api_client, fleet, database_outage):
-        """With the whole registry in the snapshot, an unknown name stays a 404 during an outage."""
+        """An unknown name stays a 404 during an outage: the snapshot holds every plugin."""
         api_client.get("/v1/plugins")
         with database_outage():
             response = api_client.get("/v1/plugins/ghost/health")
@@ -85,73 +89,66 @@ class TestDatabaseOutage:
         assert response.status_code == 200
         assert [(r["name"], r["stale"]) for r in response.json()] == [("flaky", True)]
 
-    def test_snapshot__keeps_the_freshest_record(
-        self, api_client, fleet, finish_run, database_outage
-    ):
-        """A single read after the list refreshes that plugin's record in the snapshot."""
-        api_client.get("/v1/plugins")
-        finish_run("ok", status="failed")
-        fresh = api_client.get("/v1/plugins/ok/health").json()
-        with database_outage():
-            records = {r["name"]: r for r in api_client.get("/v1/plugins").json()}
-        assert records["ok"] == {**fresh, "stale": True}
-        assert records["ok"]["state"] == "FAILED"
-
     def test_no_snapshot__503_with_a_clear_body(self, api_client, fleet, database_outage):
-        """Down before anything was served: 503 saying health is unknown, not an empty list."""
+        """Down before the node ever read the database: 503 saying health is unknown."""
         with database_outage():
             listed = api_client.get("/v1/plugins")
             single = api_client.get("/v1/plugins/ok/health")
         for response in (listed, single):
             assert response.status_code == 503
             assert response["X-Health-Stale"] == "true"
-            assert response["Retry-After"] == "5"
+            assert response["Retry-After"] == "1"
             body = response.json()
             assert (body["stale"], body["checked_at"]) == (True, None)
-            assert "database cannot be read" in body["detail"]
-
-    def test_no_snapshot__only_a_filtered_list_was_served(self, api_client, fleet, database_outage):
-        """A filter served before can be answered; a filter never served cannot (503)."""
-        api_client.get("/v1/plugins?state=FAILED")
-        with database_outage():
-            served = api_client.get("/v1/plugins?state=FAILED")
-            never = api_client.get("/v1/plugins")
-        assert [r["name"] for r in served.json()] == ["flaky"]
-        assert never.status_code == 503
+            assert "no health snapshot yet" in body["detail"]
 
     def test_recovery__fresh_again_when_the_database_is_back(
         self, api_client, fleet, database_outage, caplog
     ):
-        """After the outage the next read is fresh, and the recovery is logged."""
+        """After the outage the next read is fresh, and the end is logged with its duration."""
         api_client.get("/v1/plugins")
         with database_outage():
             assert api_client.get("/v1/plugins").json()[0]["stale"] is True
         response = api_client.get("/v1/plugins")
         assert response.status_code == 200
         assert "X-Health-Stale" not in response
-        assert all(r["stale"] is False for r in response.json())
-        assert any("recovered" in r.getMessage() for r in caplog.records)
+        assert all(r["stale"] is False and r["stale_since"] is None for r in response.json())
+        (ended,) = [r for r in caplog.records if "answers again after" in r.getMessage()]
+        assert ended.levelno == logging.WARNING
 
-    def test_logging__once_per_outage_not_per_request(
+    def test_logging__one_line_per_outage_start_and_end(
         self, api_client, fleet, database_outage, caplog
     ):
-        """Ten reads in one outage log the database error once; a second outage logs again."""
+        """Ten reads in one outage log its start once and its end once; a second outage again."""
         api_client.get("/v1/plugins")
         with database_outage():
             for _ in range(5):
                 assert api_client.get("/v1/plugins").status_code == 200
                 assert api_client.get("/v1/plugins/ok/health").status_code == 200
+        api_client.get("/v1/plugins")  # recovered
         errors = health_errors(caplog)
         assert len(errors) == 1
-        assert (
-            "OperationalError" in errors[0].getMessage()
-            or "DatabaseError" in errors[0].getMessage()
-        )
-        assert errors[0].exc_info is not None
-        api_client.get("/v1/plugins")  # recovered
+        assert "did not answer" in errors[0].getMessage()
         with database_outage():
             api_client.get("/v1/plugins")
         assert len(health_errors(caplog)) == 2
+
+    def test_logging__no_request_error_line_per_503(
+        self, api_client, fleet, database_outage, caplog
+    ):
+        """A 503 from a run endpoint during an outage writes no django.request ERROR line."""
+        api_client.get("/v1/plugins")
+        with database_outage():
+            api_client.get("/v1/plugins")  # the refresher sees the outage
+            responses = [api_client.get("/v1/plugins/ok/runs") for _ in range(5)]
+        assert {response.status_code for response in responses} == {503}
+        noisy = [
+            r
+            for r in caplog.records
+            if r.levelno >= logging.WARNING and r.name.startswith("django")
+        ]
+        assert noisy == []
+        assert not [r for r in caplog.records if r.name == "plugins_app.api" and r.levelno >= 30]
 
     def test_metrics__database_down_is_reported_not_a_500(self, api_client, fleet, database_outage):
         """/metrics during an outage answers 200 with portal_database_up 0."""
@@ -161,41 +158,31 @@ class TestDatabaseOutage:
         assert "portal_database_up 0.0" in response.content.decode()
 
 
+def STALE_OF(served: list[dict]) -> dict:
+    """The stale marks of a stale answer (stale_since is when the outage was first seen)."""
+    return {"stale": True, "stale_since": served[0]["stale_since"]}
+
+
 class TestDatabaseLocked:
     def test_locked__answers_from_snapshot_without_hanging(
         self, api_client, fleet, database_lock, settings
     ):
-        """A lock held elsewhere: the read gives up at the deadline and the snapshot answers."""
-        settings.PORTAL_HEALTH_DB_TIMEOUT_S, settings.PORTAL_HEALTH_RETRY_S = 0.3, 0
+        """A lock held elsewhere: the refresh gives up at the deadline and the snapshot answers."""
+        settings.PORTAL_HEALTH_DB_TIMEOUT_S = 0.3
         before = api_client.get("/v1/plugins").json()
         with database_lock():
             started = time.monotonic()
             response = api_client.get("/v1/plugins")
             waited = time.monotonic() - started
         assert response.status_code == 200
-        assert response.json() == [{**r, "stale": True} for r in before]
-        assert waited < 10  # not the 30 s busy timeout: the health read has its own deadline
-
-
-class TestProbeBackOff:
-    def test_outage__other_requests_do_not_wait_on_the_database(
-        self, api_client, fleet, database_outage, settings
-    ):
-        """While failing, one request per retry interval tries the database; the rest don't."""
-        settings.PORTAL_HEALTH_RETRY_S, settings.PORTAL_HEALTH_DB_TIMEOUT_S = 60, 0.5
-        api_client.get("/v1/plugins")
-        with database_outage():
-            assert api_client.get("/v1/plugins")["X-Health-Stale"] == "true"
-        # The database is back, but the retry interval has not passed: still the snapshot.
-        assert api_client.get("/v1/plugins")["X-Health-Stale"] == "true"
+        assert response.json() == [{**r, **STALE_OF(response.json())} for r in before]
+        assert waited < 10  # not the 30 s busy timeout: the refresh has its own deadline
 
 
 @pytest.mark.usefixtures("probe_every_request")
 class TestInjectedFailure:
-    def test_list__exception_in_the_view_is_a_stale_200(
-        self, api_client, fleet, monkeypatch, caplog
-    ):
-        """A bug while building the list is logged with its traceback; the snapshot answers."""
+    def test_list__broken_read_is_a_stale_200(self, api_client, fleet, monkeypatch, caplog):
+        """A bug while reading the list is logged with its traceback; the snapshot answers."""
         before = api_client.get("/v1/plugins").json()
 
         def broken(**filters):
@@ -204,27 +191,13 @@ class TestInjectedFailure:
         monkeypatch.setattr(selectors, "health_records", broken)
         response = api_client.get("/v1/plugins")
         assert response.status_code == 200
-        assert response.json() == [{**r, "stale": True} for r in before]
+        assert response.json() == [{**r, **STALE_OF(response.json())} for r in before]
         (error,) = health_errors(caplog)
         assert "injected: the list selector broke" in error.getMessage()
         assert error.exc_info[0] is RuntimeError
         assert "Traceback" not in response.content.decode()
 
-    def test_health__exception_in_the_view_is_a_stale_200(self, api_client, fleet, monkeypatch):
-        """A bug while building one record answers that plugin's last record, stale."""
-        before = api_client.get("/v1/plugins/ok/health").json()
-
-        def broken(**kwargs):
-            raise ValueError("injected: the record builder broke")
-
-        monkeypatch.setattr(selectors, "health_record_by_name", broken)
-        response = api_client.get("/v1/plugins/ok/health")
-        assert response.status_code == 200
-        assert response.json() == {**before, "stale": True}
-
-    def test_health__exception_before_the_view_body_is_a_stale_200(
-        self, api_client, fleet, monkeypatch
-    ):
+    def test_health__exception_before_the_view_body_is_a_200(self, api_client, fleet, monkeypatch):
         """An exception in DRF's request setup (content negotiation here) still answers 200."""
         api_client.get("/v1/plugins")
 
@@ -234,12 +207,12 @@ class TestInjectedFailure:
         monkeypatch.setattr(views.PluginListApi, "perform_content_negotiation", broken)
         response = api_client.get("/v1/plugins")
         assert response.status_code == 200
-        assert response["X-Health-Stale"] == "true"
+        assert [r["name"] for r in json.loads(response.content)] == ["flaky", "gpu", "ok"]
 
-    def test_health__exception_without_snapshot_is_503_not_500(
+    def test_health__broken_read_without_snapshot_is_503_not_500(
         self, api_client, fleet, monkeypatch
     ):
-        """Nothing served yet and the read breaks: 503 with a JSON body, never a 500."""
+        """Nothing read yet and the read breaks: 503 with a JSON body, never a 500."""
 
         def broken(**filters):
             raise RuntimeError("injected")
@@ -256,7 +229,6 @@ class TestOutageWithReadsRequiringAuth:
     ):
         """With authenticated reads, a token cannot be checked while down: 503, no health shown."""
         settings.PORTAL_API_READS_REQUIRE_AUTH = True
-        settings.PORTAL_HEALTH_RETRY_S = 0
         assert operator_client.get("/v1/plugins").status_code == 200  # a snapshot exists
         with database_outage():
             response = operator_client.get("/v1/plugins")
@@ -265,46 +237,87 @@ class TestOutageWithReadsRequiringAuth:
         assert "records" not in response.json() and "name" not in response.content.decode()
 
 
-def snapshot_record(name: str, checked_at: str, state: str = "LOADED") -> dict:
-    return {"name": name, "state": state, "enabled": True, "checked_at": checked_at}
+@pytest.fixture
+def production_mode(settings, monkeypatch):
+    """Health reads do not refresh; the test refreshes by hand (no thread left running after)."""
+    from plugins_app.health_refresher import refresher
+
+    settings.PORTAL_HEALTH_REFRESH_ON_READ = False
+    monkeypatch.setattr(refresher, "ensure_started", lambda: None)
 
 
-class TestSnapshotOrdering:
-    """A slow read that finishes late never replaces a newer answer already served."""
+@pytest.mark.usefixtures("production_mode")
+class TestNoDatabase:
+    """The production mode: health answers from the node's file and never queries the database."""
 
-    def test_older_list__keeps_the_newer_single_record(self):
-        """A list read before a single-plugin read, remembered after it, keeps the newer one."""
-        snapshot = HealthSnapshot()
-        snapshot.remember_record(snapshot_record("ok", "2026-01-01T10:00:05Z", "FAILED"))
-        snapshot.remember_list([snapshot_record("ok", "2026-01-01T10:00:00Z")])
-        assert snapshot.stale_record("ok")["state"] == "FAILED"
-        assert [r["state"] for r in snapshot.stale_list()] == ["FAILED"]
+    def test_health__no_query_at_all(self, api_client, fleet, settings, django_assert_num_queries):
+        """With the snapshot published, the list and a record cost zero queries."""
+        refresh_once()
+        with django_assert_num_queries(0):
+            listed = api_client.get("/v1/plugins")
+            single = api_client.get("/v1/plugins/flaky/health")
+            missing = api_client.get("/v1/plugins/ghost/health")
+        assert (listed.status_code, single.status_code, missing.status_code) == (200, 200, 404)
+        assert single.json()["state"] == "FAILED"
 
-    def test_older_record__does_not_replace_a_newer_list(self):
-        """A single read remembered after a newer list does not roll that plugin back."""
-        snapshot = HealthSnapshot()
-        snapshot.remember_list([snapshot_record("ok", "2026-01-01T10:00:05Z", "FAILED")])
-        snapshot.remember_record(snapshot_record("ok", "2026-01-01T10:00:00Z"))
-        assert snapshot.stale_record("ok")["state"] == "FAILED"
+    def test_stale__after_stale_after_s_and_since_when(self, api_client, fleet, settings):
+        """A snapshot older than PORTAL_HEALTH_STALE_AFTER_S is stale since it aged out."""
+        refresh_once()
+        settings.PORTAL_HEALTH_STALE_AFTER_S = 5
+        path = settings.PORTAL_HEALTH_SNAPSHOT_FILE
+        document = json.loads(path.read_text())
+        document["read_at"] -= 60
+        path.write_text(json.dumps(document))
+        record = api_client.get("/v1/plugins/ok/health").json()
+        assert record["stale"] is True
+        assert record["checked_at"] < record["stale_since"]
+        read_at = document["read_at"]
+        served_since = time.mktime(time.strptime(record["stale_since"][:19], "%Y-%m-%dT%H:%M:%S"))
+        assert abs(served_since - time.mktime(time.gmtime(read_at + 5))) <= 1
 
-    def test_times_compare_as_times__not_as_text(self):
-        """10:00:05Z is newer than 10:00:04.900000Z although it sorts before it as text."""
-        snapshot = HealthSnapshot()
-        snapshot.remember_record(snapshot_record("ok", "2026-01-01T10:00:05Z", "FAILED"))
-        snapshot.remember_record(snapshot_record("ok", "2026-01-01T10:00:04.900000Z"))
-        assert snapshot.stale_record("ok")["state"] == "FAILED"
+    def test_reader__rereads_only_a_replaced_file(self, fleet, settings, monkeypatch):
+        """A process re-parses the snapshot only when the refresher replaced the file."""
+        from plugins_app import health_snapshot
 
-    def test_older_full_list__keeps_a_plugin_read_after_it(self):
-        """A plugin first read after the slow full list started is not dropped by that list."""
-        snapshot = HealthSnapshot()
-        snapshot.remember_record(snapshot_record("new", "2026-01-01T10:00:05Z"))
-        snapshot.remember_list([snapshot_record("ok", "2026-01-01T10:00:00Z")])
-        assert [r["name"] for r in snapshot.stale_list()] == ["new", "ok"]
+        parsed = []
+        original = health_snapshot._parse
+        monkeypatch.setattr(
+            health_snapshot, "_parse", lambda path: parsed.append(path) or original(path)
+        )
+        own = SnapshotReader()
+        refresh_once()
+        first = own.current()
+        assert own.current() is first and len(parsed) == 1
+        services.plugin_mark_unavailable(name="ok", reason="No GPU found on this host", actor="t")
+        refresh_once()
+        assert own.current().by_name["ok"]["state"] == "UNAVAILABLE"
+        assert len(parsed) == 2
 
-    def test_newer_full_list__drops_plugins_gone_and_refreshes_the_rest(self):
-        """A newer full list still replaces older records and drops plugins it lacks."""
-        snapshot = HealthSnapshot()
-        snapshot.remember_record(snapshot_record("gone", "2026-01-01T10:00:00Z"))
-        snapshot.remember_record(snapshot_record("ok", "2026-01-01T10:00:00Z"))
-        snapshot.remember_list([snapshot_record("ok", "2026-01-01T10:00:05Z", "FAILED")])
-        assert [(r["name"], r["state"]) for r in snapshot.stale_list()] == [("ok", "FAILED")]
+
+class TestNodeRefresher:
+    """The background refresher: one per node, by lock, and the next one takes over."""
+
+    def test_one_refreshes__the_next_takes_over_when_it_stops(self, fleet, settings):
+        """Two refreshers: one holds the lock and publishes; stopped, the other takes over."""
+        settings.PORTAL_HEALTH_REFRESH_S = 0.05
+        first, second = NodeRefresher(), NodeRefresher()
+        first.ensure_started()
+        assert first.refreshing.wait(10)
+        second.ensure_started()
+        try:
+            assert first.published.wait(10)
+            assert not second.refreshing.is_set()
+            services.plugin_mark_unavailable(
+                name="ok", reason="No GPU found on this host", actor="t"
+            )
+            first.published.clear()
+            assert first.published.wait(10)
+            assert first.published.wait(10)
+            assert reader.current().by_name["ok"]["state"] == "UNAVAILABLE"
+            first.stop(wait_s=10)
+            assert second.refreshing.wait(10)
+            assert second.published.wait(10)
+        finally:
+            first.stop(wait_s=10)
+            second.stop(wait_s=10)
+        assert not {first._thread, second._thread} & set(threading.enumerate())

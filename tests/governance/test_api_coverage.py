@@ -185,6 +185,7 @@ PUBLIC_READS = {  # public unless PORTAL_API_READS_REQUIRE_AUTH is on
     ("GET", "/v1/plugins/{name}/health"),
     ("GET", "/v1/plugins/{name}/runs"),
     ("GET", "/v1/runs/{run_id}"),
+    ("GET", "/v1/workers"),
 }
 ALWAYS_PUBLIC = {("GET", "/v1/schema"), ("GET", "/v1/docs")}  # describe the API, hold no data
 DENIED = {401, 403}

@@ -43,9 +43,26 @@ class TestWiring:
         assert "make test-quick" in entries
         makefile = (ROOT / "Makefile").read_text()
         quick = re.search(r"^test-quick:.*\n\t(.*)$", makefile, re.M)
-        assert quick and '-m "not browser and not portal_processes and not promtool"' in quick[1]
+        excluded = (
+            "not browser and not portal_processes and not promtool and not postgres_cluster"
+            " and not broker"
+        )
+        assert quick and f'-m "{excluded}"' in quick[1]
         full = re.search(r"^test:.*\n\t(.*)$", makefile, re.M)
         assert full and " -m " not in full[1]
+
+    def test_markers__each_outside_part_is_left_to_ci_and_documented(self):
+        """Every declared marker but `slow` is excluded from test-quick and in the docs' table."""
+        pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+        declared = [m.split(":")[0] for m in pyproject["tool"]["pytest"]["ini_options"]["markers"]]
+        makefile = (ROOT / "Makefile").read_text()
+        quick = re.search(r"^test-quick:.*\n\t(.*)$", makefile, re.M)
+        contributing = (ROOT / "docs" / "contributing.md").read_text()
+        for marker in declared:
+            if marker == "slow":
+                continue
+            assert quick and f"not {marker}" in quick[1], marker
+            assert f"| `{marker}` |" in contributing, marker
 
     def test_ci_run__audits_typechecks_and_tests_both_databases(self):
         """.ci/run runs the audit and mypy, and `make test` on SQLite and on PostgreSQL."""

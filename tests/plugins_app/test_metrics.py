@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,9 +15,9 @@ from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from plugins_app import metrics_reading, selectors, services
+from plugins_app import metrics_reading, services
+from plugins_app.health_refresher import refresh_once
 from plugins_app.models import PluginRun, RunStatus
-from plugins_app.snapshot import health_snapshot
 from tests.concurrency_support import database_url
 from tests.metrics_support import of, scrape, scrape_in_new_process
 
@@ -188,19 +189,19 @@ class TestMetrics:
         assert samples["portal_plugin_runs_in_progress"][of("idle")] == 0
 
     def test_snapshot_age__seconds_since_the_health_snapshot_was_read(
-        self, api_client, make_plugin
+        self, api_client, make_plugin, settings
     ):
-        """The age is how long ago the health snapshot was read; absent before the first read."""
+        """The age is how long ago the node's snapshot was read; absent before the first read."""
         make_plugin("ocr")
         assert "portal_health_snapshot_age_seconds" not in scrape(api_client)
-        records = selectors.health_records()
-        read_long_ago = (timezone.now() - timedelta(seconds=90)).isoformat()
-        health_snapshot.remember_list(
-            [{**record, "checked_at": read_long_ago} for record in records]
-        )
+        refresh_once()
+        path = settings.PORTAL_HEALTH_SNAPSHOT_FILE
+        document = json.loads(path.read_text())
+        document["read_at"] -= 90
+        path.write_text(json.dumps(document))
         age = scrape(api_client)["portal_health_snapshot_age_seconds"][()]
         assert 90 <= age < 120
-        assert api_client.get("/v1/plugins").status_code == 200  # a read refreshes it
+        assert api_client.get("/v1/plugins").status_code == 200  # a read refreshes it here
         assert scrape(api_client)["portal_health_snapshot_age_seconds"][()] < 30
 
     def test_metrics__query_count_does_not_grow_with_plugins(

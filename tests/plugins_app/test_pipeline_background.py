@@ -98,8 +98,8 @@ class TestSubmit:
 
     def test_unknown_executor__says_which_exist(self, settings):
         """A misspelt PORTAL_RUN_EXECUTOR is refused, naming the valid ones."""
-        settings.PORTAL_RUN_EXECUTOR = "celery"
-        with pytest.raises(ImproperlyConfigured, match="use one of: thread, inline"):
+        settings.PORTAL_RUN_EXECUTOR = "rq"
+        with pytest.raises(ImproperlyConfigured, match="use one of: thread, inline, celery"):
             get_executor(pipeline.execute_run)
 
     def test_submit_refused__no_run_queued(self, plugins):

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from plugins_app import reasons, reasons_policy, services
+from plugins_app import reasons, reasons_policy, reasons_schedules, services
 from plugins_app.errors import IllegalTransition, PluginRefused
 from plugins_app.models import EventKind, Plugin, PluginEvent, PluginRun, RunStatus
 
@@ -46,15 +46,16 @@ PLUGINLESS = {
     "counters_reset": "summarises counters; the event row names the plugin",
     "invalid_params": "about a request's params, refused before any plugin is involved",
     "too_many_vanished": "about several plugins at once, named in a list",
+    "queue_unserved": "about a worker queue and every plugin routed to it, named in a list",
 }
 
 
 def builders() -> list[Callable[..., str]]:
-    """Every public function reasons.py and reasons_policy.py define, except the helpers named
-    in NOT_REASONS."""
+    """Every public function reasons.py, reasons_policy.py and reasons_schedules.py define,
+    except the helpers named in NOT_REASONS."""
     return [
         function
-        for module in (reasons, reasons_policy)
+        for module in (reasons, reasons_policy, reasons_schedules)
         for name, function in inspect.getmembers(module, inspect.isfunction)
         if function.__module__ == module.__name__
         and not name.startswith("_")

@@ -113,10 +113,11 @@ class TestSettings:
         assert (values["PORTAL_RUN_HEARTBEAT_S"], values["PORTAL_RUN_STALE_AFTER_S"]) == (10, 21)
 
     def test_unknown_executor__refuses_with_the_choices(self, settings_from):
-        """An unknown executor name is refused with the two that exist."""
+        """An unknown executor name is refused with the three that exist."""
         with pytest.raises(ImproperlyConfigured) as refused:
-            settings_from(PORTAL_RUN_EXECUTOR="celery")
+            settings_from(PORTAL_RUN_EXECUTOR="rq")
         assert "use 'thread'" in str(refused.value) and "'inline'" in str(refused.value)
+        assert "'celery'" in str(refused.value)
 
 
 def manage_in(var_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess:

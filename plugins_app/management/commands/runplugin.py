@@ -7,6 +7,7 @@ from django.core.management.base import CommandError
 from plugins_app import pipeline
 from plugins_app.api.serializers import MAX_PARAM_DEPTH, RunSerializer, nesting_depth
 from plugins_app.errors import InvalidParams, PluginNotFound, PluginRefused
+from plugins_app.fleet.queues import unserved_reason
 from plugins_app.management.arguments import PortalCommand
 from plugins_app.models import PluginRun, RunStatus
 from plugins_app.storable import value_problem
@@ -68,7 +69,8 @@ def run_record(run: PluginRun) -> dict:
 class Command(PortalCommand):
     help = (
         "Run a plugin synchronously through the sandbox and print its result, or the reason "
-        "it failed. Exit code 0: succeeded; 1: the run failed or was refused; 2: misuse "
+        "it failed; with the celery executor it runs on a worker node of the plugin's queue "
+        "(--local: here). Exit code 0: succeeded; 1: the run failed or was refused; 2: misuse "
         "(unknown plugin, bad params, params that run() or the plugin's params_schema does not "
         "accept: nothing is run)."
     )
@@ -92,12 +94,23 @@ class Command(PortalCommand):
         parser.add_argument(
             "--timeout", type=float, metavar="S", help="Wall-clock limit for this run, seconds."
         )
+        parser.add_argument(
+            "--local",
+            action="store_true",
+            help="With the celery executor: run it in this process's sandbox instead of on a "
+            "worker node of its queue (debugging on one machine).",
+        )
 
-    def handle(self, *args, name, param, params_json, as_json, timeout, **options):
+    def handle(self, *args, name, param, params_json, as_json, timeout, local, **options):
         params = parse_params(param, params_json)
         pipeline.reconcile_interrupted(actor=ACTOR)
+        unserved = "" if local or not pipeline.runs_elsewhere() else unserved_reason(name)
+        if unserved:
+            self.stderr.write(f"{unserved}; waiting for it (Ctrl-C stops waiting).")
         try:
-            run = pipeline.run_plugin(name=name, params=params, actor=ACTOR, timeout_s=timeout)
+            run = pipeline.run_plugin(
+                name=name, params=params, actor=ACTOR, timeout_s=timeout, local=local
+            )
         except PluginNotFound as exc:
             raise CommandError(
                 f"{exc} (list plugins with: manage.py pluginhealth; load new ones with: "

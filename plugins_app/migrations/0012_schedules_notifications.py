@@ -9,7 +9,7 @@ import plugins_app.notifications.models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("plugins_app", "0010_retries_and_quarantine"),
+        ("plugins_app", "0011_fleet_workers"),
     ]
 
     operations = [

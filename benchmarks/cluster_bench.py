@@ -1,0 +1,201 @@
+"""Cluster benchmark: ``python -m benchmarks.cluster_bench [--runs N]``.
+
+Measures, in one run, on PostgreSQL and a RabbitMQ vhost of its own, with real worker nodes
+(`manage.py runworker`): the latency from queueing a trivial run to reading it finished, with
+the thread executor (baseline) and with one worker node; the throughput of N runs that sleep
+50 ms with one node and with two; and the time from a node's `kill -9` mid-run to its run
+being INTERRUPTED. Prints ratios against the in-run baselines. Not a test: timings depend on
+the machine and its load (shown at the top).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HEARTBEAT_S, STALE_AFTER_S = 0.5, 3.0
+PLUGINS = {
+    "bench_trivial": "def run():\n    return 1\n",
+    "bench_sleep": "import time\n\ndef run():\n    time.sleep(0.05)\n    return 1\n",
+    "bench_hang": "import time\n\nlimits = {'timeout_s': 120}\n\ndef run():\n    time.sleep(60)\n",
+}
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+def dropdb(name: str) -> None:
+    subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", name])
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"Timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(0.02)
+
+
+class Node:
+    def __init__(self, name: str, queue: str, env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log = log_dir / f"{name}.log"
+        with self.log.open("wb") as out:
+            argv = ["manage.py", "runworker", "--name", name, "--queues", queue]
+            self.process = subprocess.Popen(
+                [sys.executable, *argv, "--concurrency", "4"],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def ready(self) -> Node:
+        wait_until(lambda: " ready." in self.log.read_text(errors="replace"), 120, self.name)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        self.process.wait(120)
+
+
+def p50_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def latency(runner, name: str, count: int) -> float:
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        run = runner.submit_run(name=name, params={}, actor="bench")
+        finished = runner.wait_for_run(run_id=run.pk, timeout_s=60)
+        assert finished.status == "succeeded", finished.reason
+        samples.append(time.perf_counter() - started)
+    return p50_ms(samples)
+
+
+def throughput(runner, name: str, count: int) -> float:
+    started = time.perf_counter()
+    ids = [runner.submit_run(name=name, params={}, actor="bench").pk for _ in range(count)]
+    for run_id in ids:
+        run = runner.wait_for_run(run_id=run_id, timeout_s=300)
+        assert run.status == "succeeded", run.reason
+    return count / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=200, help="runs per throughput figure")
+    parser.add_argument("--latency-runs", type=int, default=30)
+    parser.add_argument(
+        "--database", default="portal_cluster_bench", help="PostgreSQL database (made anew)"
+    )
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="cluster-bench-"))
+    plugin_dir = work / "plugins"
+    plugin_dir.mkdir()
+    for name, source in PLUGINS.items():
+        (plugin_dir / f"{name}.py").write_text(source)
+    vhost = f"cluster-bench-{uuid.uuid4().hex[:8]}"
+    database_url = f"postgres://postgres@127.0.0.1:5432/{args.database}"
+    dropdb(args.database)
+    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", args.database], check=True)
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "PORTAL_BROKER_URL": f"amqp://guest:guest@127.0.0.1:5672/{vhost}",
+        "PORTAL_PLUGIN_DIRS": str(plugin_dir),
+        "PORTAL_VAR_DIR": str(work / "var"),
+        "PORTAL_RUN_HEARTBEAT_S": str(HEARTBEAT_S),
+        "PORTAL_RUN_STALE_AFTER_S": str(STALE_AFTER_S),
+        "PORTAL_RUN_EXECUTOR": "thread",
+    }
+    os.environ.update(env)
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    from plugins_app import pipeline, services
+    from plugins_app.executor import shutdown_executor
+    from plugins_app.fleet.celery_app import celery_app
+    from plugins_app.models import PluginRun
+
+    nodes: list[Node] = []
+    try:
+        call_command("migrate", verbosity=0)
+        pipeline.load_plugins(actor="bench")
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        pipeline.run_plugin(name="bench_trivial", params={}, actor="bench")  # warm host
+        thread_ms = latency(pipeline, "bench_trivial", args.latency_runs)
+        shutdown_executor()
+        pipeline.discard_warm_hosts()
+
+        settings.PORTAL_RUN_EXECUTOR = "celery"
+        celery_app.cache_clear()
+        node_env = {**env, "PORTAL_RUN_EXECUTOR": "celery"}
+        nodes.append(Node("bench-1", "default", node_env, work).ready())
+        latency(pipeline, "bench_trivial", 3)  # the node's warm host
+        celery_ms = latency(pipeline, "bench_trivial", args.latency_runs)
+        print(
+            f"latency p50, queue to finished: thread {thread_ms:.1f} ms, "
+            f"celery 1 node {celery_ms:.1f} ms (+{celery_ms - thread_ms:.1f} ms; target +15)"
+        )
+
+        throughput(pipeline, "bench_sleep", 8)  # warm
+        one = throughput(pipeline, "bench_sleep", args.runs)
+        nodes.append(Node("bench-2", "default", node_env, work).ready())
+        throughput(pipeline, "bench_sleep", 8)
+        two = throughput(pipeline, "bench_sleep", args.runs)
+        print(
+            f"throughput, {args.runs} runs of 50 ms, concurrency 4 per node: 1 node "
+            f"{one:.1f} runs/s, 2 nodes {two:.1f} runs/s ({two / one:.2f}x; target 1.6x)"
+        )
+
+        services.plugin_set_queue(name="bench_hang", queue="doomed", actor="bench")
+        doomed = Node("bench-doomed", "doomed", node_env, work).ready()
+        nodes.append(doomed)
+        run = pipeline.submit_run(name="bench_hang", params={}, actor="bench")
+        wait_until(lambda: PluginRun.objects.get(pk=run.pk).status == "running", 60, "start")
+        killed = time.perf_counter()
+        doomed.stop(signal.SIGKILL)
+        wait_until(
+            lambda: PluginRun.objects.get(pk=run.pk).status == "interrupted", 120, "interrupted"
+        )
+        print(
+            f"kill -9 to INTERRUPTED: {time.perf_counter() - killed:.2f} s (stale limit "
+            f"{STALE_AFTER_S:g} s + heartbeat {HEARTBEAT_S:g} s)"
+        )
+    finally:
+        for node in nodes:
+            node.stop()
+        shutdown_executor()
+        pipeline.discard_warm_hosts()
+        rabbitmqctl("delete_vhost", vhost)
+        from django.db import connections
+
+        connections.close_all()
+        subprocess.run(
+            ["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", args.database]
+        )
+
+
+if __name__ == "__main__":
+    main()

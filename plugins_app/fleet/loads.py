@@ -1,0 +1,116 @@
+"""Loads and reloads of named plugins on a worker node of each plugin's queue, so preflight
+(import, `requires`, setup()) checks the environment the plugin will run in and the asking
+process (a web process, a command) starts no sandbox host.
+
+The message carries a LoadRequest id; the node loads, writes the reports (or the refusal)
+into the request, and the asker reads them back from the database.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from kombu.exceptions import OperationalError
+
+from plugins_app import reasons, services
+from plugins_app.errors import (
+    IllegalTransition,
+    PluginError,
+    PluginNotFound,
+    PluginRefused,
+    TooManyVanished,
+)
+from plugins_app.fleet.celery_app import LOAD_PLUGINS_TASK, celery_app, portal_queue
+from plugins_app.fleet.queues import DEFAULT_QUEUE, live_workers_per_queue, queue_of
+from plugins_app.loader import LoadReport, load_plugins
+from plugins_app.models import LoadRequest, Plugin
+
+POLL_S = 0.05  # the node's write is in another database connection: nothing to subscribe to
+REFUSALS: dict[str, type[PluginError]] = {
+    "IllegalTransition": IllegalTransition,
+    "TooManyVanished": TooManyVanished,
+    "PluginRefused": PluginRefused,
+}
+
+
+def load_on_workers(*, names: Sequence[str], actor: str) -> list[LoadReport]:
+    """Load the named plugins, each on a live node of its queue (unregistered names: 'default');
+    PluginRefused, naming what to start, when no live node serves a queue."""
+    wanted = list(dict.fromkeys(names))
+    routed = {plugin.name: queue_of(plugin) for plugin in Plugin.objects.filter(name__in=wanted)}
+    groups: dict[str, list[str]] = {}
+    for name in wanted:
+        groups.setdefault(routed.get(name, DEFAULT_QUEUE), []).append(name)
+    serving = live_workers_per_queue()
+    for queue, group in groups.items():
+        if not serving[queue]:
+            raise PluginRefused(reasons.load_without_worker(plugin=group[0], queue=queue))
+    requests = [
+        services.load_request_create(names=group, actor=actor, queue=queue)
+        for queue, group in groups.items()
+    ]
+    try:
+        for request in requests:
+            transaction.on_commit(functools.partial(_send, request))
+    except OperationalError as error:
+        raise PluginRefused(
+            reasons.broker_unreachable(plugin=wanted[0], what="The load", problem=str(error))
+        ) from None
+    reports: list[LoadReport] = []
+    for request in requests:
+        reports.extend(_reports(_finished(request)))
+    return sorted(reports, key=lambda report: report.name)
+
+
+def _send(request: LoadRequest) -> None:
+    celery_app().send_task(
+        LOAD_PLUGINS_TASK,
+        args=[request.pk],
+        queue=portal_queue(request.queue),
+        routing_key=request.queue,
+    )
+
+
+def _finished(request: LoadRequest) -> dict[str, Any]:
+    # Each load may take the load timeout, once more when retried alone, and a queue wait.
+    waited_s = settings.PORTAL_PLUGIN_LOAD_TIMEOUT_S * 2 * len(request.names) + 60
+    deadline = time.monotonic() + waited_s
+    while time.monotonic() < deadline:
+        outcome = (
+            LoadRequest.objects.filter(pk=request.pk, finished_at__isnull=False)
+            .values_list("outcome", flat=True)
+            .first()
+        )
+        if outcome is not None:
+            return outcome
+        time.sleep(POLL_S)
+    raise PluginRefused(
+        reasons.load_not_answered(
+            plugin=request.names[0], queue=request.queue, waited_s=round(waited_s)
+        )
+    )
+
+
+def _reports(outcome: dict[str, Any]) -> list[LoadReport]:
+    error = outcome.get("error")
+    if error == "PluginNotFound":
+        raise PluginNotFound(outcome.get("name", ""))
+    if error:
+        raise REFUSALS.get(error, PluginError)(outcome.get("message", ""))
+    return [LoadReport(**report) for report in outcome.get("reports", [])]
+
+
+def load_outcome(*, names: list[str], actor: str) -> dict[str, Any]:
+    """What a node writes back for a LoadRequest: the reports, or the refusal as data."""
+    try:
+        reports = load_plugins(names=names, actor=actor)
+    except PluginNotFound as error:
+        return {"error": "PluginNotFound", "name": error.name, "message": str(error)}
+    except PluginError as error:
+        return {"error": type(error).__name__, "message": str(error)}
+    return {"reports": [report.__dict__ for report in reports]}

@@ -1,0 +1,50 @@
+"""The tasks a worker node runs: a run id, executed only if this worker wins its claim; and
+a load request, answered once.
+
+A run starts only by the conditional claim in services.run_start (QUEUED to RUNNING once,
+attempts counted): a redelivered or duplicated message finds it started or finished and does
+nothing. The run's outcome is recorded by the runner, as with the thread executor.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import close_old_connections, connection
+
+from plugins_app import services
+from plugins_app.errors import RunNotFound
+from plugins_app.fleet.celery_app import EXECUTE_RUN_TASK, LOAD_PLUGINS_TASK, celery_app
+from plugins_app.fleet.loads import load_outcome
+from plugins_app.models import LoadRequest
+from plugins_app.runner import execute_run
+
+logger = logging.getLogger(__name__)
+
+
+@celery_app().task(name=EXECUTE_RUN_TASK)
+def execute_run_task(run_id: int) -> None:
+    """Execute run `run_id` in this worker's sandbox (nothing when another claimed it)."""
+    close_old_connections()
+    try:
+        execute_run(run_id)
+    except RunNotFound:
+        logger.warning("Run %s was deleted before a worker took it; nothing to do", run_id)
+    finally:
+        # Each pool thread has its own connection; a run may be the thread's last for hours.
+        connection.close()
+
+
+@celery_app().task(name=LOAD_PLUGINS_TASK)
+def load_plugins_task(request_id: int) -> None:
+    """Load the plugins a LoadRequest names in this node's sandbox and write back how it went
+    (nothing when a redelivered message finds it answered)."""
+    close_old_connections()
+    try:
+        request = LoadRequest.objects.filter(pk=request_id, finished_at__isnull=True).first()
+        if request is None:
+            return
+        outcome = load_outcome(names=request.names, actor=request.actor)
+        services.load_request_finish(request_id=request_id, outcome=outcome)
+    finally:
+        connection.close()
