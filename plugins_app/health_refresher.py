@@ -152,6 +152,7 @@ class NodeRefresher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(wait_s)
+        self._started_in = None  # a later ensure_started() starts a new thread
 
     def _run(self) -> None:
         lock_path = f"{settings.PORTAL_HEALTH_SNAPSHOT_FILE}.refresher"

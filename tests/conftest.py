@@ -253,6 +253,10 @@ def _fresh_health_snapshot(settings, tmp_path_factory):
     reader.forget()
     yield
     reader.forget()
+    # A refresher a test started (a request in production mode) must not write the next test's file.
+    from plugins_app.health_refresher import refresher
+
+    refresher.stop(wait_s=5)
 
 
 @pytest.fixture
