@@ -16,6 +16,10 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 MAX_NAME_CHARS = 200  # Plugin.name's max_length
 MAX_VERSION_CHARS = 100  # Plugin.version's max_length
 REQUIRE_KEYS = ("modules", "gpu", "files", "env")  # what `requires` may declare
+# A declared `schedule`: exactly one of cron / every_s, and optional params and policies.
+SCHEDULE_KEYS = ("cron", "every_s", "params", "overlap", "missed")
+OVERLAP_POLICIES = ("skip", "queue_one", "allow")  # when the schedule's last run is still going
+MISSED_POLICIES = ("run_once", "skip")  # when occurrences passed while no scheduler ran
 # A worker queue a plugin may declare (`queue = "gpu"`); also a broker routing key.
 QUEUE_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 
@@ -59,6 +63,7 @@ class Declarations(TypedDict):
     retry: Any  # plugin_contract.policies.RetryPolicy once checked, or None (no retry)
     quarantine_after: Any  # consecutive failures before quarantine (0: never), or None (default)
     run_params: Any  # RunParams once checked; None when run() has no readable signature
+    schedule: Any  # {"cron" or "every_s", "params", "overlap", "missed"} or None
     queue: Any  # the worker queue its runs go to (QUEUE_PATTERN), or None for the default
 
 
@@ -78,6 +83,7 @@ class LoadReport(TypedDict):
     queue: NotRequired[str | None]  # as declared (older hosts: absent)
     retry: NotRequired[dict[str, Any] | None]  # as declared and normalised (older hosts: absent)
     quarantine_after: NotRequired[int | None]  # as declared (older hosts: absent)
+    schedule: NotRequired[dict[str, Any] | None]  # as declared, shape-checked (older: absent)
     missing: list[MissingItem]  # status "unavailable": what the process lacks
     error_type: str | None  # status "failed": the exception's type, or InvalidDeclaration
     message: str | None
@@ -107,11 +113,14 @@ __all__ = [
     "LOAD_STATUSES",
     "MAX_NAME_CHARS",
     "MAX_VERSION_CHARS",
+    "MISSED_POLICIES",
     "MISSING_KINDS",
     "NAME_PATTERN",
+    "OVERLAP_POLICIES",
     "QUEUE_PATTERN",
     "REPORT_KEYS",
     "REQUIRE_KEYS",
+    "SCHEDULE_KEYS",
     "Declarations",
     "LoadReport",
     "LoadStage",

@@ -13,9 +13,12 @@ from typing import Any
 from plugin_contract import (
     MAX_NAME_CHARS,
     MAX_VERSION_CHARS,
+    MISSED_POLICIES,
     NAME_PATTERN,
+    OVERLAP_POLICIES,
     QUEUE_PATTERN,
     REQUIRE_KEYS,
+    SCHEDULE_KEYS,
     Declarations,
     RunParams,
 )
@@ -38,6 +41,7 @@ def read_declarations(module: Any, default_name: str) -> tuple[Declarations, Pro
         "retry": getattr(module, "retry", None),
         "quarantine_after": getattr(module, "quarantine_after", None),
         "run_params": None,
+        "schedule": getattr(module, "schedule", None),
         "queue": getattr(module, "queue", None),
     }
     problem = _problem(declared, module)
@@ -53,6 +57,8 @@ def read_declarations(module: Any, default_name: str) -> tuple[Declarations, Pro
         declared["params_schema"] = dict(declared["params_schema"])
     if declared["retry"] is not None:
         declared["retry"] = normalised_retry(declared["retry"])
+    if declared["schedule"] is not None:
+        declared["schedule"] = _normalised_schedule(declared["schedule"])
     declared["run_params"] = run_params(module.run)
     return declared, None
 
@@ -125,7 +131,54 @@ def _problem(declared: Declarations, module: Any) -> Problem | None:
     after = declared["quarantine_after"]
     if after is not None and quarantine_after_problem(after):
         return "quarantine_after", str(quarantine_after_problem(after))
-    return _requires_problem(declared["requires"]) or _limits_problem(declared["limits"])
+    return (
+        _requires_problem(declared["requires"])
+        or _limits_problem(declared["limits"])
+        or _schedule_problem(declared["schedule"])
+    )
+
+
+def _schedule_problem(schedule: Any) -> Problem | None:
+    """The shape of a declared schedule; the portal checks the cron expression itself."""
+    if schedule is None:
+        return None
+    example = "e.g. schedule = {'cron': '*/15 * * * *'} or {'every_s': 300}"
+    if not isinstance(schedule, Mapping):
+        return "schedule", f"schedule must be a dict ({example}), not {type(schedule).__name__}"
+    unknown = sorted(str(key) for key in schedule if key not in SCHEDULE_KEYS)
+    if unknown:
+        return "schedule", (
+            f"schedule has unknown key(s) {', '.join(unknown)} (known: {', '.join(SCHEDULE_KEYS)})"
+        )
+    if ("cron" in schedule) == ("every_s" in schedule):
+        return "schedule", f"schedule must have exactly one of 'cron' and 'every_s' ({example})"
+    cron = schedule.get("cron")
+    if "cron" in schedule and (not isinstance(cron, str) or len(cron.split()) != 5):
+        return "schedule", (
+            f"schedule['cron'] must be a cron expression of 5 fields "
+            f"(minute hour day month weekday), not {cron!r:.100}"
+        )
+    every = schedule.get("every_s")
+    if "every_s" in schedule and (
+        isinstance(every, bool) or not isinstance(every, int | float) or not every >= 1
+    ):
+        return "schedule", f"schedule['every_s'] must be a number of seconds >= 1, not {every!r}"
+    if not isinstance(schedule.get("params", {}), Mapping):
+        return "schedule", "schedule['params'] must be a dict of run() params"
+    for key, allowed in (("overlap", OVERLAP_POLICIES), ("missed", MISSED_POLICIES)):
+        if key in schedule and schedule[key] not in allowed:
+            return "schedule", (
+                f"schedule['{key}'] must be one of {', '.join(allowed)}, not {schedule[key]!r}"
+            )
+    return None
+
+
+def _normalised_schedule(schedule: Mapping[str, Any]) -> dict[str, Any]:
+    result = dict(schedule)
+    result["params"] = dict(schedule.get("params", {}))
+    result.setdefault("overlap", OVERLAP_POLICIES[0])
+    result.setdefault("missed", MISSED_POLICIES[0])
+    return result
 
 
 def _requires_problem(requires: Any) -> Problem | None:

@@ -152,6 +152,7 @@ class NodeRefresher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(wait_s)
+        self._started_in = None  # a later ensure_started() starts a new thread
 
     def _run(self) -> None:
         lock_path = f"{settings.PORTAL_HEALTH_SNAPSHOT_FILE}.refresher"
@@ -219,8 +220,24 @@ class HealthRefresherMiddleware:
         return self.get_response(request)
 
 
+_first_read_lock = threading.Lock()
+_first_read_tried = threading.Event()
+
+
 def current_snapshot():
-    """The node's snapshot for a health read (refreshed first if PORTAL_HEALTH_REFRESH_ON_READ)."""
+    """The node's snapshot for a health read (refreshed first if PORTAL_HEALTH_REFRESH_ON_READ).
+
+    A node that has never read the database (its first second, before the refresher's first
+    read) reads it once in the request, within the health deadline, rather than answer 503.
+    """
     if settings.PORTAL_HEALTH_REFRESH_ON_READ:
         refresh_once()
-    return reader.current()
+        return reader.current()
+    snapshot = reader.current()
+    if (snapshot is None or not snapshot.read_at) and not _first_read_tried.is_set():
+        with _first_read_lock:
+            if not _first_read_tried.is_set():
+                refresh_once()
+                _first_read_tried.set()
+        snapshot = reader.current()
+    return snapshot

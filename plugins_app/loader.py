@@ -36,6 +36,7 @@ from plugins_app.run_outcomes import (
     max_chars,
     shorten,
 )
+from plugins_app.schedules.writes import declared_schedule_problem, sync_declared
 from plugins_app.sources import PluginSource
 from plugins_app.warm_hosts import discard_warm_host
 from sandbox import Limits, Outcome, Preload, SandboxResult, discard_preload, run_plugin_sandboxed
@@ -276,12 +277,16 @@ def _load_in(spec: PluginSpec, preload: Preload | None, python: str | None) -> _
             declared_queue=report.queue,
             retry=report.retry,
             quarantine_after=report.quarantine_after,
+            schedule=report.schedule,
         )
     if report.status == "ok":
         schema_problem = (
             None
             if report.params_schema is None
             else params_check.schema_problem(report.params_schema)
+        )
+        schema_problem = schema_problem or (
+            None if report.schedule is None else declared_schedule_problem(report.schedule)
         )
         if schema_problem:
             reason = reasons.invalid_declaration(
@@ -441,6 +446,7 @@ def _register_initialized(name: str, load: _Load, actor: str) -> Plugin:
     # One transaction: no run can slip in between LOADED and INITIALIZED.
     assert load.metadata is not None
     services.plugin_register(name=name, metadata=load.metadata, actor=actor)
+    sync_declared(name=name, declared=load.metadata.schedule)
     return services.plugin_mark_initialized(name=name, actor=actor)
 
 

@@ -157,6 +157,13 @@ class Plugin(PluginPolicyFields, models.Model):
         blank=True,
         help_text="Running mean over the timed runs since the counters were last reset.",
     )
+    next_scheduled_at = models.DateTimeField(
+        "next scheduled run",
+        null=True,
+        blank=True,
+        help_text="The earliest next run of the plugin's enabled schedules (kept by "
+        "plugins_app.schedules).",
+    )
     timed_run_count = models.PositiveBigIntegerField(
         "timed runs",
         default=0,
@@ -473,5 +480,12 @@ class RunTally(models.Model):
         return f"{self.plugin_id} {self.outcome}: {self.runs}"
 
 
-# The worker nodes of the celery executor live with the fleet code; Django finds them here.
+# Models of the feature packages: imported here so Django registers them with this app (the
+# worker nodes of the celery executor live with the fleet code).
 from plugins_app.fleet.models import LoadRequest, Worker  # noqa: E402, F401
+from plugins_app.notifications.models import (  # noqa: E402, F401
+    DeliveryStatus,
+    Webhook,
+    WebhookDelivery,
+)
+from plugins_app.schedules.models import Schedule, ScheduleFiring  # noqa: E402, F401

@@ -455,9 +455,6 @@ def too_many_vanished(*, names: str, count: int, searched: str) -> str:
     )
 
 
-# --- Worker nodes (the celery executor) ----------------------------------------------------
-
-
 def _start_worker(queue: str) -> str:
     return f"start one with: manage.py runworker --queues {queue}"
 

@@ -58,6 +58,7 @@ HEALTH_FIELDS = (
     "quarantine_after",
     "next_retry_at",
     "quarantine",
+    "next_scheduled_at",
     "checked_at",
     "stale",
     "stale_since",
@@ -88,6 +89,7 @@ _HEALTH_COLUMNS = (
     "next_retry_at",
     "quarantined_until",
     "quarantine_reason",
+    "next_scheduled_at",
 )
 
 
@@ -197,6 +199,7 @@ def _health(row: dict[str, Any], now: datetime | None) -> dict[str, Any]:
             "reason": row["quarantine_reason"] or None,
             "until": _iso(row["quarantined_until"]),
         },
+        "next_scheduled_at": _iso(row["next_scheduled_at"]),
         "checked_at": _iso(now),
         "stale": False,
         "stale_since": None,

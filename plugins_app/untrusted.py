@@ -266,6 +266,7 @@ class LoaderReport:
     queue: str = ""  # the worker queue it declared; empty for the default
     retry: dict[str, Any] | None = None  # plugin_contract.policies.RetryPolicy, or none declared
     quarantine_after: int | None = None  # None: none declared (the portal's default applies)
+    schedule: dict[str, Any] | None = None  # as declared; the portal checks its cron and policies
 
 
 def load_report(
@@ -321,6 +322,10 @@ def load_report(
     limits = _declared("limits", report["limits"], changes)
     schema = report.get("params_schema")
     params_schema = None if schema is None else _declared("params_schema", schema, changes)
+    declared_schedule = report.get("schedule")
+    schedule = (
+        None if declared_schedule is None else _declared("schedule", declared_schedule, changes)
+    )
     return LoaderReport(
         status=status,
         stage=stage,
@@ -340,6 +345,7 @@ def load_report(
         queue=_queue(report.get("queue")),
         retry=_retry(report.get("retry")),
         quarantine_after=_quarantine_after(report.get("quarantine_after")),
+        schedule=schedule,
     )
 
 

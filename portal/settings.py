@@ -347,6 +347,23 @@ if PORTAL_RUN_STALE_AFTER_S <= 2 * PORTAL_RUN_HEARTBEAT_S:
 # doubling stops at (docs/state-machine.md).
 PORTAL_QUARANTINE_COOLDOWN_S = env_number("PORTAL_QUARANTINE_COOLDOWN_S", 300.0)
 PORTAL_QUARANTINE_MAX_COOLDOWN_S = env_number("PORTAL_QUARANTINE_MAX_COOLDOWN_S", 6 * 3600.0)
+# Schedules (docs/admin.md): "thread" runs a scheduler in each web process, "off" leaves it to
+# `manage.py runscheduler`; any number of schedulers fire each occurrence once.
+PORTAL_SCHEDULER = os.environ.get("PORTAL_SCHEDULER", "thread")
+if PORTAL_SCHEDULER not in {"thread", "off"}:
+    raise ImproperlyConfigured(
+        f"PORTAL_SCHEDULER={PORTAL_SCHEDULER!r} is not a choice: use 'thread' (a scheduler in "
+        "the web process, the default) or 'off' (run `manage.py runscheduler` instead)"
+    )
+PORTAL_SCHEDULER_TICK_S = env_number("PORTAL_SCHEDULER_TICK_S", 1.0)
+# An occurrence later than this counts as missed (its schedule's missed-runs policy applies).
+PORTAL_SCHEDULER_GRACE_S = env_number("PORTAL_SCHEDULER_GRACE_S", 60.0)
+# Webhook deliveries (docs/notifications.md): per-attempt timeout, attempts, backoff, polling.
+PORTAL_NOTIFY_TIMEOUT_S = env_number("PORTAL_NOTIFY_TIMEOUT_S", 5.0)
+PORTAL_NOTIFY_MAX_ATTEMPTS = int(env_number("PORTAL_NOTIFY_MAX_ATTEMPTS", 8, int))
+PORTAL_NOTIFY_BACKOFF_S = env_number("PORTAL_NOTIFY_BACKOFF_S", 2.0)
+PORTAL_NOTIFY_MAX_BACKOFF_S = env_number("PORTAL_NOTIFY_MAX_BACKOFF_S", 3600.0)
+PORTAL_NOTIFY_POLL_S = env_number("PORTAL_NOTIFY_POLL_S", 5.0)
 # How long importing a plugin and running its setup() may take before the load is FAILED.
 PORTAL_PLUGIN_LOAD_TIMEOUT_S = env_number("PORTAL_PLUGIN_LOAD_TIMEOUT_S", 120.0)
 

@@ -27,5 +27,13 @@ def _start_health_refresher() -> None:
         refresher.ensure_started()
 
 
+def _start_background_loops() -> None:
+    # The scheduler (unless PORTAL_SCHEDULER=off) and the webhook deliverer of this process.
+    from plugins_app.background import start_web_process_loops
+
+    start_web_process_loops()
+
+
 _import_the_views()
 _start_health_refresher()
+_start_background_loops()

@@ -146,6 +146,18 @@ def _stop_heartbeat():
     heartbeat().stop(timeout_s=0)
 
 
+@pytest.fixture(autouse=True)
+def _stop_background_loops():
+    """A commit with webhooks wakes the deliverer thread; stop it (and a scheduler thread a
+    test started) after the test, before its database goes."""
+    yield
+    from plugins_app.notifications.deliverer import deliverer_loop
+    from plugins_app.schedules.scheduler import scheduler_loop
+
+    deliverer_loop.stop()
+    scheduler_loop.stop()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _stop_background_work():
     """Stop the run executor, the heartbeat thread and warm plugin hosts after the suite."""
@@ -158,16 +170,23 @@ def _stop_background_work():
 
 
 # Admin roles: what each kind of operator may do (see docs/admin.md).
+_SEES = ("view_plugin", "view_pluginrun", "view_pluginevent", "view_schedule", "view_worker")
 OPERATOR_PERMISSIONS = {
-    "viewer": ("view_plugin", "view_pluginrun", "view_pluginevent", "view_worker"),
-    "runner": ("view_plugin", "view_pluginrun", "view_pluginevent", "view_worker", "run_plugin"),
+    "viewer": _SEES,
+    "runner": (*_SEES, "run_plugin"),
     "operator": (
-        "view_plugin",
-        "view_pluginrun",
-        "view_pluginevent",
-        "view_worker",
+        *_SEES,
         "run_plugin",
         "operate_plugin",
+        "view_schedulefiring",
+        "add_schedule",
+        "change_schedule",
+        "delete_schedule",
+        "view_webhook",
+        "add_webhook",
+        "change_webhook",
+        "delete_webhook",
+        "view_webhookdelivery",
     ),
 }
 OPERATOR_PASSWORD = "operator-password-for-tests"
@@ -234,6 +253,10 @@ def _fresh_health_snapshot(settings, tmp_path_factory):
     reader.forget()
     yield
     reader.forget()
+    # A refresher a test started (a request in production mode) must not write the next test's file.
+    from plugins_app.health_refresher import refresher
+
+    refresher.stop(wait_s=5)
 
 
 @pytest.fixture

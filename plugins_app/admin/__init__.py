@@ -17,6 +17,8 @@ from plugins_app.admin.fleet import WorkerAdmin
 from plugins_app.admin.history import PluginEventAdmin, PluginRunAdmin
 from plugins_app.admin.large_tables import CappedCountPaginator
 from plugins_app.admin.plugins import LATEST_EVENTS, LATEST_RUNS, PluginAdmin
+from plugins_app.notifications import admin as _notifications_admin  # noqa: F401 - registers
+from plugins_app.schedules import admin as _schedules_admin  # noqa: F401 - registers
 
 __all__ = [
     "LATEST_EVENTS",

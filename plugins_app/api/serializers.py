@@ -264,6 +264,11 @@ class HealthRecordSerializer(serializers.Serializer):
     quarantine = QuarantineSerializer(
         help_text="The automatic quarantine (circuit breaker) of the plugin."
     )
+    next_scheduled_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="When the plugin's next scheduled run is due (the earliest of its enabled "
+        "schedules); null when it has none.",
+    )
     checked_at = serializers.DateTimeField(
         help_text="When the node's health snapshot holding this record was read from the database."
     )

@@ -31,6 +31,7 @@ class PluginMetadata:
     declared_queue: str = ""  # the worker queue the module declares; empty for the default
     retry: dict[str, Any] | None = None  # plugin_contract.policies.RetryPolicy, or None
     quarantine_after: int | None = None  # None: the portal's default
+    schedule: dict[str, Any] | None = None  # declared; kept as a Schedule row, not a column
 
 
 @transaction.atomic

@@ -17,6 +17,8 @@ from django.conf import settings
 
 from plugins_app import reasons_policy
 from plugins_app.models import EventKind, Plugin, PluginEvent, PluginRun, RunStatus
+from plugins_app.notifications.events import QUARANTINED
+from plugins_app.notifications.outbox import record_event
 from plugins_app.retry_policy import (
     effective_quarantine_after,
     next_cooldown_s,
@@ -129,6 +131,7 @@ def _open(
     )
     _event(plugin, EventKind.QUARANTINED, reason, run=run, now=now)
     plugin.refresh_from_db()
+    record_event(plugin, kind=QUARANTINED, reason=reason, actor=SYSTEM_ACTOR, run_id=run.pk)
 
 
 def lift(

@@ -15,6 +15,7 @@ from plugins_app.models import (
     PluginRun,
     PluginState,
 )
+from plugins_app.notifications.outbox import event_of_change, record_event
 from plugins_app.transitions import check_transition
 
 
@@ -45,6 +46,8 @@ def transition(
     now = timezone.now()
     fields: dict[str, Any] = {"reason": reason, **(extra_fields or {})}
     changed = from_state != to_state
+    # Webhooks: the event, if any, is decided against the history before this change's row.
+    notify = event_of_change(plugin, to_state=to_state) if changed or always_record else None
     if changed:
         fields["state"] = to_state
         fields["state_changed_at"] = now
@@ -66,3 +69,7 @@ def transition(
             created_at=now,
         )
     plugin.refresh_from_db()
+    if notify:
+        record_event(
+            plugin, kind=notify, reason=reason, actor=actor, run_id=run.pk if run else None
+        )

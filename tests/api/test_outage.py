@@ -250,6 +250,15 @@ def production_mode(settings, monkeypatch):
 class TestNoDatabase:
     """The production mode: health answers from the node's file and never queries the database."""
 
+    def test_first_read__a_new_node_reads_once_instead_of_503(self, api_client, fleet):
+        """A node whose refresher has not read yet reads the database once in the request: 200."""
+        from plugins_app import health_refresher
+
+        health_refresher._first_read_tried.clear()
+        listed = api_client.get("/v1/plugins")
+        assert listed.status_code == 200, listed.content
+        assert "flaky" in {record["name"] for record in listed.json()}
+
     def test_health__no_query_at_all(self, api_client, fleet, settings, django_assert_num_queries):
         """With the snapshot published, the list and a record cost zero queries."""
         refresh_once()

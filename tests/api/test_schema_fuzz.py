@@ -125,11 +125,11 @@ class TestSchema:
         assert operations == OPERATIONS
 
     def test_schema__health_record_requires_every_key(self, client):
-        """The health record schema requires all twenty-three keys."""
+        """The health record schema requires all twenty-four keys."""
         document = client.get(SCHEMA_URL).json()
         record = document["components"]["schemas"]["HealthRecord"]
         assert set(record["required"]) == set(record["properties"])
-        assert len(record["properties"]) == 23
+        assert len(record["properties"]) == 24
 
     def test_schema__no_value_matches_two_branches_of_a_oneof(self, client):
         """A `oneOf` refuses a value both branches accept (a null run result): none overlap."""

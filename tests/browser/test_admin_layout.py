@@ -4,13 +4,20 @@ kept as a screenshot at both widths (artifacts/screenshots/layout-*)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
 from plugins_app import pipeline, services
 from plugins_app.executor import shutdown_executor
 from plugins_app.models import Plugin, PluginRun
+from plugins_app.notifications.deliverer import deliver_due
+from plugins_app.notifications.models import Webhook, WebhookDelivery
+from plugins_app.schedules.firing import fire_due
+from plugins_app.schedules.models import Schedule
+from plugins_app.schedules.writes import sync_declared
 from tests.browser.test_admin_browser import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -94,6 +101,30 @@ def column_visible(page, column: str) -> bool:
     )
 
 
+def schedules_and_webhooks() -> tuple[Schedule, Webhook, WebhookDelivery]:
+    """Schedules in the states an operator meets (fired, refused, declared) and a webhook
+    whose receiver is down, with its delivery log."""
+    hook = Webhook.objects.create(name="on-call pager", url="http://127.0.0.1:9/portal-events")
+    sync_declared(name="hello", declared={"every_s": 3600, "params": {"name": "cron"}})
+    nightly = Schedule.objects.create(
+        plugin=Plugin.objects.get(name="yolo"),
+        name="nightly-detection",
+        cron="0 3 * * *",
+        params={"images": "/srv/inbox"},
+        overlap="queue_one",
+        next_run_at=timezone.now() - timedelta(seconds=1),
+    )
+    Schedule.objects.filter(plugin__name="hello").update(
+        next_run_at=timezone.now() - timedelta(seconds=1)
+    )
+    fire_due()
+    services.plugin_mark_failed(
+        name="hello", reason="Run 9 of plugin 'hello' failed on purpose (rerun it)", actor="test"
+    )
+    deliver_due()
+    return nightly, hook, WebhookDelivery.objects.latest("pk")
+
+
 class TestListsFit:
     @pytest.mark.parametrize(
         ("url", "last_column", "name"),
@@ -125,6 +156,7 @@ class TestEveryPageKept:
         ids = dict(Plugin.objects.values_list("name", "pk"))
         crash = PluginRun.objects.filter(plugin__name="segfault").latest("pk")
         retry = PluginRun.objects.filter(plugin__name="slow", attempt=2).earliest("pk")
+        schedule, webhook, delivery = schedules_and_webhooks()
         pages = {
             "index": "/admin/",
             "plugin-failed-setup": f"/admin/plugins_app/plugin/{ids['bad_setup']}/change/",
@@ -135,6 +167,12 @@ class TestEveryPageKept:
             "plugin-quarantined": f"/admin/plugins_app/plugin/{ids['slow']}/change/",
             "run-retry-waiting": f"/admin/plugins_app/pluginrun/{retry.pk}/change/",
             "events-list": "/admin/plugins_app/pluginevent/",
+            "schedules-list": "/admin/plugins_app/schedule/",
+            "schedule": f"/admin/plugins_app/schedule/{schedule.pk}/change/",
+            "webhooks-list": "/admin/plugins_app/webhook/",
+            "webhook": f"/admin/plugins_app/webhook/{webhook.pk}/change/",
+            "deliveries-list": "/admin/plugins_app/webhookdelivery/",
+            "delivery": f"/admin/plugins_app/webhookdelivery/{delivery.pk}/change/",
         }
         wide = {}
         for name, url in pages.items():

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from plugins_app import reasons, reasons_environment, reasons_policy, services
+from plugins_app import reasons, reasons_environment, reasons_policy, reasons_schedules, services
 from plugins_app.errors import IllegalTransition, PluginRefused
 from plugins_app.models import EventKind, Plugin, PluginEvent, PluginRun, RunStatus
 
@@ -51,11 +51,12 @@ PLUGINLESS = {
 
 
 def builders() -> list[Callable[..., str]]:
-    """Every public function reasons.py, reasons_policy.py and reasons_environment.py define,
-    except the helpers named in NOT_REASONS."""
+    """Every public function reasons.py and its siblings (reasons_policy.py,
+    reasons_schedules.py, reasons_environment.py) define, except the helpers named in
+    NOT_REASONS."""
     return [
         function
-        for module in (reasons, reasons_policy, reasons_environment)
+        for module in (reasons, reasons_policy, reasons_schedules, reasons_environment)
         for name, function in inspect.getmembers(module, inspect.isfunction)
         if function.__module__ == module.__name__
         and not name.startswith("_")

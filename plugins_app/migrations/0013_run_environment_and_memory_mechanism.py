@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("plugins_app", "0011_fleet_workers"),
+        ("plugins_app", "0012_schedules_notifications"),
     ]
 
     operations = [
