@@ -48,30 +48,23 @@ LOAD_TARGET = "plugin_contract.loader:load_plugin"
 LOADER_TARGET = "plugin_contract.loader:warm_loader"
 LOAD_CONCURRENCY = 4
 
-
 # More plugins than this vanishing in one load is a wrong PORTAL_PLUGIN_DIRS, not removals.
 VANISH_LIMIT = 2
 
-
 DESCRIPTION_CHARS = 10_000  # of a plugin's description (its docstring, by default)
-
 
 # Where a load's process is lost, a neighbour in the shared host may be the cause: retry alone.
 LOST_LOAD_OUTCOMES = frozenset({Outcome.SANDBOX_FAILURE, Outcome.CRASHED})
 
-
 # The warm-up of a load's own sandbox host does nothing: only its Preload key, unique, matters.
 ALONE_WARMUP = "builtins:hash"
-
 
 # What a database or its driver may still refuse in a row the boundary made storable.
 REFUSED_WRITES = (DatabaseError, UnicodeError, OverflowError)
 
-
 BAD_LIMITS = (TypeError, ValueError, OverflowError)  # Limits.from_mapping on a declaration
 VERSION_CHARS = max_chars(Plugin, "version")
 SOURCE_CHARS = max_chars(Plugin, "source")
-
 
 REPORT_CHARS = {
     "version": VERSION_CHARS,
