@@ -80,7 +80,8 @@ class PluginCollector:
         )
         yield from _state_metrics(reading["plugins"])
         yield from _run_metrics(reading["plugins"])
-        yield _workers_alive(reading.get("workers_alive", {}))
+        if reading.get("workers_alive"):
+            yield _workers_alive(reading["workers_alive"])
 
 
 def _workers_alive(per_queue: dict[str, int]) -> GaugeMetricFamily:

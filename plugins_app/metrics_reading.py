@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict, cast
 
+from django.conf import settings
+
 from plugins_app import node_file, selectors
 from plugins_app.fleet.queues import queue_overview
 from plugins_app.models import DURATION_BUCKETS
@@ -57,7 +59,12 @@ def read_registry() -> Reading:
             _plugin_reading(row, by_plugin.get(row["id"], []), queued.get(row["id"], 0))
             for row in plugins
         ],
-        "workers_alive": {row["queue"]: row["live_workers"] for row in queue_overview()},
+        # Only worker nodes serve queues: with the thread executor there is nothing to count.
+        "workers_alive": (
+            {row["queue"]: row["live_workers"] for row in queue_overview()}
+            if settings.PORTAL_RUN_EXECUTOR == "celery"
+            else {}
+        ),
     }
 
 

@@ -4,6 +4,7 @@ which operators with the operate permission override through the service (an eve
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponseRedirect
@@ -97,7 +98,8 @@ class QueueOverride(admin.ModelAdmin):
     def queue_shown(self, plugin: Plugin) -> str:
         queue = queue_of(plugin)
         link = reverse("admin:plugins_app_plugin_queue", args=[plugin.pk])
-        if live_workers_per_queue()[queue]:
+        # Only worker nodes serve queues: the thread executor runs every plugin in-process.
+        if not _on_worker_nodes() or live_workers_per_queue()[queue]:
             return format_html('{} (<a href="{}">change</a>)', queue, link)
         reason = no_live_worker(plugin=plugin.name, queue=queue)
         return format_html('{} (<a href="{}">change</a>): {}', queue, link, reason)
@@ -122,7 +124,7 @@ class QueueOverride(admin.ModelAdmin):
             plugin.refresh_from_db()
             shown = queue_of(plugin)
             self.message_user(request, f"'{plugin.name}' now runs on queue '{shown}'.")
-            if not live_workers_per_queue()[shown]:
+            if _on_worker_nodes() and not live_workers_per_queue()[shown]:
                 warning = no_live_worker(plugin=plugin.name, queue=shown)
                 self.message_user(request, warning, messages.WARNING)
             return HttpResponseRedirect(back)
@@ -140,3 +142,7 @@ class QueueOverride(admin.ModelAdmin):
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, "admin/plugins_app/plugin/queue_form.html", context)
+
+
+def _on_worker_nodes() -> bool:
+    return settings.PORTAL_RUN_EXECUTOR == "celery"

@@ -33,9 +33,10 @@ def test_workers_are_listed_and_never_edited(client, make_operator):
     assert client.get(reverse("admin:plugins_app_worker_add")).status_code == 403
 
 
-def test_an_operator_routes_a_plugin_to_a_queue(client, make_operator, make_plugin):
+def test_an_operator_routes_a_plugin_to_a_queue(client, make_operator, make_plugin, settings):
     """The queue page sets the override through the service: one event, who did it, and a
     warning that no worker serves the new queue."""
+    settings.PORTAL_RUN_EXECUTOR = "celery"
     plugin = make_plugin("reader")
     client = logged_in(client, make_operator("ann"))
     url = reverse("admin:plugins_app_plugin_queue", args=[plugin.pk])
@@ -72,8 +73,23 @@ def test_only_operators_set_queues(client, make_operator, make_plugin):
     assert Plugin.objects.get(name="reader").queue == ""
 
 
-def test_the_plugin_page_shows_the_queue_and_who_serves_it(client, make_operator, make_plugin):
+def test_without_worker_nodes__the_queue_is_named_without_a_warning(
+    client, make_operator, make_plugin
+):
+    """On the embedded default (thread executor) no worker serves a queue and none is needed:
+    the page names the queue, and says no worker is missing."""
+    plugin = make_plugin("vision", requirements={"gpu": True})
+    client = logged_in(client, make_operator())
+    page = client.get(reverse("admin:plugins_app_plugin_change", args=[plugin.pk]))
+    assert b"gpu (<a" in page.content
+    assert b"No worker is serving" not in page.content
+
+
+def test_the_plugin_page_shows_the_queue_and_who_serves_it(
+    client, make_operator, make_plugin, settings
+):
     """The plugin's page names its queue and, with no live worker there, what to start."""
+    settings.PORTAL_RUN_EXECUTOR = "celery"
     plugin = make_plugin("vision", requirements={"gpu": True})
     client = logged_in(client, make_operator())
     page = client.get(reverse("admin:plugins_app_plugin_change", args=[plugin.pk]))

@@ -64,11 +64,17 @@ def test_workers_need_a_login_when_reads_do(api_client, fleet, settings):
     assert api_client.get("/v1/workers").status_code == 401
 
 
-def test_metrics_count_live_workers_per_queue(client, fleet):
+def test_metrics_count_live_workers_per_queue(client, fleet, settings):
     """portal_workers_alive{queue=...}: 1 for default, 0 for the unserved gpu and ocr."""
+    settings.PORTAL_RUN_EXECUTOR = "celery"
     samples = scrape(client)["portal_workers_alive"]
     assert samples == {
         (("queue", "default"),): 1,
         (("queue", "gpu"),): 0,
         (("queue", "ocr"),): 0,
     }
+
+
+def test_metrics_without_worker_nodes__no_workers_series(client, fleet):
+    """The thread executor needs no worker node: no portal_workers_alive series to alert on."""
+    assert "portal_workers_alive" not in scrape(client)

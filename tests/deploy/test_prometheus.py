@@ -82,8 +82,9 @@ class TestLiveScrape:
         assert checked.returncode == 0, checked.stdout + checked.stderr
         assert checked.stdout + checked.stderr == ""
 
-    def test_rules__name_only_series_the_portal_exports(self, busy_registry, live_server):
+    def test_rules__name_only_series_the_portal_exports(self, busy_registry, live_server, settings):
         """Every series a rule or its text names is in a live scrape: a renamed one fails here."""
+        settings.PORTAL_RUN_EXECUTOR = "celery"  # worker nodes: portal_workers_alive is exported
         scraped = set(re.findall(r"^(portal_[a-z_]+)", live_scrape(live_server), re.MULTILINE))
         named = {
             name
