@@ -13,14 +13,16 @@ DEMO ?= 1
 PORTAL_PLUGIN_DIRS ?= $(CURDIR)/examples/plugins
 export PORTAL_PLUGIN_DIRS
 
-.PHONY: run cluster test test-quick env torch-env lint audit typecheck requirements check-requirements clean
+.PHONY: run cluster test test-quick env bytecode torch-env lint audit typecheck requirements check-requirements clean
 
 $(TOOLS)/bin/uv:
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet "uv==$(UV_VERSION)"
 
+# Compiled once here: this machine class sets PYTHONDONTWRITEBYTECODE, so without .pyc files
+# every Python process (each manage.py, worker, sandbox host) compiled its imports again.
 $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 	touch $@
 
 env: $(VENV)/.synced
@@ -54,14 +56,19 @@ cluster: env
 COVERAGE_FLOOR ?= 90
 # Test processes (pytest-xdist): every core; TEST_WORKERS=0 runs in this one process.
 TEST_WORKERS ?= auto
-test: env torch-env
+test: env torch-env bytecode
 	$(VENV)/bin/pytest --numprocesses=$(TEST_WORKERS) --dist=loadgroup --cov --cov-report=term --cov-report=xml --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
 
 # What the pre-commit hook runs: every test but those that need an outside part (a browser,
 # portal processes of their own, promtool, a private PostgreSQL cluster, a broker, the torch
 # environment); CI runs them all with `make test` (docs/contributing.md).
-test-quick: env
+test-quick: env bytecode
 	$(VENV)/bin/pytest -q --numprocesses=$(TEST_WORKERS) --dist=loadgroup -m "not browser and not portal_processes and not promtool and not postgres_cluster and not broker and not torch" $(PYTEST_ARGS)
+
+# The project's own modules compiled too (the processes tests start import them); a module
+# edited since is compiled again on import, as always.
+bytecode: env
+	@$(VENV)/bin/python -m compileall -q sandbox plugin_contract plugins_app portal tools >/dev/null
 
 # The torch plugin environment the `torch` tests and examples/torch use: a venv of its own
 # (never .venv) with the CPU build of torch 2.13.0 that pip finds on this machine's disk.

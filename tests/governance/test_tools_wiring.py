@@ -179,3 +179,33 @@ class TestChildCoverage:
     def test_without_exit_patch__child_lines_lost(self, tmp_path):
         """The patch is what makes it work: without `_exit` the child's lines are lost."""
         assert child_lines_covered(tmp_path, []) == {1}
+
+
+class TestParallelGroups:
+    def test_xdist_group__keeps_a_modules_tests_on_one_worker(self, tmp_path):
+        """`--dist=loadgroup` (as the Makefile runs it) keeps a marked module on one worker,
+        so its expensive module fixture (nodes, a cluster, `make run`) is built once."""
+        (tmp_path / "test_grouped.py").write_text(
+            textwrap.dedent(
+                """
+                import os, pathlib, pytest
+                pytestmark = pytest.mark.xdist_group("expensive")
+                @pytest.mark.parametrize("n", range(6))
+                def test_worker(n):
+                    with open(pathlib.Path(__file__).parent / "workers", "a") as seen:
+                        seen.write(os.environ["PYTEST_XDIST_WORKER"] + "\\n")
+                """
+            )
+        )
+        (tmp_path / "test_plain.py").write_text("def test_a(): pass\ndef test_b(): pass\n")
+        pytest_args = ["-p", "no:cacheprovider", "-p", "no:django", "-p", "no:cov", "-q"]
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", *pytest_args, "-n", "2", "--dist=loadgroup", "."],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        workers = (tmp_path / "workers").read_text().split()
+        assert len(workers) == 6 and len(set(workers)) == 1, f"the group ran on {workers}"

@@ -27,7 +27,12 @@ from tools.private_postgres import (
     wait_until,
 )
 
-pytestmark = [pytest.mark.postgres_cluster, pytest.mark.timeout(300)]
+# One xdist worker takes the module, so its cluster and gunicorn start once per suite run.
+pytestmark = [
+    pytest.mark.postgres_cluster,
+    pytest.mark.xdist_group("real_outage"),
+    pytest.mark.timeout(300),
+]
 
 DB_DEADLINE_S = 2.0
 HEALTH_BUDGET_S = 1.0  # a Kubernetes probe's default timeout
