@@ -9,7 +9,7 @@ from django.db import models
 from django.utils import timezone
 
 from plugin_contract import MAX_NAME_CHARS, MAX_VERSION_CHARS
-from plugins_app.policy_fields import PluginPolicyFields, RunAttemptFields
+from plugins_app.policy_fields import PluginPolicyFields, RunAttemptFields, RunLifeFields
 
 
 class PluginState(models.TextChoices):
@@ -317,7 +317,7 @@ class RunOutcomeKind(models.TextChoices):
     INVALID_DECLARATION = "invalid_declaration", "invalid declaration"
 
 
-class PluginRun(RunAttemptFields, models.Model):
+class PluginRun(RunAttemptFields, RunLifeFields, models.Model):
     plugin = models.ForeignKey(
         Plugin, on_delete=models.CASCADE, related_name="runs", verbose_name="plugin"
     )

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Value
+from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -121,6 +122,8 @@ def run_start(*, run_id: int, worker: str) -> PluginRun:
         started_at=now,
         heartbeat_at=now,
         worker=worker,
+        # Reconcilers elsewhere may have other settings: the starter's limit is the run's.
+        stale_after=timedelta(seconds=settings.PORTAL_RUN_STALE_AFTER_S),
     )
     if run.not_before is not None:
         retries.refresh_next_retry(plugin)
@@ -165,20 +168,24 @@ def run_finish(
     run_id: int,
     outcome: RunOutcome,
     actor: str | None = None,
-    stale_before: datetime | None = None,
+    stale_as_of: datetime | None = None,
+    default_stale_after: timedelta = timedelta(0),
 ) -> PluginRun:
     """Record how a running run ended: run row, counters, state and event, once.
 
     A run that already finished (say, reconciled as interrupted while its worker was slow) is
-    left as it is and counted nowhere a second time. With `stale_before` (the reconciler), a
-    run whose heartbeat is at or after it is alive after all and is left to its worker.
+    left as it is and counted nowhere a second time. With `stale_as_of` (the reconciler's
+    now), a run whose heartbeat is within its own stale limit then (`default_stale_after` for
+    a run that recorded none) is alive after all and is left to its worker.
     """
     run = _locked_run(run_id)
     plugin = locked_plugin(run.plugin.name)
     if run.status != RunStatus.RUNNING:
         return run
-    if stale_before is not None and run.heartbeat_at and run.heartbeat_at >= stale_before:
-        return run
+    if stale_as_of is not None and run.heartbeat_at is not None:
+        limit = run.stale_after if run.stale_after is not None else default_stale_after
+        if run.heartbeat_at + limit >= stale_as_of:
+            return run
     now = timezone.now()
     PluginRun.objects.filter(pk=run.pk).update(
         status=outcome.status,
@@ -340,13 +347,13 @@ def run_heartbeat(*, run_ids: list[int]) -> int:
 def runs_reconcile_interrupted(
     *, stale_after: timedelta, actor: str = SYSTEM_ACTOR, now: datetime | None = None
 ) -> list[PluginRun]:
-    """Finish every RUNNING run whose heartbeat went stale as INTERRUPTED, counted once."""
-    cutoff = (now or timezone.now()) - stale_after
-    stale_ids = list(
-        PluginRun.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).values_list(
-            "pk", flat=True
-        )
-    )
+    """Finish as INTERRUPTED, counted once, every RUNNING run silent for longer than the stale
+    limit it was started with (`stale_after` for a run that recorded none)."""
+    now = now or timezone.now()
+    limit = Coalesce(F("stale_after"), Value(stale_after, output_field=DurationField()))
+    stale_at = ExpressionWrapper(F("heartbeat_at") + limit, output_field=DateTimeField())
+    running = PluginRun.objects.filter(status=RunStatus.RUNNING).annotate(stale_at=stale_at)
+    stale_ids = list(running.filter(stale_at__lt=now).values_list("pk", flat=True))
     finished = []
     for run_id in stale_ids:
         run = PluginRun.objects.select_related("plugin").get(pk=run_id)
@@ -359,7 +366,13 @@ def runs_reconcile_interrupted(
             error_type="Interrupted",
             reason=reason,
         )
-        run = run_finish(run_id=run_id, outcome=outcome, actor=actor, stale_before=cutoff)
+        run = run_finish(
+            run_id=run_id,
+            outcome=outcome,
+            actor=actor,
+            stale_as_of=now,
+            default_stale_after=stale_after,
+        )
         if run.status == RunStatus.INTERRUPTED:
             finished.append(run)
     return finished
