@@ -14,7 +14,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from plugins_app import reasons, run_tallies
-from plugins_app.errors import IllegalTransition, PluginRefused, RunNotFound
+from plugins_app.errors import IllegalTransition, PluginRefused
 from plugins_app.models import (
     FINISHED_RUN_STATUSES,
     Plugin,
@@ -25,7 +25,13 @@ from plugins_app.models import (
 )
 from plugins_app.params_check import check_params
 from plugins_app.services import quarantine, retries
-from plugins_app.services.rows import locked_plugin, transition
+from plugins_app.services.cancels import close_cancelled
+from plugins_app.services.rows import (
+    locked_plugin,
+    locked_run,
+    state_after_uncounted_run,
+    transition,
+)
 
 SYSTEM_ACTOR = "system"
 
@@ -93,7 +99,7 @@ def run_start(*, run_id: int, worker: str) -> PluginRun:
     claim is conditional: a run already claimed, or a retry whose backoff is not over, raises
     IllegalTransition and is left as it is.
     """
-    run = _locked_run(run_id)
+    run = locked_run(run_id)
     plugin = locked_plugin(run.plugin.name)
     if run.status != RunStatus.QUEUED:
         raise IllegalTransition(
@@ -143,7 +149,7 @@ def run_start(*, run_id: int, worker: str) -> PluginRun:
 def run_refuse_queued(*, run_id: int, reason: str) -> PluginRun:
     """A queued run that cannot be delivered (the broker is unreachable): closed refused and
     uncounted, the plugin untouched; a run that started meanwhile is left to its worker."""
-    run = _locked_run(run_id)
+    run = locked_run(run_id)
     if run.status == RunStatus.QUEUED:
         PluginRun.objects.filter(pk=run.pk).update(
             status=RunStatus.FAILED,
@@ -153,13 +159,6 @@ def run_refuse_queued(*, run_id: int, reason: str) -> PluginRun:
         )
         run.refresh_from_db()
     return run
-
-
-def _locked_run(run_id: int) -> PluginRun:
-    try:
-        return PluginRun.objects.select_for_update().select_related("plugin").get(pk=run_id)
-    except PluginRun.DoesNotExist:
-        raise RunNotFound(run_id) from None
 
 
 @transaction.atomic
@@ -178,7 +177,7 @@ def run_finish(
     now), a run whose heartbeat is within its own stale limit then (`default_stale_after` for
     a run that recorded none) is alive after all and is left to its worker.
     """
-    run = _locked_run(run_id)
+    run = locked_run(run_id)
     plugin = locked_plugin(run.plugin.name)
     if run.status != RunStatus.RUNNING:
         return run
@@ -186,6 +185,16 @@ def run_finish(
         limit = run.stale_after if run.stale_after is not None else default_stale_after
         if run.heartbeat_at + limit >= stale_as_of:
             return run
+    if outcome.status == RunStatus.CANCELLED:  # its call was cancelled: not a plugin failure
+        close_cancelled(
+            run,
+            plugin,
+            actor=actor or SYSTEM_ACTOR,
+            reason=outcome.reason,
+            duration_ms=outcome.duration_ms,
+        )
+        run.refresh_from_db()
+        return run
     now = timezone.now()
     PluginRun.objects.filter(pk=run.pk).update(
         status=outcome.status,
@@ -276,7 +285,7 @@ def run_refuse_unavailable(*, run_id: int, reason: str, actor: str | None = None
     """The process running the call lacks what the plugin requires (`reason`, as a load words
     it): the run is closed refused and uncounted, and the plugin becomes UNAVAILABLE (it stays
     RUNNING, with the reason, while other runs are in progress)."""
-    run = _locked_run(run_id)
+    run = locked_run(run_id)
     plugin = locked_plugin(run.plugin.name)
     if run.status != RunStatus.RUNNING:
         return run
@@ -302,17 +311,12 @@ def run_refuse_params(*, run_id: int, reason: str, actor: str | None = None) -> 
     caller's mistake, so the run is closed refused and uncounted, and the plugin goes back to
     what its counters say (FAILED with its last failure's reason after failures, else
     INITIALIZED), never FAILED for this run."""
-    run = _locked_run(run_id)
+    run = locked_run(run_id)
     plugin = locked_plugin(run.plugin.name)
     if run.status != RunStatus.RUNNING:
         return run
     _close_refused(run, reason=reason, error_type=PARAMS_REFUSED)
-    if plugin.running_count - 1 > 0:
-        to_state, state_reason = PluginState.RUNNING, plugin.reason
-    elif plugin.consecutive_failures:
-        to_state, state_reason = PluginState.FAILED, _last_failure_reason(plugin)
-    else:
-        to_state, state_reason = PluginState.INITIALIZED, ""
+    to_state, state_reason = state_after_uncounted_run(plugin)
     transition(
         plugin,
         to_state,
@@ -323,18 +327,6 @@ def run_refuse_params(*, run_id: int, reason: str, actor: str | None = None) -> 
     )
     run.refresh_from_db()
     return run
-
-
-def _last_failure_reason(plugin: Plugin) -> str:
-    failed = (
-        PluginRun.objects.filter(plugin=plugin, status__in=FINISHED_RUN_STATUSES)
-        .exclude(status=RunStatus.SUCCEEDED)
-        .exclude(outcome=RunOutcomeKind.REFUSED)
-        .order_by("-finished_at", "-pk")
-        .values_list("reason", flat=True)
-        .first()
-    )
-    return failed or ""
 
 
 def run_heartbeat(*, run_ids: list[int]) -> int:
