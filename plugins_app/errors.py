@@ -41,6 +41,12 @@ class IllegalTransition(PluginError):
     label = "illegal transition"
 
 
+class RunAlreadyFinished(IllegalTransition):
+    """Cancelling a run that already ended (a 409); nothing was written."""
+
+    label = "already finished"
+
+
 class PluginRefused(PluginError):
     """The plugin cannot take runs now (disabled or unavailable); no run was counted."""
 

@@ -160,6 +160,11 @@ def _run_metrics(plugins: list[PluginReading]) -> Iterator[Metric]:
         "Runs that failed, timed out, crashed or were interrupted, ever (never reset).",
         labels=["plugin"],
     )
+    cancelled = CounterMetricFamily(
+        "portal_plugin_runs_cancelled",
+        "Runs cancelled by an operator, ever (never reset; not failures).",
+        labels=["plugin"],
+    )
     failures = CounterMetricFamily(
         "portal_plugin_run_failures",
         "Failed runs by outcome (error, timeout, memory, crashed, exited, interrupted, ...), "
@@ -171,23 +176,24 @@ def _run_metrics(plugins: list[PluginReading]) -> Iterator[Metric]:
         "Duration of every finished run with a duration, ever (never reset).",
         labels=["plugin"],
     )
-    ok = RunOutcomeKind.OK.value
+    ok, stopped = RunOutcomeKind.OK.value, RunOutcomeKind.CANCELLED.value
     for plugin in plugins:
         name = plugin["name"]
         running.add_metric([name], plugin["running"])
         queued.add_metric([name], plugin["queued"])
         succeeded.add_metric([name], plugin["runs"].get(ok, 0))
-        failed.add_metric([name], sum(n for kind, n in plugin["runs"].items() if kind != ok))
-        for kind, runs in sorted(plugin["runs"].items()):
-            if kind != ok:
-                failures.add_metric([name, kind], runs)
+        cancelled.add_metric([name], plugin["runs"].get(stopped, 0))
+        failed_kinds = {kind: n for kind, n in plugin["runs"].items() if kind not in (ok, stopped)}
+        failed.add_metric([name], sum(failed_kinds.values()))
+        for kind, runs in sorted(failed_kinds.items()):
+            failures.add_metric([name, kind], runs)
         buckets = [
             (repr(float(bound)), count)
             for (_, bound), count in zip(DURATION_BUCKETS, plugin["buckets"], strict=True)
         ]
         buckets.append(("+Inf", plugin["timed_runs"]))
         durations.add_metric([name], buckets, plugin["duration_s"])
-    yield from (running, queued, succeeded, failed, failures, durations)
+    yield from (running, queued, succeeded, cancelled, failed, failures, durations)
 
 
 registry = CollectorRegistry(auto_describe=False)

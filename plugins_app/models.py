@@ -9,7 +9,7 @@ from django.db import models
 from django.utils import timezone
 
 from plugin_contract import MAX_NAME_CHARS, MAX_VERSION_CHARS
-from plugins_app.policy_fields import PluginPolicyFields, RunAttemptFields
+from plugins_app.policy_fields import PluginPolicyFields, RunAttemptFields, RunLifeFields
 
 
 class PluginState(models.TextChoices):
@@ -225,6 +225,7 @@ class EventKind(models.TextChoices):
     QUARANTINE_PROBE = "quarantine_probe", "Quarantine probe"
     QUARANTINE_LIFTED = "quarantine_lifted", "Quarantine lifted"
     QUARANTINE_EXTENDED = "quarantine_extended", "Quarantine extended"
+    RUN_CANCELLED = "run_cancelled", "Run cancelled"
 
 
 class PluginEvent(models.Model):
@@ -284,6 +285,7 @@ class RunStatus(models.TextChoices):
     TIMED_OUT = "timed_out", "Timed out"
     CRASHED = "crashed", "Crashed"
     INTERRUPTED = "interrupted", "Interrupted"
+    CANCELLED = "cancelled", "Cancelled"  # stopped by an operator: not a plugin failure
 
 
 FINISHED_RUN_STATUSES = frozenset(
@@ -293,6 +295,7 @@ FINISHED_RUN_STATUSES = frozenset(
         RunStatus.TIMED_OUT,
         RunStatus.CRASHED,
         RunStatus.INTERRUPTED,
+        RunStatus.CANCELLED,
     }
 )
 
@@ -312,12 +315,13 @@ class RunOutcomeKind(models.TextChoices):
     DISK_LIMIT = "disk_limit", "disk limit"
     # The portal's own: the sandbox was never called, or the run's process went away.
     INTERRUPTED = "interrupted", "interrupted (worker stopped or died)"
+    CANCELLED = "cancelled", "cancelled (stopped by an operator; not counted)"
     REFUSED = "refused", "refused (disabled, quarantined or unavailable)"
     MISSING = "missing", "source missing"
     INVALID_DECLARATION = "invalid_declaration", "invalid declaration"
 
 
-class PluginRun(RunAttemptFields, models.Model):
+class PluginRun(RunAttemptFields, RunLifeFields, models.Model):
     plugin = models.ForeignKey(
         Plugin, on_delete=models.CASCADE, related_name="runs", verbose_name="plugin"
     )

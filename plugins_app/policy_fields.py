@@ -99,3 +99,26 @@ class RunAttemptFields(models.Model):
 
     class Meta:
         abstract = True
+
+
+class RunLifeFields(models.Model):
+    """How long a running run may stay silent before it counts as lost, and who cancelled it."""
+
+    stale_after = models.DurationField(
+        "stale limit",
+        null=True,
+        blank=True,
+        help_text="PORTAL_RUN_STALE_AFTER_S of the process that started it: every reconciler "
+        "judges the run by this, not by its own setting; null for runs started before it was "
+        "recorded (the reconciler's setting applies).",
+    )
+    cancelled_by = models.CharField(
+        "cancelled by",
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="Who cancelled the run (user:NAME, api:NAME); empty unless it was cancelled.",
+    )
+
+    class Meta:
+        abstract = True

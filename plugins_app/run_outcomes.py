@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db.models import CharField
 
-from plugins_app import reasons, reasons_environment, services, untrusted
+from plugins_app import reasons, reasons_cancel, reasons_environment, services, untrusted
 from plugins_app.models import Plugin, PluginRun, RunStatus
 from sandbox import Fault, Frame, Limits, Outcome, Phase, SandboxResult
 
@@ -154,6 +154,8 @@ def _failed(
     name: str, result: SandboxResult, limits: Limits, plugin_root: str
 ) -> tuple[RunStatus, str]:
     outcome = result.outcome
+    if outcome == Outcome.CANCELLED:  # its run was cancelled: the row already says by whom
+        return RunStatus.CANCELLED, reasons_cancel.run_cancelled_in_call(plugin=name)
     if result.phase == Phase.WARM_UP:
         # The warm host never got to run(): timeout_s or the run's params are not the cause.
         if result.fault == Fault.LOAD:

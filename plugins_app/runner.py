@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from plugins_app import plugin_env, plugin_python, reasons, services, untrusted
+from plugins_app.cancel_watch import cancel_watch
 from plugins_app.discovery import ENTRY_POINT_GROUP, is_plugin_name
 from plugins_app.errors import IllegalTransition, InvalidParams, RunNotFound
 from plugins_app.executor import get_executor, heartbeat, runs_elsewhere, worker_id
@@ -30,7 +31,7 @@ from plugins_app.models import Plugin, PluginRun, RunOutcomeKind, RunStatus, Sou
 from plugins_app.run_outcomes import outcome_from_result, shorten
 from plugins_app.sources import PluginSource
 from plugins_app.warm_hosts import discard_if_replaced, discard_warm_host, warm_host_for
-from sandbox import Fault, Outcome, SandboxResult, run_plugin_sandboxed
+from sandbox import CancelToken, Fault, Outcome, SandboxResult, run_plugin_sandboxed
 from sandbox.limits import MAXIMA
 
 logger = logging.getLogger(__name__)
@@ -120,9 +121,9 @@ def execute_run(run_id: int, *, timeout_s: float | None = None) -> PluginRun:
     if run.status != RunStatus.RUNNING:
         return run  # disabled or made UNAVAILABLE while it waited: closed, uncounted
     plugin = Plugin.objects.get(pk=run.plugin_id)
-    with heartbeat().tracking(run.pk):
+    with heartbeat().tracking(run.pk), cancel_watch().watching(run.pk) as cancel:
         try:
-            outcome = _call(plugin, run.params, timeout_s)
+            outcome = _call(plugin, run.params, timeout_s, cancel)
             if isinstance(outcome, _Unavailable):
                 return _refuse_unavailable(run.pk, plugin.name, outcome.reason)
             if isinstance(outcome, _BadParams):
@@ -221,7 +222,7 @@ def _unavailable_if_gone(name: str, actor: str) -> None:
 
 
 def _call(
-    plugin: Plugin, params: dict[str, Any], timeout_s: float | None
+    plugin: Plugin, params: dict[str, Any], timeout_s: float | None, cancel: CancelToken
 ) -> services.RunOutcome | _Unavailable | _BadParams:
     spec = PluginSource.of_plugin(plugin).spec()
     if spec is None:
@@ -250,7 +251,7 @@ def _call(
     declared_env = plugin_env.declared(plugin.requirements or {})
     preload = warm_host_for(plugin.name, spec, declared_env, python=python.path)
     result = run_plugin_sandboxed(
-        CALL_TARGET, spec.host_spec(), params, limits=limits, preload=preload
+        CALL_TARGET, spec.host_spec(), params, limits=limits, preload=preload, cancel=cancel
     )
     discard_if_replaced(plugin.name, preload)
     missing = _missing_at_call(result)

@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.urls import path
 
-from plugins_app.api import fleet_views, views
+from plugins_app.api import fleet_views, run_views, views
 
 app_name = "plugins_api"
 
@@ -17,6 +17,7 @@ urlpatterns = [
     *route("plugins/<str:name>/runs", views.PluginRunsApi.as_view(), "plugin-runs"),
     *route("plugins/<str:name>/reload", views.PluginReloadApi.as_view(), "plugin-reload"),
     *route("runs/<int:run_id>", views.RunDetailApi.as_view(), "run-detail"),
+    *route("runs/<int:run_id>/cancel", run_views.RunCancelApi.as_view(), "run-cancel"),
     *route("workers", fleet_views.WorkersApi.as_view(), "worker-list"),
 ]
 

@@ -20,6 +20,7 @@ import importlib
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing grows every fork
 
 if TYPE_CHECKING:  # the type checker sees the real names; the host never imports them
+    from sandbox.cancel import CancelToken
     from sandbox.config import SandboxConfig
     from sandbox.limits import Limits
     from sandbox.portal.client import (
@@ -34,6 +35,7 @@ if TYPE_CHECKING:  # the type checker sees the real names; the host never import
     from sandbox.targets import Preload
 
 _EXPORTS = {
+    "CancelToken": "sandbox.cancel",
     "Fault": "sandbox.result",
     "Frame": "sandbox.result",
     "Limits": "sandbox.limits",
@@ -51,6 +53,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "CancelToken",
     "Fault",
     "Frame",
     "Limits",

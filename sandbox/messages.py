@@ -82,3 +82,4 @@ class AnswerFields(TypedDict, total=False):
     disk_exceeded: bool | None
     memory_exceeded: bool | None  # the tree's resident memory passed memory_mb: killed
     memory_peak_kb: int | None  # the tree's resident memory, the most the host sampled
+    cancelled: bool | None  # the portal cancelled the call: its process group was killed

@@ -29,6 +29,7 @@ class Outcome(enum.StrEnum):
     UNSERIALISABLE = "unserialisable"  # the return value cannot be pickled / rebuilt
     SANDBOX_FAILURE = "sandbox_failure"  # the sandbox machinery itself failed
     DISK_LIMIT = "disk_limit"  # wrote more than disk_mb in its working directory; killed
+    CANCELLED = "cancelled"  # its caller cancelled it (CancelToken); its processes were killed
 
 
 class Phase(enum.StrEnum):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from plugins_app import selectors
+from plugins_app import selectors, services
 from plugins_app.admin import display as show
 from plugins_app.admin.display import (
     RunColumns,
@@ -17,6 +17,7 @@ from plugins_app.admin.display import (
     run_link,
 )
 from plugins_app.admin.large_tables import LargeHistoryAdmin, PluginNameFilter
+from plugins_app.errors import PluginError
 from plugins_app.models import PluginEvent, PluginRun, RunOutcomeKind
 
 
@@ -48,6 +49,7 @@ class PluginRunAdmin(RunColumns, LargeHistoryAdmin):
         "actor",
     )
     list_display_links = ("id",)
+    actions = ("cancel_selected",)  # the one change a run takes: stopping it
     list_filter = ("status", SandboxOutcomeFilter, PluginNameFilter)
     date_hierarchy = "queued_at"
     search_fields = ("reason", "error_type")
@@ -109,6 +111,21 @@ class PluginRunAdmin(RunColumns, LargeHistoryAdmin):
             title = f"Run #{run.pk} of plugin '{run.plugin.name}': {run.get_status_display()}"
             extra_context = {**(extra_context or {}), "subtitle": title}
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def has_run_permission(self, request) -> bool:
+        return request.user.has_perm("plugins_app.run_plugin")
+
+    @admin.action(description="Cancel selected runs (queued or running)", permissions=["run"])
+    def cancel_selected(self, request, queryset):
+        actor = f"user:{request.user.get_username()}"
+        for run_id, name in queryset.order_by("-pk").values_list("pk", "plugin__name"):
+            try:
+                services.run_cancel(run_id=run_id, actor=actor)
+            except PluginError as error:
+                message = f"Could not cancel run #{run_id}: {error}"
+                self.message_user(request, message, messages.ERROR)
+                continue
+            self.message_user(request, f"Cancelled run #{run_id} of '{name}'.", messages.SUCCESS)
 
     def get_search_results(self, request, queryset, search_term):
         # Only failed runs carry an error: the status filter keeps a search off all the others.

@@ -72,7 +72,7 @@ class LargeHistoryAdmin(admin.ModelAdmin):
     plans the join as "every plugin, then its runs, then sort them all" (seconds on 1M rows).
     """
 
-    actions = None
+    actions: tuple[str, ...] | None = None
     paginator = CappedCountPaginator
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER

@@ -382,6 +382,7 @@ class RunSerializer(serializers.ModelSerializer):
             "memory_mechanism",
             "duration_ms",
             "actor",
+            "cancelled_by",
             "worker",
             "attempt",
             "retry_of",

@@ -9,6 +9,7 @@ threads and processes neither lose nor double-count an outcome.
 
 from __future__ import annotations
 
+from plugins_app.services.cancels import run_cancel
 from plugins_app.services.plugins import (
     PluginMetadata,
     plugin_disable,
@@ -67,6 +68,7 @@ __all__ = [
     "plugin_set_queue",
     "quarantine_extend",
     "quarantine_lift",
+    "run_cancel",
     "run_finish",
     "run_heartbeat",
     "run_queue",

@@ -6,14 +6,17 @@ from typing import Any
 
 from django.utils import timezone
 
-from plugins_app.errors import PluginNotFound
+from plugins_app.errors import PluginNotFound, RunNotFound
 from plugins_app.models import (
     AVAILABLE_STATES,
+    FINISHED_RUN_STATUSES,
     EventKind,
     Plugin,
     PluginEvent,
     PluginRun,
     PluginState,
+    RunOutcomeKind,
+    RunStatus,
 )
 from plugins_app.notifications.outbox import event_of_change, record_event
 from plugins_app.transitions import check_transition
@@ -24,6 +27,36 @@ def locked_plugin(name: str) -> Plugin:
         return Plugin.objects.select_for_update().get(name=name)
     except Plugin.DoesNotExist:
         raise PluginNotFound(name) from None
+
+
+def locked_run(run_id: int) -> PluginRun:
+    try:
+        return PluginRun.objects.select_for_update().select_related("plugin").get(pk=run_id)
+    except PluginRun.DoesNotExist:
+        raise RunNotFound(run_id) from None
+
+
+def state_after_uncounted_run(plugin: Plugin) -> tuple[PluginState, str]:
+    """Where a locked plugin goes when one of its runs ends uncounted (refused params, a
+    cancel): RUNNING while others run, FAILED with its last failure's reason after failures,
+    else INITIALIZED; never FAILED for that run."""
+    if plugin.running_count - 1 > 0:
+        return PluginState.RUNNING, plugin.reason
+    if plugin.consecutive_failures:
+        return PluginState.FAILED, _last_failure_reason(plugin)
+    return PluginState.INITIALIZED, ""
+
+
+def _last_failure_reason(plugin: Plugin) -> str:
+    failed = (
+        PluginRun.objects.filter(plugin=plugin, status__in=FINISHED_RUN_STATUSES)
+        .exclude(status__in=(RunStatus.SUCCEEDED, RunStatus.CANCELLED))
+        .exclude(outcome=RunOutcomeKind.REFUSED)
+        .order_by("-finished_at", "-pk")
+        .values_list("reason", flat=True)
+        .first()
+    )
+    return failed or ""
 
 
 def transition(

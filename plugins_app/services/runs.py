@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Value
+from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from plugins_app import reasons, run_tallies
-from plugins_app.errors import IllegalTransition, PluginRefused, RunNotFound
+from plugins_app.errors import IllegalTransition, PluginRefused
 from plugins_app.models import (
     FINISHED_RUN_STATUSES,
     Plugin,
@@ -24,7 +25,13 @@ from plugins_app.models import (
 )
 from plugins_app.params_check import check_params
 from plugins_app.services import quarantine, retries
-from plugins_app.services.rows import locked_plugin, transition
+from plugins_app.services.cancels import close_cancelled
+from plugins_app.services.rows import (
+    locked_plugin,
+    locked_run,
+    state_after_uncounted_run,
+    transition,
+)
 
 SYSTEM_ACTOR = "system"
 
@@ -92,7 +99,7 @@ def run_start(*, run_id: int, worker: str) -> PluginRun:
     claim is conditional: a run already claimed, or a retry whose backoff is not over, raises
     IllegalTransition and is left as it is.
     """
-    run = _locked_run(run_id)
+    run = locked_run(run_id)
     plugin = locked_plugin(run.plugin.name)
     if run.status != RunStatus.QUEUED:
         raise IllegalTransition(
@@ -121,6 +128,8 @@ def run_start(*, run_id: int, worker: str) -> PluginRun:
         started_at=now,
         heartbeat_at=now,
         worker=worker,
+        # Reconcilers elsewhere may have other settings: the starter's limit is the run's.
+        stale_after=timedelta(seconds=settings.PORTAL_RUN_STALE_AFTER_S),
     )
     if run.not_before is not None:
         retries.refresh_next_retry(plugin)
@@ -140,7 +149,7 @@ def run_start(*, run_id: int, worker: str) -> PluginRun:
 def run_refuse_queued(*, run_id: int, reason: str) -> PluginRun:
     """A queued run that cannot be delivered (the broker is unreachable): closed refused and
     uncounted, the plugin untouched; a run that started meanwhile is left to its worker."""
-    run = _locked_run(run_id)
+    run = locked_run(run_id)
     if run.status == RunStatus.QUEUED:
         PluginRun.objects.filter(pk=run.pk).update(
             status=RunStatus.FAILED,
@@ -152,32 +161,39 @@ def run_refuse_queued(*, run_id: int, reason: str) -> PluginRun:
     return run
 
 
-def _locked_run(run_id: int) -> PluginRun:
-    try:
-        return PluginRun.objects.select_for_update().select_related("plugin").get(pk=run_id)
-    except PluginRun.DoesNotExist:
-        raise RunNotFound(run_id) from None
-
-
 @transaction.atomic
 def run_finish(
     *,
     run_id: int,
     outcome: RunOutcome,
     actor: str | None = None,
-    stale_before: datetime | None = None,
+    stale_as_of: datetime | None = None,
+    default_stale_after: timedelta = timedelta(0),
 ) -> PluginRun:
     """Record how a running run ended: run row, counters, state and event, once.
 
     A run that already finished (say, reconciled as interrupted while its worker was slow) is
-    left as it is and counted nowhere a second time. With `stale_before` (the reconciler), a
-    run whose heartbeat is at or after it is alive after all and is left to its worker.
+    left as it is and counted nowhere a second time. With `stale_as_of` (the reconciler's
+    now), a run whose heartbeat is within its own stale limit then (`default_stale_after` for
+    a run that recorded none) is alive after all and is left to its worker.
     """
-    run = _locked_run(run_id)
+    run = locked_run(run_id)
     plugin = locked_plugin(run.plugin.name)
     if run.status != RunStatus.RUNNING:
         return run
-    if stale_before is not None and run.heartbeat_at and run.heartbeat_at >= stale_before:
+    if stale_as_of is not None and run.heartbeat_at is not None:
+        limit = run.stale_after if run.stale_after is not None else default_stale_after
+        if run.heartbeat_at + limit >= stale_as_of:
+            return run
+    if outcome.status == RunStatus.CANCELLED:  # its call was cancelled: not a plugin failure
+        close_cancelled(
+            run,
+            plugin,
+            actor=actor or SYSTEM_ACTOR,
+            reason=outcome.reason,
+            duration_ms=outcome.duration_ms,
+        )
+        run.refresh_from_db()
         return run
     now = timezone.now()
     PluginRun.objects.filter(pk=run.pk).update(
@@ -269,7 +285,7 @@ def run_refuse_unavailable(*, run_id: int, reason: str, actor: str | None = None
     """The process running the call lacks what the plugin requires (`reason`, as a load words
     it): the run is closed refused and uncounted, and the plugin becomes UNAVAILABLE (it stays
     RUNNING, with the reason, while other runs are in progress)."""
-    run = _locked_run(run_id)
+    run = locked_run(run_id)
     plugin = locked_plugin(run.plugin.name)
     if run.status != RunStatus.RUNNING:
         return run
@@ -295,17 +311,12 @@ def run_refuse_params(*, run_id: int, reason: str, actor: str | None = None) -> 
     caller's mistake, so the run is closed refused and uncounted, and the plugin goes back to
     what its counters say (FAILED with its last failure's reason after failures, else
     INITIALIZED), never FAILED for this run."""
-    run = _locked_run(run_id)
+    run = locked_run(run_id)
     plugin = locked_plugin(run.plugin.name)
     if run.status != RunStatus.RUNNING:
         return run
     _close_refused(run, reason=reason, error_type=PARAMS_REFUSED)
-    if plugin.running_count - 1 > 0:
-        to_state, state_reason = PluginState.RUNNING, plugin.reason
-    elif plugin.consecutive_failures:
-        to_state, state_reason = PluginState.FAILED, _last_failure_reason(plugin)
-    else:
-        to_state, state_reason = PluginState.INITIALIZED, ""
+    to_state, state_reason = state_after_uncounted_run(plugin)
     transition(
         plugin,
         to_state,
@@ -318,18 +329,6 @@ def run_refuse_params(*, run_id: int, reason: str, actor: str | None = None) -> 
     return run
 
 
-def _last_failure_reason(plugin: Plugin) -> str:
-    failed = (
-        PluginRun.objects.filter(plugin=plugin, status__in=FINISHED_RUN_STATUSES)
-        .exclude(status=RunStatus.SUCCEEDED)
-        .exclude(outcome=RunOutcomeKind.REFUSED)
-        .order_by("-finished_at", "-pk")
-        .values_list("reason", flat=True)
-        .first()
-    )
-    return failed or ""
-
-
 def run_heartbeat(*, run_ids: list[int]) -> int:
     """Mark runs in progress as alive; returns how many were still running."""
     return PluginRun.objects.filter(pk__in=run_ids, status=RunStatus.RUNNING).update(
@@ -340,13 +339,13 @@ def run_heartbeat(*, run_ids: list[int]) -> int:
 def runs_reconcile_interrupted(
     *, stale_after: timedelta, actor: str = SYSTEM_ACTOR, now: datetime | None = None
 ) -> list[PluginRun]:
-    """Finish every RUNNING run whose heartbeat went stale as INTERRUPTED, counted once."""
-    cutoff = (now or timezone.now()) - stale_after
-    stale_ids = list(
-        PluginRun.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).values_list(
-            "pk", flat=True
-        )
-    )
+    """Finish as INTERRUPTED, counted once, every RUNNING run silent for longer than the stale
+    limit it was started with (`stale_after` for a run that recorded none)."""
+    now = now or timezone.now()
+    limit = Coalesce(F("stale_after"), Value(stale_after, output_field=DurationField()))
+    stale_at = ExpressionWrapper(F("heartbeat_at") + limit, output_field=DateTimeField())
+    running = PluginRun.objects.filter(status=RunStatus.RUNNING).annotate(stale_at=stale_at)
+    stale_ids = list(running.filter(stale_at__lt=now).values_list("pk", flat=True))
     finished = []
     for run_id in stale_ids:
         run = PluginRun.objects.select_related("plugin").get(pk=run_id)
@@ -359,7 +358,13 @@ def runs_reconcile_interrupted(
             error_type="Interrupted",
             reason=reason,
         )
-        run = run_finish(run_id=run_id, outcome=outcome, actor=actor, stale_before=cutoff)
+        run = run_finish(
+            run_id=run_id,
+            outcome=outcome,
+            actor=actor,
+            stale_as_of=now,
+            default_stale_after=stale_after,
+        )
         if run.status == RunStatus.INTERRUPTED:
             finished.append(run)
     return finished

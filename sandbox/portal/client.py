@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from sandbox.cancel import CancelToken
 from sandbox.config import SandboxConfig
 from sandbox.limits import Limits
 from sandbox.portal.outcome import failure_result
@@ -41,23 +42,29 @@ def run_plugin_sandboxed(
     *args: Any,
     limits: Limits | Mapping[str, Any] | None = None,
     preload: Preload | None = None,
+    cancel: CancelToken | None = None,
     **kwargs: Any,
 ) -> SandboxResult:
     """Run ``target(*args, **kwargs)`` in a fresh, limited process and report how it went.
 
     ``target`` is a "module.path:attribute" string (imported only in the child) or a
-    callable picklable by reference. ``limits`` and ``preload`` are reserved keyword names;
-    every other keyword goes to the target. Never raises for anything the plugin does;
-    raises TypeError/ValueError at once for mistakes in the call itself.
+    callable picklable by reference. ``limits``, ``preload`` and ``cancel`` (a CancelToken
+    another thread may cancel) are reserved keyword names; every other keyword goes to the
+    target. Never raises for anything the plugin does; raises TypeError/ValueError at once
+    for mistakes in the call itself.
     """
     started = time.perf_counter()
     limits = _coerce_limits(limits)
     if preload is not None and not isinstance(preload, Preload):
         raise TypeError(f"preload must be a sandbox.Preload or None, got {type(preload).__name__}")
+    if cancel is not None and not isinstance(cancel, CancelToken):
+        raise TypeError(
+            f"cancel must be a sandbox.CancelToken or None, got {type(cancel).__name__}"
+        )
     name = describe_target(target)
     payload = _encode_call(name, target, args, kwargs)
     try:
-        return _current().call(name, payload, limits, preload, started)
+        return _current().call(name, payload, limits, preload, started, cancel)
     except Exception as exc:  # the contract: never raise for a call's fate
         log.exception("sandbox: internal error running %s", name)
         return failure_result(

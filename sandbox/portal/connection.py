@@ -20,6 +20,7 @@ import threading
 import time
 from typing import Any
 
+from sandbox.cancel import CancelToken
 from sandbox.config import SandboxConfig
 from sandbox.limits import Limits
 from sandbox.portal.host_init import host_environment, host_tmp_dir, init_message
@@ -199,7 +200,13 @@ class HostConnection:
     # calls
 
     def request(
-        self, call_id: int, limits: Limits, payload: bytes, name: str, wait_s: float
+        self,
+        call_id: int,
+        limits: Limits,
+        payload: bytes,
+        name: str,
+        wait_s: float,
+        cancel: CancelToken | None = None,
     ) -> tuple[CallHeader, dict[str, bytes]]:
         pending = _Pending(limits)
         # A host that already died may still have a spare (forked just before, not yet
@@ -230,7 +237,12 @@ class HostConnection:
             with self._lock:
                 self._pending.pop(call_id, None)
             raise
-        if not pending.event.wait(max(0.0, deadline - time.monotonic())):
+        forget = cancel.on_cancel(lambda: self._cancel(call_id)) if cancel else lambda: None
+        try:
+            answered = pending.event.wait(max(0.0, deadline - time.monotonic()))
+        finally:
+            forget()
+        if not answered:
             with self._lock:
                 self._pending.pop(call_id, None)
             reason = (
@@ -275,6 +287,14 @@ class HostConnection:
                     view = view[sent:]
         finally:
             self._send_lock.release()
+
+    def _cancel(self, call_id: int) -> None:
+        """Ask the host to kill the call's process group; it answers the call as cancelled."""
+        with self._lock:
+            if call_id not in self._pending or self._lost is not None:
+                return  # answered meanwhile, or the host is gone (the call with it)
+        with contextlib.suppress(NotDelivered):  # the host is lost: its reader reports the call
+            self._send(encode_frame({"type": "cancel", "call_id": call_id}), time.monotonic() + 5)
 
     def _wait_writable(self, deadline: float) -> None:
         remaining = deadline - time.monotonic()

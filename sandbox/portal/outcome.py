@@ -69,6 +69,8 @@ def build_result(
         return _fail(result, Outcome.SANDBOX_FAILURE, "SandboxFailure", str(refused or lost))
     _copy_process_facts(result, report)
     envelope = report.envelope
+    if header["cancelled"]:
+        return _fail(result, Outcome.CANCELLED, CANCELLED, cancelled_message(report.name))
     if header["timed_out"]:
         result.limit = "timeout_s"
         return _timeout(result, report)
@@ -145,6 +147,21 @@ def _fail(
     result.error = error
     result.traceback = traceback
     return result
+
+
+CANCELLED = "Cancelled"  # the error_type of a cancelled call
+
+
+def cancelled_message(name: str) -> str:
+    return (
+        f"Plugin call {name!r} was cancelled by its caller and its processes were killed "
+        "(nothing to fix; call it again if its result is still needed)"
+    )
+
+
+def cancelled_before_start(name: str, duration_ms: float) -> SandboxResult:
+    """A call whose token was cancelled before it reached a host: it never started."""
+    return failure_result(name, Outcome.CANCELLED, CANCELLED, cancelled_message(name), duration_ms)
 
 
 def _timeout(result: SandboxResult, report: CallReport) -> SandboxResult:

@@ -12,10 +12,11 @@ import threading
 import time
 from typing import Any
 
+from sandbox.cancel import CancelToken
 from sandbox.config import SandboxConfig
 from sandbox.limits import Limits
 from sandbox.portal.connection import HostConnection, NotDelivered
-from sandbox.portal.outcome import CallReport, build_result
+from sandbox.portal.outcome import CallReport, build_result, cancelled_before_start
 from sandbox.portal.start_failure import StartFailure
 from sandbox.portal.wire import lost_call
 from sandbox.result import SandboxResult
@@ -54,14 +55,17 @@ class HostPool:
         limits: Limits,
         preload: Preload | None,
         started: float,
+        cancel: CancelToken | None = None,
     ) -> SandboxResult:
         wait_s = limits.timeout_s + self.config.grace_s
         for attempt in (1, 2):
+            if cancel is not None and cancel.cancelled:  # before a host start, which may be slow
+                return cancelled_before_start(name, elapsed_ms(started))
             host = self._host_for(preload, limits.timeout_s)
             if isinstance(host, StartFailure):
                 return host.result(name, elapsed_ms(started))
             try:
-                header, blobs = host.request(next(self._ids), limits, payload, name, wait_s)
+                header, blobs = host.request(next(self._ids), limits, payload, name, wait_s, cancel)
             except NotDelivered as exc:
                 # The host died between calls: restart it once, the call never started.
                 if attempt == 1:

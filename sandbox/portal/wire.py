@@ -134,6 +134,7 @@ _ANSWER = _schema(
         "disk_exceeded": ("bool", None),
         "memory_exceeded": ("bool", None),
         "memory_peak_kb": ("int", INT64),
+        "cancelled": ("bool", None),
     },
 )
 _ENVELOPE = _schema(

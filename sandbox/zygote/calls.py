@@ -58,6 +58,7 @@ class Call:
         "answered",
         "call_id",
         "calldir",
+        "cancelled",
         "deadline",
         "disk_cap",
         "disk_check_at",
@@ -109,6 +110,7 @@ class Call:
         self.result_overflow = False
         self.answered = False  # the portal has its result; the process may still be exiting
         self.timed_out = False
+        self.cancelled = False  # the portal cancelled it: its group was killed
         self.status: int | None = None
         self.rusage: resource.struct_rusage | None = None
         self.pidfd: int | None = None

@@ -212,6 +212,8 @@ class Host:
                 fields["target_name"],
                 fields.get("result_format", "json"),
             )
+        elif kind == "cancel":
+            self.reaper.cancel(fields["call_id"])
         elif kind == "stop":  # finish running calls, take no new ones, then exit
             self.draining = True
             self.spares.closed = True
@@ -388,6 +390,7 @@ class Host:
             "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
             "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
             "timed_out": call.timed_out,
+            "cancelled": call.cancelled,
             "disk_exceeded": call.disk_exceeded,
             "disk_used": call.disk_used,
             "memory_exceeded": call.memory_exceeded,

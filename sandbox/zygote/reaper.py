@@ -112,6 +112,14 @@ class Reaper:
         for call in self.calls.values():
             self.kill_group(call.pid, wait=False)
 
+    def cancel(self, call_id: int) -> None:
+        """The portal cancelled a call: kill its group now (one answered or gone: nothing).
+        Its answer says so once it is reaped; what escaped the group is swept then."""
+        for call in self.calls.values():
+            if call.call_id == call_id and call.status is None and not call.answered:
+                call.cancelled = True
+                self.kill_group(call.pid, wait=False)
+
     def kill_group(self, pgid: int, wait: bool = True) -> None:
         """SIGKILL the call's process group; with ``wait``, until no member is left."""
         if not wait:

@@ -23,6 +23,7 @@ OPERATIONS = {
     ("/v1/plugins/{name}/runs", "post"),
     ("/v1/plugins/{name}/reload", "post"),
     ("/v1/runs/{run_id}", "get"),
+    ("/v1/runs/{run_id}/cancel", "post"),
     ("/v1/workers", "get"),
 }
 
@@ -72,7 +73,9 @@ def runs_in_every_status(make_plugin, finish_run) -> dict[str, PluginRun]:
         "interrupted": finish_run(
             "ocr", status=RunStatus.INTERRUPTED, outcome="interrupted", duration_ms=None
         ),
+        "cancelled": services.run_queue(name="ocr", params={}, actor="test"),
     }
+    services.run_cancel(run_id=runs["cancelled"].pk, actor="api:ann")
     services.run_start(run_id=runs["running"].pk, worker="test:1")
     make_plugin("off")
     refused = services.run_queue(name="off", params={}, actor="test")

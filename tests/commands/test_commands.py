@@ -321,8 +321,9 @@ class TestRunPluginProcess:
             _kill_group(process.pid)
         run = PluginRun.objects.get()
         assert run.status == RunStatus.RUNNING  # nobody finished it: the process is gone
-        settings.PORTAL_RUN_STALE_AFTER_S = 0.2
-        time.sleep(0.3)
+        assert run.stale_after == timedelta(seconds=60)  # the command's limit, the default
+        silent_since = timezone.now() - run.stale_after - timedelta(seconds=1)
+        PluginRun.objects.filter(pk=run.pk).update(heartbeat_at=silent_since)
         assert [r.pk for r in pipeline.reconcile_interrupted(actor="system")] == [run.pk]
         assert pipeline.reconcile_interrupted(actor="system") == []
         run.refresh_from_db()

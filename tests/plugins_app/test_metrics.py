@@ -161,6 +161,20 @@ class TestMetrics:
         assert samples["portal_plugin_runs_failed_total"][of("ocr")] == 9
         assert samples["portal_plugin_runs_succeeded_total"][of("ocr")] == 1
 
+    def test_cancelled__counted_apart_from_failures(self, api_client, make_plugin, finish_run):
+        """Cancelled runs are runs_cancelled_total, never in runs_failed_total or failures."""
+        make_plugin("ocr")
+        finish_run("ocr", status=RunStatus.FAILED, outcome="error")
+        for _ in range(2):
+            run = services.run_queue(name="ocr", params={}, actor="t")
+            services.run_start(run_id=run.pk, worker="w:1")
+            services.run_cancel(run_id=run.pk, actor="api:ann")
+        samples = scrape(api_client)
+        assert samples["portal_plugin_runs_cancelled_total"][of("ocr")] == 2
+        assert samples["portal_plugin_runs_failed_total"][of("ocr")] == 1
+        outcomes = {dict(key)["outcome"] for key in samples["portal_plugin_run_failures_total"]}
+        assert outcomes == {"error"}
+
     def test_quarantined__gauge_per_plugin_and_total(self, api_client, make_plugin, finish_run):
         """A plugin quarantined after failing in a row is 1, the others 0; the total counts it."""
         make_plugin("ocr", quarantine_after=2)

@@ -37,6 +37,7 @@ class Expected:
 
 SUCCESS = Expected(PluginState.INITIALIZED, successes=1, errors=0, consecutive_failures=0)
 FAILURE = Expected(PluginState.FAILED, successes=0, errors=1, consecutive_failures=1)
+UNCOUNTED = Expected(PluginState.INITIALIZED, successes=0, errors=0, consecutive_failures=0)
 # Every way a run can finish; a new RunStatus without an entry here fails the test below.
 EXPECTED_BY_STATUS = {
     RunStatus.SUCCEEDED: SUCCESS,
@@ -44,6 +45,7 @@ EXPECTED_BY_STATUS = {
     RunStatus.TIMED_OUT: FAILURE,
     RunStatus.CRASHED: FAILURE,
     RunStatus.INTERRUPTED: FAILURE,
+    RunStatus.CANCELLED: UNCOUNTED,  # stopped by an operator: not a failure of the plugin
 }
 UNFINISHED = {RunStatus.QUEUED, RunStatus.RUNNING}
 
@@ -78,11 +80,12 @@ def assert_registry_recorded(
     assert plugin.error_count - plugin_before.error_count == expected.errors
     assert plugin.consecutive_failures == expected.consecutive_failures
     assert plugin.running_count == 0
-    assert plugin.reason == outcome.reason
+    state_reason = outcome.reason if expected.state == PluginState.FAILED else ""
+    assert plugin.reason == state_reason
     closing = PluginEvent.objects.filter(run=run, kind=EventKind.STATE_CHANGED).first()
     assert closing is not None, "no history event for the run's outcome"
     assert (closing.from_state, closing.to_state) == (PluginState.RUNNING, expected.state)
-    assert closing.reason == outcome.reason
+    assert closing.reason == state_reason
     run.refresh_from_db()
     assert run.status == outcome.status
     assert run.outcome == outcome.outcome
@@ -110,7 +113,7 @@ class TestEveryRunOutcome:
         )
         run = record_outcome(outcome)
         assert_registry_recorded(plugin, run, outcome, EXPECTED_BY_STATUS[status])
-        if status != RunStatus.SUCCEEDED:
+        if EXPECTED_BY_STATUS[status].state == PluginState.FAILED:
             assert reasons.is_actionable(Plugin.objects.get(name="p").reason)
 
     def test_checker__fails_on_a_wrong_record(self, make_plugin):
@@ -123,7 +126,9 @@ class TestEveryRunOutcome:
         with pytest.raises(AssertionError):
             assert_registry_recorded(plugin, run, outcome, SUCCESS)
 
-    @pytest.mark.parametrize("status", sorted(set(finished_statuses()) - {RunStatus.SUCCEEDED}))
+    @pytest.mark.parametrize(
+        "status", sorted(set(finished_statuses()) - {RunStatus.SUCCEEDED, RunStatus.CANCELLED})
+    )
     def test_failure_then_success__recovers(self, make_plugin, status):
         """After any failure kind, a success brings the plugin back and clears the reason."""
         make_plugin("p")
@@ -150,6 +155,7 @@ STATUS_BY_SANDBOX_OUTCOME = {
     Outcome.UNSERIALISABLE: RunStatus.FAILED,
     Outcome.SANDBOX_FAILURE: RunStatus.FAILED,
     Outcome.DISK_LIMIT: RunStatus.FAILED,
+    Outcome.CANCELLED: RunStatus.CANCELLED,
 }
 TRACEBACK = (
     "Traceback (most recent call last):\n"
@@ -169,6 +175,7 @@ SANDBOX_FACTS = {
     Outcome.UNSERIALISABLE: {"error_type": "PicklingError"},
     Outcome.SANDBOX_FAILURE: {"error_type": "SandboxFailure"},
     Outcome.DISK_LIMIT: {"error_type": "DiskLimit", "signal": "SIGKILL", "disk_used_kb": 262144},
+    Outcome.CANCELLED: {"error_type": "Cancelled", "signal": "SIGKILL", "exit_code": -9},
 }
 
 

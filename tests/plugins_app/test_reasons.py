@@ -16,7 +16,14 @@ from typing import Any
 
 import pytest
 
-from plugins_app import reasons, reasons_environment, reasons_policy, reasons_schedules, services
+from plugins_app import (
+    reasons,
+    reasons_cancel,
+    reasons_environment,
+    reasons_policy,
+    reasons_schedules,
+    services,
+)
 from plugins_app.errors import IllegalTransition, PluginRefused
 from plugins_app.models import EventKind, Plugin, PluginEvent, PluginRun, RunStatus
 
@@ -52,11 +59,18 @@ PLUGINLESS = {
 
 def builders() -> list[Callable[..., str]]:
     """Every public function reasons.py and its siblings (reasons_policy.py,
-    reasons_schedules.py, reasons_environment.py) define, except the helpers named in
+    reasons_schedules.py, reasons_environment.py, reasons_cancel.py) define, except the helpers
+    named in
     NOT_REASONS."""
     return [
         function
-        for module in (reasons, reasons_policy, reasons_schedules, reasons_environment)
+        for module in (
+            reasons,
+            reasons_policy,
+            reasons_schedules,
+            reasons_environment,
+            reasons_cancel,
+        )
         for name, function in inspect.getmembers(module, inspect.isfunction)
         if function.__module__ == module.__name__
         and not name.startswith("_")

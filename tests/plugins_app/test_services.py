@@ -331,14 +331,13 @@ class TestReconcile:
         assert PluginRun.objects.get(pk=run.pk).status == RunStatus.RUNNING
         assert Plugin.objects.get(name="p").error_count == 0
 
-    def test_finish_with_stale_before__skipped_when_heartbeat_is_newer(self, make_plugin):
-        """run_finish(stale_before=...) re-checks the heartbeat under the row lock."""
+    def test_finish_as_stale__skipped_when_heartbeat_is_newer(self, make_plugin):
+        """run_finish(stale_as_of=...) re-checks the heartbeat under the row lock."""
         make_plugin("p")
         run = services.run_queue(name="p", params={}, actor="t")
         services.run_start(run_id=run.pk, worker="host:1")
         outcome = services.RunOutcome(status=RunStatus.INTERRUPTED, reason="x" * 40)
-        cutoff = timezone.now() - timedelta(seconds=60)
-        kept = services.run_finish(run_id=run.pk, outcome=outcome, stale_before=cutoff)
+        kept = services.run_finish(run_id=run.pk, outcome=outcome, stale_as_of=timezone.now())
         assert kept.status == RunStatus.RUNNING
         assert Plugin.objects.get(name="p").running_count == 1
 

@@ -121,6 +121,7 @@ class TestOutcomeAndResult:
             "unserialisable",
             "sandbox_failure",
             "disk_limit",
+            "cancelled",
         ]
         assert Outcome("output_limit") is Outcome.OUTPUT_LIMIT
         assert Outcome.OK == "ok"

@@ -163,3 +163,14 @@ def hide_in_unreadable_dir(mb):
         handle.write(b"\x5a" * (mb << 20))
     os.chmod("hidden", 0)
     time.sleep(30)
+
+
+def spawn_sleeper_and_wait(marker, pid_file, seconds=60):
+    """Start a sleeping child, write 'own_pid child_pid' to pid_file, then sleep: a slow call
+    with a process tree, for cancelling."""
+    proc = subprocess.Popen(_sleeper_argv(marker, seconds))
+    with open(pid_file + ".tmp", "w") as handle:
+        handle.write(f"{os.getpid()} {proc.pid}")
+    os.rename(pid_file + ".tmp", pid_file)  # whole, or not there
+    time.sleep(seconds)
+    return "not cancelled"

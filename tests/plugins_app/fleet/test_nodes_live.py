@@ -32,6 +32,7 @@ from tests.fleet_support import (
     wait_until,
     worker_row,
 )
+from tests.proc_table import SLOW_TREE, wait_gone, wait_pids
 
 # One xdist worker takes the whole module, so its nodes start once per suite run.
 pytestmark = [
@@ -48,6 +49,7 @@ PLUGINS = {
         "import time\n\nlimits = {'timeout_s': 120}\n\n"
         "def run(seconds=1.0):\n    time.sleep(float(seconds))\n    return {'slept_s': seconds}\n"
     ),
+    "tree": SLOW_TREE,
 }
 
 
@@ -241,3 +243,39 @@ def test_gunicorn_hosts_no_sandbox_process_while_its_runs_execute(on_fleet, make
         server.terminate()
         server.wait(timeout=30)
         listener.close()
+
+
+def test_cancel_of_a_run_on_a_node__its_processes_are_gone(on_fleet, tmp_path):
+    """A run executing on a real node, cancelled from this process (as a web process on
+    another machine would): CANCELLED at once, and the node kills its call and the call's
+    child (process table); nothing counted, the plugin not FAILED."""
+    pid_file = tmp_path / "pids"
+    run = pipeline.submit_run(name="tree", params={"pid_file": str(pid_file)}, actor="test")
+    pids = wait_pids(pid_file)
+
+    cancelled = services.run_cancel(run_id=run.pk, actor="api:ann")
+    took_s = wait_gone(pids)
+
+    assert (cancelled.status, cancelled.cancelled_by) == (RunStatus.CANCELLED, "api:ann")
+    assert cancelled.worker.startswith("node-default (")
+    assert took_s < 5, f"the node took {took_s:.2f} s to kill the cancelled call"
+    tree = Plugin.objects.get(name="tree")
+    assert (tree.state, tree.error_count, tree.running_count) == ("INITIALIZED", 0, 0)
+    assert PluginRun.objects.get(pk=run.pk).status == RunStatus.CANCELLED
+
+
+def test_cancelled_queued_run__a_node_that_takes_its_message_does_nothing(on_fleet, tmp_path):
+    """A run cancelled while its message waits in the queue: the node that takes the message
+    later finds it cancelled and never starts it."""
+    services.plugin_set_queue(name="tree", queue="later", actor="test")
+    pid_file = tmp_path / "pids"
+    run = pipeline.submit_run(name="tree", params={"pid_file": str(pid_file)}, actor="test")
+    services.run_cancel(run_id=run.pk, actor="user:ann")
+
+    node = on_fleet.start_node("node-later", "later")
+    wait_until(lambda: "succeeded in" in node.output, 60, "the node to take the message")
+
+    run.refresh_from_db()
+    assert (run.status, run.started_at, run.worker) == (RunStatus.CANCELLED, None, "")
+    assert not pid_file.exists()
+    node.stop()
