@@ -117,7 +117,9 @@ def schedules_and_webhooks() -> tuple[Schedule, Webhook, WebhookDelivery]:
     Schedule.objects.filter(plugin__name="hello").update(
         next_run_at=timezone.now() - timedelta(seconds=1)
     )
-    fire_due()
+    for firing in fire_due():  # the fired runs end before 'hello' is marked failed
+        if firing.run_id is not None:
+            pipeline.wait_for_run(run_id=firing.run_id, timeout_s=60)
     services.plugin_mark_failed(
         name="hello", reason="Run 9 of plugin 'hello' failed on purpose (rerun it)", actor="test"
     )

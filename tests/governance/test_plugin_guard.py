@@ -150,6 +150,8 @@ class TestSessionFixture:
                 "pytest",
                 "-p",
                 "no:cacheprovider",
+                # Only what the suite's conftest needs (pytest-django): the others add seconds.
+                *("-p", "django", "-p", "timeout"),
                 "--rootdir",
                 str(ROOT),
                 "-c",
@@ -159,7 +161,7 @@ class TestSessionFixture:
                 str(test_file),
             ],
             cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
             capture_output=True,
             text=True,
             timeout=120,
