@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # the type checker sees the real names; the host never import
         shutdown_sandbox,
     )
     from sandbox.result import Fault, Frame, Outcome, Phase, SandboxResult
-    from sandbox.targets import Preload
+    from sandbox.targets import Preload, Resident
 
 _EXPORTS = {
     "Fault": "sandbox.result",
@@ -40,6 +40,7 @@ _EXPORTS = {
     "Outcome": "sandbox.result",
     "Phase": "sandbox.result",
     "Preload": "sandbox.targets",
+    "Resident": "sandbox.targets",
     "SandboxConfig": "sandbox.config",
     "SandboxResult": "sandbox.result",
     "configure_sandbox": "sandbox.portal.client",
@@ -57,6 +58,7 @@ __all__ = [
     "Outcome",
     "Phase",
     "Preload",
+    "Resident",
     "SandboxConfig",
     "SandboxResult",
     "configure_sandbox",

@@ -72,6 +72,8 @@ class _Pending:
 class HostConnection:
     """One running host process and its connection."""
 
+    module = HOST_MODULE  # what the process runs (a resident process runs its own module)
+
     def __init__(self, preload: Preload | None, config: SandboxConfig) -> None:
         self.preload = preload
         self.config = config
@@ -127,11 +129,12 @@ class HostConnection:
         self.mark = starter.mark()
         try:
             self.proc = starter.popen(
-                [self.python, "-P", "-m", HOST_MODULE, "--fd", str(child_sock.fileno())],
+                [self.python, "-P", "-m", self.module, "--fd", str(child_sock.fileno())],
                 pass_fds=(child_sock.fileno(),),
                 env=self._host_environment(),
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # terminal signals are for the portal, not the host
+                **self._spawn_options(),
             )
         except OSError as exc:
             parent_sock.close()
@@ -168,7 +171,7 @@ class HostConnection:
             blobs["preload"] = pickle.dumps(target, protocol=pickle.HIGHEST_PROTOCOL)
         try:
             self.sock.settimeout(timeout)
-            message = init_message(self.preload, self.config, self.plugin_env)
+            message = self._init_message()
             for buffer in encode_frame(message, blobs):
                 self.sock.sendall(buffer)
             frame = recv_frame(self.sock, no_blobs)
@@ -195,6 +198,13 @@ class HostConnection:
                 "make the plugin's code and what it imports readable by that user"
             )
         return None
+
+    def _spawn_options(self) -> dict[str, Any]:
+        """More Popen options: a resident process's stdout and stderr files."""
+        return {}
+
+    def _init_message(self) -> dict[str, Any]:
+        return init_message(self.preload, self.config, self.plugin_env)
 
     # calls
 

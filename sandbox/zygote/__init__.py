@@ -16,6 +16,8 @@ writes: so these modules import only the standard library, and of it nothing hea
     reaper.py       reaping children, killing process groups, sweeping escaped processes
     calls.py        a running call's state: output tails, deadline, disk budget
     proc.py         /proc files of a process, re-read without reopening
+    resident.py     a resident process (python -P -m sandbox.zygote.resident): warm-up once,
+                    then its calls in itself, one at a time (resident mode)
     child.py        what a forked call process runs (never returns)
     envelope.py     what a call process says of its call, and its value, encoded and capped
     protocol.py     the wire formats both sides share
