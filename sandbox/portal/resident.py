@@ -366,8 +366,7 @@ class ResidentPool:
             f"The resident process of plugin call {name!r} ended abnormally {deaths} times in "
             f"the last {window:g} s, more than Resident.max_restarts ({self.policy.max_restarts}), "
             f"so it is not restarted for {until_s:.0f} s (fix what the earlier calls' outcomes "
-            "and stderr show, then discard the Preload, e.g. reload the plugin, to restart it "
-            "at once)",
+            "and stderr show; discarding the Preload restarts it at once)",
             _elapsed_ms(started),
             limit="max_restarts",
         )

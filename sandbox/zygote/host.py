@@ -120,6 +120,8 @@ class Host:
         output: dict[str, object] = {}
         failure = startup.warm_up(init.get("preload"), output)
         startup.restore_stdio(stdio)  # children write through these; a warm-up may swap them
+        if failure is None and init.get("preload") is not None and startup.cuda_initialized():
+            failure = startup.cuda_refusal()  # every call would fork from it: use resident mode
         if failure is not None:
             refusal: HelloFields = {"ok": False, "pid": self.pid, "warnings": self.warnings}
             refusal.update(failure)

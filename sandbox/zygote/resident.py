@@ -30,7 +30,7 @@ from sandbox.zygote import linux, startup
 from sandbox.zygote.calldirs import CallDirs, remove_tree
 from sandbox.zygote.child import flush_stdio, host_hard_limits, invoke, rlimits_for
 from sandbox.zygote.portal_link import adopt_control_fd, read_frame_blocking, write_blocking
-from sandbox.zygote.protocol import CALL_DIR_KIND, OK_ENVELOPE, encode_frame
+from sandbox.zygote.protocol import OK_ENVELOPE, RESIDENT_DIR_KIND, encode_frame
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: kept as light as the host
 
@@ -54,7 +54,7 @@ class Resident:
         if init["sys_path"] is not None:  # None: a plugin's own interpreter keeps its own
             sys.path[:] = init["sys_path"]
         with contextlib.suppress(OSError):
-            linux.set_process_name("sandbox-resident")
+            linux.set_process_name("sandbox-persist")  # comm holds 15 characters
         stdio = startup.configure_stdio()
         if init.get("no_network"):
             startup.isolate_network(self._warn)
@@ -63,8 +63,9 @@ class Resident:
             user = startup.resolve_run_as(init["run_as"], self._warn, self.unreadable)
         startup.restore_plugin_environment(init.get("plugin_env", {}))
         sys.dont_write_bytecode = bool(init.get("dont_write_bytecode"))
-        dirs = CallDirs(init["tmp_dir"], self.pid, CALL_DIR_KIND)
-        self.workdir = dirs.make_private(CALL_DIR_KIND)  # removed by the portal once reaped
+        # A kind of its own: janitors of older portals sweep call directories of non-hosts.
+        dirs = CallDirs(init["tmp_dir"], self.pid, RESIDENT_DIR_KIND)
+        self.workdir = dirs.make_private(RESIDENT_DIR_KIND)  # removed by the portal once reaped
         if user is not None:
             os.chown(self.workdir, *user)
             startup.drop_own_privileges(*user, portal_pid=init["portal_pid"])

@@ -4,19 +4,24 @@ are recycled after max_calls or past max_memory_mb."""
 
 from __future__ import annotations
 
+import os
 import threading
 
+import psutil
 import pytest
 
 from sandbox import (
+    Fault,
     Limits,
     Outcome,
+    Phase,
     Preload,
     Resident,
     discard_preload,
     run_plugin_sandboxed,
     shutdown_sandbox,
 )
+from sandbox.portal.janitor import remove_dead_hosts_dirs
 from tests.sandbox_targets.process_checks import is_running, new_marker, wait_until
 
 T = "tests.sandbox_targets.resident"
@@ -166,8 +171,48 @@ class TestResidentRecycling:
         assert all(r.value["setups"] == 1 for r in results)
 
     def test_discard__stops_its_processes(self):
-        """discard_preload stops the resident process; nothing of it keeps running."""
+        """discard_preload stops the resident process and its working directory goes."""
         preload = resident()
         pid = call("info", preload).value["pid"]
+        workdir = psutil.Process(pid).cwd()
         assert discard_preload(preload)
         assert wait_until(lambda: not is_running(pid))
+        assert wait_until(lambda: not os.path.exists(workdir))
+
+    def test_crash__its_working_directory_is_removed(self):
+        """A resident process that crashed leaves no working directory behind."""
+        preload = resident(backoff_s=0.05)
+        pid = call("info", preload).value["pid"]
+        workdir = psutil.Process(pid).cwd()
+        assert call("crash", preload).signal == "SIGSEGV"
+        assert wait_until(lambda: not os.path.exists(workdir))
+
+
+class TestForkAfterCuda:
+    def test_fork_mode__a_warm_up_that_initialised_cuda_is_refused(self):
+        """Fork mode after a warm-up that initialised CUDA: refused, unavailable, saying why."""
+        preload = Preload(f"{T}:setup_touching_cuda", (new_marker(),))
+        refused = call("info", preload)
+        assert (refused.outcome, refused.phase, refused.fault) == (
+            Outcome.ERROR,
+            Phase.WARM_UP,
+            Fault.UNAVAILABLE,
+        )
+        assert refused.detail == {"cuda_initialized": True}
+        assert "resident" in refused.error
+
+    def test_resident_mode__the_same_warm_up_serves_calls(self):
+        """In resident mode nothing forks after the warm-up, so CUDA is fine there."""
+        preload = Preload(f"{T}:setup_touching_cuda", (new_marker(),), resident=Resident())
+        assert call("info", preload).ok
+
+
+class TestResidentDirectories:
+    def test_janitor_sweep__keeps_a_live_resident_process_directory(self):
+        """Another portal's janitor removing dead hosts' directories keeps a live resident's."""
+        preload = resident()
+        pid = call("info", preload).value["pid"]
+        workdir = psutil.Process(pid).cwd()
+        remove_dead_hosts_dirs(os.path.dirname(workdir))
+        assert os.path.isdir(workdir)
+        assert call("info", preload).value["calls"] == 2

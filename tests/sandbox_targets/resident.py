@@ -45,3 +45,13 @@ def keep(mb):
     """Keep mb MiB touched in the process after the call returns."""
     STATE["kept"].append(bytearray(mb * 1024 * 1024))
     return {"pid": os.getpid(), "kept_mb": len(STATE["kept"]) * mb}
+
+
+def setup_touching_cuda(tag=None):
+    """A warm-up that leaves a torch whose CUDA reports itself initialised (there is no GPU
+    here: a stand-in module says so, as torch would after touching the GPU)."""
+    import types
+
+    fake = types.ModuleType("torch")
+    fake.cuda = types.SimpleNamespace(is_initialized=lambda: True)
+    sys.modules["torch"] = fake
