@@ -93,6 +93,7 @@ class HostConnection:
         self.import_hint: str | None = None  # why imports may fail in this host's calls
         self._warmup_output: tuple[str, str] | None = None  # (stdout, stderr), for one call
         self.warmup_value: object = None  # what the Preload's warm-up returned (JSON data)
+        self.memory: tuple[str | None, str | None] = (None, None)  # mechanism, why not cgroups
 
     @property
     def python(self) -> str:
@@ -189,6 +190,7 @@ class HostConnection:
             return warm_up_raised(self.preload, hello)
         self.warnings = list(hello["warnings"] or [])
         self.base_vsz_mb = hello["base_vsz_mb"]
+        self.memory = (hello["memory_mechanism"], hello["memory_fallback"])
         self._warmup_output = (hello["warmup_stdout"] or "", hello["warmup_stderr"] or "")
         self.warmup_value = hello["warmup_value"]
         unreadable = hello["unreadable"] or []
@@ -468,4 +470,6 @@ class HostConnection:
             "in_flight": in_flight,
             "warnings": list(self.warnings),
             "started_at": self.started_at,
+            "memory_mechanism": self.memory[0],
+            "memory_fallback": self.memory[1],
         }

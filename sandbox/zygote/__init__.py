@@ -23,5 +23,6 @@ writes: so these modules import only the standard library, and of it nothing hea
     protocol.py     the wire formats both sides share
     linux.py        Linux process controls the os module lacks
     disk.py         measuring a call's working directory in bounded steps
+    cgroup.py       memory_mb by a per-call cgroup v2 memory.max, where one is delegated
     prefault.py     the empty call a spare rehearses
 """
