@@ -65,6 +65,8 @@ class Declarations(TypedDict):
     run_params: Any  # RunParams once checked; None when run() has no readable signature
     schedule: Any  # {"cron" or "every_s", "params", "overlap", "missed"} or None
     queue: Any  # the worker queue its runs go to (QUEUE_PATTERN), or None for the default
+    mode: Any  # "fork" (the default) or "resident" (plugin_contract/resident.py)
+    resident: Any  # ResidentPolicy with every knob once checked; None in fork mode
 
 
 class LoadReport(TypedDict):
@@ -84,6 +86,8 @@ class LoadReport(TypedDict):
     retry: NotRequired[dict[str, Any] | None]  # as declared and normalised (older hosts: absent)
     quarantine_after: NotRequired[int | None]  # as declared (older hosts: absent)
     schedule: NotRequired[dict[str, Any] | None]  # as declared, shape-checked (older: absent)
+    mode: NotRequired[str]  # as declared: "fork" or "resident" (older hosts: absent)
+    resident: NotRequired[dict[str, Any] | None]  # its knobs; None: fork (older: absent)
     missing: list[MissingItem]  # status "unavailable": what the process lacks
     error_type: str | None  # status "failed": the exception's type, or InvalidDeclaration
     message: str | None

@@ -1,5 +1,6 @@
 """What a plugin module declares (name, version, description, requires, limits, params_schema,
-retry, quarantine_after, run and setup), read with defaults and checked against the contract.
+retry, quarantine_after, mode and resident, run and setup), read with defaults and checked
+against the contract.
 
 Runs only in sandbox processes, on a module the loader imported; standard library only.
 """
@@ -23,6 +24,7 @@ from plugin_contract import (
     RunParams,
 )
 from plugin_contract.policies import normalised_retry, quarantine_after_problem, retry_problem
+from plugin_contract.resident import mode_problem, normalised_resident
 
 Problem = tuple[str, str]  # (the declaration that is wrong, what is wrong with it)
 
@@ -43,6 +45,8 @@ def read_declarations(module: Any, default_name: str) -> tuple[Declarations, Pro
         "run_params": None,
         "schedule": getattr(module, "schedule", None),
         "queue": getattr(module, "queue", None),
+        "mode": getattr(module, "mode", "fork"),
+        "resident": getattr(module, "resident", None),
     }
     problem = _problem(declared, module)
     if problem:
@@ -59,6 +63,8 @@ def read_declarations(module: Any, default_name: str) -> tuple[Declarations, Pro
         declared["retry"] = normalised_retry(declared["retry"])
     if declared["schedule"] is not None:
         declared["schedule"] = _normalised_schedule(declared["schedule"])
+    if declared["mode"] == "resident":  # every knob filled in, so the portal stores them all
+        declared["resident"] = normalised_resident(declared["resident"] or {})
     declared["run_params"] = run_params(module.run)
     return declared, None
 
@@ -131,6 +137,9 @@ def _problem(declared: Declarations, module: Any) -> Problem | None:
     after = declared["quarantine_after"]
     if after is not None and quarantine_after_problem(after):
         return "quarantine_after", str(quarantine_after_problem(after))
+    problem = mode_problem(declared["mode"], declared["resident"])
+    if problem:
+        return ("mode" if problem.startswith("mode") else "resident"), problem
     return (
         _requires_problem(declared["requires"])
         or _limits_problem(declared["limits"])

@@ -271,6 +271,7 @@ def _load_in(spec: PluginSpec, preload: Preload | None, python: str | None) -> _
             retry=report.retry,
             quarantine_after=report.quarantine_after,
             schedule=report.schedule,
+            resident=report.resident,
         )
     if report.status == "ok":
         schema_problem = (

@@ -1,4 +1,5 @@
-"""The registry columns of retries and quarantine, as mixins of Plugin and PluginRun.
+"""The registry columns of retries, quarantine and resident mode, as mixins of Plugin and
+PluginRun.
 
 Kept apart from models.py so that module stays one readable page; only the services
 (services/retries.py, services/quarantine.py, services/policies.py) write them.
@@ -61,6 +62,14 @@ class PluginPolicyFields(models.Model):
         blank=True,
         help_text="The current cooldown; a failed probe doubles it, up to the cap.",
     )
+    resident = models.JSONField(
+        "resident mode",
+        null=True,
+        blank=True,
+        default=None,
+        help_text="The plugin's `resident` knobs when it declares mode = 'resident' (its runs "
+        "go to long-lived processes that ran setup() once); null: a fresh process per run.",
+    )
     quarantine_probe_run = models.ForeignKey(
         "plugins_app.PluginRun",
         on_delete=models.SET_NULL,
@@ -95,6 +104,14 @@ class RunAttemptFields(models.Model):
         null=True,
         blank=True,
         help_text="A retry waits in the queue until then (its backoff); null: at once.",
+    )
+    mode = models.CharField(  # beside the attempt: how this attempt's call ran
+        "mode",
+        max_length=16,
+        blank=True,
+        default="",
+        help_text="How the sandbox ran the call: fork (a fresh process) or resident (a "
+        "long-lived process of the plugin); empty when it was never called.",
     )
 
     class Meta:

@@ -47,3 +47,19 @@ def run_out_of_address_space(*, plugin: str, address_space_mb: int | None) -> st
         "memory with limits.memory_mb: libraries such as torch and CUDA reserve far more "
         "address space than they use)"
     )
+
+
+def run_resident_crash_loop(*, plugin: str, detail: str) -> str:
+    return (
+        f"Plugin '{plugin}' is in a crash loop, so its resident process is not restarted "
+        f"(resident['max_restarts'] reached): {detail}; fix the crash its earlier runs show "
+        "(their outcome and stderr), then reload the plugin to restart it at once"
+    )
+
+
+def fork_after_cuda(*, plugin: str) -> str:
+    return (
+        f"Plugin '{plugin}' initialised CUDA in its import or setup(), and its calls run in "
+        "processes forked after that, which cannot use CUDA; declare mode = 'resident' in the "
+        "plugin (or touch CUDA only inside run()), then reload the plugin"
+    )

@@ -100,6 +100,7 @@ def _run_facts(result: SandboxResult) -> tuple[dict[str, Any], list[str]]:
     facts: dict[str, Any] = {
         "outcome": result.outcome.value,
         "memory_mechanism": untrusted.line(result.memory_mechanism, limit=32).value,
+        "mode": untrusted.line(result.mode, limit=16).value,
         "environment": _environment(result.warmup_value),
     }
     changes = []
@@ -177,6 +178,10 @@ def _failed(
     if outcome == Outcome.MEMORY:
         return RunStatus.CRASHED, reasons.run_out_of_memory(
             plugin=name, memory_mb=limits.memory_mb, peak_rss_kb=result.peak_rss_kb
+        )
+    if outcome == Outcome.CRASHED and result.limit == "max_restarts":
+        return RunStatus.CRASHED, reasons_environment.run_resident_crash_loop(
+            plugin=name, detail=shorten(result.error or "")
         )
     if outcome == Outcome.CRASHED:
         return RunStatus.CRASHED, reasons.run_crashed(

@@ -16,7 +16,14 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from plugins_app import plugin_env, plugin_python, reasons, services, untrusted
+from plugins_app import (
+    plugin_env,
+    plugin_python,
+    reasons,
+    reasons_environment,
+    services,
+    untrusted,
+)
 from plugins_app.cancel_watch import cancel_watch
 from plugins_app.discovery import ENTRY_POINT_GROUP, is_plugin_name
 from plugins_app.errors import IllegalTransition, InvalidParams, RunNotFound
@@ -31,7 +38,7 @@ from plugins_app.models import Plugin, PluginRun, RunOutcomeKind, RunStatus, Sou
 from plugins_app.run_outcomes import outcome_from_result, shorten
 from plugins_app.sources import PluginSource
 from plugins_app.warm_hosts import discard_if_replaced, discard_warm_host, warm_host_for
-from sandbox import CancelToken, Fault, Outcome, SandboxResult, run_plugin_sandboxed
+from sandbox import CancelToken, Fault, Outcome, Phase, SandboxResult, run_plugin_sandboxed
 from sandbox.limits import MAXIMA
 
 logger = logging.getLogger(__name__)
@@ -249,7 +256,9 @@ def _call(
     if python.reason:  # its interpreter is gone or broken since the load
         return _Unavailable(python.reason)
     declared_env = plugin_env.declared(plugin.requirements or {})
-    preload = warm_host_for(plugin.name, spec, declared_env, python=python.path)
+    preload = warm_host_for(
+        plugin.name, spec, declared_env, python=python.path, resident=plugin.resident
+    )
     result = run_plugin_sandboxed(
         CALL_TARGET, spec.host_spec(), params, limits=limits, preload=preload, cancel=cancel
     )
@@ -257,6 +266,8 @@ def _call(
     missing = _missing_at_call(result)
     if missing:
         return _Unavailable(unavailable_reason(plugin.name, spec, missing))
+    if _forked_after_cuda(result):  # its declaration is wrong: unavailable until it changes
+        return _Unavailable(reasons_environment.fork_after_cuda(plugin=plugin.name))
     if result.outcome == Outcome.ERROR and result.fault == Fault.PARAMS:
         message = shorten(result.message or result.error or "")
         return _BadParams(reasons.run_params_refused(plugin=plugin.name, message=message))
@@ -276,6 +287,15 @@ def _missing_at_call(result: SandboxResult) -> tuple[untrusted.MissingItem, ...]
     except (ValueError, RecursionError):  # not that report: an ordinary failure of the run
         return ()
     return report.missing if report.status == "unavailable" else ()
+
+
+def _forked_after_cuda(result: SandboxResult) -> bool:
+    """The warm host refused fork mode: the plugin's warm-up initialised CUDA."""
+    return (
+        result.phase == Phase.WARM_UP
+        and result.fault == Fault.UNAVAILABLE
+        and result.detail == {"cuda_initialized": True}
+    )
 
 
 def _checked_params(params: Any) -> dict[str, Any]:

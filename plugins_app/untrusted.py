@@ -35,6 +35,7 @@ from plugin_contract import (
     LoadReport,
 )
 from plugin_contract.policies import normalised_retry, quarantine_after_problem, retry_problem
+from plugin_contract.resident import normalised_resident, resident_problem
 
 T = TypeVar("T")
 
@@ -267,6 +268,7 @@ class LoaderReport:
     retry: dict[str, Any] | None = None  # plugin_contract.policies.RetryPolicy, or none declared
     quarantine_after: int | None = None  # None: none declared (the portal's default applies)
     schedule: dict[str, Any] | None = None  # as declared; the portal checks its cron and policies
+    resident: dict[str, Any] | None = None  # resident mode's knobs (ResidentPolicy); None: fork
 
 
 def load_report(
@@ -346,7 +348,18 @@ def load_report(
         retry=_retry(report.get("retry")),
         quarantine_after=_quarantine_after(report.get("quarantine_after")),
         schedule=schedule,
+        resident=_resident(report.get("resident")),
     )
+
+
+def _resident(value: object) -> dict[str, Any] | None:
+    """Resident mode's knobs, checked as the plugin side checked them, with every key."""
+    if value is None:
+        return None
+    problem = resident_problem(value)
+    if problem:
+        raise MalformedReport(f"'resident' is not resident mode's knobs: {problem}")
+    return dict(normalised_resident(cast(Mapping[str, Any], value)))
 
 
 def _queue(value: object) -> str:

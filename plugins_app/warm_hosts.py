@@ -10,7 +10,7 @@ import threading
 from plugins_app.discovery import (
     PluginSpec,
 )
-from sandbox import Preload, discard_preload
+from sandbox import Preload, Resident, discard_preload
 
 WARM_TARGET = "plugin_contract.loader:warm_plugin"
 
@@ -22,15 +22,22 @@ _warm_hosts_lock = threading.Lock()
 
 
 def warm_host_for(
-    name: str, spec: PluginSpec, env: tuple[str, ...], python: str | None = None
+    name: str,
+    spec: PluginSpec,
+    env: tuple[str, ...],
+    python: str | None = None,
+    resident: dict | None = None,
 ) -> Preload:
     """The Preload whose warm host serves this plugin's runs in this process, run with the
-    plugin's own interpreter when it declares one (``python``).
+    plugin's own interpreter when it declares one (``python``), in resident processes when
+    it declares mode = "resident" (``resident``: its knobs, plugin_contract.ResidentPolicy).
 
     Its key holds the code's version on disk, so edited plugin code gets a fresh warm host
     even when the reload happened in another process (say, `manage.py loadplugins`).
     """
-    preload = Preload(WARM_TARGET, (spec.host_spec(), _code_version(spec)), env=env, python=python)
+    policy = Resident(**resident) if resident is not None else None
+    args = (spec.host_spec(), _code_version(spec))
+    preload = Preload(WARM_TARGET, args, env=env, python=python, resident=policy)
     with _warm_hosts_lock:
         previous = _warm_hosts.get(name)
         _warm_hosts[name] = preload

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # the type checker sees the real names; the host never import
         shutdown_sandbox,
     )
     from sandbox.result import Fault, Frame, Outcome, Phase, SandboxResult
-    from sandbox.targets import Preload
+    from sandbox.targets import Preload, Resident
 
 _EXPORTS = {
     "CancelToken": "sandbox.cancel",
@@ -42,6 +42,7 @@ _EXPORTS = {
     "Outcome": "sandbox.result",
     "Phase": "sandbox.result",
     "Preload": "sandbox.targets",
+    "Resident": "sandbox.targets",
     "SandboxConfig": "sandbox.config",
     "SandboxResult": "sandbox.result",
     "configure_sandbox": "sandbox.portal.client",
@@ -60,6 +61,7 @@ __all__ = [
     "Outcome",
     "Phase",
     "Preload",
+    "Resident",
     "SandboxConfig",
     "SandboxResult",
     "configure_sandbox",

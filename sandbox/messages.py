@@ -60,6 +60,8 @@ class HelloFields(ExceptionFacts, total=False):
     warmup_stdout: str | None  # the tail of what the warm-up wrote (import-time warnings)
     warmup_stderr: str | None
     warmup_value: object  # what the warm-up returned, when it is small JSON data
+    memory_mechanism: str | None  # how this host enforces memory_mb (sandbox/zygote/cgroup.py)
+    memory_fallback: str | None  # why not by cgroup v2 memory.max, when it samples RSS
 
 
 class AnswerFields(TypedDict, total=False):
@@ -83,3 +85,4 @@ class AnswerFields(TypedDict, total=False):
     memory_exceeded: bool | None  # the tree's resident memory passed memory_mb: killed
     memory_peak_kb: int | None  # the tree's resident memory, the most the host sampled
     cancelled: bool | None  # the portal cancelled the call: its process group was killed
+    memory_mechanism: str | None  # how memory_mb was enforced for this call, if it had one

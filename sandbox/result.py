@@ -95,6 +95,8 @@ class SandboxResult:
     ``warmup_value`` what the Preload's warm-up returned, when it was JSON data of at most
     64 KiB (the plugin loader returns the environment's fingerprint), for every call of the
     host; None without a Preload.
+    ``mode`` how the call ran: ``"fork"`` (a process forked for it from a host) or
+    ``"resident"`` (inside a long-lived process of a Preload with a ``Resident`` policy).
     """
 
     ok: bool
@@ -122,6 +124,7 @@ class SandboxResult:
     host_failure: str | None = None
     memory_mechanism: str | None = None
     warmup_value: object = None
+    mode: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict; ``value`` and ``detail`` are converted best-effort (see

@@ -88,7 +88,7 @@ class PluginRunAdmin(RunColumns, LargeHistoryAdmin):
         ),
         (
             "Environment",
-            {"fields": ("memory_mechanism", "environment_changes", "environment_json")},
+            {"fields": ("mode", "memory_mechanism", "environment_changes", "environment_json")},
         ),
         (
             "Input and output",

@@ -380,6 +380,7 @@ class RunSerializer(serializers.ModelSerializer):
             "signal",
             "peak_rss_kb",
             "memory_mechanism",
+            "mode",
             "duration_ms",
             "actor",
             "cancelled_by",

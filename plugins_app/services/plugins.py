@@ -32,6 +32,7 @@ class PluginMetadata:
     retry: dict[str, Any] | None = None  # plugin_contract.policies.RetryPolicy, or None
     quarantine_after: int | None = None  # None: the portal's default
     schedule: dict[str, Any] | None = None  # declared; kept as a Schedule row, not a column
+    resident: dict[str, Any] | None = None  # resident mode's knobs; None: fork per call
 
 
 @transaction.atomic
@@ -143,6 +144,7 @@ def _metadata_fields(metadata: PluginMetadata) -> dict[str, Any]:
         "declared_queue": metadata.declared_queue,
         "retry_declared": metadata.retry,
         "quarantine_after_declared": metadata.quarantine_after,
+        "resident": metadata.resident,
     }
 
 

@@ -51,6 +51,7 @@ class RunOutcome:
     signal: str = ""
     peak_rss_kb: int | None = None
     memory_mechanism: str = ""
+    mode: str = ""  # fork or resident: how the sandbox ran it
     environment: dict[str, Any] = field(default_factory=dict)
     duration_ms: float | None = None
     stdout_tail: str = ""
@@ -208,6 +209,7 @@ def run_finish(
         signal=outcome.signal,
         peak_rss_kb=outcome.peak_rss_kb,
         memory_mechanism=outcome.memory_mechanism,
+        mode=outcome.mode,
         environment=outcome.environment,
         duration_ms=outcome.duration_ms,
         stdout_tail=outcome.stdout_tail,

@@ -73,6 +73,8 @@ class _Pending:
 class HostConnection:
     """One running host process and its connection."""
 
+    module = HOST_MODULE  # what the process runs (a resident process runs its own module)
+
     def __init__(self, preload: Preload | None, config: SandboxConfig) -> None:
         self.preload = preload
         self.config = config
@@ -92,6 +94,7 @@ class HostConnection:
         self.import_hint: str | None = None  # why imports may fail in this host's calls
         self._warmup_output: tuple[str, str] | None = None  # (stdout, stderr), for one call
         self.warmup_value: object = None  # what the Preload's warm-up returned (JSON data)
+        self.memory: tuple[str | None, str | None] = (None, None)  # mechanism, why not cgroups
 
     @property
     def python(self) -> str:
@@ -128,11 +131,12 @@ class HostConnection:
         self.mark = starter.mark()
         try:
             self.proc = starter.popen(
-                [self.python, "-P", "-m", HOST_MODULE, "--fd", str(child_sock.fileno())],
+                [self.python, "-P", "-m", self.module, "--fd", str(child_sock.fileno())],
                 pass_fds=(child_sock.fileno(),),
                 env=self._host_environment(),
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # terminal signals are for the portal, not the host
+                **self._spawn_options(),
             )
         except OSError as exc:
             parent_sock.close()
@@ -169,7 +173,7 @@ class HostConnection:
             blobs["preload"] = pickle.dumps(target, protocol=pickle.HIGHEST_PROTOCOL)
         try:
             self.sock.settimeout(timeout)
-            message = init_message(self.preload, self.config, self.plugin_env)
+            message = self._init_message()
             for buffer in encode_frame(message, blobs):
                 self.sock.sendall(buffer)
             frame = recv_frame(self.sock, no_blobs)
@@ -187,6 +191,7 @@ class HostConnection:
             return warm_up_raised(self.preload, hello)
         self.warnings = list(hello["warnings"] or [])
         self.base_vsz_mb = hello["base_vsz_mb"]
+        self.memory = (hello["memory_mechanism"], hello["memory_fallback"])
         self._warmup_output = (hello["warmup_stdout"] or "", hello["warmup_stderr"] or "")
         self.warmup_value = hello["warmup_value"]
         unreadable = hello["unreadable"] or []
@@ -196,6 +201,13 @@ class HostConnection:
                 "make the plugin's code and what it imports readable by that user"
             )
         return None
+
+    def _spawn_options(self) -> dict[str, Any]:
+        """More Popen options: a resident process's stdout and stderr files."""
+        return {}
+
+    def _init_message(self) -> dict[str, Any]:
+        return init_message(self.preload, self.config, self.plugin_env)
 
     # calls
 
@@ -478,4 +490,6 @@ class HostConnection:
             "in_flight": in_flight,
             "warnings": list(self.warnings),
             "started_at": self.started_at,
+            "memory_mechanism": self.memory[0],
+            "memory_fallback": self.memory[1],
         }

@@ -15,6 +15,7 @@ from sandbox.config import SandboxConfig, private_cache_dir, scrub_environment
 from sandbox.portal.leftovers import OWNER_VARIABLE
 from sandbox.portal.spawn import SANDBOX_ROOT
 from sandbox.targets import Preload
+from sandbox.zygote.cgroup import CGROUP_VARIABLE
 
 __all__ = ["HOST_ONLY_CHANGES", "host_environment", "host_tmp_dir", "init_message"]
 
@@ -66,6 +67,7 @@ def init_message(
         "bytecode_cache": config.bytecode_cache,
         "dont_write_bytecode": sys.dont_write_bytecode,
         "plugin_env": plugin_env,
+        "cgroup": os.environ.get(CGROUP_VARIABLE) or None,  # else the host's own cgroup v2
     }
 
 

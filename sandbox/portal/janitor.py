@@ -16,7 +16,7 @@ import signal
 import sys
 
 from sandbox.portal.leftovers import kill_marked
-from sandbox.zygote.protocol import BYTECODE_DIR_KIND, CALL_DIR_KIND
+from sandbox.zygote.protocol import BYTECODE_DIR_KIND, CALL_DIR_KIND, RESIDENT_DIR_KIND
 
 
 def main(argv: list[str]) -> int:
@@ -36,7 +36,9 @@ def main(argv: list[str]) -> int:
 
 def remove_dead_hosts_dirs(tmp_dir: str) -> None:
     """Remove the call and bytecode directories of hosts that no longer run."""
-    kinds = "|".join(re.escape(kind) for kind in (CALL_DIR_KIND, BYTECODE_DIR_KIND))
+    kinds = "|".join(
+        re.escape(kind) for kind in (CALL_DIR_KIND, BYTECODE_DIR_KIND, RESIDENT_DIR_KIND)
+    )
     ours = re.compile(rf"(?:{kinds})-(\d+)-\d+-[0-9a-f]{{6}}")
     try:
         names = os.listdir(tmp_dir)
@@ -48,10 +50,13 @@ def remove_dead_hosts_dirs(tmp_dir: str) -> None:
             shutil.rmtree(os.path.join(tmp_dir, name), ignore_errors=True)
 
 
+HOST_NAMES = (b"sandbox-host", b"sandbox-persist")  # processes whose directories these are
+
+
 def _is_host(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/comm", "rb") as handle:
-            return handle.read().strip() == b"sandbox-host"
+            return handle.read().strip() in HOST_NAMES
     except OSError:
         return False
 

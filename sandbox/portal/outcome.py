@@ -15,9 +15,8 @@ from sandbox.messages import ExceptionFacts
 from sandbox.portal.wire import CallHeader, Envelope, check_envelope, decode_value
 from sandbox.result import Fault, Frame, Outcome, Phase, SandboxResult
 from sandbox.zygote import linux
+from sandbox.zygote.cgroup import RSS_SAMPLING
 from sandbox.zygote.protocol import RESULT_LOST_EXIT, ProtocolError
-
-RSS_SAMPLING = "rss-sampling"  # memory_mb: the host samples the tree's RSS from /proc
 
 
 class CallReport:
@@ -96,7 +95,8 @@ def _copy_process_facts(result: SandboxResult, report: CallReport) -> None:
     result.signal = linux.signal_name(signum) if signum is not None else None
     peaks = [kb for kb in (header["peak_rss_kb"], header["memory_peak_kb"]) if kb is not None]
     result.peak_rss_kb = max(peaks) if peaks else None
-    result.memory_mechanism = RSS_SAMPLING if report.limits.memory_mb is not None else None
+    sampled = RSS_SAMPLING if report.limits.memory_mb is not None else None
+    result.memory_mechanism = header["memory_mechanism"] or sampled
     disk_used = header["disk_used"]
     result.disk_used_kb = disk_used // 1024 if disk_used is not None else None
     cap = report.limits.output_bytes

@@ -17,12 +17,15 @@ from sandbox.config import SandboxConfig
 from sandbox.limits import Limits
 from sandbox.portal.connection import HostConnection, NotDelivered
 from sandbox.portal.outcome import CallReport, build_result, cancelled_before_start
+from sandbox.portal.resident import RESIDENT, ResidentPool
 from sandbox.portal.start_failure import StartFailure
 from sandbox.portal.wire import lost_call
 from sandbox.result import SandboxResult
 from sandbox.targets import Preload
 
-__all__ = ["HostPool", "elapsed_ms"]
+__all__ = ["FORK", "HostPool", "elapsed_ms"]
+
+FORK = "fork"  # SandboxResult.mode of a call forked from a host
 
 log = logging.getLogger("sandbox")
 
@@ -46,6 +49,7 @@ class HostPool:
         self.result_globals = frozenset(config.result_globals)
         self._lock = threading.Lock()
         self._slots: dict[Preload | None, Slot] = {}
+        self._resident: dict[Preload, ResidentPool] = {}
         self._ids = itertools.count(1)
 
     def call(
@@ -56,6 +60,36 @@ class HostPool:
         preload: Preload | None,
         started: float,
         cancel: CancelToken | None = None,
+    ) -> SandboxResult:
+        """A call forked from the host of ``preload``, or run by one of its resident processes
+        when it has a Resident policy; the result says which (``mode``)."""
+        if preload is not None and preload.resident is not None:
+            result = self._resident_pool(preload).call(
+                name, payload, limits, started, next(self._ids), cancel
+            )
+            result.mode = RESIDENT
+        else:
+            result = self._fork_call(name, payload, limits, preload, started, cancel)
+            result.mode = FORK
+        return result
+
+    def _resident_pool(self, preload: Preload) -> ResidentPool:
+        with self._lock:
+            pool = self._resident.get(preload)
+            if pool is None:
+                pool = self._resident[preload] = ResidentPool(
+                    preload, self.config, self.result_globals
+                )
+            return pool
+
+    def _fork_call(
+        self,
+        name: str,
+        payload: bytes,
+        limits: Limits,
+        preload: Preload | None,
+        started: float,
+        cancel: CancelToken | None,
     ) -> SandboxResult:
         wait_s = limits.timeout_s + self.config.grace_s
         for attempt in (1, 2):
@@ -157,7 +191,11 @@ class HostPool:
 
     def discard(self, preload: Preload) -> bool:
         with self._lock:
+            resident = self._resident.pop(preload, None)
             slot = self._slots.pop(preload, None)
+        if resident is not None:
+            resident.close(drain=True)  # running calls finish first
+            return True
         if slot is None:
             return False
         with slot.lock:
@@ -171,6 +209,10 @@ class HostPool:
         with self._lock:
             slots = list(self._slots.values())
             self._slots.clear()
+            residents = list(self._resident.values())
+            self._resident.clear()
+        for resident in residents:
+            resident.close(drain=False)
         for slot in slots:
             with slot.lock:
                 host, slot.host = slot.host, None
@@ -178,6 +220,9 @@ class HostPool:
                 host.stop()
 
     def abandon(self) -> None:
+        for resident in self._resident.values():
+            resident.abandon()
+        self._resident = {}
         for slot in self._slots.values():
             if slot.host is not None:
                 slot.host.abandon()
@@ -186,7 +231,9 @@ class HostPool:
     def status(self) -> list[dict[str, Any]]:
         with self._lock:
             slots = list(self._slots.values())
-        return [slot.host.status() for slot in slots if slot.host is not None]
+            residents = list(self._resident.values())
+        hosts = [dict(slot.host.status(), mode=FORK) for slot in slots if slot.host is not None]
+        return hosts + [status for pool in residents for status in pool.status()]
 
 
 def _tail(text: str, limit: int) -> str:

@@ -142,6 +142,18 @@ def died_while_starting(preload: Preload | None, code: int | None) -> StartFailu
 
 
 def warm_up_raised(preload: Preload | None, hello: HelloFields) -> StartFailure:
+    if hello["detail"] == {"cuda_initialized": True} and hello["fault"] == "unavailable":
+        return StartFailure(
+            Outcome.ERROR,
+            "CUDAInitialized",
+            what_starts(preload),
+            f"was refused: {hello['message']}",
+            "declare mode = 'resident' for a plugin that uses CUDA, or touch CUDA only in "
+            "run(), not at import or in setup()",
+            phase=Phase.WARM_UP,
+            message=hello["message"],
+            exception=hello,
+        )
     kind = hello["error_type"] or "Exception"
     message = hello["message"]
     location = hello["location"]

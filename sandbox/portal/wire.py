@@ -18,6 +18,7 @@ from typing import Any, cast
 from sandbox.limits import Limits
 from sandbox.messages import AnswerFields, Envelope, HelloFields
 from sandbox.result import Fault, Phase
+from sandbox.zygote.cgroup import CGROUP_MEMORY, RSS_SAMPLING
 from sandbox.zygote.protocol import (
     ENVELOPE_LIMIT,
     FRAME_HEADER,
@@ -53,6 +54,7 @@ OUTCOMES = frozenset(
 )
 PHASES = frozenset(phase.value for phase in Phase)  # what a call process may say it was in
 FAULTS = frozenset(fault.value for fault in Fault)  # the kinds an exception may declare
+MEMORY_MECHANISMS = frozenset({CGROUP_MEMORY, RSS_SAMPLING})  # how memory_mb may be enforced
 LINE_LIMIT = 2**31  # of a frame's line number
 
 
@@ -104,6 +106,8 @@ _HELLO = _schema(
         "warmup_stdout": ("text", TEXT_LIMIT),
         "warmup_stderr": ("text", TEXT_LIMIT),
         "warmup_value": ("json", None),
+        "memory_mechanism": ("text", 100),
+        "memory_fallback": ("text", TEXT_LIMIT),
         "phase": ("text", 100),
         "error_type": ("text", TEXT_LIMIT),
         "message": ("text", TEXT_LIMIT),
@@ -135,6 +139,7 @@ _ANSWER = _schema(
         "memory_exceeded": ("bool", None),
         "memory_peak_kb": ("int", INT64),
         "cancelled": ("bool", None),
+        "memory_mechanism": ("text", 100),
     },
 )
 _ENVELOPE = _schema(
@@ -157,6 +162,7 @@ _ENVELOPE = _schema(
 
 def check_hello(fields: dict[str, Any]) -> HelloFields:
     checked = _check(fields, _HELLO, "handshake")
+    _check_choice(checked, "memory_mechanism", MEMORY_MECHANISMS, "handshake")
     if checked["ok"] is None or checked["pid"] is None:
         raise ProtocolError("handshake lacks 'ok' or 'pid'")
     _check_choice(checked, "fault", FAULTS, "handshake")
@@ -169,6 +175,7 @@ def check_answer(fields: dict[str, Any]) -> AnswerFields:
     checked = _check(fields, _ANSWER, "answer")
     if checked["call_id"] is None:
         raise ProtocolError("answer lacks 'call_id'")
+    _check_choice(checked, "memory_mechanism", MEMORY_MECHANISMS, "answer")
     return checked  # type: ignore[return-value]  # _check enforced _ANSWER's types
 
 

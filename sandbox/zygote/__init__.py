@@ -16,10 +16,13 @@ writes: so these modules import only the standard library, and of it nothing hea
     reaper.py       reaping children, killing process groups, sweeping escaped processes
     calls.py        a running call's state: output tails, deadline, disk budget
     proc.py         /proc files of a process, re-read without reopening
+    resident.py     a resident process (python -P -m sandbox.zygote.resident): warm-up once,
+                    then its calls in itself, one at a time (resident mode)
     child.py        what a forked call process runs (never returns)
     envelope.py     what a call process says of its call, and its value, encoded and capped
     protocol.py     the wire formats both sides share
     linux.py        Linux process controls the os module lacks
     disk.py         measuring a call's working directory in bounded steps
+    cgroup.py       memory_mb by a per-call cgroup v2 memory.max, where one is delegated
     prefault.py     the empty call a spare rehearses
 """

@@ -59,6 +59,7 @@ class Call:
         "call_id",
         "calldir",
         "cancelled",
+        "cgroup",
         "deadline",
         "disk_cap",
         "disk_check_at",
@@ -99,6 +100,7 @@ class Call:
         self.disk_used: int | None = None
         self.disk_exceeded = False
         memory_mb = limits.get("memory_mb")
+        self.cgroup: str | None = None  # its own cgroup v2 with memory.max, if the kernel limits
         self.memory_cap_kb = int(memory_mb * 1024) if memory_mb else None
         self.memory_check_at = self.started + MEMORY_CHECK_S if memory_mb else None
         self.memory_peak_kb: int | None = None  # of the tree, as sampled

@@ -160,8 +160,8 @@ def _serve_one_call(spec: SpareSpec) -> int:
     except BaseException as exc:  # setup failed: report it as ours
         _last_words()
         return _emergency_deliver(exc)
-    envelope, value = _invoke(command.payload, command.result_bytes, command.result_format)
-    _flush_stdio()
+    envelope, value = invoke(command.payload, command.result_bytes, command.result_format)
+    flush_stdio()
     return channel.deliver(envelope, value)
 
 
@@ -213,7 +213,7 @@ def _rehearse() -> None:
     # call arrives. Nothing is written anywhere, and the module is forgotten again.
     payload = pickle.dumps(("sandbox.zygote.prefault:rehearse", (1,), {"k": None}), -1)
     try:
-        envelope, value = _invoke(payload, 1 << 20, "json")
+        envelope, value = invoke(payload, 1 << 20, "json")
         encode_result(envelope, value, _own_usage())
     finally:
         sys.modules.pop("sandbox.zygote.prefault", None)
@@ -308,7 +308,7 @@ def drop_privileges(uid: int, gid: int) -> None:
 # --- running the call --------------------------------------------------------------------
 
 
-def _invoke(
+def invoke(
     payload: bytes, result_bytes: int, result_format: str
 ) -> tuple[Envelope | None, bytes | memoryview]:
     try:
@@ -331,7 +331,7 @@ def _invoke(
 # --- delivering the result ---------------------------------------------------------------
 
 
-def _flush_stdio() -> None:
+def flush_stdio() -> None:
     streams = [sys.stdout, sys.stderr]
     # Identity, not ==: a plugin's replacement stream may define odd equality.
     streams += [s for s in (sys.__stdout__, sys.__stderr__) if all(s is not t for t in streams)]

@@ -16,8 +16,7 @@ killed.
 
 ``Host`` wires the collaborators (startup, portal_link, spares, calldirs, reaper) and owns
 the calls' lifecycle; ``main()`` is the process. It imports as little as possible (see
-sandbox/zygote/__init__.py): fork time grows with the host's memory, and fork is most of a
-call's cost.
+sandbox/zygote/__init__.py): fork time, most of a call's cost, grows with the host's memory.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ import signal
 import sys
 import time
 
-from sandbox.zygote import linux, startup
+from sandbox.zygote import cgroup, linux, startup
 from sandbox.zygote.calldirs import CallDirs, remove_tree
 from sandbox.zygote.calls import Call
 from sandbox.zygote.child import Command, host_hard_limits, rlimits_for
@@ -94,6 +93,7 @@ class Host:
         )
         self.reaper = Reaper(self.pid, self.calls, self.finished, self.spares, self.log)
         self.pycache_dir: str | None = None
+        self.memory = cgroup.MemoryControl(init.get("cgroup"), self.pid)  # memory_mb's mechanism
 
     # --- start-up ------------------------------------------------------------------------
 
@@ -120,6 +120,8 @@ class Host:
         output: dict[str, object] = {}
         failure = startup.warm_up(init.get("preload"), output)
         startup.restore_stdio(stdio)  # children write through these; a warm-up may swap them
+        if failure is None and init.get("preload") is not None and startup.cuda_initialized():
+            failure = startup.cuda_refusal()  # every call would fork from it: use resident mode
         if failure is not None:
             refusal: HelloFields = {"ok": False, "pid": self.pid, "warnings": self.warnings}
             refusal.update(failure)
@@ -130,14 +132,11 @@ class Host:
         linux.release_free_memory()  # start-up and warm-up garbage, which forks would copy
         gc.freeze()  # keep the GC from touching (and copying) the host's pages in children
         self.base_vsz_mb = linux.address_space_mb()
-        return {
-            "ok": True,
-            "pid": self.pid,
-            "warnings": self.warnings,
-            "base_vsz_mb": self.base_vsz_mb,
-            "unreadable": self.unreadable,
-            **output,  # type: ignore[typeddict-item]  # warmup_stdout, _stderr, _value
-        }
+        hello = self.memory.hello()  # ok, pid, and how memory_mb is enforced
+        hello.update({"warnings": self.warnings, "unreadable": self.unreadable})
+        hello["base_vsz_mb"] = self.base_vsz_mb
+        hello.update(output)  # type: ignore[typeddict-item]  # warmup_stdout, _stderr, _value
+        return hello
 
     def _run_as(self, user: tuple[int, int] | None) -> None:
         if user is None:
@@ -241,11 +240,13 @@ class Host:
             run_as=self.run_as,
             target_name=target_name,
         ).encode()
-        spare = self.spares.hand_over(command)
+        group = self.memory.group_for(limits)
+        spare = self.spares.hand_over(command, group.join if group else None)
         if isinstance(spare, str):
             self._send_failure(call_id, f"could not start the call process: {spare}")
             return
         call = Call(call_id, spare.pid, spare.calldir, limits, spare.fds)
+        self.memory.attach(call, group)
         call.pidfd = spare.pidfd
         call.proc = spare.proc
         self.calls[spare.pid] = call
@@ -361,6 +362,7 @@ class Host:
                 remove_tree(call.calldir)  # the space is free when the portal hears of it
             self.link.send_answer(call.call_id, header, value)
         self.dirs.release(call.calldir)
+        self.memory.release(call)
         del self.calls[call.pid]
 
     def _drain(self, call: Call) -> None:
@@ -404,6 +406,7 @@ class Host:
             "base_vsz_mb": self.base_vsz_mb,
             "host_pid": self.pid,
         }
+        self.memory.report(call, fields)
         blobs: Blobs = {
             "value": value,
             "stdout": call.stdout.value(),

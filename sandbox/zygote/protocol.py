@@ -49,6 +49,7 @@ FRAMES_LIMIT = 100  # an exception's frames in an envelope: the innermost ones
 # A host's directories in the temporary directory: "<kind>-<host pid>-<n>-<6 hex digits>".
 CALL_DIR_KIND = "sandbox-call"
 BYTECODE_DIR_KIND = "sandbox-pycache"
+RESIDENT_DIR_KIND = "sandbox-resident"  # a resident process's working directory
 
 
 class ProtocolError(ValueError):

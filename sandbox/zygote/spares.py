@@ -248,8 +248,11 @@ class SparePool:
 
     # --- handing over and retiring -------------------------------------------------------
 
-    def hand_over(self, command: list[bytes]) -> Spare | str:
-        """Give the command to a spare (forking one if none is ready); or say why not."""
+    def hand_over(
+        self, command: list[bytes], before: Callable[[int], None] | None = None
+    ) -> Spare | str:
+        """Give the command to a spare (forking one if none is ready); or say why not.
+        ``before(pid)`` runs first (puts the spare in its call's cgroup)."""
         problem = "no spare call process"
         for _ in range(3):  # a spare may have died while idle: try another
             if not self.spares:  # a batch: calls are arriving faster than spares
@@ -261,6 +264,8 @@ class SparePool:
             try:
                 if self.low_priority:
                     os.setpriority(os.PRIO_PROCESS, spare.pid, self.priority)
+                if before is not None:
+                    before(spare.pid)
                 _write_with_deadline(spare.command_w, command, COMMAND_TIMEOUT_S)
             except OSError as exc:
                 problem = f"the spare call process did not take its command ({exc})"

@@ -121,6 +121,33 @@ def warm_up(preload: tuple | None, output: dict[str, object]) -> ExceptionFacts 
     return None
 
 
+CUDA_FORK_REFUSAL = (
+    "its warm-up (the plugin's import and setup()) initialised CUDA, and a process forked "
+    "after that cannot use CUDA"
+)
+
+
+def cuda_initialized() -> bool:
+    """Whether a warm-up initialised CUDA through torch; torch is asked only when the warm-up
+    loaded it (never imported here)."""
+    torch = sys.modules.get("torch")
+    try:
+        return torch is not None and bool(torch.cuda.is_initialized())
+    except BaseException:  # a broken or partial torch: then it initialised nothing we can use
+        return False
+
+
+def cuda_refusal() -> ExceptionFacts:
+    """Why a fork host refuses to serve after a warm-up that initialised CUDA."""
+    return {
+        "phase": "warm-up",
+        "error_type": "CUDAInitialized",
+        "message": CUDA_FORK_REFUSAL,
+        "fault": "unavailable",
+        "detail": {"cuda_initialized": True},
+    }
+
+
 def _capture_fds() -> list[tuple[int, int, int]]:
     """Point fds 1 and 2 at memory files: (fd, saved copy, memory file) each."""
     captured = []

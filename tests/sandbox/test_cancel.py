@@ -99,3 +99,33 @@ class TestCancel:
         result = run_plugin_sandboxed("tests.sandbox_targets.basic:add", 2, 3, cancel=token)
         token.cancel()
         assert (result.outcome, result.value, token.cancelled) == (Outcome.OK, 5, True)
+
+
+class TestCancelResident:
+    def test_cancel__kills_the_resident_process_and_the_next_call_starts_at_once(self):
+        """A cancelled resident call ends `cancelled`, its process is gone, and the kill is not
+        a crash: with max_restarts=0 the next call still runs, with no backoff."""
+        from sandbox import Preload, Resident, shutdown_sandbox
+
+        target = "tests.sandbox_targets.resident"
+        preload = Preload(
+            f"{target}:setup", (new_marker(),), resident=Resident(max_restarts=0, backoff_s=30)
+        )
+        try:
+            before = run_plugin_sandboxed(f"{target}:info", limits=SLOW, preload=preload)
+            assert before.ok, before.error
+            token = CancelToken()
+            thread, results = call_in_thread(
+                f"{target}:hang", limits=SLOW, preload=preload, cancel=token
+            )
+            assert wait_until(lambda: token._hooks, timeout=30), "the call never started"
+            token.cancel()
+            thread.join(10)
+            [result] = results
+            assert (result.outcome, result.mode) == (Outcome.CANCELLED, "resident")
+            assert wait_until(lambda: not is_running(before.value["pid"]))
+            after = run_plugin_sandboxed(f"{target}:info", limits=SLOW, preload=preload)
+            assert after.ok, after.error
+            assert after.value["pid"] != before.value["pid"] and after.duration_ms < 10_000
+        finally:
+            shutdown_sandbox()

@@ -1,0 +1,218 @@
+"""Resident mode: calls run in long-lived processes that ran the warm-up once; a crash, hang or
+memory blow-up kills only that process, crashes back off and then are refused, and processes
+are recycled after max_calls or past max_memory_mb."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import psutil
+import pytest
+
+from sandbox import (
+    Fault,
+    Limits,
+    Outcome,
+    Phase,
+    Preload,
+    Resident,
+    discard_preload,
+    run_plugin_sandboxed,
+    shutdown_sandbox,
+)
+from sandbox.portal.janitor import remove_dead_hosts_dirs
+from tests.sandbox_targets.process_checks import is_running, new_marker, wait_until
+
+T = "tests.sandbox_targets.resident"
+LIMITS = Limits(timeout_s=10)
+
+
+@pytest.fixture(autouse=True)
+def stop_processes():
+    yield
+    shutdown_sandbox()
+
+
+def resident(**policy) -> Preload:
+    """A Preload of its own (a fresh tag), run in resident mode with this policy."""
+    return Preload(f"{T}:setup", (new_marker(),), resident=Resident(**policy))
+
+
+def call(target, preload, *args, limits=LIMITS):
+    return run_plugin_sandboxed(f"{T}:{target}", *args, limits=limits, preload=preload)
+
+
+class TestResidentCalls:
+    def test_calls__run_in_one_process_that_ran_setup_once(self):
+        """Three calls share one process (same pid), whose warm-up ran once; mode is resident."""
+        preload = resident()
+        results = [call("info", preload) for _ in range(3)]
+        assert all(r.ok for r in results), [r.error for r in results]
+        assert {r.value["pid"] for r in results} == {results[0].value["pid"]}
+        assert [r.value["setups"] for r in results] == [1, 1, 1]
+        assert [r.value["calls"] for r in results] == [1, 2, 3]
+        assert {r.mode for r in results} == {"resident"}
+
+    def test_fork_mode__each_call_in_a_new_process(self):
+        """Without a Resident policy each call forks anew and says mode fork."""
+        preload = Preload(f"{T}:setup", (new_marker(),))
+        first, second = call("info", preload), call("info", preload)
+        assert first.value["pid"] != second.value["pid"]
+        assert (first.mode, second.value["calls"]) == ("fork", 1)
+
+    def test_output__each_call_gets_its_own_and_the_first_the_setups(self):
+        """stdout is per call; setup()'s stderr comes with the first call only."""
+        preload = resident()
+        first = call("info", preload, "first note")
+        second = call("info", preload, "second note")
+        assert first.stdout == "first note\n" and second.stdout == "second note\n"
+        assert "setup of" in first.stderr and "setup of" not in second.stderr
+
+    def test_exception__keeps_the_process(self):
+        """A plugin that raises is an error outcome; the process lives on for the next call."""
+        preload = resident()
+        before = call("info", preload)
+        failed = call("boom", preload)
+        after = call("info", preload)
+        assert (failed.outcome, failed.error_type) == (Outcome.ERROR, "ValueError")
+        assert after.value["pid"] == before.value["pid"]
+
+
+class TestResidentIsolation:
+    def test_hang__killed_at_timeout_and_the_next_call_works(self):
+        """A call past timeout_s is a timeout; its process is gone and the next call runs anew."""
+        preload = resident(backoff_s=0.05)
+        before = call("info", preload)
+        hung = call("hang", preload, limits=Limits(timeout_s=1))
+        assert (hung.outcome, hung.limit) == (Outcome.TIMEOUT, "timeout_s")
+        assert wait_until(lambda: not is_running(before.value["pid"]))
+        after = call("info", preload)
+        assert after.ok, after.error
+        assert after.value["pid"] != before.value["pid"] and after.value["setups"] == 1
+
+    def test_rss_limit__kills_the_process_with_the_peak_and_the_next_call_works(self):
+        """Growing to 300 MB under memory_mb=150 is outcome memory; a new process follows."""
+        preload = resident(backoff_s=0.05)
+        limits = Limits(timeout_s=20, memory_mb=150)
+        grown = call("grow", preload, 300, limits=limits)
+        assert (grown.outcome, grown.limit, grown.signal) == (
+            Outcome.MEMORY,
+            "memory_mb",
+            "SIGKILL",
+        )
+        assert grown.peak_rss_kb > 150 * 1024
+        assert grown.memory_mechanism == "rss-sampling"
+        after = call("info", preload, limits=limits)
+        assert after.ok and after.value["calls"] == 1, after.error
+
+    def test_crashes__back_off_then_are_refused_with_the_reason(self):
+        """Each restart after a crash waits twice as long; past max_restarts calls are refused."""
+        preload = resident(backoff_s=0.5, max_restarts=2)
+        crashes = [call("crash", preload) for _ in range(3)]
+        assert [c.signal for c in crashes] == ["SIGSEGV"] * 3
+        assert "Segmentation fault" in crashes[0].stderr  # faulthandler's traceback
+        waits = [c.duration_ms / 1000 for c in crashes]
+        assert waits[0] < 0.5 <= waits[1] < 1.0 <= waits[2], waits
+        refused = call("info", preload)
+        assert (refused.outcome, refused.limit, refused.error_type) == (
+            Outcome.CRASHED,
+            "max_restarts",
+            "CrashLoop",
+        )
+        assert "ended abnormally 3 times" in refused.error
+        assert "more than Resident.max_restarts (2)" in refused.error
+        assert refused.duration_ms < 500  # refused at once, nothing started
+
+    def test_crash_loop__a_discarded_preload_starts_afresh(self):
+        """After a refusal, discarding the Preload (a reload) lets the next call run."""
+        preload = resident(backoff_s=0.05, max_restarts=0)
+        call("crash", preload)
+        assert call("info", preload).limit == "max_restarts"
+        assert discard_preload(preload)
+        assert call("info", preload).ok
+
+
+class TestResidentRecycling:
+    def test_max_calls__a_new_process_after_that_many_calls(self):
+        """With max_calls=2 the third call runs in a new process that ran setup() once."""
+        preload = resident(max_calls=2)
+        results = [call("info", preload) for _ in range(3)]
+        pids = [r.value["pid"] for r in results]
+        assert pids[0] == pids[1] != pids[2]
+        assert results[2].value == {"pid": pids[2], "setups": 1, "calls": 1}
+        assert wait_until(lambda: not is_running(pids[0]))
+
+    def test_max_memory_mb__a_process_left_past_it_is_replaced(self):
+        """A call that leaves 80 MB kept in the process past max_memory_mb=60 retires it."""
+        preload = resident(max_memory_mb=60)
+        kept = call("keep", preload, 80)
+        assert kept.ok, kept.error
+        after = call("info", preload)
+        assert after.value["pid"] != kept.value["pid"]
+        assert wait_until(lambda: not is_running(kept.value["pid"]))
+
+    def test_concurrency__two_calls_at_once_in_two_processes(self):
+        """concurrency=2: two calls in flight at once each have a process of their own."""
+        preload = resident(concurrency=2)
+        results = []
+        barrier = threading.Barrier(2)
+
+        def one() -> None:
+            barrier.wait()
+            results.append(call("info", preload))
+
+        threads = [threading.Thread(target=one) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len({r.value["pid"] for r in results}) == 2
+        assert all(r.value["setups"] == 1 for r in results)
+
+    def test_discard__stops_its_processes(self):
+        """discard_preload stops the resident process and its working directory goes."""
+        preload = resident()
+        pid = call("info", preload).value["pid"]
+        workdir = psutil.Process(pid).cwd()
+        assert discard_preload(preload)
+        assert wait_until(lambda: not is_running(pid))
+        assert wait_until(lambda: not os.path.exists(workdir))
+
+    def test_crash__its_working_directory_is_removed(self):
+        """A resident process that crashed leaves no working directory behind."""
+        preload = resident(backoff_s=0.05)
+        pid = call("info", preload).value["pid"]
+        workdir = psutil.Process(pid).cwd()
+        assert call("crash", preload).signal == "SIGSEGV"
+        assert wait_until(lambda: not os.path.exists(workdir))
+
+
+class TestForkAfterCuda:
+    def test_fork_mode__a_warm_up_that_initialised_cuda_is_refused(self):
+        """Fork mode after a warm-up that initialised CUDA: refused, unavailable, saying why."""
+        preload = Preload(f"{T}:setup_touching_cuda", (new_marker(),))
+        refused = call("info", preload)
+        assert (refused.outcome, refused.phase, refused.fault) == (
+            Outcome.ERROR,
+            Phase.WARM_UP,
+            Fault.UNAVAILABLE,
+        )
+        assert refused.detail == {"cuda_initialized": True}
+        assert "resident" in refused.error
+
+    def test_resident_mode__the_same_warm_up_serves_calls(self):
+        """In resident mode nothing forks after the warm-up, so CUDA is fine there."""
+        preload = Preload(f"{T}:setup_touching_cuda", (new_marker(),), resident=Resident())
+        assert call("info", preload).ok
+
+
+class TestResidentDirectories:
+    def test_janitor_sweep__keeps_a_live_resident_process_directory(self):
+        """Another portal's janitor removing dead hosts' directories keeps a live resident's."""
+        preload = resident()
+        pid = call("info", preload).value["pid"]
+        workdir = psutil.Process(pid).cwd()
+        remove_dead_hosts_dirs(os.path.dirname(workdir))
+        assert os.path.isdir(workdir)
+        assert call("info", preload).value["calls"] == 2
