@@ -86,3 +86,22 @@ def policy_changed(*, plugin: str, retry: str, quarantine_after: str, note: str)
         f"{quarantine_after}{why} (it applies to runs that end from now on; clear the override "
         "to go back to what the plugin declares)"
     )
+
+
+def run_interrupted_every_attempt(
+    *,
+    plugin: str,
+    run_id: int,
+    attempt: int,
+    attempts: int,
+    worker: str,
+    last_seen: datetime | None,
+) -> str:
+    seen = _utc(last_seen) if last_seen else "an unknown time"
+    return (
+        f"Run {run_id} of plugin '{plugin}' was interrupted on attempt {attempt} of {attempts}, "
+        f"as was every earlier attempt: each time the process running it stopped responding "
+        f"(the last: {worker or 'unknown worker'}, last seen at {seen}), so the plugin likely "
+        "takes its worker down and no attempt follows (read that node's log and fix the plugin "
+        "before you rerun it)"
+    )

@@ -55,12 +55,15 @@ def node_env(broker_url: str, plugin_dir: Path, var_dir: Path) -> dict[str, str]
 class NodeProcess:
     """One `manage.py runworker` process; its output goes to a file for the failure message."""
 
-    def __init__(self, name: str, queues: str, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, name: str, queues: str, env: dict[str, str], log_dir: Path, concurrency: int = 2
+    ) -> None:
         self.name = name
         self.log = log_dir / f"{name}.log"
+        argv = ["runworker", "--name", name, "--queues", queues, "--concurrency", str(concurrency)]
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "manage.py", "runworker", "--name", name, "--queues", queues],
+                [sys.executable, "manage.py", *argv],
                 cwd=ROOT,
                 env=env,
                 stdout=out,

@@ -8,11 +8,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, Value
+from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from plugins_app import reasons, run_tallies
+from plugins_app import reasons, reasons_policy, run_tallies
 from plugins_app.errors import IllegalTransition, PluginRefused, RunNotFound
 from plugins_app.models import (
     FINISHED_RUN_STATUSES,
@@ -350,19 +350,38 @@ def runs_reconcile_interrupted(
     finished = []
     for run_id in stale_ids:
         run = PluginRun.objects.select_related("plugin").get(pk=run_id)
-        reason = reasons.run_interrupted(
-            plugin=run.plugin.name, run_id=run.pk, worker=run.worker, last_seen=run.heartbeat_at
-        )
         outcome = RunOutcome(
             status=RunStatus.INTERRUPTED,
             outcome=RunOutcomeKind.INTERRUPTED,
             error_type="Interrupted",
-            reason=reason,
+            reason=_interrupted_reason(run),
         )
         run = run_finish(run_id=run_id, outcome=outcome, actor=actor, stale_before=cutoff)
         if run.status == RunStatus.INTERRUPTED:
             finished.append(run)
     return finished
+
+
+def _interrupted_reason(run: PluginRun) -> str:
+    """Why the run was interrupted; on its last attempt after only interruptions, that the
+    plugin likely takes its worker down (a poison run), so nobody just reruns it."""
+    attempts = retries.policy_of(run.plugin)["max_attempts"]
+    if 1 < attempts <= run.attempt and run.retry_of_id is not None:
+        earlier = PluginRun.objects.filter(
+            Q(pk=run.retry_of_id) | Q(retry_of_id=run.retry_of_id), attempt__lt=run.attempt
+        )
+        if not earlier.exclude(status=RunStatus.INTERRUPTED).exists():
+            return reasons_policy.run_interrupted_every_attempt(
+                plugin=run.plugin.name,
+                run_id=run.pk,
+                attempt=run.attempt,
+                attempts=attempts,
+                worker=run.worker,
+                last_seen=run.heartbeat_at,
+            )
+    return reasons.run_interrupted(
+        plugin=run.plugin.name, run_id=run.pk, worker=run.worker, last_seen=run.heartbeat_at
+    )
 
 
 def runs_prune(
