@@ -61,7 +61,7 @@ test: env torch-env
 # portal processes of their own, promtool, a private PostgreSQL cluster, a broker, the torch
 # environment); CI runs them all with `make test` (docs/contributing.md).
 test-quick: env
-	$(VENV)/bin/pytest -q --numprocesses=$(TEST_WORKERS) --dist=loadgroup -m "not browser and not portal_processes and not promtool and not postgres_cluster and not broker and not torch" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q --numprocesses=$(TEST_WORKERS) --dist=loadgroup -m "not browser and not portal_processes and not promtool and not postgres_cluster and not broker and not redis and not torch" $(PYTEST_ARGS)
 
 # The torch plugin environment the `torch` tests and examples/torch use: a venv of its own
 # (never .venv) with the CPU build of torch 2.13.0 that pip finds on this machine's disk.

@@ -10,6 +10,8 @@ CLUSTER_DB=${CLUSTER_DB:-portal_cluster}
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/$CLUSTER_DB}
 export PORTAL_BROKER_URL=${PORTAL_BROKER_URL:-amqp://guest:guest@127.0.0.1:5672//}
 export PORTAL_RUN_EXECUTOR=celery
+# Both gunicorn workers count writes against one throttle (PORTAL_CACHE_URL= keeps each its own).
+export PORTAL_CACHE_URL=${PORTAL_CACHE_URL-redis://127.0.0.1:6379/0}
 export PORTAL_VAR_DIR=${PORTAL_VAR_DIR:-var/cluster}
 export PORTAL_PLUGIN_DIRS=${PORTAL_PLUGIN_DIRS:-$PWD/examples/plugins}
 # Plain HTTP on this machine: no HSTS and no Secure-only cookies (the production start has TLS).
