@@ -59,6 +59,15 @@ class LoadRequest(models.Model):
     outcome = models.JSONField(
         "outcome", null=True, blank=True, help_text="{reports: [...]} or {error, message}."
     )
+    forwarded_from = models.ForeignKey(
+        "self",
+        verbose_name="forwarded from",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="forwards",
+        help_text="The load whose node found the plugin declares this queue and sent it here.",
+    )
 
     class Meta:
         verbose_name = "load request"

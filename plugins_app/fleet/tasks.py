@@ -44,7 +44,7 @@ def load_plugins_task(request_id: int) -> None:
         request = LoadRequest.objects.filter(pk=request_id, finished_at__isnull=True).first()
         if request is None:
             return
-        outcome = load_outcome(names=request.names, actor=request.actor)
+        outcome = load_outcome(request)
         services.load_request_finish(request_id=request_id, outcome=outcome)
     finally:
         connection.close()

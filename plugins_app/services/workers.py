@@ -80,9 +80,14 @@ def plugin_set_queue(*, name: str, queue: str, actor: str) -> None:
     )
 
 
-def load_request_create(*, names: list[str], actor: str, queue: str) -> LoadRequest:
-    """A load of `names` asked of a node of `queue` (fleet/loads.py sends its id)."""
-    return LoadRequest.objects.create(names=names, actor=actor, queue=queue)
+def load_request_create(
+    *, names: list[str], actor: str, queue: str, forwarded_from: int | None = None
+) -> LoadRequest:
+    """A load of `names` asked of a node of `queue` (fleet/loads.py sends its id); a forward
+    names the request whose node found that the plugins declare `queue`."""
+    return LoadRequest.objects.create(
+        names=names, actor=actor, queue=queue, forwarded_from_id=forwarded_from
+    )
 
 
 def load_request_finish(*, request_id: int, outcome: dict[str, Any]) -> int:

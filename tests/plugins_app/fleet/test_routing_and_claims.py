@@ -10,7 +10,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from plugins_app import pipeline, reasons, services
-from plugins_app.errors import InvalidParams, PluginRefused
+from plugins_app.errors import InvalidParams, PluginRefused, TooManyVanished
 from plugins_app.executor import shutdown_executor
 from plugins_app.fleet.celery_app import celery_app
 from plugins_app.fleet.loads import load_outcome
@@ -191,8 +191,10 @@ class TestLoadsOnNodes:
         """What a node writes back: the reports as dicts, or the error's kind and sentence."""
         plugins.add("hello", "def run():\n    return 1\n")
 
-        answered = load_outcome(names=["hello"], actor="test")
-        missing = load_outcome(names=["nowhere"], actor="test")
+        asked = services.load_request_create(names=["hello"], actor="test", queue="default")
+        answered = load_outcome(asked)
+        nowhere = services.load_request_create(names=["nowhere"], actor="test", queue="default")
+        missing = load_outcome(nowhere)
 
         assert [report["name"] for report in answered["reports"]] == ["hello"]
         assert answered["reports"][0]["state"] == PluginState.INITIALIZED
@@ -201,6 +203,43 @@ class TestLoadsOnNodes:
             "name": "nowhere",
             "message": "Plugin 'nowhere' not found",
         }
+
+    def test_a_plugin_declaring_a_queue_nobody_serves__unavailable_saying_what_to_start(
+        self, plugins
+    ):
+        """A new plugin loaded on 'default' that declares 'gpu', with no gpu node alive: it is
+        UNAVAILABLE, its reason naming the node to start; nothing is forwarded."""
+        plugins.add("tracker", "queue = 'gpu'\n\ndef run():\n    return 1\n")
+        asked = services.load_request_create(names=["tracker"], actor="test", queue="default")
+
+        answered = load_outcome(asked)
+
+        tracker = Plugin.objects.get(name="tracker")
+        assert tracker.state == PluginState.UNAVAILABLE
+        assert tracker.reason == reasons.load_without_worker(plugin="tracker", queue="gpu")
+        assert answered["reports"][0]["state"] == PluginState.UNAVAILABLE
+        assert (answered["forwarded"], LoadRequest.objects.count()) == ([], 1)
+
+    def test_load_of_every_plugin_under_celery__vanished_ones_marked_here(
+        self, plugins, make_plugin, settings
+    ):
+        """No plugin file found: nothing is sent to a node, a registered plugin is marked
+        vanished here, and more than two at once are refused as a likely wrong directory."""
+        make_plugin("gone")
+        settings.PORTAL_RUN_EXECUTOR = "celery"
+
+        [report] = pipeline.load_plugins(actor="test")
+
+        assert (report.name, report.state) == ("gone", PluginState.UNAVAILABLE)
+        assert "gone" in report.reason and not LoadRequest.objects.exists()
+        plugins.add("fresh", "def run():\n    return 1\n")
+        with pytest.raises(CommandError, match="runworker --queues default") as refused:
+            call_command("loadplugins")
+        assert refused.value.returncode == 1
+        for name in ("gone-2", "gone-3", "gone-4"):
+            make_plugin(name)
+        with pytest.raises(TooManyVanished):
+            pipeline.load_plugins(actor="test")
 
 
 @pytest.mark.django_db(transaction=True)  # the send happens once the run's row commits
