@@ -12,7 +12,7 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from plugins_app import reasons, reasons_policy, run_tallies
+from plugins_app import reasons, reasons_policy, run_tallies, run_waits
 from plugins_app.errors import IllegalTransition, PluginRefused, RunNotFound
 from plugins_app.models import (
     FINISHED_RUN_STATUSES,
@@ -111,6 +111,7 @@ def run_start(*, run_id: int, worker: str) -> PluginRun:
         PluginRun.objects.filter(pk=run.pk).update(
             status=RunStatus.FAILED, outcome=RunOutcomeKind.REFUSED, reason=refusal, finished_at=now
         )
+        run_waits.announce_finished(run.pk)
         if run.not_before is not None:
             retries.refresh_next_retry(plugin)
         run.refresh_from_db()
@@ -148,6 +149,7 @@ def run_refuse_queued(*, run_id: int, reason: str) -> PluginRun:
             reason=reason,
             finished_at=timezone.now(),
         )
+        run_waits.announce_finished(run.pk)
         run.refresh_from_db()
     return run
 
@@ -200,6 +202,7 @@ def run_finish(
         finished_at=now,
         heartbeat_at=now,
     )
+    run_waits.announce_finished(run.pk)
     counters: dict[str, Any] = {"running_count": F("running_count") - 1}
     if outcome.succeeded:
         counters.update(
@@ -262,6 +265,7 @@ def _close_refused(run: PluginRun, *, reason: str, error_type: str = "") -> None
         finished_at=now,
         heartbeat_at=now,
     )
+    run_waits.announce_finished(run.pk)
 
 
 @transaction.atomic
