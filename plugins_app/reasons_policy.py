@@ -105,3 +105,12 @@ def run_interrupted_every_attempt(
         "takes its worker down and no attempt follows (read that node's log and fix the plugin "
         "before you rerun it)"
     )
+
+
+def load_took_node_down(*, plugin: str, attempts: int, queue: str) -> str:
+    return (
+        f"Loading plugin '{plugin}' was tried {attempts} times on queue '{queue}' and each time "
+        "the worker node loading it stopped before it answered, so the plugin likely takes its "
+        "worker down while it imports or sets up, and no node loads it again (read those nodes' "
+        "logs and fix the plugin, then reload it)"
+    )

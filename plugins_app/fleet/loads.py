@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import transaction
 from kombu.exceptions import OperationalError
 
-from plugins_app import reasons, services
+from plugins_app import reasons, reasons_policy, services
 from plugins_app.discovery import discover
 from plugins_app.errors import (
     IllegalTransition,
@@ -33,7 +33,9 @@ from plugins_app.fleet.celery_app import LOAD_PLUGINS_TASK, celery_app, portal_q
 from plugins_app.fleet.queues import DEFAULT_QUEUE, live_workers_per_queue, queue_of
 from plugins_app.loader import LoadReport, load_plugins, record_vanished, refuse_mass_vanishing
 from plugins_app.models import LoadRequest, Plugin
+from plugins_app.sources import PluginSource
 
+MAX_LOAD_DELIVERIES = 2  # a load whose node died this often is not tried a third time
 POLL_S = 0.05  # the node's write is in another database connection: nothing to subscribe to
 REFUSALS: dict[str, type[PluginError]] = {
     "IllegalTransition": IllegalTransition,
@@ -148,6 +150,27 @@ def load_outcome(request: LoadRequest) -> dict[str, Any]:
     if request.forwarded_from_id is None:  # forwarded once at most: no ping-pong
         reports, forwarded = _forward_elsewhere(request, reports)
     return {"reports": [report.__dict__ for report in reports], "forwarded": forwarded}
+
+
+def load_refused_as_poison(request: LoadRequest, *, tried: int) -> dict[str, Any]:
+    """The answer to a load whose every delivery lost its node: each plugin FAILED, saying it
+    likely takes its worker down, without importing it again."""
+    found = {spec.name: spec for spec in discover().specs}
+    reports = []
+    for name in request.names:
+        reason = reasons_policy.load_took_node_down(
+            plugin=name, attempts=tried, queue=request.queue
+        )
+        spec = found.get(name)
+        source = PluginSource.of_spec(spec) if spec is not None else None
+        try:
+            plugin = services.plugin_mark_failed(
+                name=name, reason=reason, actor=request.actor, source=source
+            )
+        except IllegalTransition:  # runs in progress: they end first, as with a reload
+            plugin = Plugin.objects.get(name=name)
+        reports.append(LoadReport(name, plugin.state, plugin.reason, plugin.source).__dict__)
+    return {"reports": reports, "forwarded": []}
 
 
 def _forward_elsewhere(

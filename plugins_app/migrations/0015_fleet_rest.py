@@ -12,6 +12,15 @@ class Migration(migrations.Migration):
     operations = [
         migrations.AddField(
             model_name="loadrequest",
+            name="attempts",
+            field=models.PositiveIntegerField(
+                default=0,
+                help_text="Deliveries to a node so far; one that lost its node is not answered.",
+                verbose_name="deliveries",
+            ),
+        ),
+        migrations.AddField(
+            model_name="loadrequest",
             name="forwarded_from",
             field=models.ForeignKey(
                 blank=True,

@@ -111,3 +111,67 @@ def test_loadplugins_loads_each_plugin_on_a_node_and_starts_no_sandbox(nodes):
         request.queue for request in LoadRequest.objects.all() if "gpu_only" in request.names
     ]
     assert sorted(checked_on) == ["default", "gpu"]
+
+
+# Its import walks up from the load's process to the node and kills it, every time.
+POISON_AT_IMPORT = """
+import os
+import signal
+
+pid = os.getpid()
+while pid > 1:
+    with open(f"/proc/{pid}/stat") as stat:
+        pid = int(stat.read().rsplit(")", 1)[1].split()[1])
+    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+        if b"runworker" in cmdline.read():
+            os.kill(pid, signal.SIGKILL)
+
+
+def run():
+    return 1
+"""
+
+
+def test_a_plugin_whose_import_kills_its_node_ends_failed_without_looping(
+    django_db_setup, tmp_path
+):
+    """`loadplugins NAME` of a plugin whose import kills the node (nodes restarted as a
+    supervisor would): two nodes die, the third refuses a third try, the plugin ends FAILED
+    saying why, the command exits 1 and that node stays up."""
+    plugin_dir = tmp_path / "plugins"
+    plugin_dir.mkdir()
+    (plugin_dir / "deadly.py").write_text(POISON_AT_IMPORT)
+    with broker_vhost() as broker_url:
+        env = node_env(broker_url, plugin_dir, tmp_path)
+        nodes = [NodeProcess("deadly-0", "default", env, tmp_path)]
+        command = None
+        try:
+            nodes[0].wait_ready()
+            command = subprocess.Popen(
+                [sys.executable, "manage.py", "loadplugins", "deadly"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for index in (1, 2):  # each delivery takes one node down; a supervisor restarts
+                assert nodes[-1].process.wait(timeout=120) == -signal.SIGKILL, nodes[-1].output
+                nodes.append(NodeProcess(f"deadly-{index}", "default", env, tmp_path))
+                nodes[-1].wait_ready()
+            output, _ = command.communicate(timeout=120)
+            survivor_alive = nodes[-1].process.poll() is None
+        finally:
+            if command is not None and command.poll() is None:
+                command.kill()
+                command.wait()
+            for node in nodes:
+                node.stop(signal.SIGKILL)
+
+    assert command is not None and command.returncode == 1, output
+    assert survivor_alive, nodes[-1].output
+    deadly = Plugin.objects.get(name="deadly")
+    assert deadly.state == PluginState.FAILED
+    assert "2 times" in deadly.reason and "takes its worker down" in deadly.reason, deadly.reason
+    assert deadly.reason in output
+    assert LoadRequest.objects.get().attempts == 3

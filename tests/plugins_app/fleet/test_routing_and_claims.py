@@ -9,14 +9,14 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from plugins_app import pipeline, reasons, services
+from plugins_app import pipeline, reasons, reasons_policy, services
 from plugins_app.errors import InvalidParams, PluginRefused, TooManyVanished
 from plugins_app.executor import shutdown_executor
 from plugins_app.fleet.celery_app import celery_app
 from plugins_app.fleet.loads import load_outcome
 from plugins_app.fleet.node import WorkerNode, node_environment
 from plugins_app.fleet.queues import live_workers_per_queue, queue_of
-from plugins_app.fleet.tasks import execute_run_task
+from plugins_app.fleet.tasks import execute_run_task, load_plugins_task
 from plugins_app.models import (
     EventKind,
     LoadRequest,
@@ -240,6 +240,27 @@ class TestLoadsOnNodes:
             make_plugin(name)
         with pytest.raises(TooManyVanished):
             pipeline.load_plugins(actor="test")
+
+
+@pytest.mark.django_db(transaction=True)  # the task closes its thread's connection
+class TestLoadDeliveries:
+    def test_a_load_delivered_a_third_time__nothing_imported_and_the_plugin_failed(self, plugins):
+        """A load whose two deliveries each lost their node: the third loads nothing, and the
+        plugin is FAILED saying it likely takes its worker down; a later delivery does nothing."""
+        plugins.add("fine", "def run():\n    return 1\n")
+        request = services.load_request_create(names=["fine"], actor="test", queue="default")
+        LoadRequest.objects.filter(pk=request.pk).update(attempts=2)
+
+        load_plugins_task(request.pk)
+        load_plugins_task(request.pk)
+
+        request.refresh_from_db()
+        fine = Plugin.objects.get(name="fine")
+        assert (fine.state, request.attempts) == (PluginState.FAILED, 3)
+        assert fine.reason == reasons_policy.load_took_node_down(
+            plugin="fine", attempts=2, queue="default"
+        )
+        assert request.outcome["reports"][0]["state"] == PluginState.FAILED
 
 
 @pytest.mark.django_db(transaction=True)  # the send happens once the run's row commits
