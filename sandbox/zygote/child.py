@@ -55,20 +55,17 @@ if TYPE_CHECKING:  # typing-only names: the host (and so every fork) never impor
 
 MiB = 1024 * 1024
 INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE: the sandbox's own code failed in the child
-LOWEST_PRIORITY = 19  # nice value of a spare while it gets ready
 
 
 class SpareSpec:
     """What a spare inherits (in memory, at fork): its fds, the host pid, the working
-    directory the host made for its call, whether to rehearse a call while it waits (false
-    when the host is busy: then the CPU is better left to running calls), and whether to
-    do that setup at the lowest CPU priority (the host restores it before the call)."""
+    directory the host made for its call, and whether to rehearse a call while it waits (false
+    when the host is busy: then the CPU is better left to running calls)."""
 
     __slots__ = (
         "calldir",
         "command_r",
         "host_pid",
-        "low_priority",
         "rehearse",
         "result_file",
         "result_pipe",
@@ -79,7 +76,6 @@ class SpareSpec:
     calldir: str
     command_r: int
     host_pid: int
-    low_priority: bool
     rehearse: bool
     result_file: str  # where the result goes if the plugin closed or reused fd 3
     result_pipe: tuple[int, int] | None  # (st_dev, st_ino) of the result pipe, to recognise fd 3
@@ -169,8 +165,6 @@ def _serve_one_call(spec: SpareSpec) -> int:
 
 
 def _become_spare(spec: SpareSpec) -> None:
-    if spec.low_priority:  # getting ready must not slow running calls, the host or portal
-        os.setpriority(os.PRIO_PROCESS, 0, LOWEST_PRIORITY)
     # Own process group: one killpg() reaches everything it spawns. The host does the
     # same from its side (whoever is first wins the race), so failure here is fine.
     with contextlib.suppress(OSError):

@@ -27,6 +27,8 @@ from sandbox.zygote.poller import wake_only
 from sandbox.zygote.proc import ProcFiles
 from sandbox.zygote.protocol import RESULT_FILE
 
+LOWEST_PRIORITY = 19  # nice value of a spare while it gets ready
+
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing grows every fork
 
 if TYPE_CHECKING:  # typing-only names: kept out of the host, whose size slows every fork
@@ -177,7 +179,6 @@ class SparePool:
                 host_pid=self.host_pid,
                 calldir=calldir,
                 rehearse=rehearse,
-                low_priority=self.low_priority,
             )
             for calldir, pipes in kits
         ]
@@ -191,11 +192,20 @@ class SparePool:
             if pid < 0:  # not forked: give its pipes and directory back
                 self._discard_kit(calldir, pipes)
             else:
+                if self.low_priority:  # getting ready must not slow running calls or the portal
+                    self._lower_priority(pid)
                 forked.append((pid, calldir, pipes))
         if not forked:
             assert problem is not None
             raise problem
         return [self._adopt(pid, calldir, pipes) for pid, calldir, pipes in forked]
+
+    @staticmethod
+    def _lower_priority(pid: int) -> None:
+        # Lowered here, not by the spare itself: a spare handed over before it ran would
+        # otherwise lower itself after the host restored it, and its call would run at 19.
+        with contextlib.suppress(OSError):  # it died already: hand_over finds out
+            os.setpriority(os.PRIO_PROCESS, pid, LOWEST_PRIORITY)
 
     def _kit(self) -> Kit:
         """A spare's working directory and its stdout, stderr, result and command pipes,

@@ -16,6 +16,7 @@ from sandbox import (
     SandboxConfig,
     run_plugin_sandboxed,
     sandbox_status,
+    shutdown_sandbox,
 )
 from tests.sandbox_targets.process_checks import (
     assert_nothing_left,
@@ -137,6 +138,21 @@ class TestSpares:
         assert result.value == psutil.Process(host).nice()
         assert wait_until(lambda: len(idle_spares(host)) >= 1)
         assert set(idle_spares(host).values()) == {19}
+
+    def test_a_batch_of_calls__each_runs_at_the_hosts_priority(self):
+        """Calls arriving faster than spares get ready take spares forked that instant: none
+        runs at the spares' nice 19 (one that lowered itself late once did)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        for _ in range(5):
+            shutdown_sandbox()  # a fresh host: no spare is ready when the batch arrives
+            with ThreadPoolExecutor(8) as callers:
+                results = list(
+                    callers.map(lambda _: run_plugin_sandboxed(f"{BASIC}:own_priority"), range(8))
+                )
+            assert all(r.ok for r in results), [r.error for r in results]
+            (host,) = host_pids()
+            assert {r.value for r in results} == {psutil.Process(host).nice()}
 
 
 class TestHostLeftovers:

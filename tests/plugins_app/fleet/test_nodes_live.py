@@ -85,6 +85,10 @@ def fleet(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Flee
         finally:
             for node in fleet.nodes.values():
                 node.stop(signal.SIGKILL if node.process.poll() is None else signal.SIGTERM)
+            # Killed after the last test's flush, the nodes' fresh rows would count as live
+            # workers in the next module that shares this database.
+            with django_db_blocker.unblock():
+                Worker.objects.filter(name__in=list(fleet.nodes)).delete()
 
 
 @pytest.fixture
