@@ -133,6 +133,57 @@ class TestResidentIsolation:
         assert call("info", preload).ok
 
 
+class TestResidentCpuLimit:
+    def test_cpu_s__a_busy_loop_ends_as_in_fork_mode_and_the_next_call_works(self):
+        """A busy loop under cpu_s=1 is fork mode's CPU-limit outcome; a fresh process follows."""
+        preload = resident(backoff_s=0.05)
+        limits = Limits(timeout_s=30, cpu_s=1)
+        before = call("info", preload)
+        spun = call("spin", preload, limits=limits)
+        forked = call("spin", Preload(f"{T}:setup", (new_marker(),)), limits=limits)
+        assert (spun.outcome, spun.limit, spun.error_type) == (
+            forked.outcome,
+            forked.limit,
+            forked.error_type,
+        )
+        assert (spun.outcome, spun.limit, spun.error_type) == (
+            Outcome.TIMEOUT,
+            "cpu_s",
+            "CPUTimeLimit",
+        )
+        assert "its CPU limit of 1 CPU seconds" in spun.error
+        assert spun.duration_ms < 10_000  # stopped by its CPU time, long before timeout_s
+        assert wait_until(lambda: not is_running(before.value["pid"]))
+        after = call("info", preload)
+        assert after.ok, after.error
+        assert after.value["pid"] != before.value["pid"] and after.value["calls"] == 1
+
+    def test_cpu_s__counts_per_call_not_over_the_process_life(self):
+        """Three calls of 0.6 CPU seconds each under cpu_s=1 all succeed, in one process."""
+        preload = resident()
+        results = [call("burn", preload, 0.6, limits=Limits(timeout_s=30, cpu_s=1)) for _ in "abc"]
+        assert all(r.ok for r in results), [r.error for r in results]
+        assert len({r.value["pid"] for r in results}) == 1
+
+    def test_cpu_s__a_spinning_child_counts_for_the_call_and_dies_with_it(self):
+        """A call whose child process burns the CPU is stopped at cpu_s; the child is gone."""
+        preload = resident(backoff_s=0.05)
+        spun = call("spin_in_child", preload, limits=Limits(timeout_s=30, cpu_s=1))
+        assert (spun.outcome, spun.limit) == (Outcome.TIMEOUT, "cpu_s"), spun.error
+        child = int(spun.stdout.split()[0])
+        assert wait_until(lambda: not is_running(child))
+
+    def test_no_fd_leak__over_calls_with_memory_and_cpu_limits(self):
+        """50 resident calls under memory_mb and cpu_s leave the portal's open fds as they were."""
+        preload = resident()
+        limits = Limits(timeout_s=10, memory_mb=512, cpu_s=5)
+        assert call("info", preload, limits=limits).ok
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(50):
+            assert call("info", preload, limits=limits).ok
+        assert len(os.listdir("/proc/self/fd")) == before
+
+
 class TestResidentRecycling:
     def test_max_calls__a_new_process_after_that_many_calls(self):
         """With max_calls=2 the third call runs in a new process that ran setup() once."""
