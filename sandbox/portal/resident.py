@@ -28,6 +28,7 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sandbox.cancel import CancelToken
@@ -228,12 +229,20 @@ class ResidentProcess(HostConnection):
 class ResidentPool:
     """The resident processes of one Preload, their crash backoff and their recycling."""
 
-    def __init__(self, preload: Preload, config: SandboxConfig, result_globals: frozenset[str]):
+    def __init__(
+        self,
+        preload: Preload,
+        config: SandboxConfig,
+        result_globals: frozenset[str],
+        make_room: Callable[[ResidentPool], None] | None = None,
+    ):
         assert preload.resident is not None
         self.preload = preload
         self.policy: Resident = preload.resident
         self.config = config
         self.result_globals = result_globals
+        self.make_room = make_room  # before a start: the cap on warm processes (pool.py)
+        self.last_used = 0.0  # monotonic; picks the warm processes to evict
         self._cond = threading.Condition()
         self._idle: list[ResidentProcess] = []
         self._busy: set[ResidentProcess] = set()
@@ -254,6 +263,7 @@ class ResidentPool:
     ) -> SandboxResult:
         if cancel is not None and cancel.cancelled:  # before a process start, which may be slow
             return cancelled_before_start(name, _elapsed_ms(started))
+        self.last_used = time.monotonic()
         proc = self._acquire(name, limits, started)
         if isinstance(proc, SandboxResult):
             return proc
@@ -318,6 +328,8 @@ class ResidentPool:
             return refusal
         if wait_s > 0 and self._closed.wait(wait_s):  # backing off after crashes
             return self._refused(name, started, "its resident processes were discarded")
+        if self.make_room is not None:
+            self.make_room(self)
         proc = ResidentProcess(self.preload, self.config, limits)
         failure = proc.start(limits.timeout_s)
         if failure is not None:
@@ -411,6 +423,28 @@ class ResidentPool:
         if not drain:
             for proc in busy:
                 proc.kill_group("the sandbox was shut down")
+
+    def processes(self) -> int:
+        """How many processes it runs (idle or busy), for SandboxConfig.max_warm_hosts."""
+        with self._cond:
+            return len(self._idle) + len(self._busy)
+
+    def evictable(self) -> bool:
+        """Whether it has processes and all of them are idle (none busy, none starting)."""
+        with self._cond:
+            return bool(self._idle) and not self._busy and not self._starting
+
+    def evict(self) -> bool:
+        """Stop its processes if all are still idle; the next call starts one anew (after no
+        backoff: an eviction is no crash). False if a call took one meanwhile."""
+        with self._cond:
+            if self._busy or self._starting or not self._idle:
+                return False
+            idle, self._idle = self._idle, []
+        for proc in idle:
+            proc.drain()
+            proc.close_files()
+        return True
 
     def abandon(self) -> None:
         with self._cond:

@@ -17,8 +17,10 @@ from sandbox import (
     Phase,
     Preload,
     Resident,
+    configure_sandbox,
     discard_preload,
     run_plugin_sandboxed,
+    sandbox_status,
     shutdown_sandbox,
 )
 from sandbox.portal.janitor import remove_dead_hosts_dirs
@@ -237,6 +239,81 @@ class TestResidentRecycling:
         workdir = psutil.Process(pid).cwd()
         assert call("crash", preload).signal == "SIGSEGV"
         assert wait_until(lambda: not os.path.exists(workdir))
+
+
+@pytest.fixture
+def max_warm_hosts():
+    """Set SandboxConfig.max_warm_hosts for one test, then put the old config back."""
+    olds = []
+    yield lambda cap: olds.append(configure_sandbox(max_warm_hosts=cap))
+    for old in reversed(olds):
+        configure_sandbox(old)
+
+
+def listed_pids() -> set[int]:
+    return {entry["pid"] for entry in sandbox_status()}
+
+
+class TestResidentAndMaxWarmHosts:
+    def test_resident_processes_count__the_least_recently_used_idle_one_is_stopped(
+        self, max_warm_hosts
+    ):
+        """Cap 2: a warm host after two resident pools stops the older pool's process, and a
+        resident start stops the next least recently used one; evicted pools start afresh."""
+        max_warm_hosts(2)
+        first, second = resident(), resident()
+        warm = Preload(f"{T}:setup", (new_marker(),))  # fork mode: a warm host
+        first_pid = call("info", first).value["pid"]
+        second_pid = call("info", second).value["pid"]
+        assert call("info", warm).ok
+        (warm_host,) = (e["pid"] for e in sandbox_status() if e["mode"] == "fork")
+        assert wait_until(lambda: not is_running(first_pid))
+        assert is_running(second_pid) and first_pid not in listed_pids()
+        again = call("info", first)
+        assert again.ok, again.error
+        assert again.value["pid"] != first_pid and again.value["calls"] == 1
+        assert wait_until(lambda: not is_running(second_pid))
+        assert is_running(warm_host) and listed_pids() == {warm_host, again.value["pid"]}
+
+    def test_concurrent_processes_each_count(self, max_warm_hosts):
+        """Cap 2: a pool's two processes fill it, so another pool's start stops them both."""
+        max_warm_hosts(2)
+        busy, other = resident(concurrency=2), resident()
+        barrier = threading.Barrier(2)
+        results = []
+
+        def one() -> None:
+            barrier.wait()
+            results.append(call("info", busy))
+
+        threads = [threading.Thread(target=one) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        pids = {r.value["pid"] for r in results}
+        assert len(pids) == 2
+        assert call("info", other).ok
+        assert wait_until(lambda: not any(is_running(pid) for pid in pids))
+
+    def test_a_busy_resident_process_is_never_stopped_mid_call(self, max_warm_hosts, tmp_path):
+        """Cap 1: another pool starting while one is in a call exceeds the cap; the call ends ok."""
+        max_warm_hosts(1)
+        held, other = resident(), resident()
+        started, release = tmp_path / "started", tmp_path / "release"
+        results = []
+        holder = threading.Thread(
+            target=lambda: results.append(call("hold", held, str(started), str(release)))
+        )
+        holder.start()
+        try:
+            assert wait_until(started.exists, timeout=30)
+            assert call("info", other).ok
+        finally:
+            release.touch()
+            holder.join(30)
+        assert results and results[0].ok, results and results[0].error
+        assert is_running(results[0].value["pid"])
 
 
 class TestForkAfterCuda:

@@ -78,3 +78,12 @@ def spin_in_child():
     child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     print(child.pid, flush=True)
     child.wait()
+
+
+def hold(started, release):
+    """Say the call started (a file), then hold the process until the release file appears."""
+    with open(started, "w"):
+        pass
+    while not os.path.exists(release):
+        time.sleep(0.01)
+    return {"pid": os.getpid()}
