@@ -61,6 +61,7 @@ class ResidentProcess(HostConnection):
     output in files and its calls' limits enforced here."""
 
     module = RESIDENT_MODULE
+    noun = "resident process"
 
     def __init__(self, preload: Preload, config: SandboxConfig, limits: Limits) -> None:
         super().__init__(preload, config)

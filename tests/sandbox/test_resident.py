@@ -232,6 +232,17 @@ class TestResidentRecycling:
         assert wait_until(lambda: not is_running(pid))
         assert wait_until(lambda: not os.path.exists(workdir))
 
+    def test_crash__the_log_line_names_the_resident_process(self, caplog):
+        """A resident process that dies mid-call is logged as a resident process, not a host."""
+        preload = resident(backoff_s=0.05)
+        pid = call("info", preload).value["pid"]
+        with caplog.at_level("ERROR", logger="sandbox"):
+            assert call("crash", preload).signal == "SIGSEGV"
+        lines = [record.getMessage() for record in caplog.records]
+        dying = f"the resident process (pid {pid}) died from SIGSEGV"
+        assert any(line.startswith(f"sandbox: {dying}") for line in lines), lines
+        assert not any("host" in line for line in lines), lines
+
     def test_crash__its_working_directory_is_removed(self):
         """A resident process that crashed leaves no working directory behind."""
         preload = resident(backoff_s=0.05)
