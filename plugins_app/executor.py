@@ -11,6 +11,11 @@ INTERRUPTED through the services, and for runs queued by a process that died bef
 them, which it adopts (a thread executor in this process runs them), and for retries whose
 backoff is over, which it starts (plugins_app.services.retries: the table is the schedule, so a
 restart loses none; a timer per retry queued here only saves waiting for the next tick).
+
+A web process starts the thread executor and its heartbeat at its start (start_in_background,
+from plugins_app.background), so all of that happens though nobody uses the process; at
+SIGTERM it stops starting runs (stop_starting_runs, from gunicorn's hooks) and hands the rest
+back: they stay QUEUED until a live process adopts them.
 """
 
 from __future__ import annotations
