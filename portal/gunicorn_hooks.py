@@ -16,11 +16,12 @@ from typing import Any
 
 def post_worker_init(worker: Any) -> None:
     """Chain our SIGTERM handler before gunicorn's (which only stops the worker's loop)."""
+    # Imported here, not in the handler: a handler must not wait for the import lock.
+    from plugins_app.background import stop_taking_runs
+
     graceful_exit = signal.getsignal(signal.SIGTERM)
 
     def stop_then_exit(signum: int, frame: FrameType | None) -> None:
-        from plugins_app.background import stop_taking_runs
-
         stop_taking_runs()
         if callable(graceful_exit):
             graceful_exit(signum, frame)
