@@ -63,7 +63,7 @@ test: env torch-env bytecode
 # portal processes of their own, promtool, a private PostgreSQL cluster, a broker, the torch
 # environment); CI runs them all with `make test` (docs/contributing.md).
 test-quick: env bytecode
-	$(VENV)/bin/pytest -q --numprocesses=$(TEST_WORKERS) --dist=loadgroup -m "not browser and not portal_processes and not promtool and not postgres_cluster and not broker and not torch" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q --numprocesses=$(TEST_WORKERS) --dist=loadgroup -m "not browser and not portal_processes and not promtool and not postgres_cluster and not broker and not redis and not torch" $(PYTEST_ARGS)
 
 # The project's own modules compiled too (the processes tests start import them); a module
 # edited since is compiled again on import, as always.

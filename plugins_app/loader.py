@@ -117,16 +117,16 @@ def load_plugins(
     registered = Plugin.objects.values_list("name", flat=True)
     expected = set(wanted) if wanted is not None else set(registered)
     if not prune:
-        _refuse_mass_vanishing(sorted(expected - groups.keys()), found)
+        refuse_mass_vanishing(sorted(expected - groups.keys()), found)
     reports = [_record(name, group, actor) for name, group in groups.items()]
     for name in sorted(expected - groups.keys()):
-        report = _record_vanished(name, found, actor)
+        report = record_vanished(name, found, actor)
         if report is not None:
             reports.append(report)
     return sorted(reports, key=lambda report: report.name)
 
 
-def _refuse_mass_vanishing(missing: list[str], found: Discovery) -> None:
+def refuse_mass_vanishing(missing: list[str], found: Discovery) -> None:
     gone = Plugin.objects.filter(name__in=missing).exclude(state=PluginState.UNAVAILABLE)
     vanishing = sorted(gone.values_list("name", flat=True))
     if len(vanishing) > VANISH_LIMIT:
@@ -481,7 +481,7 @@ def _record_failed(name: str, reason: str, *, source: PluginSource, actor: str) 
     return LoadReport(name, plugin.state, plugin.reason, plugin.source)
 
 
-def _record_vanished(name: str, found: Discovery, actor: str) -> LoadReport | None:
+def record_vanished(name: str, found: Discovery, actor: str) -> LoadReport | None:
     plugin = Plugin.objects.filter(name=name).first()
     if plugin is None:
         return None

@@ -14,7 +14,7 @@ from django.conf import settings
 
 from plugins_app import loader
 from plugins_app.executor import get_executor, reconcile_interrupted, runs_elsewhere
-from plugins_app.fleet.loads import load_on_workers
+from plugins_app.fleet.loads import load_all_on_workers, load_on_workers
 from plugins_app.loader import LoadReport
 from plugins_app.models import Plugin
 from plugins_app.run_outcomes import OUTPUT_TAIL_CHARS, RESULT_STORE_CHARS, outcome_from_result
@@ -25,7 +25,7 @@ from plugins_app.warm_hosts import WARM_TARGET, discard_warm_hosts
 def resume_background_runs() -> None:
     """Start this process's background executor if it has none yet: its start and its sweeps
     pick up the retries whose backoff ended and the runs queued by a process that stopped (a
-    restarted server has none until the first run is submitted or an operator looks)."""
+    web process starts it at its start; this covers a process that did not, e.g. a test's)."""
     if settings.PORTAL_RUN_EXECUTOR == "thread":
         get_executor(execute_run)
 
@@ -52,9 +52,11 @@ __all__ = [
 def load_plugins(
     *, names: Sequence[str] | None = None, actor: str, prune: bool = False
 ) -> list[LoadReport]:
-    """loader.load_plugins; under the celery executor, named plugins load on a worker node of
-    their queue (a load of every plugin, names None, runs here)."""
-    if names is not None and runs_elsewhere():
+    """loader.load_plugins; under the celery executor, each plugin loads on a worker node of
+    its queue (a load of every plugin only discovers the files here)."""
+    if runs_elsewhere():
+        if names is None:
+            return load_all_on_workers(actor=actor, prune=prune)
         return load_on_workers(names=names, actor=actor)
     return loader.load_plugins(names=names, actor=actor, prune=prune)
 

@@ -86,3 +86,31 @@ def policy_changed(*, plugin: str, retry: str, quarantine_after: str, note: str)
         f"{quarantine_after}{why} (it applies to runs that end from now on; clear the override "
         "to go back to what the plugin declares)"
     )
+
+
+def run_interrupted_every_attempt(
+    *,
+    plugin: str,
+    run_id: int,
+    attempt: int,
+    attempts: int,
+    worker: str,
+    last_seen: datetime | None,
+) -> str:
+    seen = _utc(last_seen) if last_seen else "an unknown time"
+    return (
+        f"Run {run_id} of plugin '{plugin}' was interrupted on attempt {attempt} of {attempts}, "
+        f"as was every earlier attempt: each time the process running it stopped responding "
+        f"(the last: {worker or 'unknown worker'}, last seen at {seen}), so the plugin likely "
+        "takes its worker down and no attempt follows (read that node's log and fix the plugin "
+        "before you rerun it)"
+    )
+
+
+def load_took_node_down(*, plugin: str, attempts: int, queue: str) -> str:
+    return (
+        f"Loading plugin '{plugin}' was tried {attempts} times on queue '{queue}' and each time "
+        "the worker node loading it stopped before it answered, so the plugin likely takes its "
+        "worker down while it imports or sets up, and no node loads it again (read those nodes' "
+        "logs and fix the plugin, then reload it)"
+    )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ from plugins_app import (
     plugin_python,
     reasons,
     reasons_environment,
+    run_waits,
     services,
     untrusted,
 )
@@ -98,17 +98,18 @@ def submit_run(*, name: str, params: dict, actor: str) -> PluginRun:
 
 
 def wait_for_run(*, run_id: int, timeout_s: float) -> PluginRun:
-    """The run once it finished, or as it stands after timeout_s seconds."""
-    deadline = time.monotonic() + max(0.0, timeout_s)
-    while True:
+    """The run once it finished, or as it stands after timeout_s seconds (woken by the finish:
+    plugins_app/run_waits.py)."""
+
+    def read() -> PluginRun:
         try:
-            run = PluginRun.objects.select_related("plugin").get(pk=run_id)
+            return PluginRun.objects.select_related("plugin").get(pk=run_id)
         except PluginRun.DoesNotExist:
             raise RunNotFound(run_id) from None
-        remaining = deadline - time.monotonic()
-        if run.is_finished or remaining <= 0:
-            return run
-        time.sleep(min(0.1, remaining))
+
+    return run_waits.wait_until_finished(
+        run_id, timeout_s=timeout_s, read=read, finished=lambda run: run.is_finished
+    )
 
 
 def execute_run(run_id: int, *, timeout_s: float | None = None) -> PluginRun:

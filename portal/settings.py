@@ -49,6 +49,24 @@ def env_number(name: str, default: float, kind: type = float) -> float:
     return value
 
 
+def cache_from_url(url: str, *, key_prefix: str) -> dict:
+    """Django's RedisCache for a redis:// URL; local memory (this process only) when empty."""
+    if not url:
+        return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured(
+            f"PORTAL_CACHE_URL={url!r} is not a Redis URL: set it to one such as "
+            "redis://127.0.0.1:6379/1 (rediss:// for TLS), or unset it for each process's memory"
+        )
+    return {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": url,
+        "KEY_PREFIX": key_prefix,
+        # An unreachable Redis costs a write request a second, never a hung thread.
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+    }
+
+
 def env_whole_number(name: str, default: int) -> int:
     """A whole number from the environment, 0 allowed (0 turns HSTS off)."""
     raw = os.environ.get(name, "").strip()
@@ -165,6 +183,8 @@ AXES_FAILURE_LIMIT = int(env_number("PORTAL_LOGIN_FAILURE_LIMIT", 5, int))
 AXES_COOLOFF_TIME = timedelta(minutes=env_number("PORTAL_LOGIN_LOCKOUT_MINUTES", 15.0))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+# Failures in the database, never a per-process cache: every web process counts the same ones.
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
 AXES_LOCKOUT_CALLABLE = "portal.lockout.lockout_response"
 
 ROOT_URLCONF = "portal.urls"
@@ -252,6 +272,14 @@ REST_KNOX = {"TOKEN_TTL": None, "AUTH_HEADER_PREFIX": "Token", "AUTO_REFRESH": F
 PORTAL_API_READS_REQUIRE_AUTH = env_flag("PORTAL_API_READS_REQUIRE_AUTH")
 # Writes (run, reload) per user, DRF rate syntax: "30/minute", "1000/hour".
 PORTAL_API_WRITE_RATE = os.environ.get("PORTAL_API_WRITE_RATE", "30/minute")
+# The cache of what is counted across requests (the write throttle's counts): local memory is
+# per process, so a fleet of web processes shares them through Redis (docs/scale-out.md).
+PORTAL_CACHE_URL = os.environ.get("PORTAL_CACHE_URL", "").strip()
+CACHES = {
+    "default": cache_from_url(
+        PORTAL_CACHE_URL, key_prefix=os.environ.get("PORTAL_CACHE_KEY_PREFIX", "portal").strip()
+    )
+}
 # Largest request body the API reads (run params); bigger is a 413.
 PORTAL_API_MAX_BODY_BYTES = int(env_number("PORTAL_API_MAX_BODY_BYTES", 64 * 1024, int))
 # Longest `?wait=` a run submission may ask for, in seconds.

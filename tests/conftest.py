@@ -233,6 +233,21 @@ def sandbox_settings():
 # --- health and operations API ---
 
 
+def own_directory(tmp_path_factory: pytest.TempPathFactory, prefix: str) -> Path:
+    """A new directory under the run's base temp. Not mktemp(), which lists every numbered
+    directory there to find the next number: twice per test, that grew as the square."""
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=tmp_path_factory.getbasetemp()))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _static_files_looked_up_per_request():
+    """Each test client builds its own middleware, and WhiteNoise scanned the ~500 static files
+    of the finders at each (29 ms a client); in autorefresh mode it finds a file when asked."""
+    settings.WHITENOISE_AUTOREFRESH = True
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _no_background_health_refresher():
     """No request in the test process starts the node's refresher thread, even between tests."""
@@ -249,7 +264,9 @@ def _fresh_health_snapshot(settings, tmp_path_factory):
     from plugins_app.health_snapshot import reader
 
     settings.PORTAL_HEALTH_REFRESH_ON_READ = True
-    settings.PORTAL_HEALTH_SNAPSHOT_FILE = tmp_path_factory.mktemp("node") / "health-snapshot"
+    settings.PORTAL_HEALTH_SNAPSHOT_FILE = (
+        own_directory(tmp_path_factory, "node") / "health-snapshot"
+    )
     reader.forget()
     yield
     reader.forget()
@@ -442,4 +459,4 @@ def _own_metrics_file(settings, tmp_path_factory):
     name = Path(
         settings.PORTAL_METRICS_LAST_READING_FILE
     ).name  # as a process started there names it
-    settings.PORTAL_METRICS_LAST_READING_FILE = tmp_path_factory.mktemp("var") / name
+    settings.PORTAL_METRICS_LAST_READING_FILE = own_directory(tmp_path_factory, "var") / name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -55,12 +56,15 @@ def node_env(broker_url: str, plugin_dir: Path, var_dir: Path) -> dict[str, str]
 class NodeProcess:
     """One `manage.py runworker` process; its output goes to a file for the failure message."""
 
-    def __init__(self, name: str, queues: str, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, name: str, queues: str, env: dict[str, str], log_dir: Path, concurrency: int = 2
+    ) -> None:
         self.name = name
         self.log = log_dir / f"{name}.log"
+        argv = ["runworker", "--name", name, "--queues", queues, "--concurrency", str(concurrency)]
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "manage.py", "runworker", "--name", name, "--queues", queues],
+                [sys.executable, "manage.py", *argv],
                 cwd=ROOT,
                 env=env,
                 stdout=out,
@@ -88,6 +92,19 @@ def wait_until(condition, timeout_s: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"Timed out after {timeout_s:g} s waiting for {what}")
         time.sleep(0.05)
+
+
+def process_tree(pid: int) -> list[str]:
+    """The command lines of `pid`'s descendants, from /proc."""
+    found, stack = [], [pid]
+    while stack:
+        for task in Path(f"/proc/{stack.pop()}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                for child in (task / "children").read_text().split():
+                    stack.append(int(child))
+                    raw = Path(f"/proc/{child}/cmdline").read_bytes()
+                    found.append(raw.replace(b"\0", b" ").decode(errors="replace"))
+    return found
 
 
 def run_status(run_id: int) -> str:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import binascii
 import json
+import logging
 from base64 import b64decode
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
+from redis.exceptions import RedisError
 from rest_framework import permissions
 from rest_framework.exceptions import NotFound, ParseError
 from rest_framework.pagination import Cursor, CursorPagination
@@ -20,6 +22,8 @@ from rest_framework.throttling import UserRateThrottle
 from plugins_app.api.errors import InvalidInput, PayloadTooLarge
 
 RUN_PLUGIN_PERMISSION = "plugins_app.run_plugin"
+
+logger = logging.getLogger(__name__)
 
 
 class CanRunPlugins(permissions.BasePermission):
@@ -55,6 +59,18 @@ class PluginWriteThrottle(UserRateThrottle):
 
     def get_rate(self) -> str | None:
         return settings.PORTAL_API_WRITE_RATE
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        try:
+            return super().allow_request(request, view)
+        except RedisError as error:
+            # The shared cache is down: operators keep running plugins, unthrottled meanwhile.
+            logger.warning(
+                "The write throttle could not reach the shared cache (PORTAL_CACHE_URL): %s; "
+                "this write is let through unthrottled (check that Redis is up and reachable)",
+                error,
+            )
+            return True
 
 
 # Fewer brackets than this cannot nest deep enough for the caller's stack depth to matter.

@@ -59,6 +59,20 @@ class LoadRequest(models.Model):
     outcome = models.JSONField(
         "outcome", null=True, blank=True, help_text="{reports: [...]} or {error, message}."
     )
+    attempts = models.PositiveIntegerField(
+        "deliveries",
+        default=0,
+        help_text="Deliveries to a node so far; one that lost its node is not answered.",
+    )
+    forwarded_from = models.ForeignKey(
+        "self",
+        verbose_name="forwarded from",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="forwards",
+        help_text="The load whose node found the plugin declares this queue and sent it here.",
+    )
 
     class Meta:
         verbose_name = "load request"

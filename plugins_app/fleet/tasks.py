@@ -15,7 +15,7 @@ from django.db import close_old_connections, connection
 from plugins_app import services
 from plugins_app.errors import RunNotFound
 from plugins_app.fleet.celery_app import EXECUTE_RUN_TASK, LOAD_PLUGINS_TASK, celery_app
-from plugins_app.fleet.loads import load_outcome
+from plugins_app.fleet.loads import MAX_LOAD_DELIVERIES, load_outcome, load_refused_as_poison
 from plugins_app.models import LoadRequest
 from plugins_app.runner import execute_run
 
@@ -41,10 +41,15 @@ def load_plugins_task(request_id: int) -> None:
     (nothing when a redelivered message finds it answered)."""
     close_old_connections()
     try:
-        request = LoadRequest.objects.filter(pk=request_id, finished_at__isnull=True).first()
-        if request is None:
+        delivery = services.load_request_claim(request_id=request_id)
+        if delivery is None:
             return
-        outcome = load_outcome(names=request.names, actor=request.actor)
+        request = LoadRequest.objects.get(pk=request_id)
+        if delivery > MAX_LOAD_DELIVERIES:
+            # Every earlier delivery lost its node mid-load: a poison plugin, never loaded again.
+            outcome = load_refused_as_poison(request, tried=delivery - 1)
+        else:
+            outcome = load_outcome(request)
         services.load_request_finish(request_id=request_id, outcome=outcome)
     finally:
         connection.close()

@@ -41,6 +41,7 @@ from plugins_app.services.runs import (
 )
 from plugins_app.services.workers import (
     NodeEnvironment,
+    load_request_claim,
     load_request_create,
     load_request_finish,
     plugin_set_queue,
@@ -55,6 +56,7 @@ __all__ = [
     "NodeEnvironment",
     "PluginMetadata",
     "RunOutcome",
+    "load_request_claim",
     "load_request_create",
     "load_request_finish",
     "plugin_disable",

@@ -12,7 +12,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from plugins_app import reasons_cancel, run_tallies
+from plugins_app import reasons_cancel, run_tallies, run_waits
 from plugins_app.errors import RunAlreadyFinished
 from plugins_app.models import EventKind, Plugin, PluginEvent, PluginRun, RunOutcomeKind, RunStatus
 from plugins_app.services import retries
@@ -66,6 +66,7 @@ def close_cancelled(
         finished_at=now,
         heartbeat_at=now if was_running else run.heartbeat_at,
     )
+    run_waits.announce_finished(run.pk)  # a `?wait=` on it returns now, not at its next recheck
     # /metrics counts it apart from failures; its duration stays out of the histogram.
     run_tallies.tally_finished_run(
         plugin_id=plugin.pk, label=RunOutcomeKind.CANCELLED.value, duration_ms=None

@@ -9,11 +9,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Value
+from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from plugins_app import reasons, run_tallies
+from plugins_app import reasons, reasons_policy, run_tallies, run_waits
 from plugins_app.errors import IllegalTransition, PluginRefused
 from plugins_app.models import (
     FINISHED_RUN_STATUSES,
@@ -119,6 +119,7 @@ def run_start(*, run_id: int, worker: str) -> PluginRun:
         PluginRun.objects.filter(pk=run.pk).update(
             status=RunStatus.FAILED, outcome=RunOutcomeKind.REFUSED, reason=refusal, finished_at=now
         )
+        run_waits.announce_finished(run.pk)
         if run.not_before is not None:
             retries.refresh_next_retry(plugin)
         run.refresh_from_db()
@@ -158,6 +159,7 @@ def run_refuse_queued(*, run_id: int, reason: str) -> PluginRun:
             reason=reason,
             finished_at=timezone.now(),
         )
+        run_waits.announce_finished(run.pk)
         run.refresh_from_db()
     return run
 
@@ -218,6 +220,7 @@ def run_finish(
         finished_at=now,
         heartbeat_at=now,
     )
+    run_waits.announce_finished(run.pk)
     counters: dict[str, Any] = {"running_count": F("running_count") - 1}
     if outcome.succeeded:
         counters.update(
@@ -280,6 +283,7 @@ def _close_refused(run: PluginRun, *, reason: str, error_type: str = "") -> None
         finished_at=now,
         heartbeat_at=now,
     )
+    run_waits.announce_finished(run.pk)
 
 
 @transaction.atomic
@@ -351,14 +355,11 @@ def runs_reconcile_interrupted(
     finished = []
     for run_id in stale_ids:
         run = PluginRun.objects.select_related("plugin").get(pk=run_id)
-        reason = reasons.run_interrupted(
-            plugin=run.plugin.name, run_id=run.pk, worker=run.worker, last_seen=run.heartbeat_at
-        )
         outcome = RunOutcome(
             status=RunStatus.INTERRUPTED,
             outcome=RunOutcomeKind.INTERRUPTED,
             error_type="Interrupted",
-            reason=reason,
+            reason=_interrupted_reason(run),
         )
         run = run_finish(
             run_id=run_id,
@@ -370,6 +371,28 @@ def runs_reconcile_interrupted(
         if run.status == RunStatus.INTERRUPTED:
             finished.append(run)
     return finished
+
+
+def _interrupted_reason(run: PluginRun) -> str:
+    """Why the run was interrupted; on its last attempt after only interruptions, that the
+    plugin likely takes its worker down (a poison run), so nobody just reruns it."""
+    attempts = retries.policy_of(run.plugin)["max_attempts"]
+    if 1 < attempts <= run.attempt and run.retry_of_id is not None:
+        earlier = PluginRun.objects.filter(
+            Q(pk=run.retry_of_id) | Q(retry_of_id=run.retry_of_id), attempt__lt=run.attempt
+        )
+        if not earlier.exclude(status=RunStatus.INTERRUPTED).exists():
+            return reasons_policy.run_interrupted_every_attempt(
+                plugin=run.plugin.name,
+                run_id=run.pk,
+                attempt=run.attempt,
+                attempts=attempts,
+                worker=run.worker,
+                last_seen=run.heartbeat_at,
+            )
+    return reasons.run_interrupted(
+        plugin=run.plugin.name, run_id=run.pk, worker=run.worker, last_seen=run.heartbeat_at
+    )
 
 
 def runs_prune(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from plugins_app import reasons
@@ -80,9 +81,25 @@ def plugin_set_queue(*, name: str, queue: str, actor: str) -> None:
     )
 
 
-def load_request_create(*, names: list[str], actor: str, queue: str) -> LoadRequest:
-    """A load of `names` asked of a node of `queue` (fleet/loads.py sends its id)."""
-    return LoadRequest.objects.create(names=names, actor=actor, queue=queue)
+def load_request_create(
+    *, names: list[str], actor: str, queue: str, forwarded_from: int | None = None
+) -> LoadRequest:
+    """A load of `names` asked of a node of `queue` (fleet/loads.py sends its id); a forward
+    names the request whose node found that the plugins declare `queue`."""
+    return LoadRequest.objects.create(
+        names=names, actor=actor, queue=queue, forwarded_from_id=forwarded_from
+    )
+
+
+def load_request_claim(*, request_id: int) -> int | None:
+    """Count one more delivery of the request to a node; its number, or None once answered."""
+    with transaction.atomic():
+        claimed = LoadRequest.objects.filter(pk=request_id, finished_at__isnull=True).update(
+            attempts=F("attempts") + 1
+        )
+        if not claimed:
+            return None
+        return LoadRequest.objects.values_list("attempts", flat=True).get(pk=request_id)
 
 
 def load_request_finish(*, request_id: int, outcome: dict[str, Any]) -> int:

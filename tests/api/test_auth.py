@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.core.cache import cache
+from django.test import override_settings
 from rest_framework.test import APIClient
 
 from plugins_app import pipeline
@@ -108,6 +109,21 @@ class TestThrottling:
         response = operator_client.post("/v1/plugins/echo/reload")
         assert int(response["Retry-After"]) > 0
         assert "throttled" in response.json()["detail"]
+
+    def test_shared_cache_unreachable__writes_go_through_and_it_is_logged(
+        self, operator_client, echo, settings, caplog
+    ):
+        """A Redis that refuses connections costs the throttle, not the write: answered, logged."""
+        settings.PORTAL_API_WRITE_RATE = "1/minute"
+        unreachable = {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+        with override_settings(CACHES={"default": unreachable}):
+            statuses = [operator_client.post("/v1/plugins/echo/reload").status_code for _ in "ab"]
+        assert statuses == [200, 200]
+        assert "write throttle" in caplog.text and "PORTAL_CACHE_URL" in caplog.text
 
     def test_reads_are_not_throttled(self, api_client, echo, settings):
         """Health reads never count against the write rate."""

@@ -45,7 +45,7 @@ class TestWiring:
         quick = re.search(r"^test-quick:.*\n\t(.*)$", makefile, re.M)
         excluded = (
             "not browser and not portal_processes and not promtool and not postgres_cluster"
-            " and not broker and not torch"
+            " and not broker and not redis and not torch"
         )
         assert quick and f'-m "{excluded}"' in quick[1]
         full = re.search(r"^test:.*\n\t(.*)$", makefile, re.M)

@@ -156,3 +156,26 @@ class TestCancelRealRuns:
         wait_gone(pids)
         call.join(10)
         assert [r.status for r in ended] == [RunStatus.CANCELLED]
+
+    def test_wait__returns_as_soon_as_the_run_is_cancelled(self, slow_tree, tmp_path: Path):
+        """A `?wait=` on a run answers within 0.5 s of its cancel's commit (on PostgreSQL the
+        cancel notifies waiters; without it they would notice at the next 1 s recheck)."""
+        import time
+
+        pid_file = tmp_path / "pids"
+        run = pipeline.submit_run(name="tree", params={"pid_file": str(pid_file)}, actor="t")
+        wait_pids(pid_file)
+        answered: list[float] = []
+        waiter = threading.Thread(
+            target=lambda: (
+                pipeline.wait_for_run(run_id=run.pk, timeout_s=30),
+                answered.append(time.monotonic()),
+            ),
+            daemon=True,
+        )
+        waiter.start()
+        time.sleep(0.3)  # the waiter is listening: nothing to await from outside it
+        services.run_cancel(run_id=run.pk, actor="user:ann")
+        cancelled_at = time.monotonic()
+        waiter.join(10)
+        assert answered and answered[0] - cancelled_at < 0.5, answered

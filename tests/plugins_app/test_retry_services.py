@@ -112,6 +112,29 @@ class TestRetries:
         [retry] = retries_of(run)
         assert retry.status == RunStatus.QUEUED and retry.attempt == 2
 
+    @pytest.mark.parametrize(("second_way", "poison"), [("interrupted", True), ("crashed", False)])
+    def test_last_attempt_interrupted__reason_names_a_poison_run_only_after_all_were(
+        self, make_plugin, second_way, poison
+    ):
+        """The last attempt interrupted after only interruptions says the plugin likely takes
+        its worker down; after a crash among them, it is an ordinary interruption."""
+        make_plugin("ocr", retry=RETRY)
+        first = run = first_run("ocr")
+        for attempt, way in enumerate(["interrupted", second_way, "interrupted"], start=1):
+            if way == "crashed":
+                crash(run.pk)
+            else:
+                PluginRun.objects.filter(pk=run.pk).update(not_before=None)
+                services.run_start(run_id=run.pk, worker=f"node-{attempt} (host:1)")
+                later = timezone.now() + timedelta(hours=attempt)
+                services.runs_reconcile_interrupted(stale_after=timedelta(0), now=later)
+            if attempt < 3:
+                run = retries_of(first)[-1]
+        ocr = Plugin.objects.get(name="ocr")
+        assert run.attempt == 3 and not PluginRun.objects.filter(attempt=4).exists()
+        assert ("attempt 3 of 3, as was every earlier" in ocr.reason) is poison, ocr.reason
+        assert "node-3 (host:1)" in ocr.reason
+
 
 def quarantine_now(name: str, failures: int = 2) -> Plugin:
     for _ in range(failures):

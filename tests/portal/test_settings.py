@@ -300,3 +300,31 @@ class TestProductionSecurity:
             settings_from(SECURE_PROXY_SSL_HEADER=raw)
         assert "SECURE_PROXY_SSL_HEADER" in str(refused.value)
         assert "HTTP_X_FORWARDED_PROTO,https" in str(refused.value)
+
+
+class TestSharedCache:
+    def test_no_cache_url__local_memory_of_this_process(self, settings_from):
+        """Without PORTAL_CACHE_URL the embedded default keeps throttles in local memory."""
+        found = settings_from(PORTAL_CACHE_URL="")
+        assert found["CACHES"]["default"]["BACKEND"].endswith("LocMemCache")
+
+    def test_redis_url__django_redis_cache_with_prefix_and_short_timeouts(self, settings_from):
+        """A redis:// URL selects Django's RedisCache, with the key prefix and bounded waits."""
+        found = settings_from(
+            PORTAL_CACHE_URL="redis://127.0.0.1:6379/3", PORTAL_CACHE_KEY_PREFIX="site-a"
+        )
+        cache = found["CACHES"]["default"]
+        assert cache["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
+        assert (cache["LOCATION"], cache["KEY_PREFIX"]) == ("redis://127.0.0.1:6379/3", "site-a")
+        assert 0 < cache["OPTIONS"]["socket_timeout"] <= 2
+
+    def test_login_lockout__counted_in_the_database_whatever_the_cache(self, settings_from):
+        """django-axes keeps failed logins in the database, shared by every web process."""
+        found = settings_from(PORTAL_CACHE_URL="")
+        assert found["AXES_HANDLER"] == "axes.handlers.database.AxesDatabaseHandler"
+
+    @pytest.mark.parametrize("raw", ["memcached://127.0.0.1:11211", "127.0.0.1:6379"])
+    def test_other_cache_url__refuses_naming_the_variable_and_the_form(self, raw, settings_from):
+        """A cache URL that is not redis:// stops the start with the form to use."""
+        with pytest.raises(ImproperlyConfigured, match=r"PORTAL_CACHE_URL.*redis://"):
+            settings_from(PORTAL_CACHE_URL=raw)

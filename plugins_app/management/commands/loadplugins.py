@@ -3,7 +3,7 @@
 from django.core.management.base import CommandError
 
 from plugins_app import pipeline
-from plugins_app.errors import PluginNotFound, TooManyVanished
+from plugins_app.errors import PluginNotFound, PluginRefused, TooManyVanished
 from plugins_app.management.arguments import PortalCommand
 from plugins_app.models import AVAILABLE_STATES, PluginState
 
@@ -14,7 +14,8 @@ class Command(PortalCommand):
     help = (
         "Discover plugins in PORTAL_PLUGIN_DIRS and the 'portal.plugins' entry points and "
         "(re)load them in the sandbox; with names, re-check only those plugins. Exit code 0: "
-        "every plugin loaded is available; 1: some ended FAILED or UNAVAILABLE; 2: misuse, or "
+        "every plugin loaded is available; 1: some ended FAILED or UNAVAILABLE, or (celery "
+        "executor) no live worker node serves a queue a load must go to; 2: misuse, or "
         "more than 2 plugins would be marked vanished at once without --prune (nothing changed)."
     )
 
@@ -34,6 +35,8 @@ class Command(PortalCommand):
             reports = pipeline.load_plugins(names=names or None, actor=ACTOR, prune=prune)
         except TooManyVanished as exc:
             raise CommandError(str(exc), returncode=2) from None
+        except PluginRefused as exc:  # celery executor: no live node where a load must go
+            raise CommandError(str(exc), returncode=1) from None
         except PluginNotFound as exc:
             raise CommandError(
                 f"{exc}: it is neither registered nor found in PORTAL_PLUGIN_DIRS or the "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import socket
@@ -28,6 +27,7 @@ from tests.fleet_support import (
     NodeProcess,
     broker_vhost,
     node_env,
+    process_tree,
     run_status,
     wait_until,
     worker_row,
@@ -189,19 +189,6 @@ def test_reloads_run_on_a_node_of_the_plugins_queue(on_fleet):
     assert request.outcome["reports"][0]["name"] == "quick"
     with pytest.raises(PluginNotFound):
         pipeline.load_plugins(names=["nowhere"], actor="user:ann")
-
-
-def process_tree(pid: int) -> list[str]:
-    """The command lines of `pid`'s descendants, from /proc."""
-    found, stack = [], [pid]
-    while stack:
-        for task in Path(f"/proc/{stack.pop()}/task").glob("*"):
-            with contextlib.suppress(OSError):
-                for child in (task / "children").read_text().split():
-                    stack.append(int(child))
-                    raw = Path(f"/proc/{child}/cmdline").read_bytes()
-                    found.append(raw.replace(b"\0", b" ").decode(errors="replace"))
-    return found
 
 
 def test_gunicorn_hosts_no_sandbox_process_while_its_runs_execute(on_fleet, make_user, tmp_path):

@@ -9,14 +9,14 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from plugins_app import pipeline, reasons, services
-from plugins_app.errors import InvalidParams, PluginRefused
+from plugins_app import pipeline, reasons, reasons_policy, services
+from plugins_app.errors import InvalidParams, PluginRefused, TooManyVanished
 from plugins_app.executor import shutdown_executor
 from plugins_app.fleet.celery_app import celery_app
 from plugins_app.fleet.loads import load_outcome
 from plugins_app.fleet.node import WorkerNode, node_environment
 from plugins_app.fleet.queues import live_workers_per_queue, queue_of
-from plugins_app.fleet.tasks import execute_run_task
+from plugins_app.fleet.tasks import execute_run_task, load_plugins_task
 from plugins_app.models import (
     EventKind,
     LoadRequest,
@@ -191,8 +191,10 @@ class TestLoadsOnNodes:
         """What a node writes back: the reports as dicts, or the error's kind and sentence."""
         plugins.add("hello", "def run():\n    return 1\n")
 
-        answered = load_outcome(names=["hello"], actor="test")
-        missing = load_outcome(names=["nowhere"], actor="test")
+        asked = services.load_request_create(names=["hello"], actor="test", queue="default")
+        answered = load_outcome(asked)
+        nowhere = services.load_request_create(names=["nowhere"], actor="test", queue="default")
+        missing = load_outcome(nowhere)
 
         assert [report["name"] for report in answered["reports"]] == ["hello"]
         assert answered["reports"][0]["state"] == PluginState.INITIALIZED
@@ -201,6 +203,64 @@ class TestLoadsOnNodes:
             "name": "nowhere",
             "message": "Plugin 'nowhere' not found",
         }
+
+    def test_a_plugin_declaring_a_queue_nobody_serves__unavailable_saying_what_to_start(
+        self, plugins
+    ):
+        """A new plugin loaded on 'default' that declares 'gpu', with no gpu node alive: it is
+        UNAVAILABLE, its reason naming the node to start; nothing is forwarded."""
+        plugins.add("tracker", "queue = 'gpu'\n\ndef run():\n    return 1\n")
+        asked = services.load_request_create(names=["tracker"], actor="test", queue="default")
+
+        answered = load_outcome(asked)
+
+        tracker = Plugin.objects.get(name="tracker")
+        assert tracker.state == PluginState.UNAVAILABLE
+        assert tracker.reason == reasons.load_without_worker(plugin="tracker", queue="gpu")
+        assert answered["reports"][0]["state"] == PluginState.UNAVAILABLE
+        assert (answered["forwarded"], LoadRequest.objects.count()) == ([], 1)
+
+    def test_load_of_every_plugin_under_celery__vanished_ones_marked_here(
+        self, plugins, make_plugin, settings
+    ):
+        """No plugin file found: nothing is sent to a node, a registered plugin is marked
+        vanished here, and more than two at once are refused as a likely wrong directory."""
+        make_plugin("gone")
+        settings.PORTAL_RUN_EXECUTOR = "celery"
+
+        [report] = pipeline.load_plugins(actor="test")
+
+        assert (report.name, report.state) == ("gone", PluginState.UNAVAILABLE)
+        assert "gone" in report.reason and not LoadRequest.objects.exists()
+        plugins.add("fresh", "def run():\n    return 1\n")
+        with pytest.raises(CommandError, match="runworker --queues default") as refused:
+            call_command("loadplugins")
+        assert refused.value.returncode == 1
+        for name in ("gone-2", "gone-3", "gone-4"):
+            make_plugin(name)
+        with pytest.raises(TooManyVanished):
+            pipeline.load_plugins(actor="test")
+
+
+@pytest.mark.django_db(transaction=True)  # the task closes its thread's connection
+class TestLoadDeliveries:
+    def test_a_load_delivered_a_third_time__nothing_imported_and_the_plugin_failed(self, plugins):
+        """A load whose two deliveries each lost their node: the third loads nothing, and the
+        plugin is FAILED saying it likely takes its worker down; a later delivery does nothing."""
+        plugins.add("fine", "def run():\n    return 1\n")
+        request = services.load_request_create(names=["fine"], actor="test", queue="default")
+        LoadRequest.objects.filter(pk=request.pk).update(attempts=2)
+
+        load_plugins_task(request.pk)
+        load_plugins_task(request.pk)
+
+        request.refresh_from_db()
+        fine = Plugin.objects.get(name="fine")
+        assert (fine.state, request.attempts) == (PluginState.FAILED, 3)
+        assert fine.reason == reasons_policy.load_took_node_down(
+            plugin="fine", attempts=2, queue="default"
+        )
+        assert request.outcome["reports"][0]["state"] == PluginState.FAILED
 
 
 @pytest.mark.django_db(transaction=True)  # the send happens once the run's row commits
