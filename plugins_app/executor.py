@@ -11,6 +11,11 @@ INTERRUPTED through the services, and for runs queued by a process that died bef
 them, which it adopts (a thread executor in this process runs them), and for retries whose
 backoff is over, which it starts (plugins_app.services.retries: the table is the schedule, so a
 restart loses none; a timer per retry queued here only saves waiting for the next tick).
+
+A web process starts the thread executor and its heartbeat at its start (start_in_background,
+from plugins_app.background), so all of that happens though nobody uses the process; at
+SIGTERM it stops starting runs (stop_starting_runs, from gunicorn's hooks) and hands the rest
+back: they stay QUEUED until a live process adopts them.
 """
 
 from __future__ import annotations
@@ -125,13 +130,17 @@ class Heartbeat:
         with self._lock:
             return sorted(self._runs)
 
-    def start(self) -> None:
+    def start(self, *, beat_first: bool = False) -> None:
+        """Start the thread if it is not running; `beat_first`: its first tick at once."""
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 return
             self._stop = threading.Event()
             self._thread = threading.Thread(
-                target=self._loop, args=(self._stop,), name="portal-run-heartbeat", daemon=True
+                target=self._loop,
+                args=(self._stop, beat_first),
+                name="portal-run-heartbeat",
+                daemon=True,
             )
             self._thread.start()
 
@@ -153,8 +162,9 @@ class Heartbeat:
         for sweep in sweeps:
             sweep()
 
-    def _loop(self, stop: threading.Event) -> None:
-        while not stop.wait(settings.PORTAL_RUN_HEARTBEAT_S):
+    def _loop(self, stop: threading.Event, beat_first: bool) -> None:
+        while beat_first or not stop.wait(settings.PORTAL_RUN_HEARTBEAT_S):
+            beat_first = False
             try:
                 self.beat()
             except Exception:
@@ -191,9 +201,20 @@ class ThreadExecutor:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="portal-run")
         self._pending: set[int] = set()  # queued here, not started yet
         self._stopped = False
+        self._draining = False  # set at SIGTERM: runs not started stay QUEUED for others
         self._lock = threading.Lock()
 
+    def stop_starting(self) -> None:
+        """Start no more runs: those queued here stay QUEUED in the database, for a live
+        process to adopt once they are older than the stale limit; running ones go on.
+
+        Only a flag is set, so a signal handler may call it whatever the thread it interrupts.
+        """
+        self._draining = True
+
     def submit(self, run_id: int) -> None:
+        if self._draining:
+            return  # the run stays QUEUED: a live process adopts it
         with self._lock:
             self._pending.add(run_id)
         # A worker thread has its own connection: it can only see the run once committed.
@@ -205,6 +226,8 @@ class ThreadExecutor:
         A run queued by a process that died before starting it would wait forever. Adopting
         one that another process is about to start is harmless: run_start lets only one win.
         """
+        if self._draining:
+            return []
         now = timezone.now()
         cutoff = now - timedelta(seconds=settings.PORTAL_RUN_STALE_AFTER_S)
         waiting = PluginRun.objects.filter(
@@ -220,6 +243,8 @@ class ThreadExecutor:
     def dispatch_due_retries(self) -> list[int]:
         """Queue here the retries whose backoff is over (another process may start one first:
         run_start lets only one win)."""
+        if self._draining:
+            return []
         due = retries.due_run_ids(now=timezone.now())
         with self._lock:
             due = [pk for pk in due if pk not in self._pending]
@@ -245,6 +270,8 @@ class ThreadExecutor:
     def _work(self, run_id: int) -> None:
         with self._lock:
             self._pending.discard(run_id)
+        if self._draining:
+            return  # handed back: still QUEUED in the database
         try:
             self.job(run_id)
         except Exception:
@@ -274,9 +301,14 @@ def heartbeat() -> Heartbeat:
     return _heartbeat
 
 
-def get_executor(job: Job) -> Executor:
+def get_executor(job: Job, *, sweep_here: bool = True) -> Executor:
     """The executor settings.PORTAL_RUN_EXECUTOR names, doing ``job`` with each run id it is
-    given, started on first use."""
+    given, started on first use.
+
+    A thread executor's start sweeps (reconciles, adopts orphans, starts due retries) in the
+    caller's thread, or with ``sweep_here`` False in the heartbeat thread at once, so a
+    process start never waits for the database (start_in_background).
+    """
     global _executor
     kind = settings.PORTAL_RUN_EXECUTOR
     with _executor_lock:
@@ -284,11 +316,25 @@ def get_executor(job: Job) -> Executor:
             return _executor
         if _executor is not None:
             _stop(_executor, wait=False)
-        _executor = _start(kind, job)
+        _executor = _start(kind, job, sweep_here=sweep_here)
         return _executor
 
 
-def _start(kind: str, job: Job) -> Executor:
+def start_in_background(job: Job) -> None:
+    """A web process's start: the thread executor with its heartbeat, whose first tick, at
+    once, finishes runs of dead processes, adopts their queued runs and starts due retries."""
+    if settings.PORTAL_RUN_EXECUTOR == "thread":
+        get_executor(job, sweep_here=False)
+
+
+def stop_starting_runs() -> None:
+    """SIGTERM: the thread executor starts no more runs (see ThreadExecutor.stop_starting)."""
+    executor = _executor  # no lock: a signal handler may interrupt the thread that holds it
+    if isinstance(executor, ThreadExecutor):
+        executor.stop_starting()
+
+
+def _start(kind: str, job: Job, *, sweep_here: bool = True) -> Executor:
     if kind == "inline":
         return InlineExecutor(job)
     if kind == "celery":
@@ -303,16 +349,17 @@ def _start(kind: str, job: Job) -> Executor:
     executor = ThreadExecutor(settings.PORTAL_RUN_WORKERS, job)
     # First use in this process: finish runs orphaned by a process that died, then keep
     # sweeping from the heartbeat thread. Never from AppConfig.ready(), which must not query.
-    try:
-        reconcile_interrupted()
-        executor.adopt_orphaned_queued_runs()
-        executor.dispatch_due_retries()
-    except Exception:
-        logger.exception("Reconciling interrupted runs failed; the heartbeat will retry")
+    if sweep_here:
+        try:
+            reconcile_interrupted()
+            executor.adopt_orphaned_queued_runs()
+            executor.dispatch_due_retries()
+        except Exception:
+            logger.exception("Reconciling interrupted runs failed; the heartbeat will retry")
     _heartbeat.add_sweep(executor.adopt_orphaned_queued_runs)
     _heartbeat.add_sweep(executor.dispatch_due_retries)
     retries.add_waker(executor.wake)
-    _heartbeat.start()
+    _heartbeat.start(beat_first=not sweep_here)
     return executor
 
 

@@ -25,7 +25,7 @@ from plugins_app.warm_hosts import WARM_TARGET, discard_warm_hosts
 def resume_background_runs() -> None:
     """Start this process's background executor if it has none yet: its start and its sweeps
     pick up the retries whose backoff ended and the runs queued by a process that stopped (a
-    restarted server has none until the first run is submitted or an operator looks)."""
+    web process starts it at its start; this covers a process that did not, e.g. a test's)."""
     if settings.PORTAL_RUN_EXECUTOR == "thread":
         get_executor(execute_run)
 

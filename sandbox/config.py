@@ -177,8 +177,9 @@ class SandboxConfig:
                       parsed size is not bounded by the bytes).
     result_globals:   with result_format="pickle": "module.name" globals a return value's
                       pickle may reference; the portal refuses others (``unserialisable``).
-    max_warm_hosts:   Preload warm hosts kept per portal process; starting one more stops
-                      the least recently used idle one (``SANDBOX_MAX_WARM_HOSTS``).
+    max_warm_hosts:   Preload warm hosts and resident processes kept per portal process,
+                      together; starting one more stops the least recently used idle warm
+                      host or resident pool (``SANDBOX_MAX_WARM_HOSTS``).
     bytecode_cache:   when Python may not write bytecode beside the source
                       (``PYTHONDONTWRITEBYTECODE``), keep each host's compiled plugin modules
                       in a private directory instead, so calls do not recompile them

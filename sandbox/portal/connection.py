@@ -74,6 +74,7 @@ class HostConnection:
     """One running host process and its connection."""
 
     module = HOST_MODULE  # what the process runs (a resident process runs its own module)
+    noun = "sandbox host"  # what log lines and reasons call it (a resident process its own)
 
     def __init__(self, preload: Preload | None, config: SandboxConfig) -> None:
         self.preload = preload
@@ -157,7 +158,7 @@ class HostConnection:
         )
         self._reader.start()
         for warning in self.warnings:
-            log.warning("sandbox host %s: %s", self.pid, warning)
+            log.warning("%s %s: %s", self.noun, self.pid, warning)
         return None
 
     def _handshake(self, warmup_s: float | None) -> StartFailure | None:
@@ -273,7 +274,7 @@ class HostConnection:
         # non-blocking mode under the reader thread's feet.
         assert self.sock is not None  # only started hosts are kept and sent to
         if not self._send_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            self.kill(f"the sandbox host (pid {self.pid}) stopped accepting requests")
+            self.kill(f"the {self.noun} (pid {self.pid}) stopped accepting requests")
             raise NotDelivered("the host's connection was busy past the deadline")
         sent_any = False
         try:
@@ -311,7 +312,7 @@ class HostConnection:
     def _wait_writable(self, deadline: float) -> None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            self.kill(f"the sandbox host (pid {self.pid}) stopped reading requests")
+            self.kill(f"the {self.noun} (pid {self.pid}) stopped reading requests")
             raise NotDelivered("the host stopped reading requests")
         poller = select.poll()
         assert self.sock is not None
@@ -351,9 +352,9 @@ class HostConnection:
     def _malformed(self, problem: ProtocolError) -> None:
         """Kill a host that broke the protocol; its running calls say why."""
         message = (
-            f"the sandbox host (pid {self.pid}) sent a malformed answer ({problem}), so it "
-            "was killed and a new host starts on the next call (if this repeats, the "
-            "plugin's import, warm-up or setup() code writes to or patches the sandbox host)"
+            f"the {self.noun} (pid {self.pid}) sent a malformed answer ({problem}), so it "
+            "was killed and a new one starts on the next call (if this repeats, the "
+            f"plugin's import, warm-up or setup() code writes to or patches the {self.noun})"
         )
         with self._lock:
             if self._lost is None:
@@ -372,17 +373,18 @@ class HostConnection:
         with self._lock:
             first = self._lost is None
             if first:
-                self._lost = f"the sandbox host (pid {self.pid}) was lost: {reason}"
+                self._lost = f"the {self.noun} (pid {self.pid}) was lost: {reason}"
             pendings = list(self._pending.values())
             self._pending.clear()
         code = self._reap(timeout=STOP_GRACE_S)
         if first:
             with self._lock:
-                self._lost = f"the sandbox host (pid {self.pid}) {self._exit_words(code)}"
+                self._lost = f"the {self.noun} (pid {self.pid}) {self._exit_words(code)}"
         lost = self._lost
         self._clean_up()
         if first and pendings:
-            log.error("sandbox: %s with %d calls running (%s)", lost, len(pendings), reason)
+            calls = f"{len(pendings)} call{'s' if len(pendings) != 1 else ''}"
+            log.error("sandbox: %s with %s running (%s)", lost, calls, reason)
         message = (
             f"{lost} while the call was running; the call's process died with it and a "
             "new host starts on the next call"
@@ -423,7 +425,7 @@ class HostConnection:
         with self._lock:
             if self._lost is None:
                 self._lost = reason
-        log.error("sandbox: killing host %s: %s", self.pid, reason)
+        log.error("sandbox: killing %s %s: %s", self.noun, self.pid, reason)
         # SIGKILL at once: a wedged (or stopped) host would not act on SIGTERM. Its call
         # children die with it (parent-death signal).
         if self.proc is not None and self.proc.poll() is None:

@@ -1,6 +1,6 @@
 """The hosts of one portal process: one per Preload value (and one for calls without), each
 started on first use, restarted once when it died between calls, evicted when warm hosts
-are too many."""
+and resident processes are too many."""
 
 from __future__ import annotations
 
@@ -40,8 +40,9 @@ class Slot:
 
 
 class HostPool:
-    """This process's hosts: one per Preload (and one without), started on demand, warm
-    hosts evicted least recently used past SandboxConfig.max_warm_hosts."""
+    """This process's hosts: one per Preload (and one without), started on demand; warm hosts
+    and resident processes, together, evicted least recently used past
+    SandboxConfig.max_warm_hosts."""
 
     def __init__(self, config: SandboxConfig) -> None:
         self.pid = os.getpid()
@@ -78,7 +79,7 @@ class HostPool:
             pool = self._resident.get(preload)
             if pool is None:
                 pool = self._resident[preload] = ResidentPool(
-                    preload, self.config, self.result_globals
+                    preload, self.config, self.result_globals, self._evict_warm_hosts
                 )
             return pool
 
@@ -158,8 +159,9 @@ class HostPool:
         slot.last_failure = failure
         return failure or host
 
-    def _evict_warm_hosts(self, keep: Slot) -> None:
-        """Make room for one more warm host: drain the least recently used idle ones."""
+    def _evict_warm_hosts(self, keep: Slot | ResidentPool) -> None:
+        """Make room for one more warm host or resident process: drain the least recently
+        used idle warm hosts and idle resident pools (all of a pool's processes)."""
         while True:
             with self._lock:
                 warm = [
@@ -167,12 +169,29 @@ class HostPool:
                     for key, slot in self._slots.items()
                     if key is not None and slot is not keep and slot.host is not None
                 ]
-                if len(warm) < self.config.max_warm_hosts:
+                pools = list(self._resident.items())
+                # The pool making room counts its running processes, not the one it starts.
+                total = len(warm) + sum(pool.processes() for _, pool in pools)
+                if total < self.config.max_warm_hosts:
                     return
-                idle = [entry for entry in warm if entry[2].host is not None and entry[2].host.idle]
+                idle: list[tuple[float, Preload, Slot | ResidentPool]] = [
+                    entry for entry in warm if entry[2].host is not None and entry[2].host.idle
+                ]
+                idle += [
+                    (pool.last_used, key, pool)
+                    for key, pool in pools
+                    if pool is not keep and pool.evictable()
+                ]
                 if not idle:
                     return  # all busy: exceed the cap rather than make calls wait
                 _, key, victim = min(idle, key=lambda entry: entry[0])
+            if isinstance(victim, ResidentPool):
+                if victim.evict():  # False: a call took one meanwhile; look again
+                    log.info(
+                        "sandbox: max_warm_hosts reached, stopping the resident processes of %s",
+                        key,
+                    )
+                continue
             # Never wait on another slot's lock while holding ours (deadlock); a slot whose
             # lock is held is busy starting a host: leave it and exceed the cap for now.
             if not victim.lock.acquire(blocking=False):

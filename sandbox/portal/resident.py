@@ -6,9 +6,10 @@ time. This side enforces a call's limits, since the process itself runs plugin c
 
     caller ──acquire──▶ idle process, or start one (after the crash backoff) ──call frame──▶
     caller ◀─ answer (checked as a host's) ◀── resident process        the caller's thread
-              waits for the answer, samples the process tree's RSS every MEMORY_CHECK_S
-              and kills the process group past timeout_s or memory_mb; the outcome is
-              then built from how the process ended, as a fork-mode call's is.
+              waits for the answer, samples the process tree's RSS and CPU time
+              (sandbox/portal/resident_watch.py) and kills the process group past
+              timeout_s, memory_mb or cpu_s; the outcome is then built from how the
+              process ended, as a fork-mode call's is.
 
 A process that died (crashed, killed for a limit, exited) is replaced by the next call after
 ``Resident.backoff_after(crashes in a row)``; more than ``max_restarts`` deaths within
@@ -27,6 +28,7 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sandbox.cancel import CancelToken
@@ -40,11 +42,11 @@ from sandbox.portal.outcome import (
     cancelled_before_start,
     failure_result,
 )
+from sandbox.portal.resident_watch import CpuWatch, MemoryWatch, next_wait
 from sandbox.portal.wire import CallHeader, answered_call, check_answer, lost_call
 from sandbox.result import Outcome, SandboxResult
 from sandbox.targets import Preload, Resident
-from sandbox.zygote.calls import MEMORY_CHECK_S, MEMORY_RECHECK_S
-from sandbox.zygote.proc import ProcFiles, tree_pss_kb, tree_rss_kb
+from sandbox.zygote.proc import ProcFiles
 from sandbox.zygote.protocol import ProtocolError, encode_frame
 
 __all__ = ["RESIDENT", "ResidentPool"]
@@ -59,16 +61,18 @@ class ResidentProcess(HostConnection):
     output in files and its calls' limits enforced here."""
 
     module = RESIDENT_MODULE
+    noun = "resident process"
 
     def __init__(self, preload: Preload, config: SandboxConfig, limits: Limits) -> None:
         super().__init__(preload, config)
         self.limits = limits  # of the call that started it: its rlimits, for its whole life
         self.calls = 0
         self.malformed = False
+        self.proc_files: ProcFiles | None = None  # its /proc files, opened once it runs
         # Unlinked files, so nothing is left on disk however this ends; O_APPEND, so emptying
         # them between calls does not leave the process writing past a hole.
         self.outputs = {
-            # Open for the process's life: close_outputs() closes them.
+            # Open for the process's life: close_files() closes them.
             name: tempfile.TemporaryFile(dir=host_tmp_dir(config))  # noqa: SIM115
             for name in ("stdout", "stderr")
         }
@@ -86,13 +90,15 @@ class ResidentProcess(HostConnection):
         self.malformed = True
         super()._malformed(problem)
 
+    def _files(self) -> ProcFiles:
+        """Its /proc files, opened on first use and kept until close_files()."""
+        if self.proc_files is None:
+            assert self.pid is not None
+            self.proc_files = ProcFiles(self.pid)
+        return self.proc_files
+
     def rss_kb(self) -> int | None:
-        assert self.pid is not None
-        files = ProcFiles(self.pid)
-        try:
-            return files.rss_kb()
-        finally:
-            files.close()
+        return self._files().rss_kb()
 
     def run(
         self,
@@ -119,22 +125,26 @@ class ResidentProcess(HostConnection):
             "target_name": name,
             "result_format": self.config.result_format,
         }
+        assert self.pid is not None
+        files = self._files()
+        cpu = CpuWatch(files, limits.cpu_s) if limits.cpu_s else None  # its baseline: now
         try:
             self._send(encode_frame(fields, {"payload": payload}), deadline)
         except Exception:  # NotDelivered or a broken socket: the reader reports the loss
             self.kill_group("its connection failed")
-        watch = _MemoryWatch(self.pid, limits.memory_mb) if limits.memory_mb else None
+        watch = MemoryWatch(files, self.pid, limits.memory_mb) if limits.memory_mb else None
         timed_out = memory_exceeded = False
         # The process runs one call at a time, so a cancel kills the whole process group.
         forget = cancel.on_cancel(self._cancelled) if cancel is not None else None
         try:
-            while not pending.event.wait(_next_wait(deadline, watch)):
+            while not pending.event.wait(next_wait(deadline, watch, cpu)):
                 if time.monotonic() >= deadline:
                     timed_out = True
                 elif watch is not None and watch.exceeded():
                     memory_exceeded = True
-                else:
+                elif cpu is None or not cpu.exceeded():
                     continue
+                # Past cpu_s, a SIGKILL with the CPU time used is what fork mode's limit reports.
                 self.kill_group("its call ran into a limit")
                 pending.event.wait(EXIT_WAIT_S)
                 break
@@ -149,6 +159,8 @@ class ResidentProcess(HostConnection):
             header, blobs = self._ended(
                 call_id, header, timed_out, memory_exceeded, watch, cancelled=cancelled
             )
+            if cpu is not None:
+                header["cpu_s"] = cpu.used_s
             header["run_s"] = time.monotonic() - started
         if watch is not None and header["memory_peak_kb"] is None:
             header["memory_peak_kb"] = watch.peak_kb or None
@@ -160,7 +172,7 @@ class ResidentProcess(HostConnection):
         header: CallHeader | None,
         timed_out: bool,
         memory_exceeded: bool,
-        watch: _MemoryWatch | None,
+        watch: MemoryWatch | None,
         *,
         cancelled: bool,
     ) -> tuple[CallHeader, dict[str, bytes]]:
@@ -207,54 +219,31 @@ class ResidentProcess(HostConnection):
                 os.killpg(self.pid, signal.SIGKILL)
         self._shutdown_socket()
 
-    def close_outputs(self) -> None:
+    def close_files(self) -> None:
+        """Its output files and /proc files: once it has ended or been told to stop."""
         for handle in self.outputs.values():
             handle.close()
-
-
-class _MemoryWatch:
-    """The resident memory of a process tree, sampled as the fork-mode host samples a call's."""
-
-    def __init__(self, pid: int | None, memory_mb: int) -> None:
-        assert pid is not None
-        self.pid = pid
-        self.files = ProcFiles(pid)
-        self.cap_kb = memory_mb * 1024
-        self.peak_kb = 0
-        self.recheck_at = 0.0
-
-    def exceeded(self) -> bool:
-        sample = tree_rss_kb(self.files, self.pid)
-        if sample is None:
-            return False
-        total, pids = sample
-        if total <= self.cap_kb:
-            self.peak_kb = max(self.peak_kb, total)
-            return False
-        if time.monotonic() < self.recheck_at:
-            return False
-        shared_once = tree_pss_kb(pids)  # pages shared among the tree count once
-        self.peak_kb = max(self.peak_kb, shared_once)
-        if shared_once > self.cap_kb:
-            return True
-        self.recheck_at = time.monotonic() + MEMORY_RECHECK_S
-        return False
-
-
-def _next_wait(deadline: float, watch: _MemoryWatch | None) -> float:
-    remaining = max(0.0, deadline - time.monotonic())
-    return min(remaining, MEMORY_CHECK_S) if watch is not None else remaining
+        if self.proc_files is not None:
+            self.proc_files.close()
 
 
 class ResidentPool:
     """The resident processes of one Preload, their crash backoff and their recycling."""
 
-    def __init__(self, preload: Preload, config: SandboxConfig, result_globals: frozenset[str]):
+    def __init__(
+        self,
+        preload: Preload,
+        config: SandboxConfig,
+        result_globals: frozenset[str],
+        make_room: Callable[[ResidentPool], None] | None = None,
+    ):
         assert preload.resident is not None
         self.preload = preload
         self.policy: Resident = preload.resident
         self.config = config
         self.result_globals = result_globals
+        self.make_room = make_room  # before a start: the cap on warm processes (pool.py)
+        self.last_used = 0.0  # monotonic; picks the warm processes to evict
         self._cond = threading.Condition()
         self._idle: list[ResidentProcess] = []
         self._busy: set[ResidentProcess] = set()
@@ -275,6 +264,7 @@ class ResidentPool:
     ) -> SandboxResult:
         if cancel is not None and cancel.cancelled:  # before a process start, which may be slow
             return cancelled_before_start(name, _elapsed_ms(started))
+        self.last_used = time.monotonic()
         proc = self._acquire(name, limits, started)
         if isinstance(proc, SandboxResult):
             return proc
@@ -339,17 +329,19 @@ class ResidentPool:
             return refusal
         if wait_s > 0 and self._closed.wait(wait_s):  # backing off after crashes
             return self._refused(name, started, "its resident processes were discarded")
+        if self.make_room is not None:
+            self.make_room(self)
         proc = ResidentProcess(self.preload, self.config, limits)
         failure = proc.start(limits.timeout_s)
         if failure is not None:
-            proc.close_outputs()
+            proc.close_files()
             with self._cond:
                 self._died()
             return failure.result(name, _elapsed_ms(started))
         with self._cond:
             if self._closed.is_set():
                 proc.stop()
-                proc.close_outputs()
+                proc.close_files()
                 return self._refused(name, started, "its resident processes were discarded")
             self._busy.add(proc)
         return proc
@@ -374,10 +366,10 @@ class ResidentPool:
             self._cond.notify_all()
         if died:
             proc.stop()  # reaped already: this cleans up what it left
-            proc.close_outputs()
+            proc.close_files()
         elif retire:
             proc.drain()
-            proc.close_outputs()
+            proc.close_files()
 
     def _died(self) -> None:
         """Under the lock: a process died (or failed to start); the next start backs off."""
@@ -428,10 +420,32 @@ class ResidentPool:
             self._cond.notify_all()
         for proc in idle:
             proc.drain() if drain else proc.stop()
-            proc.close_outputs()
+            proc.close_files()
         if not drain:
             for proc in busy:
                 proc.kill_group("the sandbox was shut down")
+
+    def processes(self) -> int:
+        """How many processes it runs (idle or busy), for SandboxConfig.max_warm_hosts."""
+        with self._cond:
+            return len(self._idle) + len(self._busy)
+
+    def evictable(self) -> bool:
+        """Whether it has processes and all of them are idle (none busy, none starting)."""
+        with self._cond:
+            return bool(self._idle) and not self._busy and not self._starting
+
+    def evict(self) -> bool:
+        """Stop its processes if all are still idle; the next call starts one anew (after no
+        backoff: an eviction is no crash). False if a call took one meanwhile."""
+        with self._cond:
+            if self._busy or self._starting or not self._idle:
+                return False
+            idle, self._idle = self._idle, []
+        for proc in idle:
+            proc.drain()
+            proc.close_files()
+        return True
 
     def abandon(self) -> None:
         with self._cond:

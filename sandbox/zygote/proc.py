@@ -47,6 +47,12 @@ class ProcFiles:
         fields = self._stat()
         return None if fields is None else int(fields[21]) * PAGE_KB
 
+    def cpu_ticks(self) -> int | None:
+        """CPU time in clock ticks: its own and its waited-for children's (fields 14-17 of
+        stat: utime, stime, cutime, cstime), or None if the process is gone."""
+        fields = self._stat()
+        return None if fields is None else sum(int(tick) for tick in fields[11:15])
+
     def single_threaded(self) -> bool:
         fields = self._stat()
         return fields is not None and fields[17] == b"1"  # field 20: num_threads
@@ -84,6 +90,25 @@ def tree_rss_kb(root: ProcFiles, root_pid: int) -> tuple[int, list[int]] | None:
         finally:
             child.close()
     return total, pids
+
+
+def tree_cpu_ticks(root: ProcFiles) -> int | None:
+    """CPU time of a process and of its live descendants (with what their waited-for children
+    used), summed, in clock ticks; None when the root is gone."""
+    total = root.cpu_ticks()
+    if total is None:
+        return None
+    pending = root.children() or []
+    seen = 1
+    while pending and seen < TREE_LIMIT:
+        child = ProcFiles(pending.pop())
+        seen += 1
+        try:
+            total += child.cpu_ticks() or 0
+            pending += child.children() or []
+        finally:
+            child.close()
+    return total
 
 
 def tree_pss_kb(pids: list[int]) -> int:

@@ -17,8 +17,10 @@ from sandbox import (
     Phase,
     Preload,
     Resident,
+    configure_sandbox,
     discard_preload,
     run_plugin_sandboxed,
+    sandbox_status,
     shutdown_sandbox,
 )
 from sandbox.portal.janitor import remove_dead_hosts_dirs
@@ -133,6 +135,57 @@ class TestResidentIsolation:
         assert call("info", preload).ok
 
 
+class TestResidentCpuLimit:
+    def test_cpu_s__a_busy_loop_ends_as_in_fork_mode_and_the_next_call_works(self):
+        """A busy loop under cpu_s=1 is fork mode's CPU-limit outcome; a fresh process follows."""
+        preload = resident(backoff_s=0.05)
+        limits = Limits(timeout_s=30, cpu_s=1)
+        before = call("info", preload)
+        spun = call("spin", preload, limits=limits)
+        forked = call("spin", Preload(f"{T}:setup", (new_marker(),)), limits=limits)
+        assert (spun.outcome, spun.limit, spun.error_type) == (
+            forked.outcome,
+            forked.limit,
+            forked.error_type,
+        )
+        assert (spun.outcome, spun.limit, spun.error_type) == (
+            Outcome.TIMEOUT,
+            "cpu_s",
+            "CPUTimeLimit",
+        )
+        assert "its CPU limit of 1 CPU seconds" in spun.error
+        assert spun.duration_ms < 10_000  # stopped by its CPU time, long before timeout_s
+        assert wait_until(lambda: not is_running(before.value["pid"]))
+        after = call("info", preload)
+        assert after.ok, after.error
+        assert after.value["pid"] != before.value["pid"] and after.value["calls"] == 1
+
+    def test_cpu_s__counts_per_call_not_over_the_process_life(self):
+        """Three calls of 0.6 CPU seconds each under cpu_s=1 all succeed, in one process."""
+        preload = resident()
+        results = [call("burn", preload, 0.6, limits=Limits(timeout_s=30, cpu_s=1)) for _ in "abc"]
+        assert all(r.ok for r in results), [r.error for r in results]
+        assert len({r.value["pid"] for r in results}) == 1
+
+    def test_cpu_s__a_spinning_child_counts_for_the_call_and_dies_with_it(self):
+        """A call whose child process burns the CPU is stopped at cpu_s; the child is gone."""
+        preload = resident(backoff_s=0.05)
+        spun = call("spin_in_child", preload, limits=Limits(timeout_s=30, cpu_s=1))
+        assert (spun.outcome, spun.limit) == (Outcome.TIMEOUT, "cpu_s"), spun.error
+        child = int(spun.stdout.split()[0])
+        assert wait_until(lambda: not is_running(child))
+
+    def test_no_fd_leak__over_calls_with_memory_and_cpu_limits(self):
+        """50 resident calls under memory_mb and cpu_s leave the portal's open fds as they were."""
+        preload = resident()
+        limits = Limits(timeout_s=10, memory_mb=512, cpu_s=5)
+        assert call("info", preload, limits=limits).ok
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(50):
+            assert call("info", preload, limits=limits).ok
+        assert len(os.listdir("/proc/self/fd")) == before
+
+
 class TestResidentRecycling:
     def test_max_calls__a_new_process_after_that_many_calls(self):
         """With max_calls=2 the third call runs in a new process that ran setup() once."""
@@ -179,6 +232,17 @@ class TestResidentRecycling:
         assert wait_until(lambda: not is_running(pid))
         assert wait_until(lambda: not os.path.exists(workdir))
 
+    def test_crash__the_log_line_names_the_resident_process(self, caplog):
+        """A resident process that dies mid-call is logged as a resident process, not a host."""
+        preload = resident(backoff_s=0.05)
+        pid = call("info", preload).value["pid"]
+        with caplog.at_level("ERROR", logger="sandbox"):
+            assert call("crash", preload).signal == "SIGSEGV"
+        lines = [record.getMessage() for record in caplog.records]
+        dying = f"the resident process (pid {pid}) died from SIGSEGV"
+        assert any(line.startswith(f"sandbox: {dying}") for line in lines), lines
+        assert not any("host" in line for line in lines), lines
+
     def test_crash__its_working_directory_is_removed(self):
         """A resident process that crashed leaves no working directory behind."""
         preload = resident(backoff_s=0.05)
@@ -186,6 +250,81 @@ class TestResidentRecycling:
         workdir = psutil.Process(pid).cwd()
         assert call("crash", preload).signal == "SIGSEGV"
         assert wait_until(lambda: not os.path.exists(workdir))
+
+
+@pytest.fixture
+def max_warm_hosts():
+    """Set SandboxConfig.max_warm_hosts for one test, then put the old config back."""
+    olds = []
+    yield lambda cap: olds.append(configure_sandbox(max_warm_hosts=cap))
+    for old in reversed(olds):
+        configure_sandbox(old)
+
+
+def listed_pids() -> set[int]:
+    return {entry["pid"] for entry in sandbox_status()}
+
+
+class TestResidentAndMaxWarmHosts:
+    def test_resident_processes_count__the_least_recently_used_idle_one_is_stopped(
+        self, max_warm_hosts
+    ):
+        """Cap 2: a warm host after two resident pools stops the older pool's process, and a
+        resident start stops the next least recently used one; evicted pools start afresh."""
+        max_warm_hosts(2)
+        first, second = resident(), resident()
+        warm = Preload(f"{T}:setup", (new_marker(),))  # fork mode: a warm host
+        first_pid = call("info", first).value["pid"]
+        second_pid = call("info", second).value["pid"]
+        assert call("info", warm).ok
+        (warm_host,) = (e["pid"] for e in sandbox_status() if e["mode"] == "fork")
+        assert wait_until(lambda: not is_running(first_pid))
+        assert is_running(second_pid) and first_pid not in listed_pids()
+        again = call("info", first)
+        assert again.ok, again.error
+        assert again.value["pid"] != first_pid and again.value["calls"] == 1
+        assert wait_until(lambda: not is_running(second_pid))
+        assert is_running(warm_host) and listed_pids() == {warm_host, again.value["pid"]}
+
+    def test_concurrent_processes_each_count(self, max_warm_hosts):
+        """Cap 2: a pool's two processes fill it, so another pool's start stops them both."""
+        max_warm_hosts(2)
+        busy, other = resident(concurrency=2), resident()
+        barrier = threading.Barrier(2)
+        results = []
+
+        def one() -> None:
+            barrier.wait()
+            results.append(call("info", busy))
+
+        threads = [threading.Thread(target=one) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        pids = {r.value["pid"] for r in results}
+        assert len(pids) == 2
+        assert call("info", other).ok
+        assert wait_until(lambda: not any(is_running(pid) for pid in pids))
+
+    def test_a_busy_resident_process_is_never_stopped_mid_call(self, max_warm_hosts, tmp_path):
+        """Cap 1: another pool starting while one is in a call exceeds the cap; the call ends ok."""
+        max_warm_hosts(1)
+        held, other = resident(), resident()
+        started, release = tmp_path / "started", tmp_path / "release"
+        results = []
+        holder = threading.Thread(
+            target=lambda: results.append(call("hold", held, str(started), str(release)))
+        )
+        holder.start()
+        try:
+            assert wait_until(started.exists, timeout=30)
+            assert call("info", other).ok
+        finally:
+            release.touch()
+            holder.join(30)
+        assert results and results[0].ok, results and results[0].error
+        assert is_running(results[0].value["pid"])
 
 
 class TestForkAfterCuda:

@@ -55,3 +55,35 @@ def setup_touching_cuda(tag=None):
     fake = types.ModuleType("torch")
     fake.cuda = types.SimpleNamespace(is_initialized=lambda: True)
     sys.modules["torch"] = fake
+
+
+def spin():
+    """Burn CPU until killed."""
+    while True:
+        pass
+
+
+def burn(cpu_s):
+    """Burn about cpu_s seconds of this process's CPU time, then return the pid."""
+    end = time.process_time() + cpu_s
+    while time.process_time() < end:
+        pass
+    return {"pid": os.getpid()}
+
+
+def spin_in_child():
+    """Start a child that burns CPU until killed, and wait for it (the call itself idles)."""
+    import subprocess
+
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    print(child.pid, flush=True)
+    child.wait()
+
+
+def hold(started, release):
+    """Say the call started (a file), then hold the process until the release file appears."""
+    with open(started, "w"):
+        pass
+    while not os.path.exists(release):
+        time.sleep(0.01)
+    return {"pid": os.getpid()}
