@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,10 @@ from plugins_app.models import Plugin, PluginRun, RunStatus, SourceKind
 from plugins_app.sources import PluginSource
 from tools.plugin_guard import PluginCodeGuard
 
+# This machine class sets PYTHONDONTWRITEBYTECODE, so pytest rewrote and compiled every test
+# module again in every xdist worker (7 s of CPU each); processes the tests start keep it set.
+sys.dont_write_bytecode = False
+
 _names = itertools.count(1)
 _guard_key = pytest.StashKey[PluginCodeGuard]()
 
@@ -22,6 +27,17 @@ _guard_key = pytest.StashKey[PluginCodeGuard]()
 def pytest_configure(config: pytest.Config) -> None:
     # Installed before collection, so a test module importing plugin code is caught too.
     config.stash[_guard_key] = PluginCodeGuard.for_repository().install()
+
+
+# Tests of outside parts wait on processes for seconds each: run first, the many short tests
+# then fill the workers' ends instead of one long test finishing the run alone.
+OUTSIDE_PARTS = {"browser", "broker", "portal_processes", "postgres_cluster", "redis", "torch"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use an outside part first (a stable sort: each xdist worker collects the
+    same order, which it must)."""
+    items.sort(key=lambda item: not any(item.get_closest_marker(m) for m in OUTSIDE_PARTS))
 
 
 @pytest.hookimpl(wrapper=True)

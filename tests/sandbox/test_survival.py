@@ -133,12 +133,13 @@ class TestDiskBudget:
         assert run_plugin_sandboxed("tests.sandbox_targets.basic:add", 2, 2).value == 4
 
     def test_burst_past_the_budget_then_return__still_disk_limit(self, tmp_path):
-        """A call that wrote past its budget faster than the host looks is caught at its end."""
+        """A call that wrote past its budget faster than the host looks is caught at its end
+        (on a loaded machine the host may look while it writes: disk_limit all the same)."""
         where = tmp_path / "cwd.txt"
         limits = Limits(timeout_s=30, disk_mb=1)
         result, _ = run_timed(f"{HOSTILE}:fill_disk", 1, 3, str(where), limits=limits)
         assert result.outcome is Outcome.DISK_LIMIT, result.error
-        assert result.disk_used_kb is not None and result.disk_used_kb >= 3 * 1024
+        assert result.disk_used_kb is not None and result.disk_used_kb > 1024
         assert not Path(where.read_text()).exists()
 
     def test_within_the_budget__ok_with_the_size_written(self, tmp_path):
