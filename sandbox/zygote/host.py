@@ -26,8 +26,6 @@ import contextlib
 import errno
 import gc
 import os
-import pickle  # only for what the portal sends: the call's target and arguments
-import signal
 import sys
 import time
 
@@ -36,12 +34,7 @@ from sandbox.zygote.calldirs import CallDirs, remove_tree
 from sandbox.zygote.calls import Call
 from sandbox.zygote.child import Command, host_hard_limits, rlimits_for
 from sandbox.zygote.poller import IN, Poller
-from sandbox.zygote.portal_link import (
-    PortalLink,
-    adopt_control_fd,
-    read_frame_blocking,
-    write_blocking,
-)
+from sandbox.zygote.portal_link import PortalLink, receive_init, write_blocking
 from sandbox.zygote.protocol import (
     CALL_DIR_KIND,
     RESULT_FILE,
@@ -458,23 +451,10 @@ class Host:
 
 
 def main(argv: list[str]) -> int:
-    try:
-        fd = int(argv[argv.index("--fd") + 1])
-    except (ValueError, IndexError):
-        print("usage: python -m sandbox.zygote.host --fd N", file=sys.stderr)
-        return 2
-    # Die with the portal even while a warm-up (plugin code) keeps this process busy. The
-    # portal starts hosts from one long-lived thread: the signal follows the forking thread.
-    linux.set_parent_death_signal(signal.SIGKILL)
-    ctrl = adopt_control_fd(fd)
-    frame = read_frame_blocking(ctrl)
-    if frame is None or frame[0].get("type") != "init":
-        return 2
-    fields, blobs = frame
-    if os.getppid() != fields["portal_pid"]:
-        return 1  # the portal died before the death signal was armed
-    if "preload" in blobs:
-        fields["preload"] = pickle.loads(blobs["preload"])  # from the portal: trusted
+    received = receive_init(argv, "sandbox.zygote.host")
+    if isinstance(received, int):
+        return received
+    ctrl, fields = received
     host = Host(ctrl, fields)
     hello = host.prepare()
     write_blocking(ctrl, encode_frame(dict(hello, type="hello")))

@@ -9,8 +9,12 @@ from __future__ import annotations
 import collections
 import fcntl
 import os
+import pickle  # only for what the portal sends (a Preload): trusted
 import select
+import signal
+import sys
 
+from sandbox.zygote import linux
 from sandbox.zygote.poller import IN
 from sandbox.zygote.protocol import FRAME_HEADER, decode_frame, encode_frame, frame_sizes
 
@@ -164,3 +168,27 @@ def write_blocking(fd: int, buffers: list[bytes | memoryview]) -> None:
         view = memoryview(buffer)
         while view:
             view = view[os.write(fd, view) :]
+
+
+def receive_init(argv: list[str], module: str) -> tuple[int, dict] | int:
+    """The handshake's first half for `python -m MODULE --fd N`: the control socket and the
+    portal's init fields (its Preload unpickled), or the exit code: 2 for a misuse, 1 when the
+    portal died before this process could die with it."""
+    try:
+        fd = int(argv[argv.index("--fd") + 1])
+    except (ValueError, IndexError):
+        print(f"usage: python -m {module} --fd N", file=sys.stderr)
+        return 2
+    # Die with the portal even while plugin code (a warm-up) keeps this process busy. The
+    # portal starts these processes from one long-lived thread: the signal follows that thread.
+    linux.set_parent_death_signal(signal.SIGKILL)
+    ctrl = adopt_control_fd(fd)
+    frame = read_frame_blocking(ctrl)
+    if frame is None or frame[0].get("type") != "init":
+        return 2
+    fields, blobs = frame
+    if os.getppid() != fields["portal_pid"]:
+        return 1  # the portal died before the death signal was armed
+    if "preload" in blobs:
+        fields["preload"] = pickle.loads(blobs["preload"])
+    return ctrl, fields

@@ -20,16 +20,14 @@ import contextlib
 import errno
 import json
 import os
-import pickle  # only for what the portal sends: the warm-up and the calls' arguments
 import resource
-import signal
 import sys
 import time
 
 from sandbox.zygote import linux, startup
 from sandbox.zygote.calldirs import CallDirs, remove_tree
 from sandbox.zygote.child import flush_stdio, host_hard_limits, invoke, rlimits_for
-from sandbox.zygote.portal_link import adopt_control_fd, read_frame_blocking, write_blocking
+from sandbox.zygote.portal_link import read_frame_blocking, receive_init, write_blocking
 from sandbox.zygote.protocol import OK_ENVELOPE, RESIDENT_DIR_KIND, encode_frame
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: kept as light as the host
@@ -146,21 +144,10 @@ def _cpu_s() -> float:
 
 
 def main(argv: list[str]) -> int:
-    try:
-        fd = int(argv[argv.index("--fd") + 1])
-    except (ValueError, IndexError):
-        print("usage: python -m sandbox.zygote.resident --fd N", file=sys.stderr)
-        return 2
-    # Die with the portal, even while plugin code keeps this process busy.
-    linux.set_parent_death_signal(signal.SIGKILL)
-    ctrl = adopt_control_fd(fd)
-    frame = read_frame_blocking(ctrl)
-    if frame is None or frame[0].get("type") != "init":
-        return 2
-    fields, blobs = frame
-    if os.getppid() != fields["portal_pid"]:
-        return 1  # the portal died before the death signal was armed
-    fields["preload"] = pickle.loads(blobs["preload"])  # from the portal: trusted
+    received = receive_init(argv, "sandbox.zygote.resident")
+    if isinstance(received, int):
+        return received
+    ctrl, fields = received
     resident = Resident(ctrl, fields)
     try:
         hello = resident.prepare()
