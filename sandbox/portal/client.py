@@ -19,8 +19,8 @@ from typing import Any
 from sandbox.cancel import CancelToken
 from sandbox.config import SandboxConfig
 from sandbox.limits import Limits
-from sandbox.portal.outcome import failure_result
-from sandbox.portal.pool import HostPool, elapsed_ms
+from sandbox.portal.outcome import elapsed_ms, failure_result
+from sandbox.portal.pool import HostPool
 from sandbox.result import Outcome, SandboxResult
 from sandbox.targets import Preload, check_target_string, describe_target
 

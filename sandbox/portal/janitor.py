@@ -10,13 +10,11 @@ parent-death signal; this catches what their plugins started (a daemon forked in
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import sys
 
-from sandbox.portal.leftovers import kill_marked
-from sandbox.zygote.protocol import BYTECODE_DIR_KIND, CALL_DIR_KIND, RESIDENT_DIR_KIND
+from sandbox.portal.leftovers import host_dir_pattern, kill_marked
 
 
 def main(argv: list[str]) -> int:
@@ -36,10 +34,7 @@ def main(argv: list[str]) -> int:
 
 def remove_dead_hosts_dirs(tmp_dir: str) -> None:
     """Remove the call and bytecode directories of hosts that no longer run."""
-    kinds = "|".join(
-        re.escape(kind) for kind in (CALL_DIR_KIND, BYTECODE_DIR_KIND, RESIDENT_DIR_KIND)
-    )
-    ours = re.compile(rf"(?:{kinds})-(\d+)-\d+-[0-9a-f]{{6}}")
+    ours = host_dir_pattern(r"\d+")
     try:
         names = os.listdir(tmp_dir)
     except OSError:

@@ -23,7 +23,7 @@ import shutil
 import signal
 import stat
 
-from sandbox.zygote.protocol import BYTECODE_DIR_KIND, CALL_DIR_KIND, RESIDENT_DIR_KIND
+from sandbox.zygote.protocol import HOST_DIR_KINDS
 
 OWNER_VARIABLE = "SANDBOX_OWNER"
 SWEEPS = 5  # processes may fork while we look: look again until a sweep finds none
@@ -99,13 +99,17 @@ def kill_marked(prefix: str) -> list[int]:
     return killed
 
 
+def host_dir_pattern(pid: str) -> re.Pattern[str]:
+    """The names of the directories a host leaves in its tmp dir, for host pid ``pid`` (a
+    regular expression: ``\\d+`` matches any host's, as group 1)."""
+    kinds = "|".join(re.escape(kind) for kind in HOST_DIR_KINDS)
+    return re.compile(rf"(?:{kinds})-({pid})-\d+-[0-9a-f]{{6}}")
+
+
 def remove_dirs_of(host_pid: int, tmp_dir: str, run_as: str | None) -> None:
     """Remove what a host that is gone left in ``tmp_dir``: its directories owned by us or
     by ``run_as`` (the user its calls ran as), never a symlink or another user's."""
-    kinds = "|".join(
-        re.escape(kind) for kind in (CALL_DIR_KIND, BYTECODE_DIR_KIND, RESIDENT_DIR_KIND)
-    )
-    ours = re.compile(rf"(?:{kinds})-{host_pid}-\d+-[0-9a-f]{{6}}")
+    ours = host_dir_pattern(str(host_pid))
     owners = {os.geteuid()}
     if run_as:
         with contextlib.suppress(KeyError):

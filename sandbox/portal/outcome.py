@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import pickle
 import signal
+import time
 from typing import Any
 
 from sandbox.limits import Limits
@@ -157,6 +158,11 @@ def cancelled_message(name: str) -> str:
         f"Plugin call {name!r} was cancelled by its caller and its processes were killed "
         "(nothing to fix; call it again if its result is still needed)"
     )
+
+
+def elapsed_ms(started: float) -> float:
+    """Milliseconds since ``started`` (a time.perf_counter() reading)."""
+    return (time.perf_counter() - started) * 1000.0
 
 
 def cancelled_before_start(name: str, duration_ms: float) -> SandboxResult:

@@ -16,14 +16,14 @@ from sandbox.cancel import CancelToken
 from sandbox.config import SandboxConfig
 from sandbox.limits import Limits
 from sandbox.portal.connection import HostConnection, NotDelivered
-from sandbox.portal.outcome import CallReport, build_result, cancelled_before_start
+from sandbox.portal.outcome import CallReport, build_result, cancelled_before_start, elapsed_ms
 from sandbox.portal.resident import RESIDENT, ResidentPool
 from sandbox.portal.start_failure import StartFailure
 from sandbox.portal.wire import lost_call
 from sandbox.result import SandboxResult
 from sandbox.targets import Preload
 
-__all__ = ["FORK", "HostPool", "elapsed_ms"]
+__all__ = ["FORK", "HostPool"]
 
 FORK = "fork"  # SandboxResult.mode of a call forked from a host
 
@@ -257,8 +257,3 @@ class HostPool:
 
 def _tail(text: str, limit: int) -> str:
     return text[-limit:] if len(text) > limit else text
-
-
-def elapsed_ms(started: float) -> float:
-    """Milliseconds since ``started`` (a time.perf_counter() reading)."""
-    return (time.perf_counter() - started) * 1000.0

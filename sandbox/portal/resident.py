@@ -40,6 +40,7 @@ from sandbox.portal.outcome import (
     CallReport,
     build_result,
     cancelled_before_start,
+    elapsed_ms,
     failure_result,
 )
 from sandbox.portal.resident_watch import CpuWatch, MemoryWatch, next_wait
@@ -263,7 +264,7 @@ class ResidentPool:
         cancel: CancelToken | None = None,
     ) -> SandboxResult:
         if cancel is not None and cancel.cancelled:  # before a process start, which may be slow
-            return cancelled_before_start(name, _elapsed_ms(started))
+            return cancelled_before_start(name, elapsed_ms(started))
         self.last_used = time.monotonic()
         proc = self._acquire(name, limits, started)
         if isinstance(proc, SandboxResult):
@@ -276,7 +277,7 @@ class ResidentPool:
                 proc, died=not proc.usable, counted=not (cancel is not None and cancel.cancelled)
             )
         report = CallReport(name, limits, header, blobs, self.config.result_format)
-        result = build_result(report, _elapsed_ms(started), self.result_globals, proc.warnings)
+        result = build_result(report, elapsed_ms(started), self.result_globals, proc.warnings)
         result.warmup_value = proc.warmup_value
         warmup = proc.take_warmup_output()
         if warmup is not None:  # the process started for this call: its warm-up's output too
@@ -309,7 +310,7 @@ class ResidentPool:
                         f"Plugin call {name!r} waited limits.timeout_s = {limits.timeout_s:g} s "
                         f"for one of its {self.policy.concurrency} resident processes, all busy "
                         "(raise Resident.concurrency, or send fewer calls at once)",
-                        _elapsed_ms(started),
+                        elapsed_ms(started),
                         limit="timeout_s",
                     )
         try:
@@ -337,7 +338,7 @@ class ResidentPool:
             proc.close_files()
             with self._cond:
                 self._died()
-            return failure.result(name, _elapsed_ms(started))
+            return failure.result(name, elapsed_ms(started))
         with self._cond:
             if self._closed.is_set():
                 proc.stop()
@@ -396,7 +397,7 @@ class ResidentPool:
             f"the last {window:g} s, more than Resident.max_restarts ({self.policy.max_restarts}), "
             f"so it is not restarted for {until_s:.0f} s (fix what the earlier calls' outcomes "
             "and stderr show; discarding the Preload restarts it at once)",
-            _elapsed_ms(started),
+            elapsed_ms(started),
             limit="max_restarts",
         )
 
@@ -406,7 +407,7 @@ class ResidentPool:
             Outcome.SANDBOX_FAILURE,
             "SandboxFailure",
             f"Plugin call {name!r} was not run: {why} (retry the call: it starts new ones)",
-            _elapsed_ms(started),
+            elapsed_ms(started),
         )
 
     # --- the pool's life ---------------------------------------------------------------
@@ -457,7 +458,3 @@ class ResidentPool:
         with self._cond:
             procs = self._idle + list(self._busy)
         return [dict(proc.status(), mode=RESIDENT, calls=proc.calls) for proc in procs]
-
-
-def _elapsed_ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1000.0  # started: the caller's perf_counter()

@@ -50,6 +50,7 @@ FRAMES_LIMIT = 100  # an exception's frames in an envelope: the innermost ones
 CALL_DIR_KIND = "sandbox-call"
 BYTECODE_DIR_KIND = "sandbox-pycache"
 RESIDENT_DIR_KIND = "sandbox-resident"  # a resident process's working directory
+HOST_DIR_KINDS = (CALL_DIR_KIND, BYTECODE_DIR_KIND, RESIDENT_DIR_KIND)  # what a host leaves
 
 
 class ProtocolError(ValueError):
