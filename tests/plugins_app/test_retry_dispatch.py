@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 import threading
+import traceback
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -10,12 +13,22 @@ from django.utils import timezone
 
 from plugins_app import services
 from plugins_app.errors import IllegalTransition
-from plugins_app.executor import ThreadExecutor
+from plugins_app.executor import ThreadExecutor, shutdown_executor
 from plugins_app.models import PluginRun, RunStatus
 from plugins_app.services import retries
 
 # Worker threads have their own connections: they see committed rows only.
 pytestmark = pytest.mark.django_db(transaction=True)
+
+# Longer than SQLite's busy timeout (30 s), so a claim stuck on a lock ends with its error.
+CLAIM_WAIT_S = 45
+
+
+@pytest.fixture(autouse=True)
+def _only_the_test_executors() -> Iterator[None]:
+    """No executor of an earlier test (its retry timers, its heartbeat sweeps) claims runs here."""
+    shutdown_executor()
+    yield
 
 
 def waiting_retry(name: str, *, due: bool) -> PluginRun:
@@ -38,6 +51,7 @@ class Claims:
     def __init__(self) -> None:
         self.won: list[int] = []
         self.lost: list[int] = []
+        self.errors: list[str] = []
         self.done = threading.Semaphore(0)
 
     def job(self, run_id: int) -> None:
@@ -46,8 +60,20 @@ class Claims:
             self.won.append(run_id)
         except IllegalTransition:
             self.lost.append(run_id)
+        except Exception as exc:
+            self.errors.append(f"{type(exc).__name__}: {exc}")
         finally:
             self.done.release()
+
+    def wait(self, count: int) -> None:
+        """Wait for `count` claims; on a timeout, fail with every thread's stack."""
+        for _ in range(count):
+            if not self.done.acquire(timeout=CLAIM_WAIT_S):
+                stacks = "\n".join(
+                    "".join(traceback.format_stack(frame)) for frame in sys._current_frames().values()
+                )
+                pytest.fail(f"A claim did not end in {CLAIM_WAIT_S} s; threads:\n{stacks}")
+        assert self.errors == []
 
 
 class TestDispatch:
@@ -59,8 +85,7 @@ class TestDispatch:
         executors = [ThreadExecutor(1, claims.job), ThreadExecutor(1, claims.job)]
         try:
             dispatched = [executor.dispatch_due_retries() for executor in executors]
-            for _ in range(2):
-                assert claims.done.acquire(timeout=30)
+            claims.wait(2)
         finally:
             for executor in executors:
                 executor.shutdown()
