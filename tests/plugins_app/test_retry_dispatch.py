@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -13,7 +12,7 @@ from django.utils import timezone
 
 from plugins_app import services
 from plugins_app.errors import IllegalTransition
-from plugins_app.executor import ThreadExecutor, shutdown_executor
+from plugins_app.executor import ThreadExecutor
 from plugins_app.models import PluginRun, RunStatus
 from plugins_app.services import retries
 
@@ -22,13 +21,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 # Longer than SQLite's busy timeout (30 s), so a claim stuck on a lock ends with its error.
 CLAIM_WAIT_S = 45
-
-
-@pytest.fixture(autouse=True)
-def _only_the_test_executors() -> Iterator[None]:
-    """No executor of an earlier test (its retry timers, its heartbeat sweeps) claims runs here."""
-    shutdown_executor()
-    yield
 
 
 def waiting_retry(name: str, *, due: bool) -> PluginRun:
@@ -69,9 +61,8 @@ class Claims:
         """Wait for `count` claims; on a timeout, fail with every thread's stack."""
         for _ in range(count):
             if not self.done.acquire(timeout=CLAIM_WAIT_S):
-                stacks = "\n".join(
-                    "".join(traceback.format_stack(frame)) for frame in sys._current_frames().values()
-                )
+                frames = sys._current_frames().values()
+                stacks = "\n".join("".join(traceback.format_stack(f)) for f in frames)
                 pytest.fail(f"A claim did not end in {CLAIM_WAIT_S} s; threads:\n{stacks}")
         assert self.errors == []
 

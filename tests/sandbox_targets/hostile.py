@@ -18,6 +18,14 @@ def sleep(seconds):
     return "slept"
 
 
+def block_until(started_file, release_file):
+    """Say it started, then hold its call until the test lets it go."""
+    open(started_file, "w").close()
+    while not os.path.exists(release_file):
+        time.sleep(0.01)
+    return "released"
+
+
 def allocate_forever():
     hoard = []
     while True:
