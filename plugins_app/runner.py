@@ -120,7 +120,7 @@ def execute_run(run_id: int, *, timeout_s: float | None = None) -> PluginRun:
     """
     queued = PluginRun.objects.select_related("plugin").filter(pk=run_id).first()
     if queued is not None and queued.status == RunStatus.QUEUED:
-        _unavailable_if_gone(queued.plugin.name, queued.actor)
+        _unavailable_if_gone(queued.plugin.name, queued.actor, plugin=queued.plugin)
     try:
         run = services.run_start(run_id=run_id, worker=worker_id())
     except IllegalTransition:
@@ -128,7 +128,7 @@ def execute_run(run_id: int, *, timeout_s: float | None = None) -> PluginRun:
         return PluginRun.objects.select_related("plugin").get(pk=run_id)
     if run.status != RunStatus.RUNNING:
         return run  # disabled or made UNAVAILABLE while it waited: closed, uncounted
-    plugin = Plugin.objects.get(pk=run.plugin_id)
+    plugin = run.plugin  # as locked by the claim
     with heartbeat().tracking(run.pk), cancel_watch().watching(run.pk) as cancel:
         try:
             outcome = _call(plugin, run.params, timeout_s, cancel)
@@ -209,9 +209,11 @@ def _refuse_unavailable(run_id: int, name: str, reason: str) -> PluginRun:
     return run
 
 
-def _unavailable_if_gone(name: str, actor: str) -> None:
-    """Mark the plugin UNAVAILABLE when its recorded source no longer exists (as a load would)."""
-    plugin = Plugin.objects.filter(name=name).first()
+def _unavailable_if_gone(name: str, actor: str, *, plugin: Plugin | None = None) -> None:
+    """Mark the plugin UNAVAILABLE when its recorded source no longer exists (as a load would);
+    `plugin`: its row, when the caller just read it."""
+    if plugin is None:
+        plugin = Plugin.objects.filter(name=name).first()
     if plugin is None:
         return  # unknown: run_queue says so
     source = PluginSource.of_plugin(plugin)

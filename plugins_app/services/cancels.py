@@ -17,7 +17,6 @@ from plugins_app.errors import RunAlreadyFinished
 from plugins_app.models import EventKind, Plugin, PluginEvent, PluginRun, RunOutcomeKind, RunStatus
 from plugins_app.services import retries
 from plugins_app.services.rows import (
-    locked_plugin,
     locked_run,
     state_after_uncounted_run,
     transition,
@@ -31,7 +30,7 @@ def run_cancel(*, run_id: int, actor: str) -> PluginRun:
     """Cancel a queued or running run on behalf of `actor` (user:NAME, api:NAME); RunNotFound
     for an unknown run, RunAlreadyFinished for one that ended."""
     run = locked_run(run_id)
-    plugin = locked_plugin(run.plugin.name)
+    plugin = run.plugin
     if run.status not in CANCELLABLE:
         raise RunAlreadyFinished(
             reasons_cancel.cancel_of_finished_run(

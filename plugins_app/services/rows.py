@@ -30,6 +30,7 @@ def locked_plugin(name: str) -> Plugin:
 
 
 def locked_run(run_id: int) -> PluginRun:
+    """The run and its plugin (``run.plugin``), both locked by one statement."""
     try:
         return PluginRun.objects.select_for_update().select_related("plugin").get(pk=run_id)
     except PluginRun.DoesNotExist:

@@ -101,7 +101,7 @@ def run_start(*, run_id: int, worker: str) -> PluginRun:
     IllegalTransition and is left as it is.
     """
     run = locked_run(run_id)
-    plugin = locked_plugin(run.plugin.name)
+    plugin = run.plugin
     if run.status != RunStatus.QUEUED:
         raise IllegalTransition(
             f"Run {run_id} of plugin '{plugin.name}' is {run.status}, not queued, and cannot "
@@ -125,14 +125,15 @@ def run_start(*, run_id: int, worker: str) -> PluginRun:
         run.refresh_from_db()
         return run
     quarantine.claim_probe(plugin, run, now=now)
-    PluginRun.objects.filter(pk=run.pk).update(
-        status=RunStatus.RUNNING,
-        started_at=now,
-        heartbeat_at=now,
-        worker=worker,
+    started = {
+        "status": RunStatus.RUNNING,
+        "started_at": now,
+        "heartbeat_at": now,
+        "worker": worker,
         # Reconcilers elsewhere may have other settings: the starter's limit is the run's.
-        stale_after=timedelta(seconds=settings.PORTAL_RUN_STALE_AFTER_S),
-    )
+        "stale_after": timedelta(seconds=settings.PORTAL_RUN_STALE_AFTER_S),
+    }
+    PluginRun.objects.filter(pk=run.pk).update(**started)
     if run.not_before is not None:
         retries.refresh_next_retry(plugin)
     transition(
@@ -143,7 +144,8 @@ def run_start(*, run_id: int, worker: str) -> PluginRun:
         run=run,
         extra_fields={"running_count": F("running_count") + 1, "last_run_at": now},
     )
-    run.refresh_from_db()
+    for column, value in started.items():  # what was written, without reading the row again
+        setattr(run, column, value)
     return run
 
 
@@ -181,7 +183,7 @@ def run_finish(
     a run that recorded none) is alive after all and is left to its worker.
     """
     run = locked_run(run_id)
-    plugin = locked_plugin(run.plugin.name)
+    plugin = run.plugin
     if run.status != RunStatus.RUNNING:
         return run
     if stale_as_of is not None and run.heartbeat_at is not None:
@@ -292,7 +294,7 @@ def run_refuse_unavailable(*, run_id: int, reason: str, actor: str | None = None
     it): the run is closed refused and uncounted, and the plugin becomes UNAVAILABLE (it stays
     RUNNING, with the reason, while other runs are in progress)."""
     run = locked_run(run_id)
-    plugin = locked_plugin(run.plugin.name)
+    plugin = run.plugin
     if run.status != RunStatus.RUNNING:
         return run
     refusal = reasons.plugin_unavailable_refusal(plugin=plugin.name, reason=reason)
@@ -318,7 +320,7 @@ def run_refuse_params(*, run_id: int, reason: str, actor: str | None = None) -> 
     what its counters say (FAILED with its last failure's reason after failures, else
     INITIALIZED), never FAILED for this run."""
     run = locked_run(run_id)
-    plugin = locked_plugin(run.plugin.name)
+    plugin = run.plugin
     if run.status != RunStatus.RUNNING:
         return run
     _close_refused(run, reason=reason, error_type=PARAMS_REFUSED)
