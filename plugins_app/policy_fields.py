@@ -105,6 +105,13 @@ class RunAttemptFields(models.Model):
         blank=True,
         help_text="A retry waits in the queue until then (its backoff); null: at once.",
     )
+    dispatched_at = models.DateTimeField(
+        "sent to its queue at",
+        null=True,
+        blank=True,
+        help_text="When a worker node sent this due retry to its queue: the one claim that "
+        "keeps other nodes from sending it again; null: not sent yet.",
+    )
     mode = models.CharField(  # beside the attempt: how this attempt's call ran
         "mode",
         max_length=16,

@@ -30,11 +30,16 @@ class CeleryExecutor:
         transaction.on_commit(lambda: self._send(run_id, plugin.name, queue))
 
     @staticmethod
-    def _send(run_id: int, name: str, queue: str) -> None:
+    def send(run_id: int, queue: str) -> None:
+        """Send run `run_id` to `queue` now; OperationalError when the broker refuses it."""
+        celery_app().send_task(
+            EXECUTE_RUN_TASK, args=[run_id], queue=portal_queue(queue), routing_key=queue
+        )
+
+    @classmethod
+    def _send(cls, run_id: int, name: str, queue: str) -> None:
         try:
-            celery_app().send_task(
-                EXECUTE_RUN_TASK, args=[run_id], queue=portal_queue(queue), routing_key=queue
-            )
+            cls.send(run_id, queue)
         except OperationalError as error:
             # No node would ever see it: close it, uncounted, rather than leave it QUEUED.
             logger.error("Sending run %s to queue %s failed: %s", run_id, queue, error)

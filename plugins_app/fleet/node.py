@@ -13,6 +13,7 @@ import socket
 import sys
 
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
 from plugins_app import services
 from plugins_app.executor import heartbeat, reconcile_interrupted, set_node_name
@@ -71,15 +72,29 @@ class WorkerNode:
         self.dispatch_due_retries()
 
     def dispatch_due_retries(self) -> list[int]:
-        """Send the retries whose backoff ended, of plugins routed to this node's queues (a
-        duplicate send is harmless: only one claim wins)."""
-        due = PluginRun.objects.filter(pk__in=retries.due_run_ids(now=timezone.now()))
-        mine = [
-            run.pk for run in due.select_related("plugin") if queue_of(run.plugin) in self.queues
-        ]
-        for run_id in mine:
-            self.executor.submit(run_id)
-        return mine
+        """Send the retries whose backoff ended, of plugins routed to this node's queues, each
+        by the one node that claims its send; a send the broker refuses waits for the next
+        heartbeat. Returns the runs sent."""
+        now = timezone.now()
+        due = PluginRun.objects.filter(pk__in=retries.due_run_ids(now=now, queues=self.queues))
+        sent = []
+        for run in due.select_related("plugin").order_by("not_before", "pk"):
+            if not retries.claim_send(run.pk, now=now):
+                continue  # another node sent it: it waits in the queue for a free thread
+            queue = queue_of(run.plugin)
+            try:
+                self.executor.send(run.pk, queue)
+            except OperationalError as error:
+                retries.release_send(run.pk)
+                logger.warning(
+                    "Sending due retry %s to queue %s failed (%s); the next heartbeat tries again",
+                    run.pk,
+                    queue,
+                    error,
+                )
+                continue
+            sent.append(run.pk)
+        return sent
 
     def stop(self) -> None:
         heartbeat().remove_sweep(self.beat)

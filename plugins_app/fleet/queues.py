@@ -7,6 +7,8 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Case, F, Value, When
+from django.db.models.functions import Coalesce, NullIf
 from django.utils import timezone
 
 from plugin_contract import QUEUE_PATTERN
@@ -29,6 +31,18 @@ def queue_of(plugin: Plugin) -> str:
         return plugin.queue or plugin.declared_queue
     requires = plugin.requirements or {}
     return GPU_QUEUE if requires.get("gpu") else DEFAULT_QUEUE
+
+
+def route_expression(prefix: str = "") -> Coalesce:
+    """queue_of in SQL, on the plugin at `prefix` ("plugin__" from a run)."""
+    return Coalesce(
+        NullIf(F(f"{prefix}queue"), Value("")),
+        NullIf(F(f"{prefix}declared_queue"), Value("")),
+        Case(
+            When(**{f"{prefix}requirements__gpu": True}, then=Value(GPU_QUEUE)),
+            default=Value(DEFAULT_QUEUE),
+        ),
+    )
 
 
 def live_workers():

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
 from plugins_app import reasons_policy
+from plugins_app.fleet.queues import route_expression
 from plugins_app.models import (
     EventKind,
     Plugin,
@@ -106,10 +108,33 @@ def _wake(run_id: int, not_before: datetime) -> None:
         waker(run_id, not_before)
 
 
-def due_run_ids(*, now: datetime, limit: int = 100) -> list[int]:
-    """Queued runs whose backoff is over, oldest first: what a dispatcher should start now."""
-    due = PluginRun.objects.filter(status=RunStatus.QUEUED, not_before__lte=now)
+def due_run_ids(*, now: datetime, queues: list[str] | None = None, limit: int = 100) -> list[int]:
+    """Queued runs whose backoff is over, oldest first, and not sent to a queue within the
+    stale limit: what a dispatcher should start now. `queues`: only the runs routed to one
+    of them (a node's own, so retries waiting for another queue's nodes hide none of them)."""
+    due = PluginRun.objects.filter(status=RunStatus.QUEUED, not_before__lte=now).filter(
+        _not_sent_since(now)
+    )
+    if queues is not None:
+        due = due.annotate(route=route_expression("plugin__")).filter(route__in=queues)
     return list(due.order_by("not_before", "pk").values_list("pk", flat=True)[:limit])
+
+
+def claim_send(run_id: int, *, now: datetime) -> bool:
+    """Claim the send of a due retry to its queue: True for the one dispatcher that may send
+    it now. A send still queued a stale limit later (its message lost) may be claimed again."""
+    unsent = PluginRun.objects.filter(pk=run_id, status=RunStatus.QUEUED)
+    return bool(unsent.filter(_not_sent_since(now)).update(dispatched_at=now))
+
+
+def release_send(run_id: int) -> None:
+    """The broker refused the claimed send: the next dispatcher's heartbeat sends it."""
+    PluginRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(dispatched_at=None)
+
+
+def _not_sent_since(now: datetime) -> Q:
+    resend_before = now - timedelta(seconds=settings.PORTAL_RUN_STALE_AFTER_S)
+    return Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=resend_before)
 
 
 def not_waiting(now: datetime) -> Q:

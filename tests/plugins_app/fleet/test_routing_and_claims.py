@@ -15,7 +15,7 @@ from plugins_app.executor import shutdown_executor
 from plugins_app.fleet.celery_app import celery_app
 from plugins_app.fleet.loads import load_outcome
 from plugins_app.fleet.node import WorkerNode, node_environment
-from plugins_app.fleet.queues import live_workers_per_queue, queue_of
+from plugins_app.fleet.queues import live_workers_per_queue, queue_of, route_expression
 from plugins_app.fleet.tasks import execute_run_task, load_plugins_task
 from plugins_app.models import (
     EventKind,
@@ -74,6 +74,22 @@ class TestRouting:
         services.plugin_set_queue(name="vision", queue="big-gpu", actor="user:ann")
 
         assert queue_of(Plugin.objects.get(name="vision")) == "big-gpu"
+
+    def test_routes_in_sql__the_same_as_queue_of(self, make_plugin):
+        """The database's routing (used to find a node's due retries) agrees with queue_of
+        for a plain plugin, a GPU one, a declared queue and an override."""
+        make_plugin("plain")
+        make_plugin("vision", requirements={"gpu": True})
+        make_plugin("ocr", declared_queue="docs")
+        make_plugin("big", requirements={"gpu": True})
+        services.plugin_set_queue(name="big", queue="big-gpu", actor="user:ann")
+
+        in_sql = dict(
+            Plugin.objects.annotate(route=route_expression()).values_list("name", "route")
+        )
+
+        assert in_sql == {plugin.name: queue_of(plugin) for plugin in Plugin.objects.all()}
+        assert in_sql == {"plain": "default", "vision": "gpu", "ocr": "docs", "big": "big-gpu"}
 
     def test_an_override_is_recorded_once_as_an_event(self, make_plugin):
         """Changing the queue writes one event with who and why; setting it again writes none."""
