@@ -31,9 +31,10 @@ def stop_taking_runs() -> None:
 
 
 def finish_runs_in_progress() -> None:
-    """At a web process's exit: no more runs start, and those running finish (the server's
-    grace period bounds the wait); the heartbeat keeps them fresh until then."""
+    """At a web process's exit: the scheduler stops, no more runs start, and those running
+    finish (the server's grace period bounds the wait); the heartbeat keeps them fresh."""
     stop_starting_runs()
+    scheduler_loop.stop()
     shutdown_executor(wait=True)
 
 

@@ -218,7 +218,15 @@ class ThreadExecutor:
         with self._lock:
             self._pending.add(run_id)
         # A worker thread has its own connection: it can only see the run once committed.
-        transaction.on_commit(lambda: self._pool.submit(self._work, run_id))
+        transaction.on_commit(lambda: self._start_soon(run_id))
+
+    def _start_soon(self, run_id: int) -> None:
+        try:
+            self._pool.submit(self._work, run_id)
+        except RuntimeError:  # the pool is shut, or the interpreter is exiting
+            with self._lock:
+                self._pending.discard(run_id)
+            logger.info("Run %s stays queued: this process is stopping", run_id)
 
     def adopt_orphaned_queued_runs(self) -> list[int]:
         """Queue here the runs that waited longer than the stale threshold in no live queue.
@@ -327,8 +335,14 @@ def start_in_background(job: Job) -> None:
         get_executor(job, sweep_here=False)
 
 
+_stopping = False  # set at SIGTERM: an executor made after it starts no run either
+
+
 def stop_starting_runs() -> None:
-    """SIGTERM: the thread executor starts no more runs (see ThreadExecutor.stop_starting)."""
+    """SIGTERM: the thread executor starts no more runs (see ThreadExecutor.stop_starting),
+    nor does one made later in this process (a schedule firing as it exits)."""
+    global _stopping
+    _stopping = True
     executor = _executor  # no lock: a signal handler may interrupt the thread that holds it
     if isinstance(executor, ThreadExecutor):
         executor.stop_starting()
@@ -347,6 +361,8 @@ def _start(kind: str, job: Job, *, sweep_here: bool = True) -> Executor:
             f"PORTAL_RUN_EXECUTOR is {kind!r}; use one of: {', '.join(EXECUTORS)}"
         )
     executor = ThreadExecutor(settings.PORTAL_RUN_WORKERS, job)
+    if _stopping:
+        executor.stop_starting()
     # First use in this process: finish runs orphaned by a process that died, then keep
     # sweeping from the heartbeat thread. Never from AppConfig.ready(), which must not query.
     if sweep_here:

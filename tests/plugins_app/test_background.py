@@ -18,8 +18,10 @@ from plugins_app.background import (
     start_web_process_loops,
     stop_taking_runs,
 )
-from plugins_app.executor import shutdown_executor
+from plugins_app.executor import ThreadExecutor, shutdown_executor
 from plugins_app.models import Plugin, PluginRun, RunStatus
+from plugins_app.runner import execute_run
+from plugins_app.schedules.scheduler import scheduler_loop
 
 # The heartbeat and pool threads have their own connections: they see committed data only.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -100,3 +102,28 @@ class TestStopTakingRuns:
         ]
         plugin = Plugin.objects.get(name=sleeper)
         assert (plugin.success_count, plugin.error_count, plugin.running_count) == (1, 0, 0)
+
+    def test_after_the_exit_began__a_late_run_stays_queued(self, sleeper, settings):
+        """A run queued after finish_runs_in_progress (a schedule firing as the worker exits)
+        is not started by a new executor and raises nothing: it stays QUEUED for a live
+        process; the scheduler thread is stopped too."""
+        settings.PORTAL_SCHEDULER = "thread"
+        start_web_process_loops()
+        finish_runs_in_progress()
+        assert not scheduler_loop.running
+
+        late = pipeline.submit_run(name=sleeper, params={}, actor=ACTOR)
+
+        shutdown_executor(wait=True)
+        assert status(late.pk) == RunStatus.QUEUED
+
+    def test_a_shut_executor__a_submit_leaves_the_run_queued(self, sleeper):
+        """Submitting to an executor whose pool is shut (the interpreter exiting) raises
+        nothing: the run stays QUEUED for a live process to adopt."""
+        executor = ThreadExecutor(1, execute_run)
+        executor.shutdown()
+        run = services.run_queue(name=sleeper, params={}, actor=ACTOR)
+
+        executor.submit(run.pk)
+
+        assert status(run.pk) == RunStatus.QUEUED
