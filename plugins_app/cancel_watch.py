@@ -65,6 +65,8 @@ class CancelWatch:
             .exclude(status=RunStatus.RUNNING)
             .values_list("pk", flat=True)
         )
+        with self._lock:  # a call that ended meanwhile is finished by its own process
+            ended = [run_id for run_id in ended if self._tokens.get(run_id) is watched[run_id]]
         for run_id in ended:
             logger.info("Run %s ended elsewhere (cancelled): stopping its call", run_id)
             watched[run_id].cancel()

@@ -129,9 +129,11 @@ def execute_run(run_id: int, *, timeout_s: float | None = None) -> PluginRun:
     if run.status != RunStatus.RUNNING:
         return run  # disabled or made UNAVAILABLE while it waited: closed, uncounted
     plugin = run.plugin  # as locked by the claim
-    with heartbeat().tracking(run.pk), cancel_watch().watching(run.pk) as cancel:
+    with heartbeat().tracking(run.pk):
         try:
-            outcome = _call(plugin, run.params, timeout_s, cancel)
+            # Watched for a cancel while the call runs only: its own finish below is no cancel.
+            with cancel_watch().watching(run.pk) as cancel:
+                outcome = _call(plugin, run.params, timeout_s, cancel)
             if isinstance(outcome, _Unavailable):
                 return _refuse_unavailable(run.pk, plugin.name, outcome.reason)
             if isinstance(outcome, _BadParams):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from plugins_app import pipeline, services
+from plugins_app.cancel_watch import cancel_watch
 from plugins_app.errors import IllegalTransition, RunNotFound
 from plugins_app.executor import shutdown_executor
 from plugins_app.models import (
@@ -138,6 +139,25 @@ class TestCancelRealRuns:
             0,
             0,
         )
+
+    def test_a_run_finished_here__never_taken_for_a_cancel(self, plugins, monkeypatch, caplog):
+        """The cancel watch polling right after this process finished a run (the race of its
+        0.5 s poll) neither cancels the call nor logs the run as cancelled elsewhere."""
+        plugins.add("quick", "def run():\n    return 1\n")
+        pipeline.load_plugins(names=["quick"], actor="test")
+        polled: list[int] = []
+        finish = services.run_finish
+
+        def finish_then_poll(**kwargs):
+            run = finish(**kwargs)
+            polled.extend(cancel_watch().poll())
+            return run
+
+        monkeypatch.setattr(services, "run_finish", finish_then_poll)
+        run = pipeline.run_plugin(name="quick", params={}, actor="test")
+
+        assert (run.status, polled) == (RunStatus.SUCCEEDED, [])
+        assert "ended elsewhere" not in caplog.text
 
     def test_inline_run__cancelled_from_another_thread(self, slow_tree, tmp_path: Path):
         """runplugin's synchronous path: a cancel elsewhere ends its call, CANCELLED returned."""
