@@ -69,11 +69,13 @@ def transition(
     run: PluginRun | None = None,
     always_record: bool = False,
     extra_fields: dict[str, Any] | None = None,
+    reread: bool = True,
 ) -> None:
     """Move a locked plugin to `to_state`, writing the event row when the state changes.
 
     `always_record` keeps a re-check that lands in the same state (a reload that fails again)
-    in the history with its new reason.
+    in the history with its new reason. `reread` False: the caller reads nothing of the
+    plugin's row afterwards, so it is not read back (a webhook event still reads it).
     """
     from_state = plugin.state
     check_transition(plugin.name, from_state, to_state)
@@ -102,7 +104,8 @@ def transition(
             run=run,
             created_at=now,
         )
-    plugin.refresh_from_db()
+    if reread or notify:
+        plugin.refresh_from_db()
     if notify:
         record_event(
             plugin, kind=notify, reason=reason, actor=actor, run_id=run.pk if run else None

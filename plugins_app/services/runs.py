@@ -143,6 +143,7 @@ def run_start(*, run_id: int, worker: str) -> PluginRun:
         actor=run.actor,
         run=run,
         extra_fields={"running_count": F("running_count") + 1, "last_run_at": now},
+        reread=False,  # the caller calls the plugin: its code, limits and source, unchanged here
     )
     for column, value in started.items():  # what was written, without reading the row again
         setattr(run, column, value)
