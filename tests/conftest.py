@@ -159,11 +159,12 @@ def _stop_run_executor():
     its database goes, so no retry timer or sweep of this test claims a later test's runs or
     opens a connection in the middle of its fd count."""
     yield
-    from plugins_app import executor
+    from plugins_app import executor, run_waits
     from plugins_app.executor import heartbeat, shutdown_executor
 
     shutdown_executor(wait=False)
     heartbeat().stop(timeout_s=0)
+    run_waits.stop_listening()  # its connection would keep PostgreSQL's test database open
     executor._stopping = False  # a test's SIGTERM ends with it; a real one ends the process
 
 
