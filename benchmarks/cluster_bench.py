@@ -3,8 +3,9 @@
 Measures, in one run, on PostgreSQL and a RabbitMQ vhost of its own, with real worker nodes
 (`manage.py runworker`): the latency from queueing a trivial run to reading it finished, with
 the thread executor (baseline) and with one worker node; the throughput of N runs that sleep
-50 ms with one node and with two; and the time from a node's `kill -9` mid-run to its run
-being INTERRUPTED. Prints ratios against the in-run baselines. Not a test: timings depend on
+50 ms with one node and with two, for each node concurrency asked (1: the nodes are the limit;
+4: on 2 cores, the CPU is); and the time from a node's `kill -9` mid-run to its run being
+INTERRUPTED. Prints ratios against the in-run baselines. Not a test: timings depend on
 the machine and its load (shown at the top).
 """
 
@@ -49,13 +50,15 @@ def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> 
 
 
 class Node:
-    def __init__(self, name: str, queue: str, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, name: str, queue: str, env: dict[str, str], log_dir: Path, concurrency: int = 4
+    ) -> None:
         self.name = name
         self.log = log_dir / f"{name}.log"
         with self.log.open("wb") as out:
             argv = ["manage.py", "runworker", "--name", name, "--queues", queue]
             self.process = subprocess.Popen(
-                [sys.executable, *argv, "--concurrency", "4"],
+                [sys.executable, *argv, "--concurrency", str(concurrency)],
                 cwd=ROOT,
                 env=env,
                 stdout=out,
@@ -126,13 +129,25 @@ def latency(runner, name: str, count: int) -> tuple[float, float]:
     return p50_ms(samples), p50_ms(lags)
 
 
-def throughput(runner, name: str, count: int) -> float:
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        fields = [int(part) for part in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def throughput(runner, name: str, count: int) -> tuple[float, float]:
+    """Runs finished per second, and the share of the machine's CPU busy meanwhile."""
+    busy_before, total_before = cpu_ticks()
     started = time.perf_counter()
     ids = [runner.submit_run(name=name, params={}, actor="bench").pk for _ in range(count)]
     for run_id in ids:
         run = runner.wait_for_run(run_id=run_id, timeout_s=300)
         assert run.status == "succeeded", run.reason
-    return count / (time.perf_counter() - started)
+    per_s = count / (time.perf_counter() - started)
+    busy_after, total_after = cpu_ticks()
+    return per_s, (busy_after - busy_before) / max(1, total_after - total_before)
 
 
 def main() -> None:
@@ -140,9 +155,18 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200, help="runs per throughput figure")
     parser.add_argument("--latency-runs", type=int, default=30)
     parser.add_argument(
+        "--concurrency",
+        default="1,4",
+        help="node concurrencies to measure throughput at, comma-separated (default 1,4)",
+    )
+    parser.add_argument(
         "--database", default="portal_cluster_bench", help="PostgreSQL database (made anew)"
     )
     args = parser.parse_args()
+    try:
+        concurrencies = [int(part) for part in args.concurrency.split(",")]
+    except ValueError:
+        parser.error(f"--concurrency: comma-separated whole numbers, not {args.concurrency!r}")
     work = Path(tempfile.mkdtemp(prefix="cluster-bench-"))
     plugin_dir = work / "plugins"
     plugin_dir.mkdir()
@@ -196,22 +220,32 @@ def main() -> None:
         celery_ms, celery_lag_ms = latency(pipeline, "bench_trivial", args.latency_runs)
         print(
             f"latency p50, queue to finished: thread {thread_ms:.1f} ms, "
-            f"celery 1 node {celery_ms:.1f} ms (+{celery_ms - thread_ms:.1f} ms; target +15)"
+            f"celery 1 node {celery_ms:.1f} ms ({celery_ms - thread_ms:+.1f} ms; target +15)"
         )
         print(
             f"wait_for_run's return after the finish was visible, p50: thread "
             f"{thread_lag_ms:.1f} ms, celery 1 node {celery_lag_ms:.1f} ms (target 20)"
         )
 
-        throughput(pipeline, "bench_sleep", 8)  # warm
-        one = throughput(pipeline, "bench_sleep", args.runs)
-        nodes.append(Node("bench-2", "default", node_env, work).ready())
-        throughput(pipeline, "bench_sleep", 8)
-        two = throughput(pipeline, "bench_sleep", args.runs)
-        print(
-            f"throughput, {args.runs} runs of 50 ms, concurrency 4 per node: 1 node "
-            f"{one:.1f} runs/s, 2 nodes {two:.1f} runs/s ({two / one:.2f}x; target 1.6x)"
-        )
+        nodes.pop().stop()
+        for concurrency in concurrencies:
+            pair = [Node(f"bench-{concurrency}-1", "default", node_env, work, concurrency).ready()]
+            nodes.extend(pair)
+            throughput(pipeline, "bench_sleep", 8)  # warm
+            one, one_busy = throughput(pipeline, "bench_sleep", args.runs)
+            pair.append(Node(f"bench-{concurrency}-2", "default", node_env, work, concurrency))
+            nodes.append(pair[-1].ready())
+            throughput(pipeline, "bench_sleep", 8)
+            two, two_busy = throughput(pipeline, "bench_sleep", args.runs)
+            print(
+                f"throughput, {args.runs} runs of 50 ms, concurrency {concurrency} per node: "
+                f"1 node {one:.1f} runs/s (CPU {one_busy:.0%} busy), 2 nodes {two:.1f} runs/s "
+                f"(CPU {two_busy:.0%} busy): {two / one:.2f}x; target 1.6x"
+            )
+            if concurrency != concurrencies[-1]:  # the last pair stays: it reconciles below
+                for node in pair:
+                    node.stop()
+                    nodes.remove(node)
 
         services.plugin_set_queue(name="bench_hang", queue="doomed", actor="bench")
         doomed = Node("bench-doomed", "doomed", node_env, work).ready()
