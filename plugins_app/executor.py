@@ -163,13 +163,20 @@ class Heartbeat:
             sweep()
 
     def _loop(self, stop: threading.Event, beat_first: bool) -> None:
+        failed_ticks = 0  # in a row: an outage is logged when it starts and when it ends
         while beat_first or not stop.wait(settings.PORTAL_RUN_HEARTBEAT_S):
             beat_first = False
             try:
                 self.beat()
             except Exception:
                 # The database may be down for a while; the next tick tries again.
-                logger.exception("Run heartbeat failed; retrying in the next tick")
+                if not failed_ticks:
+                    logger.exception("Run heartbeat failed; retrying at each tick")
+                failed_ticks += 1
+            else:
+                if failed_ticks:
+                    logger.warning("Run heartbeat works again after %d failed ticks", failed_ticks)
+                failed_ticks = 0
             finally:
                 connection.close()
 

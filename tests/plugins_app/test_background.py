@@ -3,12 +3,13 @@ and a SIGTERM that hands queued runs back."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -18,7 +19,7 @@ from plugins_app.background import (
     start_web_process_loops,
     stop_taking_runs,
 )
-from plugins_app.executor import ThreadExecutor, shutdown_executor
+from plugins_app.executor import Heartbeat, ThreadExecutor, shutdown_executor
 from plugins_app.models import Plugin, PluginRun, RunStatus
 from plugins_app.runner import execute_run
 from plugins_app.schedules.scheduler import scheduler_loop
@@ -127,3 +128,33 @@ class TestStopTakingRuns:
         executor.submit(run.pk)
 
         assert status(run.pk) == RunStatus.QUEUED
+
+
+class TestHeartbeatDuringAnOutage:
+    def test_failing_ticks__one_error_then_one_line_when_it_works_again(self, settings, caplog):
+        """Five ticks in a row fail (the database away): one error with its traceback, not
+        five, then one line saying the heartbeat works again and how many ticks failed."""
+        settings.PORTAL_RUN_HEARTBEAT_S = 0.05
+        ticks: list[int] = []
+        recovered = threading.Event()
+
+        def sweep() -> None:
+            ticks.append(len(ticks))
+            if len(ticks) <= 5:
+                raise OperationalError("the database is away (test)")
+            if len(ticks) >= 7:
+                recovered.set()
+
+        beating = Heartbeat()
+        beating.add_sweep(sweep)
+        beating.start()
+        try:
+            assert recovered.wait(30)
+        finally:
+            beating.stop()
+
+        mine = [r for r in caplog.records if r.name == "plugins_app.executor"]
+        errors = [r for r in mine if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and errors[0].exc_info, [r.getMessage() for r in mine]
+        back = [r.getMessage() for r in mine if "works again" in r.getMessage()]
+        assert back == ["Run heartbeat works again after 5 failed ticks"]
