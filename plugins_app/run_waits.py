@@ -169,7 +169,8 @@ class _Listener:
                     elif idle_since is None:
                         idle_since = time.monotonic()
                     elif time.monotonic() - idle_since > self.LINGER_S:
-                        self._thread = None  # the next wait starts a new one
+                        if self._thread is threading.current_thread():
+                            self._thread = None  # the next wait starts a new one
                         return
         finally:
             self._lost(listener)

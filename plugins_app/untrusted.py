@@ -354,12 +354,9 @@ def load_report(
 
 def _resident(value: object) -> dict[str, Any] | None:
     """Resident mode's knobs, checked as the plugin side checked them, with every key."""
-    if value is None:
-        return None
-    problem = resident_problem(value)
-    if problem:
-        raise MalformedReport(f"'resident' is not resident mode's knobs: {problem}")
-    return dict(normalised_resident(cast(Mapping[str, Any], value)))
+    return _declared_knobs(
+        value, "'resident' is not resident mode's knobs", resident_problem, normalised_resident
+    )
 
 
 def _queue(value: object) -> str:
@@ -373,12 +370,22 @@ def _queue(value: object) -> str:
 
 def _retry(value: object) -> dict[str, Any] | None:
     """The declared retry policy, checked as the plugin side checked it, with every key."""
+    return _declared_knobs(value, "'retry' is not a retry policy", retry_problem, normalised_retry)
+
+
+def _declared_knobs(
+    value: object,
+    refusal: str,
+    problem_of: Callable[[object], str | None],
+    normalised: Callable[[Mapping[str, Any]], Mapping[str, object]],
+) -> dict[str, Any] | None:
+    """A declared dict of knobs with the plugin contract's own check and defaults, or None."""
     if value is None:
         return None
-    problem = retry_problem(value)
+    problem = problem_of(value)
     if problem:
-        raise MalformedReport(f"'retry' is not a retry policy: {problem}")
-    return dict(normalised_retry(cast(Mapping[str, Any], value)))
+        raise MalformedReport(f"{refusal}: {problem}")
+    return dict(normalised(cast(Mapping[str, Any], value)))
 
 
 def _quarantine_after(value: object) -> int | None:

@@ -47,6 +47,23 @@ def call(target, preload, *args, limits=LIMITS):
     return run_plugin_sandboxed(f"{T}:{target}", *args, limits=limits, preload=preload)
 
 
+def calls_at_once(target, preload, count):
+    """`count` calls released together from threads of their own; their results."""
+    barrier = threading.Barrier(count)
+    results = []
+
+    def one() -> None:
+        barrier.wait()
+        results.append(call(target, preload))
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
 class TestResidentCalls:
     def test_calls__run_in_one_process_that_ran_setup_once(self):
         """Three calls share one process (same pid), whose warm-up ran once; mode is resident."""
@@ -215,18 +232,7 @@ class TestResidentRecycling:
     def test_concurrency__two_calls_at_once_in_two_processes(self):
         """concurrency=2: two calls in flight at once each have a process of their own."""
         preload = resident(concurrency=2)
-        results = []
-        barrier = threading.Barrier(2)
-
-        def one() -> None:
-            barrier.wait()
-            results.append(call("info", preload))
-
-        threads = [threading.Thread(target=one) for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        results = calls_at_once("info", preload, 2)
         assert len({r.value["pid"] for r in results}) == 2
         assert all(r.value["setups"] == 1 for r in results)
 
@@ -297,18 +303,7 @@ class TestResidentAndMaxWarmHosts:
         """Cap 2: a pool's two processes fill it, so another pool's start stops them both."""
         max_warm_hosts(2)
         busy, other = resident(concurrency=2), resident()
-        barrier = threading.Barrier(2)
-        results = []
-
-        def one() -> None:
-            barrier.wait()
-            results.append(call("info", busy))
-
-        threads = [threading.Thread(target=one) for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        results = calls_at_once("info", busy, 2)
         pids = {r.value["pid"] for r in results}
         assert len(pids) == 2
         assert call("info", other).ok
