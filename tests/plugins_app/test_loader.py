@@ -32,13 +32,15 @@ class TestSourceFields:
     ):
         """An entry point's name is recorded, so a plugin declaring another name still runs."""
         site = tmp_path / "site"
-        make_distribution(site, "acme-ocr", {"acme": "acme_ocr"})
-        (site / "acme_ocr").mkdir()
-        (site / "acme_ocr" / "__init__.py").write_text("name = 'pretty'\ndef run(): return 2\n")
+        # A module name no other test uses: a sandbox host started while another test's site
+        # was on sys.path keeps that entry, and would import that test's module of the name.
+        make_distribution(site, "acme-ocr", {"acme": "acme_pretty"})
+        (site / "acme_pretty").mkdir()
+        (site / "acme_pretty" / "__init__.py").write_text("name = 'pretty'\ndef run(): return 2\n")
         monkeypatch.syspath_prepend(str(site))
         pipeline.load_plugins(actor=ACTOR)
         assert source_fields("pretty") == (
-            "entry point: acme = acme_ocr (acme-ocr 1.0)",
+            "entry point: acme = acme_pretty (acme-ocr 1.0)",
             SourceKind.ENTRY_POINT,
             "acme",
             [],
