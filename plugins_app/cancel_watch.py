@@ -4,7 +4,8 @@ The cancel is a row: services.run_cancel finishes the run CANCELLED in the datab
 web process, admin or command, on any machine. While this process runs calls, one daemon
 thread reads the status of its running runs every CANCEL_POLL_S (one indexed query for all of
 them) and cancels the sandbox call of each that ended meanwhile: its host kills the call's
-process group. With no call running, the thread ends and holds no connection.
+process group. With no call running for CANCEL_WATCH_LINGER_S, the thread ends and holds no
+connection (kept that long, runs in a row share one thread and one connection).
 
     execute_run ──watching(run_id)──► CancelToken ──► run_plugin_sandboxed(..., cancel=token)
                                           ▲
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -26,16 +28,24 @@ from sandbox import CancelToken
 logger = logging.getLogger(__name__)
 
 CANCEL_POLL_S = 0.5  # a cancelled call's processes die within this (plus the kill) of a cancel
+CANCEL_WATCH_LINGER_S = 10.0
 
 
 class CancelWatch:
     """The tokens of this process's running calls, and the thread that polls their rows."""
 
-    def __init__(self, poll_s: float = CANCEL_POLL_S) -> None:
+    def __init__(self, poll_s: float = CANCEL_POLL_S, linger_s: float = CANCEL_WATCH_LINGER_S):
         self.poll_s = poll_s
+        self.linger_s = linger_s
         self._tokens: dict[int, CancelToken] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    @property
+    def poll_thread(self) -> threading.Thread | None:
+        """The polling thread while there is one."""
+        return self._thread
 
     @contextmanager
     def watching(self, run_id: int) -> Iterator[CancelToken]:
@@ -44,8 +54,9 @@ class CancelWatch:
         with self._lock:
             self._tokens[run_id] = token
             if self._thread is None:
+                self._stop = threading.Event()
                 self._thread = threading.Thread(
-                    target=self._loop, name="portal-cancel-watch", daemon=True
+                    target=self._loop, args=(self._stop,), name="portal-cancel-watch", daemon=True
                 )
                 self._thread.start()
         try:
@@ -72,12 +83,26 @@ class CancelWatch:
             watched[run_id].cancel()
         return ended
 
-    def _loop(self) -> None:
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """End the polling thread now (its connection closed), whatever it watches."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+            self._stop.set()
+        if thread is not None:
+            thread.join(timeout_s)
+
+    def _loop(self, stop: threading.Event) -> None:
+        idle_since: float | None = None
         try:
-            while True:
+            while not stop.is_set():
                 with self._lock:
-                    if not self._tokens:
-                        self._thread = None  # a later watching() starts a new one
+                    if self._tokens:
+                        idle_since = None
+                    elif idle_since is None:
+                        idle_since = time.monotonic()
+                    elif time.monotonic() - idle_since >= self.linger_s:
+                        if self._thread is threading.current_thread():
+                            self._thread = None  # a later watching() starts a new one
                         return
                 try:
                     self.poll()
@@ -85,7 +110,7 @@ class CancelWatch:
                     # The database may be away for a while; the next poll tries again.
                     logger.exception("Polling for cancelled runs failed; retrying")
                     connection.close()
-                threading.Event().wait(self.poll_s)
+                stop.wait(self.poll_s)
         finally:
             connection.close()
 

@@ -173,12 +173,14 @@ class Heartbeat:
                 if not failed_ticks:
                     logger.exception("Run heartbeat failed; retrying at each tick")
                 failed_ticks += 1
+                connection.close()
             else:
                 if failed_ticks:
                     logger.warning("Run heartbeat works again after %d failed ticks", failed_ticks)
                 failed_ticks = 0
-            finally:
-                connection.close()
+                # Kept for the next tick within CONN_MAX_AGE (a node's default), else closed.
+                connection.close_if_unusable_or_obsolete()
+        connection.close()
 
 
 Job = Callable[[int], Any]  # what an executor does with a run id: start, call, record

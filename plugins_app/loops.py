@@ -55,8 +55,10 @@ class BackgroundLoop:
             self._work()
         except Exception:
             logger.exception("%s failed; it tries again in its next turn", self.name)
-        finally:
             connection.close()
+        else:
+            # Kept for the next turn within CONN_MAX_AGE (a node's default), else closed.
+            connection.close_if_unusable_or_obsolete()
 
     def _loop(self) -> None:
         stop = self._stop
@@ -64,3 +66,4 @@ class BackgroundLoop:
             self._wake.clear()
             self.turn()
             self._wake.wait(self._interval_s())
+        connection.close()

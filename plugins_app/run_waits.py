@@ -75,6 +75,11 @@ def wait_until_finished(
             _listener.next_notice(run_id, min(remaining, RECHECK_S))
 
 
+def waits_in_progress() -> int:
+    """How many waits of this process are listening for their run's finish (PostgreSQL)."""
+    return _listener.waits()
+
+
 def stop_listening() -> None:
     """Close this process's listening connection now (tests, before their database goes)."""
     _listener.stop()
@@ -126,6 +131,10 @@ class _Listener:
                 if not self._waiting[run_id]:
                     del self._waiting[run_id]
                     self._notified.discard(run_id)
+
+    def waits(self) -> int:
+        with self._lock:
+            return sum(self._waiting.values())
 
     def next_notice(self, run_id: int, timeout_s: float) -> None:
         """Return once run `run_id`'s finish is announced, or after `timeout_s`."""

@@ -160,11 +160,14 @@ def _stop_run_executor():
     opens a connection in the middle of its fd count."""
     yield
     from plugins_app import executor, run_waits
+    from plugins_app.cancel_watch import cancel_watch
     from plugins_app.executor import heartbeat, shutdown_executor
 
     shutdown_executor(wait=False)
     heartbeat().stop(timeout_s=0)
-    run_waits.stop_listening()  # its connection would keep PostgreSQL's test database open
+    # Their connections would keep PostgreSQL's test database open.
+    run_waits.stop_listening()
+    cancel_watch().stop()
     executor._stopping = False  # a test's SIGTERM ends with it; a real one ends the process
 
 

@@ -33,7 +33,10 @@ def portal_queue(name: str) -> Queue:
 @functools.cache
 def celery_app() -> Celery:
     """The one Celery app of this process, configured from the Django settings."""
-    app = Celery("portal", set_as_current=True)
+    # Without Celery's Django fix-up, which closes every connection before and after each
+    # task: the tasks close theirs as Django does after a request (tasks.py), so a node's
+    # threads keep them within CONN_MAX_AGE. runworker runs under manage.py: Django is set up.
+    app = Celery("portal", set_as_current=True, fixups=[])
     app.conf.update(
         broker_url=settings.PORTAL_BROKER_URL,
         broker_connection_retry_on_startup=True,

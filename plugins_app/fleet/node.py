@@ -11,6 +11,8 @@ import platform
 import shutil
 import socket
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 from django.utils import timezone
 from kombu.exceptions import OperationalError
@@ -24,6 +26,21 @@ from plugins_app.services import retries
 from plugins_app.warm_hosts import discard_warm_hosts
 
 logger = logging.getLogger(__name__)
+
+# A node's pool threads run task after task: one connection each, not a new one for every run.
+NODE_CONN_MAX_AGE_S = 60
+
+
+def keep_database_connections(
+    database: dict[str, Any], *, environ: Mapping[str, str] = os.environ
+) -> None:
+    """Make `database` (a DATABASES entry) keep connections between tasks, each checked before
+    reuse (a database restarted meanwhile costs a reconnect, not a failed run), unless the
+    operator chose CONN_MAX_AGE."""
+    if "CONN_MAX_AGE" in environ:
+        return
+    database["CONN_MAX_AGE"] = NODE_CONN_MAX_AGE_S
+    database["CONN_HEALTH_CHECKS"] = True
 
 
 def node_environment() -> services.NodeEnvironment:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from django.db import close_old_connections, connection
+from django.db import close_old_connections
 
 from plugins_app import services
 from plugins_app.errors import RunNotFound
@@ -31,8 +31,8 @@ def execute_run_task(run_id: int) -> None:
     except RunNotFound:
         logger.warning("Run %s was deleted before a worker took it; nothing to do", run_id)
     finally:
-        # Each pool thread has its own connection; a run may be the thread's last for hours.
-        connection.close()
+        # Kept for the thread's next task within CONN_MAX_AGE (a node's default), else closed.
+        close_old_connections()
 
 
 @celery_app().task(name=LOAD_PLUGINS_TASK)
@@ -52,4 +52,4 @@ def load_plugins_task(request_id: int) -> None:
             outcome = load_outcome(request)
         services.load_request_finish(request_id=request_id, outcome=outcome)
     finally:
-        connection.close()
+        close_old_connections()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from plugins_app import pipeline, services
-from plugins_app.cancel_watch import cancel_watch
+from plugins_app.cancel_watch import CancelWatch, cancel_watch
 from plugins_app.errors import IllegalTransition, RunNotFound
 from plugins_app.executor import shutdown_executor
 from plugins_app.models import (
@@ -199,3 +199,28 @@ class TestCancelRealRuns:
         cancelled_at = time.monotonic()
         waiter.join(10)
         assert answered and answered[0] - cancelled_at < 0.5, answered
+
+
+@pytest.mark.django_db(transaction=True)
+class TestCancelWatchThread:
+    def test_runs_in_a_row__one_poll_thread(self):
+        """Calls one after the other are watched by one thread (and its one connection), not
+        a thread started for each run."""
+        watch = CancelWatch(poll_s=0.05, linger_s=60)
+        try:
+            with watch.watching(1):
+                first = watch.poll_thread
+            with watch.watching(2):
+                second = watch.poll_thread
+            assert first is not None and second is first and first.is_alive()
+        finally:
+            watch.stop()
+        assert not first.is_alive()
+
+    def test_nothing_watched_for_the_linger__thread_ends(self):
+        """With no call to watch for its linger, the thread ends and holds no connection."""
+        watch = CancelWatch(poll_s=0.05, linger_s=0.2)
+        with watch.watching(1):
+            thread = watch.poll_thread
+        thread.join(10)
+        assert not thread.is_alive() and watch.poll_thread is None

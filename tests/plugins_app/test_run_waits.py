@@ -8,7 +8,7 @@ import time
 import pytest
 from django.db import connection
 
-from plugins_app import runner, services
+from plugins_app import run_waits, runner, services
 from plugins_app.models import PluginRun, RunStatus
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -19,7 +19,9 @@ WAIT_S = 30
 def listening_sessions() -> int:
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN portal_run_finished%%'"
+            # This test's database only: other test processes listen on theirs.
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND query LIKE 'LISTEN portal_run_finished%%'"
         )
         return cursor.fetchone()[0]
 
@@ -35,16 +37,20 @@ def test_three_waits__one_listening_connection_and_each_woken(make_plugin):
 
     def wait(run: PluginRun) -> None:
         started = time.monotonic()
-        finished = runner.wait_for_run(run_id=run.pk, timeout_s=WAIT_S)
+        try:
+            finished = runner.wait_for_run(run_id=run.pk, timeout_s=WAIT_S)
+        finally:
+            connection.close()  # else its session keeps the test database from being dropped
         waited[run.pk] = (finished.status, time.monotonic() - started)
 
     threads = [threading.Thread(target=wait, args=(run,)) for run in runs]
     for thread in threads:
         thread.start()
     deadline = time.monotonic() + 10
-    while listening_sessions() < 1 and time.monotonic() < deadline:
+    while (run_waits.waits_in_progress(), listening_sessions() > 0) != (3, True):
+        assert time.monotonic() < deadline, "the three waits did not start listening"
         time.sleep(0.05)
-    time.sleep(0.5)  # the other waits had time to open connections of their own, if they would
+    # All three wait, and a wait reads its run only once it is listened for.
     assert listening_sessions() == 1
 
     for run in runs:

@@ -6,9 +6,10 @@ import os
 import socket
 
 from django.core.management.base import CommandError
+from django.db import connections
 
 from plugins_app.fleet.celery_app import celery_app, portal_queue
-from plugins_app.fleet.node import WorkerNode
+from plugins_app.fleet.node import WorkerNode, keep_database_connections
 from plugins_app.fleet.queues import is_queue_name
 from plugins_app.management.arguments import PortalCommand
 
@@ -67,6 +68,8 @@ class Command(PortalCommand):
             )
         import plugins_app.fleet.tasks  # noqa: F401  (registers the task with the app)
 
+        # The settings every connection of this process is made from, pool threads' included.
+        keep_database_connections(connections.settings["default"])
         node = WorkerNode(name=name, queues=queue_names, concurrency=concurrency)
         app = celery_app()
         app.conf.task_queues = [portal_queue(queue) for queue in queue_names]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from plugins_app import pipeline, run_waits
@@ -228,6 +229,16 @@ class TestRetryOnAnotherNode:
         )
 
 
+def database_sessions() -> int:
+    """Sessions ever opened on this test's database: PostgreSQL's own count (SQLite has no
+    sessions to count: 0)."""
+    if connection.vendor != "postgresql":
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+        return cursor.fetchone()[0]
+
+
 class TestManyRunsOnTwoNodes:
     RUNS = 50
 
@@ -235,12 +246,15 @@ class TestManyRunsOnTwoNodes:
         """2 nodes x 4 threads x 50 runs: exact counters, every run once, one event per
         state change (each starts where the last ended)."""
         nodes = [delivery.start_node("bulk", "bulk", concurrency=4) for _ in range(2)]
+        sessions_before = database_sessions()
         runs = [
             pipeline.submit_run(name="bulk", params={"i": i}, actor="test")
             for i in range(self.RUNS)
         ]
         for run in runs:
             finished(run.pk, timeout_s=180)
+        # Each node thread keeps its connection: not one (or more) new session per run.
+        assert database_sessions() - sessions_before < self.RUNS // 2
 
         done = PluginRun.objects.filter(plugin__name="bulk")
         statuses = sorted(done.values_list("status", flat=True))

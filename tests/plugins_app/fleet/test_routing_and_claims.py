@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 from django.utils import timezone
 
 from plugins_app import pipeline, reasons, reasons_policy, services
@@ -14,7 +15,7 @@ from plugins_app.errors import InvalidParams, PluginRefused, TooManyVanished
 from plugins_app.executor import shutdown_executor
 from plugins_app.fleet.celery_app import celery_app
 from plugins_app.fleet.loads import load_outcome
-from plugins_app.fleet.node import WorkerNode, node_environment
+from plugins_app.fleet.node import WorkerNode, keep_database_connections, node_environment
 from plugins_app.fleet.queues import live_workers_per_queue, queue_of, route_expression
 from plugins_app.fleet.tasks import execute_run_task, load_plugins_task
 from plugins_app.models import (
@@ -52,6 +53,27 @@ class TestClaim:
         assert (run.status, run.attempt, PluginRun.objects.count()) == (RunStatus.SUCCEEDED, 1, 1)
         plugin = Plugin.objects.get(name="hello")
         assert (plugin.success_count, plugin.error_count) == (1, 0)
+
+    def test_runs_in_a_row__one_database_connection_when_kept(self, plugins, monkeypatch):
+        """With CONN_MAX_AGE set (a node's default), a thread's runs share one connection
+        instead of connecting to the database for every run."""
+        monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 60)
+        plugins.add("hello", "def run():\n    return 1\n")
+        pipeline.load_plugins(actor="test")
+        used = []
+        for _ in range(2):
+            execute_run_task(services.run_queue(name="hello", params={}, actor="test").pk)
+            used.append(connection.connection)
+        assert used[0] is not None and used[1] is used[0]
+        assert PluginRun.objects.filter(status=RunStatus.SUCCEEDED).count() == 2
+
+    def test_a_run__connection_closed_without_conn_max_age(self, plugins, monkeypatch):
+        """CONN_MAX_AGE 0 (Django's default): the task leaves no connection open behind it."""
+        monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
+        plugins.add("hello", "def run():\n    return 1\n")
+        pipeline.load_plugins(actor="test")
+        execute_run_task(services.run_queue(name="hello", params={}, actor="test").pk)
+        assert connection.connection is None
 
     def test_a_message_for_a_deleted_run_does_nothing(self, make_plugin):
         """A run pruned before a worker took it: the task logs and returns."""
@@ -298,3 +320,17 @@ class TestBrokerUnreachable:
         assert "broker is unreachable" in run.reason and "PORTAL_BROKER_URL" in run.reason
         plugin = Plugin.objects.get(name="plain")
         assert (plugin.error_count, plugin.running_count) == (0, 0)
+
+
+class TestNodeConnections:
+    def test_node__keeps_connections_checked_before_reuse(self):
+        """A worker node keeps its threads' connections (60 s), checked before each reuse."""
+        database = {"ENGINE": "django.db.backends.postgresql", "CONN_MAX_AGE": 0}
+        keep_database_connections(database, environ={})
+        assert (database["CONN_MAX_AGE"], database["CONN_HEALTH_CHECKS"]) == (60, True)
+
+    def test_operator_set_conn_max_age__left_as_set(self):
+        """CONN_MAX_AGE in the environment is the operator's choice: the node keeps it."""
+        database = {"ENGINE": "django.db.backends.postgresql", "CONN_MAX_AGE": 0}
+        keep_database_connections(database, environ={"CONN_MAX_AGE": "0"})
+        assert database["CONN_MAX_AGE"] == 0 and "CONN_HEALTH_CHECKS" not in database
