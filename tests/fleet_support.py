@@ -41,8 +41,9 @@ def broker_vhost() -> Iterator[str]:
 
 def node_env(broker_url: str, plugin_dir: Path, var_dir: Path) -> dict[str, str]:
     """The environment of a worker node process of the test run: its database and broker."""
+    inherited = {key: value for key, value in os.environ.items() if key != "CONN_MAX_AGE"}
     return {
-        **os.environ,
+        **inherited,  # less CONN_MAX_AGE: the nodes keep their connections as by default
         "DATABASE_URL": database_url(connection.settings_dict),
         "PORTAL_BROKER_URL": broker_url,
         "PORTAL_RUN_EXECUTOR": "celery",

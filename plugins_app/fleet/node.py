@@ -34,13 +34,10 @@ NODE_CONN_MAX_AGE_S = 60
 def keep_database_connections(
     database: dict[str, Any], *, environ: Mapping[str, str] = os.environ
 ) -> None:
-    """Make `database` (a DATABASES entry) keep connections between tasks, each checked before
-    reuse (a database restarted meanwhile costs a reconnect, not a failed run), unless the
-    operator chose CONN_MAX_AGE."""
-    if "CONN_MAX_AGE" in environ:
-        return
-    database["CONN_MAX_AGE"] = NODE_CONN_MAX_AGE_S
-    database["CONN_HEALTH_CHECKS"] = True
+    """Make `database` (a DATABASES entry) keep connections between tasks, unless the operator
+    chose CONN_MAX_AGE (settings check a kept connection before each reuse)."""
+    if "CONN_MAX_AGE" not in environ:
+        database["CONN_MAX_AGE"] = NODE_CONN_MAX_AGE_S
 
 
 def node_environment() -> services.NodeEnvironment:

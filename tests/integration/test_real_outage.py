@@ -14,7 +14,9 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import dj_database_url
 import pytest
+from django.db.utils import ConnectionHandler
 
 from tests.metrics_support import of, parse
 from tools.private_postgres import (
@@ -208,3 +210,35 @@ class TestRealOutage:
             portal.cluster.start()
         outage.await_fresh()
         assert outage.lines() == (1, 1), portal.server.log_text()
+
+
+class TestKeptConnection:
+    # A check that hangs waits in libpq, where the signal method cannot interrupt it.
+    @pytest.mark.timeout(60, method="thread")
+    def test_hung__the_check_before_reuse_ends_at_the_deadline(
+        self, portal, settings, django_db_blocker
+    ):
+        """A connection kept between tasks (a worker node's, CONN_MAX_AGE) is checked before
+        reuse; on a hung server the check ends at PORTAL_DB_DEADLINE_S, so the task connects
+        anew instead of waiting forever."""
+        settings.PORTAL_DB_DEADLINE_S = 1.0
+        kept_settings = {
+            **dj_database_url.parse(portal.cluster.url),
+            "ENGINE": "portal.db.postgresql",
+            "CONN_MAX_AGE": 60,
+            "CONN_HEALTH_CHECKS": True,
+        }
+        outage = Outage(portal)
+        with django_db_blocker.unblock():  # the private cluster's database, not the test's
+            kept = ConnectionHandler({"default": kept_settings})["default"]
+            kept.ensure_connection()
+            portal.cluster.pause()
+            try:
+                started = time.monotonic()
+                usable = kept.is_usable()
+                took = time.monotonic() - started
+            finally:
+                portal.cluster.resume()
+                kept.close()
+        assert not usable and took < 10, took
+        outage.await_fresh()  # the portal's own outage lines end in this test, not the next

@@ -11,11 +11,12 @@ import contextlib
 import math
 from collections.abc import Iterator
 
+from django.conf import settings
 from django.db import DatabaseError, OperationalError
 from django.db.backends.postgresql import base
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
-from portal.db.deadline import current_deadline
+from portal.db.deadline import client_deadline, current_deadline
 from portal.db.watchdog import watchdog
 
 
@@ -75,7 +76,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def is_usable(self) -> bool:
         if self.deadline_cut:
             return False
-        with self.within_deadline():
+        # The check before reusing a kept connection ends on a hung server too (a worker
+        # node's task has no request deadline): then the connection is closed and remade.
+        with client_deadline(settings.PORTAL_DB_DEADLINE_S), self.within_deadline():
             return super().is_usable()
 
     def connect(self) -> None:
