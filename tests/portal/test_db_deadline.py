@@ -69,6 +69,9 @@ class TestPostgresqlBackend:
         """pg_sleep(30) under a 0.5 s deadline fails at once, saying so; no reconnect follows."""
         if connection.vendor != "postgresql":
             pytest.skip("the PostgreSQL backend's watchdog; CI's PostgreSQL pass runs this")
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            (sleeper,) = cursor.fetchone()
         started = time.monotonic()
         with client_deadline(0.5):
             with (
@@ -83,3 +86,5 @@ class TestPostgresqlBackend:
         with connection.cursor() as cursor:  # outside the block: a fresh connection
             cursor.execute("SELECT 1")
             assert cursor.fetchone() == (1,)
+            # The server sleeps on for the cut session: end it, or the test database stays busy.
+            cursor.execute("SELECT pg_terminate_backend(%s)", [sleeper])
