@@ -156,7 +156,15 @@ def seed_plugins(env: dict[str, str], names: list[str], *, failed: list[str]) ->
 class Gunicorn:
     """gunicorn serving portal.wsgi with N workers on a socket bound before it starts."""
 
-    def __init__(self, env: dict[str, str], log: Path, *, workers: int = 2, threads: int = 4):
+    def __init__(
+        self,
+        env: dict[str, str],
+        log: Path,
+        *,
+        workers: int = 2,
+        threads: int = 4,
+        graceful_timeout_s: int = 5,
+    ):
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.set_inheritable(True)
         self.log = log
@@ -167,7 +175,8 @@ class Gunicorn:
                     sys.executable, "-m", "gunicorn", "portal.wsgi",
                     "--bind", f"fd://{self.listener.fileno()}",
                     "--workers", str(workers), "--threads", str(threads),
-                    "--graceful-timeout", "5", "--timeout", "60", "--no-control-socket",
+                    "--graceful-timeout", str(graceful_timeout_s), "--timeout", "60",
+                    "--no-control-socket",
                 ],
                 cwd=ROOT, env=env, pass_fds=[self.listener.fileno()],
                 stdout=output, stderr=subprocess.STDOUT,

@@ -60,11 +60,13 @@ class Servers:
         }
         self.started: list[Gunicorn] = []
 
-    def start(self, *, workers: int, run_workers: int) -> Gunicorn:
+    def start(self, *, workers: int, run_workers: int, graceful_timeout_s: int = 5) -> Gunicorn:
         var = self.tmp_path / f"var-{len(self.started)}"
         env = {**self.env, "PORTAL_VAR_DIR": str(var), "PORTAL_RUN_WORKERS": str(run_workers)}
         var.mkdir()
-        server = Gunicorn(env, var / "gunicorn.log", workers=workers)
+        server = Gunicorn(
+            env, var / "gunicorn.log", workers=workers, graceful_timeout_s=graceful_timeout_s
+        )
         self.started.append(server)
         return server
 
@@ -190,17 +192,19 @@ class TestGracefulSigterm:
     def test_sigterm__runs_going_finish_the_rest_stay_queued_for_a_new_server(self, servers):
         """SIGTERM to gunicorn with 2 runs going and 8 queued: the 2 end SUCCEEDED, none is
         started or cut afterwards (the rest stay QUEUED), and a new server runs the rest."""
-        server = servers.start(workers=1, run_workers=2)
+        # A grace long enough for the 2 runs on a loaded machine: the test is about what
+        # starts after SIGTERM, not how fast the runs going end.
+        server = servers.start(workers=1, run_workers=2, graceful_timeout_s=60)
         run_ids = [servers.post_run(server, 1.0) for _ in range(10)]
         wait_until(
             lambda: statuses(run_ids)[RunStatus.RUNNING] == 2, BOOT_S, "two runs going", server
         )
 
         server.process.send_signal(signal.SIGTERM)
-        assert server.process.wait(timeout=60) == 0, server.log_text()[-3000:]
+        assert server.process.wait(timeout=90) == 0, server.log_text()[-3000:]
 
         after = statuses(run_ids)
-        assert set(after) <= {RunStatus.SUCCEEDED, RunStatus.QUEUED}, after
+        assert set(after) <= {RunStatus.SUCCEEDED, RunStatus.QUEUED}, server.log_text()[-3000:]
         assert after[RunStatus.SUCCEEDED] >= 2 and after[RunStatus.QUEUED] >= 6, after
 
         second = servers.start(workers=1, run_workers=2)
