@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.db import connection
 
+from plugins_app.loops import Linger
 from plugins_app.models import PluginRun, RunStatus
 from sandbox import CancelToken
 
@@ -92,15 +92,11 @@ class CancelWatch:
             thread.join(timeout_s)
 
     def _loop(self, stop: threading.Event) -> None:
-        idle_since: float | None = None
+        linger = Linger(self.linger_s)
         try:
             while not stop.is_set():
                 with self._lock:
-                    if self._tokens:
-                        idle_since = None
-                    elif idle_since is None:
-                        idle_since = time.monotonic()
-                    elif time.monotonic() - idle_since >= self.linger_s:
+                    if linger.over(busy=bool(self._tokens)):
                         if self._thread is threading.current_thread():
                             self._thread = None  # a later watching() starts a new one
                         return

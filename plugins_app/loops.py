@@ -1,9 +1,11 @@
-"""A daemon thread that does one job every few seconds, or at once when woken."""
+"""A daemon thread that does one job every few seconds, or at once when woken; and the idle
+clock of threads that end once unused for a while."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from django.db import connection
@@ -67,3 +69,18 @@ class BackgroundLoop:
             self.turn()
             self._wake.wait(self._interval_s())
         connection.close()
+
+
+class Linger:
+    """How long a thread has had nothing to do: over once idle for `linger_s` in a row."""
+
+    def __init__(self, linger_s: float) -> None:
+        self.linger_s = linger_s
+        self._idle_since: float | None = None
+
+    def over(self, *, busy: bool) -> bool:
+        now = time.monotonic()
+        if busy or self._idle_since is None:
+            self._idle_since = None if busy else now
+            return False
+        return now - self._idle_since >= self.linger_s

@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 
 from django.db import connection, connections, transaction
 
+from plugins_app.loops import Linger
+
 logger = logging.getLogger(__name__)
 
 CHANNEL = "portal_run_finished"
@@ -150,7 +152,7 @@ class _Listener:
             thread.join(5)
 
     def _loop(self, stop: threading.Event) -> None:
-        idle_since: float | None = None
+        linger = Linger(self.LINGER_S)
         listener = connections.create_connection("default")
         try:
             while not stop.is_set():
@@ -173,11 +175,7 @@ class _Listener:
                     self._lost(listener)
                     stop.wait(RECHECK_S)
                 with self._lock:
-                    if self._waiting:
-                        idle_since = None
-                    elif idle_since is None:
-                        idle_since = time.monotonic()
-                    elif time.monotonic() - idle_since > self.LINGER_S:
+                    if linger.over(busy=bool(self._waiting)):
                         if self._thread is threading.current_thread():
                             self._thread = None  # the next wait starts a new one
                         return
