@@ -5,7 +5,7 @@ the first two also by `manage.py runscheduler`; stopped on a gunicorn worker's S
 
 from __future__ import annotations
 
-import threading
+from typing import Protocol
 
 from django.conf import settings
 
@@ -38,7 +38,15 @@ def finish_runs_in_progress() -> None:
     shutdown_executor(wait=True)
 
 
-def run_scheduler_until(stop: threading.Event, *, tick_s: float | None = None) -> None:
+class Stop(Protocol):
+    """What ends a foreground loop: a threading.Event, or StopSignals (SIGTERM, Ctrl-C)."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout_s: float, /) -> bool: ...
+
+
+def run_scheduler_until(stop: Stop, *, tick_s: float | None = None) -> None:
     """The scheduler in this thread until `stop` is set, with the deliverer beside it; then
     waits for the runs it queued in this process to finish."""
     deliverer_loop.start()

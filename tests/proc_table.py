@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -52,3 +54,18 @@ def run(pid_file, seconds=60):
     time.sleep(float(seconds))
     return {"slept_s": seconds}
 """
+
+
+def output_once_exited(process: subprocess.Popen, timeout_s: float = 60.0) -> tuple[str, str]:
+    """The stdout and stderr of `process`, told to stop, once it exited; one still running after
+    timeout_s fails with the stack of each of its threads (started with PYTHONFAULTHANDLER=1,
+    it prints them at SIGABRT)."""
+    try:
+        return process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        _, stderr = process.communicate()
+        stacks = stderr[-8000:]
+        raise AssertionError(
+            f"{process.args} ran on {timeout_s:g} s after it was told to stop:\n{stacks}"
+        ) from None

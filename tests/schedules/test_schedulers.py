@@ -21,6 +21,7 @@ from plugins_app.models import PluginRun, RunStatus
 from plugins_app.schedules.models import FiringOutcome, ScheduleFiring
 from plugins_app.schedules.scheduler import scheduler_loop
 from tests.concurrency_support import database_url
+from tests.proc_table import output_once_exited
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,6 +59,7 @@ class TestTwoSchedulerProcesses:
             **os.environ,
             "DATABASE_URL": database_url(connection.settings_dict),
             "PORTAL_PLUGIN_DIRS": str(plugins.path),
+            "PYTHONFAULTHANDLER": "1",
         }
         command = [sys.executable, "manage.py", "runscheduler", "--tick", "0.1"]
         processes = [
@@ -76,8 +78,8 @@ class TestTwoSchedulerProcesses:
             wait_until(lambda: firings.count() >= 6, 90)
         finally:
             for process in processes:
-                process.send_signal(signal.SIGTERM)
-            outputs = [process.communicate(timeout=60) for process in processes]
+                process.send_signal(signal.SIGTERM)  # both stop at once, then each is awaited
+            outputs = [output_once_exited(process) for process in processes]
         for process, (stdout, stderr) in zip(processes, outputs, strict=True):
             assert process.returncode == 0, stderr
             assert "Traceback" not in stderr, stderr
@@ -115,6 +117,7 @@ class TestWebProcesses:
             "PORTAL_PLUGIN_DIRS": str(plugins.path),
             "PORTAL_VAR_DIR": str(tmp_path / "var"),
             "PORTAL_SCHEDULER_TICK_S": "0.1",
+            "PYTHONFAULTHANDLER": "1",
         }
         command = [
             sys.executable,
@@ -141,7 +144,7 @@ class TestWebProcesses:
             wait_until(lambda: firings.count() >= 6, 90)
         finally:
             server.send_signal(signal.SIGTERM)
-            _, stderr = server.communicate(timeout=60)
+            _, stderr = output_once_exited(server)
             listener.close()
         assert "Traceback" not in stderr, stderr
         # A worker stopping may leave its last run unfinished (the reconciler's job later).

@@ -4,13 +4,12 @@ processes run with PORTAL_SCHEDULER=off; several may run at once, each occurrenc
 from __future__ import annotations
 
 import math
-import signal
-import threading
 
 from django.core.management.base import CommandError
 
 from plugins_app.background import run_scheduler_until
 from plugins_app.management.arguments import PortalCommand
+from plugins_app.management.stop_signals import StopSignals
 
 MAX_TICK_S = 3600.0
 MIN_TICK_S = 0.1
@@ -38,9 +37,7 @@ class Command(PortalCommand):
                 f"got {tick:g}",
                 returncode=2,
             )
-        stop = threading.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
+        stop = StopSignals()
         self.stdout.write(
             "Scheduler running: firing due schedules and delivering webhooks until stopped "
             "(SIGTERM or Ctrl-C).",
