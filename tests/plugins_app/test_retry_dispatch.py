@@ -37,6 +37,13 @@ def waiting_retry(name: str, *, due: bool) -> PluginRun:
     return retry
 
 
+def retry_state(run_id: int) -> dict:
+    """What a dispatcher reads of a retry, for a failure message."""
+    return PluginRun.objects.values(
+        "status", "not_before", "dispatched_at", "worker", "queued_at"
+    ).get(pk=run_id)
+
+
 class Claims:
     """An executor job that only claims the run, recording who won."""
 
@@ -63,7 +70,10 @@ class Claims:
             if not self.done.acquire(timeout=CLAIM_WAIT_S):
                 frames = sys._current_frames().values()
                 stacks = "\n".join("".join(traceback.format_stack(f)) for f in frames)
-                pytest.fail(f"A claim did not end in {CLAIM_WAIT_S} s; threads:\n{stacks}")
+                pytest.fail(
+                    f"A claim did not end in {CLAIM_WAIT_S} s (won {self.won}, lost {self.lost}, "
+                    f"errors {self.errors}); threads:\n{stacks}"
+                )
         assert self.errors == []
 
 
@@ -76,11 +86,12 @@ class TestDispatch:
         executors = [ThreadExecutor(1, claims.job), ThreadExecutor(1, claims.job)]
         try:
             dispatched = [executor.dispatch_due_retries() for executor in executors]
+            # Checked before waiting: a dispatcher that found nothing due sends no claim.
+            assert dispatched == [[retry.pk], [retry.pk]], retry_state(retry.pk)
             claims.wait(2)
         finally:
             for executor in executors:
                 executor.shutdown()
-        assert dispatched == [[retry.pk], [retry.pk]]
         assert (claims.won, claims.lost) == ([retry.pk], [retry.pk])
         assert PluginRun.objects.get(pk=retry.pk).status == RunStatus.RUNNING
 
