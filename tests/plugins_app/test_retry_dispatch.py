@@ -52,8 +52,12 @@ class Claims:
         self.lost: list[int] = []
         self.errors: list[str] = []
         self.done = threading.Semaphore(0)
+        # Claims start once the test lets them: a claim that won before the second dispatcher
+        # looked would leave it nothing due (a race of the test, seen on a loaded machine).
+        self.go = threading.Event()
 
     def job(self, run_id: int) -> None:
+        self.go.wait(CLAIM_WAIT_S)
         try:
             services.run_start(run_id=run_id, worker="test:claim")
             self.won.append(run_id)
@@ -88,6 +92,7 @@ class TestDispatch:
             dispatched = [executor.dispatch_due_retries() for executor in executors]
             # Checked before waiting: a dispatcher that found nothing due sends no claim.
             assert dispatched == [[retry.pk], [retry.pk]], retry_state(retry.pk)
+            claims.go.set()
             claims.wait(2)
         finally:
             for executor in executors:
