@@ -87,10 +87,15 @@ class MemoryControl:
     def attach(self, call: Call, group: CallGroup | None) -> None:
         """The call is the kernel's to limit when its process joined its group."""
         if group is not None and not group.joined:
-            remove_group(group.path)
+            self.discard(group)
         elif group is not None:
             call.cgroup = group.path
             call.memory_cap_kb = call.memory_check_at = None  # no sampling: the kernel limits
+
+    def discard(self, group: CallGroup | None) -> None:
+        """A group no process joined (its call never started, or could not join it)."""
+        if group is not None:
+            remove_group(group.path)
 
     def report(self, call: Call, fields: AnswerFields) -> None:
         if call.cgroup is None:

@@ -236,6 +236,7 @@ class Host:
         group = self.memory.group_for(limits)
         spare = self.spares.hand_over(command, group.join if group else None)
         if isinstance(spare, str):
+            self.memory.discard(group)  # else each such call would leave an empty cgroup
             self._send_failure(call_id, f"could not start the call process: {spare}")
             return
         call = Call(call_id, spare.pid, spare.calldir, limits, spare.fds)

@@ -6,6 +6,10 @@ from __future__ import annotations
 import contextlib
 import os
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the zygote's imports stay light
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
@@ -75,7 +79,22 @@ def tree_rss_kb(root: ProcFiles, root_pid: int) -> tuple[int, list[int]] | None:
     thread), summed, in KiB, and their pids; None when the root is gone. A descendant that
     ends while it is read counts as nothing. Pages the processes share (a fork's) count in
     each: see ``tree_pss_kb``."""
-    total = root.rss_kb()
+    return _tree_sum(root, root_pid, ProcFiles.rss_kb)
+
+
+def tree_cpu_ticks(root: ProcFiles) -> int | None:
+    """CPU time of a process and of its live descendants (with what their waited-for children
+    used), summed, in clock ticks; None when the root is gone."""
+    summed = _tree_sum(root, 0, ProcFiles.cpu_ticks)
+    return None if summed is None else summed[0]
+
+
+def _tree_sum(
+    root: ProcFiles, root_pid: int, read: Callable[[ProcFiles], int | None]
+) -> tuple[int, list[int]] | None:
+    """`read` of the root and of each descendant (at most TREE_LIMIT processes), summed, and
+    their pids; None when the root is gone, nothing for a descendant that ends meanwhile."""
+    total = read(root)
     if total is None:
         return None
     pids = [root_pid]
@@ -85,30 +104,11 @@ def tree_rss_kb(root: ProcFiles, root_pid: int) -> tuple[int, list[int]] | None:
         pids.append(pid)
         child = ProcFiles(pid)
         try:
-            total += child.rss_kb() or 0
+            total += read(child) or 0
             pending += child.children() or []
         finally:
             child.close()
     return total, pids
-
-
-def tree_cpu_ticks(root: ProcFiles) -> int | None:
-    """CPU time of a process and of its live descendants (with what their waited-for children
-    used), summed, in clock ticks; None when the root is gone."""
-    total = root.cpu_ticks()
-    if total is None:
-        return None
-    pending = root.children() or []
-    seen = 1
-    while pending and seen < TREE_LIMIT:
-        child = ProcFiles(pending.pop())
-        seen += 1
-        try:
-            total += child.cpu_ticks() or 0
-            pending += child.children() or []
-        finally:
-            child.close()
-    return total
 
 
 def tree_pss_kb(pids: list[int]) -> int:
