@@ -53,7 +53,7 @@ cluster: env
 	HOST=$(HOST) PORT=$(PORT) bash deploy/cluster/run.sh
 
 # Test processes (pytest-xdist): two per core, since most tests wait on processes they start
-# (4 on 2 cores: make test 4 min 26 s, against about 6 min with 2); TEST_WORKERS=0 runs in
+# (4 on 2 cores: 4 min 26 s with coverage, against about 6 min with 2); TEST_WORKERS=0 runs in
 # this one process.
 TEST_WORKERS ?= $(shell echo $$(( 2 * $$(nproc) )))
 # Every test, without the coverage tracer (it doubles the suite's CPU time: make coverage).

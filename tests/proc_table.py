@@ -64,7 +64,11 @@ def output_once_exited(process: subprocess.Popen, timeout_s: float = 60.0) -> tu
         return process.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         process.send_signal(signal.SIGABRT)
-        _, stderr = process.communicate()
+        try:
+            _, stderr = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:  # its children may hold the pipe: no stacks then
+            process.kill()
+            _, stderr = process.communicate()
         stacks = stderr[-8000:]
         raise AssertionError(
             f"{process.args} ran on {timeout_s:g} s after it was told to stop:\n{stacks}"

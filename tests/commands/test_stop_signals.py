@@ -17,26 +17,28 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_signal_during_the_wait__ends_it_at_once():
     """A SIGTERM arriving while the command waits ends the wait, long before its timeout."""
-    stop = StopSignals(signals=(signal.SIGUSR1,))
-    try:
+    with StopSignals(signals=(signal.SIGUSR1,)) as stop:
         threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGUSR1)).start()
         started = time.monotonic()
         assert stop.wait(30) is True
         assert time.monotonic() - started < 10
         assert stop.is_set()
-    finally:
-        stop.close()
 
 
 def test_signal_before_the_wait__not_lost():
     """A signal that lands between two waits ends the next wait (it is kept, not missed)."""
-    stop = StopSignals(signals=(signal.SIGUSR1,))
-    try:
+    with StopSignals(signals=(signal.SIGUSR1,)) as stop:
         assert stop.wait(0) is False
         os.kill(os.getpid(), signal.SIGUSR1)
         assert stop.wait(30) is True
-    finally:
-        stop.close()
+
+
+def test_the_end__former_handler_back():
+    """Once the command's loop is over, a signal goes to the handler that was there before."""
+    former = signal.getsignal(signal.SIGUSR1)
+    with StopSignals(signals=(signal.SIGUSR1,)):
+        assert signal.getsignal(signal.SIGUSR1) is not former
+    assert signal.getsignal(signal.SIGUSR1) is former
 
 
 # Waits in a loop while the parent sends signals as fast as it can: a handler that takes a

@@ -57,7 +57,10 @@ class Claims:
         self.go = threading.Event()
 
     def job(self, run_id: int) -> None:
-        self.go.wait(CLAIM_WAIT_S)
+        if not self.go.wait(CLAIM_WAIT_S):
+            self.errors.append(f"run {run_id}: never let go")
+            self.done.release()
+            return
         try:
             services.run_start(run_id=run_id, worker="test:claim")
             self.won.append(run_id)
@@ -95,6 +98,7 @@ class TestDispatch:
             claims.go.set()
             claims.wait(2)
         finally:
+            claims.go.set()  # a failed check above lets the claims end, so the pools shut
             for executor in executors:
                 executor.shutdown()
         assert (claims.won, claims.lost) == ([retry.pk], [retry.pk])

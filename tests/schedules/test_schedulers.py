@@ -79,7 +79,13 @@ class TestTwoSchedulerProcesses:
         finally:
             for process in processes:
                 process.send_signal(signal.SIGTERM)  # both stop at once, then each is awaited
-            outputs = [output_once_exited(process) for process in processes]
+            try:
+                outputs = [output_once_exited(process) for process in processes]
+            finally:
+                for process in processes:  # one that hung fails the test; none outlives it
+                    if process.poll() is None:
+                        process.kill()
+                        process.communicate()
         for process, (stdout, stderr) in zip(processes, outputs, strict=True):
             assert process.returncode == 0, stderr
             assert "Traceback" not in stderr, stderr

@@ -37,11 +37,11 @@ class Command(PortalCommand):
                 f"got {tick:g}",
                 returncode=2,
             )
-        stop = StopSignals()
         self.stdout.write(
             "Scheduler running: firing due schedules and delivering webhooks until stopped "
             "(SIGTERM or Ctrl-C).",
         )
         self.stdout.flush()
-        run_scheduler_until(stop, tick_s=tick)
+        with StopSignals() as stop:
+            run_scheduler_until(stop, tick_s=tick)
         self.stdout.write("Scheduler stopped; runs it started have finished.")
