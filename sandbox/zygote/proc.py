@@ -79,36 +79,37 @@ def tree_rss_kb(root: ProcFiles, root_pid: int) -> tuple[int, list[int]] | None:
     thread), summed, in KiB, and their pids; None when the root is gone. A descendant that
     ends while it is read counts as nothing. Pages the processes share (a fork's) count in
     each: see ``tree_pss_kb``."""
-    return _tree_sum(root, root_pid, ProcFiles.rss_kb)
+    summed = _tree_sum(root, ProcFiles.rss_kb)
+    return None if summed is None else (summed[0], [root_pid, *summed[1]])
 
 
 def tree_cpu_ticks(root: ProcFiles) -> int | None:
     """CPU time of a process and of its live descendants (with what their waited-for children
     used), summed, in clock ticks; None when the root is gone."""
-    summed = _tree_sum(root, 0, ProcFiles.cpu_ticks)
+    summed = _tree_sum(root, ProcFiles.cpu_ticks)
     return None if summed is None else summed[0]
 
 
 def _tree_sum(
-    root: ProcFiles, root_pid: int, read: Callable[[ProcFiles], int | None]
+    root: ProcFiles, read: Callable[[ProcFiles], int | None]
 ) -> tuple[int, list[int]] | None:
-    """`read` of the root and of each descendant (at most TREE_LIMIT processes), summed, and
-    their pids; None when the root is gone, nothing for a descendant that ends meanwhile."""
+    """`read` of the root and of each descendant (TREE_LIMIT processes at most), summed, and
+    the descendants' pids; None when the root is gone, nothing for one that ends meanwhile."""
     total = read(root)
     if total is None:
         return None
-    pids = [root_pid]
+    descendants: list[int] = []
     pending = root.children() or []
-    while pending and len(pids) < TREE_LIMIT:
+    while pending and len(descendants) + 1 < TREE_LIMIT:
         pid = pending.pop()
-        pids.append(pid)
+        descendants.append(pid)
         child = ProcFiles(pid)
         try:
             total += read(child) or 0
             pending += child.children() or []
         finally:
             child.close()
-    return total, pids
+    return total, descendants
 
 
 def tree_pss_kb(pids: list[int]) -> int:
